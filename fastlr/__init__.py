@@ -1,0 +1,24 @@
+"""fastlr: multinomial logistic (softmax) regression on MNIST, from scratch, fast.
+
+Public API: :class:`SoftmaxRegression`, :func:`load_mnist`, :func:`available_backends`, and the
+errors fastlr raises for problems a user can fix.
+"""
+
+from .backends import available_backends
+from .data import load_mnist
+from .errors import BackendError, DataError, DivergenceError, FastlrError, ModelFileError
+from .model import SoftmaxRegression
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SoftmaxRegression",
+    "load_mnist",
+    "available_backends",
+    "FastlrError",
+    "DataError",
+    "BackendError",
+    "ModelFileError",
+    "DivergenceError",
+    "__version__",
+]

@@ -1,0 +1,166 @@
+"""The SGD driver: epochs, shuffling, learning-rate schedules, history, early stopping.
+
+The driver owns everything a kernel must not do: it checks dtypes, contiguity and shapes,
+allocates every buffer, draws the permutations from a seeded generator, checks that the loss
+stays finite and raises the errors. The kernels (``fastlr/backends``) only compute.
+"""
+
+import time
+
+import numpy as np
+
+from .errors import DivergenceError
+
+LR_SCHEDULES = ("constant", "linear")
+
+
+def learning_rates(schedule, learning_rate, total_steps):
+    """The learning rate of every step of a run, (total_steps,) float64.
+
+    ``constant``: ``lr_t = learning_rate``. ``linear``: ``lr_t = learning_rate * (1 - t / S)``
+    for t = 0..S-1, decaying towards 0 over the S steps of the run.
+    """
+    if schedule == "constant":
+        return np.full(total_steps, float(learning_rate))
+    if schedule == "linear":
+        return float(learning_rate) * (1.0 - np.arange(total_steps) / total_steps)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose constant or linear")
+
+
+def allocate_parts(n_threads, n_classes, n_features, dtype):
+    """Per-thread partial gradients: parts_W (T, C, D) and parts_b (T, C)."""
+    return (np.zeros((n_threads, n_classes, n_features), dtype=dtype),
+            np.zeros((n_threads, n_classes), dtype=dtype))
+
+
+def predict_scores(backend, X, W, b, n_threads):
+    """Scores X W^T + b (N, C) through ``backend``."""
+    out = np.empty((X.shape[0], W.shape[0]), dtype=W.dtype)
+    backend.predict_scores(X, W, b, out, n_threads)
+    return out
+
+
+def evaluate(backend, X, y, W, b, n_threads, sample_weight=None):
+    """Mean (weighted) cross-entropy and accuracy of the model (W, b) on X, y."""
+    scores = predict_scores(backend, X, W, b, n_threads).astype(np.float64)
+    m = scores.max(axis=1)
+    log_norm = m + np.log(np.exp(scores - m[:, None]).sum(axis=1))
+    losses = log_norm - scores[np.arange(len(y)), y]
+    correct = scores.argmax(axis=1) == y
+    if sample_weight is None:
+        return float(losses.mean()), float(correct.mean())
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    total = weights.sum()
+    if total <= 0:
+        return float(losses.mean()), float(correct.mean())
+    return float(weights @ losses / total), float(weights @ correct / total)
+
+
+def _check_contract(X, y, sample_weight, W, b):
+    """The kernel contract's preconditions; a failure here is a bug in the caller, not bad
+    user input (the model validates that)."""
+    dtype = W.dtype
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"weights must be float32 or float64, got {dtype}")
+    for name, array in (("X", X), ("sample_weight", sample_weight), ("W", W), ("b", b)):
+        if array.dtype != dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name} must be C-contiguous {dtype}, got {array.dtype}")
+    if y.dtype != np.int64 or not y.flags.c_contiguous:
+        raise TypeError(f"y must be C-contiguous int64, got {y.dtype}")
+    n, d = X.shape
+    c = W.shape[0]
+    if W.shape != (c, d) or b.shape != (c,) or y.shape != (n,) or sample_weight.shape != (n,):
+        raise ValueError(f"inconsistent shapes X {X.shape}, y {y.shape}, "
+                         f"sample_weight {sample_weight.shape}, W {W.shape}, b {b.shape}")
+
+
+def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_rate,
+            lr_schedule="linear", momentum=0.0, alpha=0.0, n_threads=1, rng,
+            train_index=None, validation=None, early_stopping=False, n_iter_no_change=3,
+            tol=1e-4, on_epoch=None, history=None):
+    """Train (W, b) in place with minibatch SGD for ``epochs`` epochs.
+
+    Parameters
+    ----------
+    backend : module implementing the kernel contract (see ``fastlr.backends``)
+    X : (N, D) float, y : (N,) int64 labels 0..C-1, sample_weight : (N,) float
+    W : (C, D), b : (C,) the starting weights, updated in place
+    epochs, batch_size : int
+    learning_rate : float; lr_schedule : "constant" or "linear"
+    momentum, alpha : float, the momentum and the L2 strength
+    n_threads : int, T, the thread count of the kernels
+    rng : numpy.random.Generator, draws one permutation per epoch
+    train_index : (M,) int64, optional; the rows of X to train on (default: all)
+    validation : (X_val, y_val), optional; scored after every epoch
+    early_stopping : bool
+        Stop when the validation accuracy has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and restore the best weights. Needs ``validation``.
+    on_epoch : callable(record), optional
+        Called after every epoch with that epoch's history record.
+    history : list, optional
+        Records are appended to it as they are made, so a caller keeps them even if training is
+        interrupted.
+
+    Returns
+    -------
+    list of dict
+        One record per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``lr`` (the rate of
+        the epoch's last step), ``time_s`` and, with validation, ``val_loss``, ``val_accuracy``.
+
+    Raises
+    ------
+    DivergenceError
+        If the loss or the weights stop being finite. W and b are restored to the weights at
+        the start of the failing epoch, the last finite ones.
+    """
+    _check_contract(X, y, sample_weight, W, b)
+    if early_stopping and validation is None:
+        raise ValueError("early stopping needs a validation set")
+    if train_index is None:
+        train_index = np.arange(X.shape[0], dtype=np.int64)
+        X_train, y_train, sw_train = X, y, sample_weight
+    else:
+        X_train, y_train = X[train_index], y[train_index]
+        sw_train = sample_weight[train_index]
+    n_train = len(train_index)
+    steps_per_epoch = -(-n_train // batch_size)
+    lr_all = learning_rates(lr_schedule, learning_rate, steps_per_epoch * epochs)
+    vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
+    parts_W, parts_b = allocate_parts(n_threads, W.shape[0], W.shape[1], W.dtype)
+    history = [] if history is None else history
+    best = None
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        last_W, last_b = W.copy(), b.copy()
+        perm = rng.permutation(train_index).astype(np.int64, copy=False)
+        lr_steps = np.ascontiguousarray(lr_all[epoch * steps_per_epoch:
+                                               (epoch + 1) * steps_per_epoch])
+        loss_sum = backend.sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps,
+                                     batch_size, float(momentum), float(alpha), parts_W,
+                                     parts_b)
+        elapsed = time.perf_counter() - start
+        if not (np.isfinite(loss_sum) and np.isfinite(W).all() and np.isfinite(b).all()):
+            W[...] = last_W
+            b[...] = last_b
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1} (the loss became "
+                f"{'NaN' if np.isnan(loss_sum) else 'infinite'}): the learning rate "
+                f"{learning_rate:g} is too high; try a smaller one, e.g. --lr "
+                f"{learning_rate / 10:g}. The weights from the end of epoch {epoch} are kept")
+        train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads, sw_train)
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "lr": float(lr_steps[-1]), "time_s": elapsed}
+        if validation is not None:
+            val_loss, val_acc = evaluate(backend, validation[0], validation[1], W, b, n_threads)
+            record.update(val_loss=val_loss, val_accuracy=val_acc)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if early_stopping:
+            if best is None or record["val_accuracy"] > best[0] + tol:
+                best = (record["val_accuracy"], epoch, W.copy(), b.copy())
+            elif epoch - best[1] >= n_iter_no_change:
+                W[...] = best[2]
+                b[...] = best[3]
+                break
+    return history

@@ -1,0 +1,261 @@
+"""The reference is the spec; every other backend is checked against it.
+
+The reference itself is checked against central finite differences and against closed forms on
+hard inputs. Then each fast backend from ``available_backends()`` must reproduce the reference's
+loss, gradient, scores and k-step SGD trajectory, in float32 and float64, on inputs chosen to
+break careless kernels.
+"""
+
+import numpy as np
+import pytest
+
+from fastlr.backends import available_backends, get_backend, reference
+
+FAST_BACKENDS = [name for name in available_backends() if name != "numpy"]
+
+# Allowed error, relative to the largest magnitude in the reference value (see assert_matches).
+TOLERANCE = {
+    np.float64: 1e-10,
+    np.float32: 2e-5,
+}
+# A k-step trajectory accumulates rounding from every step.
+TRAJECTORY_TOLERANCE = {
+    np.float64: 1e-9,
+    np.float32: 2e-4,
+}
+
+
+def assert_matches(actual, expected, dtype, table=TOLERANCE):
+    """|actual - expected| <= tol * max(1, max|expected|), elementwise."""
+    expected = np.asarray(expected, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    assert actual.shape == expected.shape
+    assert np.all(np.isfinite(actual))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=table[dtype] * scale)
+
+
+def make_problem(rng, n, d, c, dtype, weight_scale=0.1, weighted=False):
+    X = rng.random((n, d)).astype(dtype)
+    y = rng.integers(0, c, size=n).astype(np.int64)
+    W = (rng.standard_normal((c, d)) * weight_scale).astype(dtype)
+    b = (rng.standard_normal(c) * weight_scale).astype(dtype)
+    if weighted:
+        sw = rng.uniform(0.0, 3.0, size=n).astype(dtype)
+    else:
+        sw = np.ones(n, dtype=dtype)
+    return X, y, sw, W, b
+
+
+def in_float64(X, y, sw, W, b):
+    """The same problem in float64, for the reference."""
+    return X.astype(np.float64), y, sw.astype(np.float64), W.astype(np.float64), b.astype(
+        np.float64)
+
+
+def run_loss_and_grad(backend, X, y, sw, W, b, n_threads=1):
+    c, d = W.shape
+    grad_W = np.full_like(W, np.nan)
+    grad_b = np.full_like(b, np.nan)
+    parts_W = np.zeros((n_threads, c, d), dtype=W.dtype)
+    parts_b = np.zeros((n_threads, c), dtype=W.dtype)
+    loss = backend.loss_and_grad(X, y, sw, W, b, grad_W, grad_b, parts_W, parts_b)
+    return loss, grad_W, grad_b
+
+
+def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, n_threads=1):
+    """Run len(perms) epochs with a linearly decaying learning rate; return W, b, losses."""
+    W, b = W.copy(), b.copy()
+    vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
+    c, d = W.shape
+    parts_W = np.zeros((n_threads, c, d), dtype=W.dtype)
+    parts_b = np.zeros((n_threads, c), dtype=W.dtype)
+    steps = -(-len(perms[0]) // batch_size)
+    lr_all = lr * (1.0 - np.arange(steps * len(perms)) / (steps * len(perms)))
+    losses = []
+    for epoch, perm in enumerate(perms):
+        lr_steps = np.ascontiguousarray(lr_all[epoch * steps:(epoch + 1) * steps])
+        losses.append(backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
+                                        batch_size, momentum, alpha, parts_W, parts_b))
+    return W, b, np.array(losses)
+
+
+# --- the reference against mathematics ---------------------------------------------------------
+
+def test_reference_gradient_matches_central_differences():
+    rng = np.random.default_rng(0)
+    X, y, sw, W, b = make_problem(rng, 7, 5, 4, np.float64, weight_scale=1.0, weighted=True)
+    _, grad_W, grad_b = run_loss_and_grad(reference, X, y, sw, W, b)
+
+    def loss_at(W_, b_):
+        return run_loss_and_grad(reference, X, y, sw, W_, b_)[0]
+
+    h = 1e-6
+    numeric_W = np.zeros_like(W)
+    for idx in np.ndindex(W.shape):
+        Wp, Wm = W.copy(), W.copy()
+        Wp[idx] += h
+        Wm[idx] -= h
+        numeric_W[idx] = (loss_at(Wp, b) - loss_at(Wm, b)) / (2 * h)
+    numeric_b = np.zeros_like(b)
+    for k in range(len(b)):
+        bp, bm = b.copy(), b.copy()
+        bp[k] += h
+        bm[k] -= h
+        numeric_b[k] = (loss_at(W, bp) - loss_at(W, bm)) / (2 * h)
+
+    for analytic, numeric in ((grad_W, numeric_W), (grad_b, numeric_b)):
+        rel = np.linalg.norm(analytic - numeric) / np.linalg.norm(numeric)
+        assert rel < 1e-6
+
+
+def test_reference_softmax_and_loss_for_huge_logits():
+    scores = np.array([[1e4, 0.0, -1e4], [0.0, 1e4, 1e4], [-1e4, -1e4, -1e4 - 1.0]])
+    p = reference.softmax(scores)
+    assert np.all(np.isfinite(p))
+    e = np.exp(-1.0)
+    np.testing.assert_allclose(p, [[1, 0, 0], [0, 0.5, 0.5], [1 / (2 + e), 1 / (2 + e),
+                                                             e / (2 + e)]], atol=1e-300)
+    # A label scored -1e4 against a winner at +1e4 costs 2e4, not inf.
+    np.testing.assert_allclose(reference.cross_entropy(scores, np.array([2, 0, 2])),
+                               [2e4, 1e4 + np.log(2), 1.0 + np.log(2 + e)])
+
+
+def test_reference_all_equal_logits_give_uniform_probabilities():
+    scores = np.full((3, 10), 123.0)
+    np.testing.assert_allclose(reference.softmax(scores), 0.1)
+    np.testing.assert_allclose(reference.cross_entropy(scores, np.array([0, 5, 9])), np.log(10))
+
+
+def test_reference_epoch_equals_hand_written_steps():
+    """sgd_epoch is the loop of loss_and_grad and the update rule in the module docstring."""
+    rng = np.random.default_rng(1)
+    X, y, sw, W, b = make_problem(rng, 10, 6, 3, np.float64)
+    perm = rng.permutation(10).astype(np.int64)
+    lr_steps = np.array([0.3, 0.2, 0.1, 0.05])
+    momentum, alpha, batch = 0.5, 0.01, 3
+    Wh, bh = W.copy(), b.copy()
+    vW, vb = np.zeros_like(W), np.zeros_like(b)
+    for t, start in enumerate(range(0, 10, batch)):
+        idx = perm[start:start + batch]
+        _, gW, gb = run_loss_and_grad(reference, X[idx], y[idx], sw[idx], Wh, bh)
+        vW = momentum * vW + gW + alpha * Wh
+        vb = momentum * vb + gb
+        Wh, bh = Wh - lr_steps[t] * vW, bh - lr_steps[t] * vb
+    W2, b2 = W.copy(), b.copy()
+    parts_W, parts_b = np.zeros((1, 3, 6)), np.zeros((1, 3))
+    reference.sgd_epoch(X, y, sw, perm, W2, b2, np.zeros_like(W), np.zeros_like(b), lr_steps,
+                        batch, momentum, alpha, parts_W, parts_b)
+    np.testing.assert_allclose(W2, Wh, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(b2, bh, rtol=1e-13, atol=1e-15)
+
+
+# --- every fast backend against the reference --------------------------------------------------
+
+DTYPES = [np.float32, np.float64]
+
+
+def hard_cases(dtype):
+    """(name, X, y, sw, W, b) batches on which careless kernels fail."""
+    rng = np.random.default_rng(42)
+    cases = []
+    X, y, sw, W, b = make_problem(rng, 64, 784, 10, dtype)
+    cases.append(("mnist-shaped", X, y, sw, W, b))
+    X, y, sw, W, b = make_problem(rng, 37, 50, 10, dtype, weighted=True)
+    cases.append(("weighted, odd batch", X, y, sw, W, b))
+    X, y, sw, W, b = make_problem(rng, 1, 784, 10, dtype)
+    cases.append(("one sample", X, y, sw, W, b))
+    X, y, sw, W, b = make_problem(rng, 16, 33, 10, dtype)
+    b = np.where(np.arange(10) % 2 == 0, 1e4, -1e4).astype(dtype)
+    cases.append(("logits +-1e4", X, y, sw, W * 0, b))
+    X, y, sw, W, b = make_problem(rng, 16, 33, 10, dtype)
+    cases.append(("all-equal logits", X, y, sw, np.zeros_like(W), np.full_like(b, 7.0)))
+    X, y, sw, W, b = make_problem(rng, 12, 17, 3, dtype)
+    cases.append(("three classes, odd D", X, y, sw, W, b))
+    return cases
+
+
+def _case_ids():
+    return [case[0] for case in hard_cases(np.float64)]
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case_index", range(len(_case_ids())), ids=_case_ids())
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_loss_and_grad_matches_reference(backend_name, dtype, case_index, n_threads):
+    backend = get_backend(backend_name)
+    _, X, y, sw, W, b = hard_cases(dtype)[case_index]
+    ref_loss, ref_gW, ref_gb = run_loss_and_grad(reference, *in_float64(X, y, sw, W, b))
+    loss, gW, gb = run_loss_and_grad(backend, X, y, sw, W, b, n_threads)
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(gW, ref_gW, dtype)
+    assert_matches(gb, ref_gb, dtype)
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_predict_scores_matches_reference(backend_name, dtype, n_threads):
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(3)
+    X, _, _, W, b = make_problem(rng, 1001, 784, 10, dtype)
+    expected = np.empty((1001, 10))
+    reference.predict_scores(X.astype(np.float64), W.astype(np.float64),
+                             b.astype(np.float64), expected, 1)
+    out = np.full((1001, 10), np.nan, dtype=dtype)
+    backend.predict_scores(X, W, b, out, n_threads)
+    assert_matches(out, expected, dtype)
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("batch_size,momentum,alpha", [(64, 0.0, 0.0), (10, 0.9, 1e-3),
+                                                       (1, 0.0, 1e-4), (500, 0.5, 0.0)])
+def test_sgd_trajectory_matches_reference(backend_name, dtype, n_threads, batch_size, momentum,
+                                          alpha):
+    """Three epochs with injected permutations: both backends see the same minibatches."""
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(7)
+    X, y, sw, W, b = make_problem(rng, 301, 784, 10, dtype, weighted=True)
+    perms = [rng.permutation(301).astype(np.int64) for _ in range(3)]
+    lr = 0.05
+    ref_W, ref_b, ref_losses = run_epochs(reference, *in_float64(X, y, sw, W, b), perms,
+                                          batch_size, lr, momentum, alpha)
+    got_W, got_b, got_losses = run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr,
+                                          momentum, alpha, n_threads)
+    assert got_W.dtype == dtype
+    assert_matches(got_W, ref_W, dtype, TRAJECTORY_TOLERANCE)
+    assert_matches(got_b, ref_b, dtype, TRAJECTORY_TOLERANCE)
+    assert_matches(got_losses, ref_losses, dtype, TRAJECTORY_TOLERANCE)
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+def test_epoch_over_a_subset_leaves_other_samples_unread(backend_name):
+    """perm may hold fewer indices than X has rows (a held-out validation split)."""
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(11)
+    X, y, sw, W, b = make_problem(rng, 200, 30, 4, np.float64)
+    perm = rng.permutation(200)[:150].astype(np.int64)
+    X_poisoned = X.copy()
+    X_poisoned[np.setdiff1d(np.arange(200), perm)] = np.nan
+    ref_W, ref_b, _ = run_epochs(reference, X, y, sw, W, b, [perm], 32, 0.1, 0.0, 0.0)
+    got_W, got_b, _ = run_epochs(backend, X_poisoned, y, sw, W, b, [perm], 32, 0.1, 0.0, 0.0)
+    assert_matches(got_W, ref_W, np.float64, TRAJECTORY_TOLERANCE)
+    assert_matches(got_b, ref_b, np.float64, TRAJECTORY_TOLERANCE)
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_thread_count_is_bitwise_reproducible(backend_name, dtype):
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(5)
+    X, y, sw, W, b = make_problem(rng, 1000, 784, 10, dtype)
+    perms = [rng.permutation(1000).astype(np.int64) for _ in range(2)]
+    runs = [run_epochs(backend, X, y, sw, W, b, perms, 64, 0.5, 0.0, 0.0, n_threads=2)
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    one_thread = run_epochs(backend, X, y, sw, W, b, perms, 64, 0.5, 0.0, 0.0, n_threads=1)
+    assert_matches(one_thread[0], runs[0][0], dtype, TRAJECTORY_TOLERANCE)
