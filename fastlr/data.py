@@ -21,9 +21,9 @@ from .errors import DataError
 
 UBYTE = 0x08
 
-# The four files, in MNIST's names, and the SHA-256 of each file's decompressed content (as in
-# data/mnist/SHA256SUMS). A file with one of these names found in a directory is checked only if
-# it is the same length as MNIST's: any other IDX data set in MNIST's names works too.
+# The four files, in MNIST's names, with their shapes and the SHA-256 of each file's decompressed
+# content (as in data/mnist/SHA256SUMS). A file with one of these names is checked against the
+# checksum only if it has MNIST's shape: any other IDX data set in MNIST's names works too.
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -35,6 +35,12 @@ MNIST_SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+}
+MNIST_SHAPES = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
 }
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -286,14 +292,6 @@ def _check_mnist_checksum(path, raw_content):
     if hashlib.sha256(raw_content).hexdigest() != expected:
         raise DataError(f"{path}: SHA-256 does not match MNIST's published checksum; the file "
                         f"is corrupted (delete it to download it again)")
-
-
-MNIST_SHAPES = {
-    "train-images-idx3-ubyte": (60000, 28, 28),
-    "train-labels-idx1-ubyte": (60000,),
-    "t10k-images-idx3-ubyte": (10000, 28, 28),
-    "t10k-labels-idx1-ubyte": (10000,),
-}
 
 
 def _load_checked(path):

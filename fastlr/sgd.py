@@ -135,9 +135,11 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
         perm = rng.permutation(train_index).astype(np.int64, copy=False)
         lr_steps = np.ascontiguousarray(lr_all[epoch * steps_per_epoch:
                                                (epoch + 1) * steps_per_epoch])
-        loss_sum = backend.sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps,
-                                     batch_size, float(momentum), float(alpha), parts_W,
-                                     parts_b)
+        # Divergence is detected below, with a clearer message than NumPy's warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss_sum = backend.sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b,
+                                         lr_steps, batch_size, float(momentum), float(alpha),
+                                         parts_W, parts_b)
         elapsed = time.perf_counter() - start
         if not (np.isfinite(loss_sum) and np.isfinite(W).all() and np.isfinite(b).all()):
             W[...] = last_W
