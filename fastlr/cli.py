@@ -7,17 +7,16 @@ rate) is printed as one line on stderr, without a traceback, with a non-zero exi
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 from . import __version__
-from .backends import AUTO_ORDER, available_backends, default_n_threads, get_backend
-from .backends import unavailable_reasons
+from .backends import AUTO_ORDER, default_n_threads
 from .data import load_mnist
 from .errors import FastlrError
+from .machine import machine_info
 from .model import SoftmaxRegression
 
 EXIT_ERROR = 1
@@ -248,63 +247,6 @@ def cmd_evaluate(args):
 
 
 # --- info ----------------------------------------------------------------------------------------
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info():
-    """Versions, backends, threads and CPU, as a dict (also used by the benchmarks)."""
-    versions = {"fastlr": __version__, "python": platform.python_version(),
-                "numpy": np.__version__}
-    for package in ("numba", "Cython", "torch", "sklearn"):
-        try:
-            module = __import__(package)
-            versions[package.lower()] = module.__version__
-        except ImportError:
-            versions[package.lower()] = None
-    info = {
-        "versions": versions,
-        "cpu": _cpu_model(),
-        "cores": default_n_threads(),
-        "backends": available_backends(),
-        "unavailable": unavailable_reasons(),
-        "default_backend": available_backends()[0],
-    }
-    if "numba" in info["backends"]:
-        info["numba_threading_layer"] = _numba_threading_layer()
-    if "cython" in info["backends"]:
-        kernels = get_backend("cython")
-        info["cython_openmp"] = bool(getattr(kernels, "OPENMP_ENABLED", False))
-    try:
-        from threadpoolctl import threadpool_info
-        info["blas"] = [f"{p.get('internal_api')} {p.get('version')} "
-                        f"({p.get('num_threads')} threads)"
-                        for p in threadpool_info() if p.get("user_api") == "blas"]
-    except ImportError:
-        info["blas"] = None
-    return info
-
-
-def _numba_threading_layer():
-    """The threading layer numba runs its parallel loops on (known once one has run)."""
-    import numba
-    backend = get_backend("numba")
-    X = np.zeros((2, 1), dtype=np.float32)
-    out = np.zeros((2, 1), dtype=np.float32)
-    backend.predict_scores(X, np.zeros((1, 1), np.float32), np.zeros(1, np.float32), out, 1)
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return "unknown"
-
 
 def cmd_info(args):
     info = machine_info()

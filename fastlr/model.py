@@ -14,7 +14,7 @@ import numpy as np
 
 from . import sgd
 from .backends import available_backends, default_n_threads, get_backend
-from .errors import DataError, DivergenceError, ModelFileError
+from .errors import DataError, ModelFileError
 
 MODEL_FORMAT = "fastlr-model"
 MODEL_FORMAT_VERSION = 1
