@@ -1,0 +1,567 @@
+"""The benchmark harness behind ``python -m fastlr bench``.
+
+One run measures, side by side on the same MNIST arrays:
+
+- every fastlr backend (and, with ``--kernels all``, every version of the Numba kernel ladder),
+  one full epoch of minibatch SGD over the 60,000 training images, per batch size and thread
+  count;
+- the peers, when installed: a plain PyTorch CPU loop (``nn.Linear`` + ``cross_entropy`` +
+  ``torch.optim.SGD`` over the same minibatches), one epoch of scikit-learn's ``SGDClassifier``
+  and scikit-learn's ``LogisticRegression`` (lbfgs);
+- the machine's ceiling: large-sgemm GFLOP/s through NumPy's BLAS at each thread count, and the
+  streaming read bandwidth.
+
+Before a number is printed for an SGD engine, its epoch is checked against the reference
+(float64) on the benchmark's own data, permutation and learning rates; an engine that disagrees
+gets an error row and no number. The first call (which includes Numba's compilation or cache
+load) is not timed; its extra time is reported as ``compile_s``. Times are medians over
+``--repeats`` runs, with min and max; ratios are against NumPy at the same batch size and
+thread count, measured in the same run.
+
+One epoch is ``4 N D C`` floating-point operations (the forward scores and the weight gradient,
+a multiply and an add each), 1.88 GFLOP for MNIST. ``of peak`` is the achieved GFLOP/s over the
+sgemm GFLOP/s at the same thread count.
+
+Example, ``python -m fastlr bench --quick`` on the 2-core AMD EPYC (Zen 4) this project is
+developed on (see the README for a full run)::
+
+    (filled in from a real run)
+"""
+
+import statistics
+import time
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+
+from .backends import available_backends, get_backend, reference, unavailable_reasons
+from .backends.check import TRAJECTORY_TOLERANCE, epoch_error, run_epoch
+from .data import load_mnist
+from .machine import machine_info
+from .sgd import learning_rates
+
+FASTLR_BACKENDS = ("numpy", "numba", "cython")
+PEERS = ("torch", "sklearn")
+DEFAULT_BACKENDS = FASTLR_BACKENDS + PEERS
+TARGET_ACCURACY = 0.92
+LEARNING_RATE = 1.0
+EPOCHS_OF_SCHEDULE = 10
+
+
+def flops_per_epoch(n, d, c):
+    """Forward scores and weight gradient: two (n x d x c) multiply-adds."""
+    return 4.0 * n * d * c
+
+
+def _blas_threads(n_threads):
+    """A context manager limiting BLAS threads (a no-op without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        from contextlib import nullcontext
+        return nullcontext()
+    return threadpool_limits(limits=n_threads, user_api="blas")
+
+
+def _median_min_max(seconds):
+    return statistics.median(seconds), min(seconds), max(seconds)
+
+
+# --- the machine's ceiling -----------------------------------------------------------------------
+
+def measure_sgemm_gflops(n_threads, size=2048, repeats=5):
+    """GFLOP/s of a (size x size) float32 matrix product through NumPy's BLAS; median."""
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    out = np.empty_like(a)
+    times = []
+    with _blas_threads(n_threads):
+        np.matmul(a, b, out=out)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.matmul(a, b, out=out)
+            times.append(time.perf_counter() - start)
+    return 2.0 * size ** 3 / statistics.median(times) / 1e9
+
+
+def measure_read_gbps(n_bytes=1 << 29, repeats=5):
+    """Streaming read bandwidth in GB/s: summing a float64 array much larger than the caches."""
+    array = np.ones(n_bytes // 8)
+    array.sum()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        array.sum()
+        times.append(time.perf_counter() - start)
+    return n_bytes / statistics.median(times) / 1e9
+
+
+# --- one SGD engine, checked then timed -------------------------------------------------------
+
+def _error_row(engine, batch_size, threads, message):
+    return {"backend": engine, "batch_size": batch_size, "threads": threads,
+            "ms_per_epoch": None, "ms_min": None, "ms_max": None, "samples_per_s": None,
+            "gflops": None, "speedup_vs_numpy": None, "fraction_of_peak": None,
+            "compile_s": None, "validated": False, "error": message}
+
+
+def _timed_row(engine, batch_size, threads, seconds, first_call_s, n, flops, validated=True,
+               **extra):
+    median, fastest, slowest = _median_min_max(seconds)
+    row = {"backend": engine, "batch_size": batch_size, "threads": threads,
+           "ms_per_epoch": median * 1e3, "ms_min": fastest * 1e3, "ms_max": slowest * 1e3,
+           "samples_per_s": n / median, "gflops": flops / median / 1e9,
+           "speedup_vs_numpy": None, "fraction_of_peak": None,
+           "compile_s": max(0.0, first_call_s - median) if first_call_s is not None else None,
+           "validated": validated, "error": None}
+    row.update(extra)
+    return row
+
+
+def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expected, epochs=1):
+    """Check one kernel-contract engine against the reference result ``expected``, then time
+    ``repeats`` runs of ``epochs`` epochs each. Returns a result row (times per epoch)."""
+    X, y, perm, lr_steps, W0, b0 = (data[k] for k in ("X", "y", "perm", "lr_steps", "W0", "b0"))
+    n, d = X.shape
+    c = W0.shape[0]
+    with _blas_threads(threads):
+        start = time.perf_counter()
+        try:
+            result = run_epoch(backend, X, y, W0, b0, perm, lr_steps, batch_size, threads,
+                               X.dtype)
+        except Exception as exc:  # a broken engine gets an error row, the run goes on
+            return _error_row(engine, batch_size, threads, f"failed: {exc}")
+        first_call = time.perf_counter() - start
+        error = epoch_error(result, expected)
+        tolerance = TRAJECTORY_TOLERANCE[X.dtype]
+        if not error <= tolerance:
+            return _error_row(engine, batch_size, threads,
+                              f"disagrees with the reference: error {error:.2g} > {tolerance:g}")
+        sw = np.ones(n, dtype=X.dtype)
+        parts_W = np.zeros((threads, c, d), dtype=X.dtype)
+        parts_b = np.zeros((threads, c), dtype=X.dtype)
+        seconds = []
+        for _ in range(repeats):
+            W, b = W0.copy(), b0.copy()
+            vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
+            start = time.perf_counter()
+            for _ in range(epochs):
+                backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                                  0.0, 0.0, parts_W, parts_b)
+            seconds.append((time.perf_counter() - start) / epochs)
+    return _timed_row(engine, batch_size, threads, seconds, first_call, n,
+                      flops_per_epoch(n, d, c), validation_error=error)
+
+
+# --- peers ---------------------------------------------------------------------------------------
+
+class TorchLoop:
+    """A plain PyTorch CPU training loop: nn.Linear, cross_entropy, torch.optim.SGD, with the
+    learning rate set at every step from the same schedule as fastlr's."""
+
+    def __init__(self, data):
+        import torch
+        self.torch = torch
+        self.X = torch.from_numpy(data["X"])
+        self.y = torch.from_numpy(data["y"])
+
+    def new_model(self, W0, b0):
+        torch = self.torch
+        model = torch.nn.Linear(W0.shape[1], W0.shape[0])
+        with torch.no_grad():
+            model.weight.copy_(torch.from_numpy(W0))
+            model.bias.copy_(torch.from_numpy(b0))
+        return model, torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+
+    def run_epoch(self, model, optimizer, perm, lr_steps, batch_size):
+        """One epoch over ``perm``; returns the sum of the per-sample losses."""
+        functional = self.torch.nn.functional
+        perm = self.torch.from_numpy(perm)
+        loss_sum = 0.0
+        for step, start in enumerate(range(0, len(perm), batch_size)):
+            idx = perm[start:start + batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr_steps[step])
+            optimizer.zero_grad(set_to_none=True)
+            loss = functional.cross_entropy(model(self.X[idx]), self.y[idx])
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+        return loss_sum
+
+
+def bench_torch(loop, data, batch_size, threads, repeats, expected, epochs=1):
+    """Check the PyTorch loop against the reference like a backend (same minibatches, same
+    rates, so the same math), then time it."""
+    loop.torch.set_num_threads(threads)
+    n, d = data["X"].shape
+    c = data["W0"].shape[0]
+    seconds = []
+    for repeat in range(repeats + 1):
+        model, optimizer = loop.new_model(data["W0"], data["b0"])
+        start = time.perf_counter()
+        for _ in range(1 if repeat == 0 else epochs):
+            loss_sum = loop.run_epoch(model, optimizer, data["perm"], data["lr_steps"],
+                                      batch_size)
+        seconds.append((time.perf_counter() - start) / (1 if repeat == 0 else epochs))
+        if repeat == 0:
+            result = (model.weight.detach().double().numpy(),
+                      model.bias.detach().double().numpy(), loss_sum / n)
+            error = epoch_error(result, expected)
+            tolerance = TRAJECTORY_TOLERANCE[np.dtype(np.float32)]
+            if not error <= tolerance:
+                return _error_row("torch", batch_size, threads, f"disagrees with the "
+                                  f"reference: error {error:.2g} > {tolerance:g}")
+    return _timed_row("torch", batch_size, threads, seconds[1:], seconds[0], n,
+                      flops_per_epoch(n, d, c), validation_error=error)
+
+
+def bench_sklearn_sgd(data, threads, repeats):
+    """One epoch of SGDClassifier(loss="log_loss"): one-vs-rest, one sample per step, its own
+    learning-rate schedule. Another algorithm than fastlr's, so it is checked by its accuracy
+    after the epoch, not against the reference."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import SGDClassifier
+    X, y = data["X"], data["y"]
+    n, d = X.shape
+    c = data["W0"].shape[0]
+    seconds, accuracy = [], None
+    for _ in range(repeats + 1):
+        model = SGDClassifier(loss="log_loss", max_iter=1, tol=None, n_jobs=threads,
+                              random_state=0)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, y)
+        seconds.append(time.perf_counter() - start)
+        accuracy = model.score(data["X_test"], data["y_test"])
+    if accuracy < 0.8:
+        return _error_row("sklearn-sgd", 1, threads,
+                          f"test accuracy {accuracy:.1%} after one epoch: not a working fit")
+    return _timed_row("sklearn-sgd", 1, threads, seconds[1:], seconds[0], n,
+                      flops_per_epoch(n, d, c), validated=False, test_accuracy=accuracy,
+                      note="one-vs-rest, per-sample SGD: checked by accuracy")
+
+
+def bench_sklearn_lbfgs(data, threads, repeats):
+    """LogisticRegression (lbfgs) to convergence; a row's 'epoch' is one lbfgs iteration (at
+    least one full-data loss and gradient)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    X, y = data["X"], data["y"]
+    n, d = X.shape
+    c = data["W0"].shape[0]
+    fits, n_iter, accuracy = [], None, None
+    with _blas_threads(threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(repeats):
+            model = LogisticRegression(max_iter=100)
+            start = time.perf_counter()
+            model.fit(X, y)
+            fits.append(time.perf_counter() - start)
+            n_iter = int(np.max(model.n_iter_))
+            accuracy = model.score(data["X_test"], data["y_test"])
+    if accuracy < 0.9:
+        return _error_row("sklearn-lbfgs", n, threads,
+                          f"test accuracy {accuracy:.1%}: not a working fit"), None
+    per_iteration = [f / n_iter for f in fits]
+    row = _timed_row("sklearn-lbfgs", n, threads, per_iteration, None, n,
+                     flops_per_epoch(n, d, c), validated=False, test_accuracy=accuracy,
+                     fit_s=statistics.median(fits), n_iter=n_iter,
+                     note="full batch; one 'epoch' = one lbfgs iteration")
+    return row, (statistics.median(fits), accuracy)
+
+
+# --- time to accuracy ----------------------------------------------------------------------------
+
+def time_to_accuracy_fastlr(backend_name, data, threads, target=TARGET_ACCURACY):
+    """Wall time of ``SoftmaxRegression`` (defaults) until the test accuracy reaches target."""
+    from .model import SoftmaxRegression
+    model = SoftmaxRegression(backend=backend_name, n_threads=threads)
+    # A first short fit, so that compilation is not counted.
+    model.set_params(epochs=1).fit(data["X"][:256], data["y"][:256])
+    model.set_params(epochs=EPOCHS_OF_SCHEDULE)
+    reached = {}
+    start = time.perf_counter()
+
+    def on_epoch(record):
+        if "s" not in reached and record["val_accuracy"] >= target:
+            reached.update(s=time.perf_counter() - start, epoch=record["epoch"])
+
+    model.fit(data["X"], data["y"], eval_set=(data["X_test"], data["y_test"]),
+              on_epoch=on_epoch)
+    return {"engine": f"fastlr {backend_name}", "threads": threads,
+            "seconds": reached.get("s"), "epochs": reached.get("epoch"),
+            "final_accuracy": model.history_[-1]["val_accuracy"]}
+
+
+def time_to_accuracy_torch(loop, data, threads, batch_size=64, target=TARGET_ACCURACY):
+    """Wall time of the PyTorch loop, with fastlr's default schedule, to the target."""
+    loop.torch.set_num_threads(threads)
+    n = len(data["y"])
+    steps = -(-n // batch_size)
+    lrs = learning_rates("linear", LEARNING_RATE, steps * EPOCHS_OF_SCHEDULE)
+    model, optimizer = loop.new_model(np.zeros_like(data["W0"]), np.zeros_like(data["b0"]))
+    X_test = loop.torch.from_numpy(data["X_test"])
+    y_test = loop.torch.from_numpy(data["y_test"])
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    accuracy = None
+    for epoch in range(EPOCHS_OF_SCHEDULE):
+        loop.run_epoch(model, optimizer, rng.permutation(n),
+                       lrs[epoch * steps:(epoch + 1) * steps], batch_size)
+        with loop.torch.no_grad():
+            accuracy = float((model(X_test).argmax(dim=1) == y_test).double().mean())
+        if accuracy >= target:
+            return {"engine": "torch", "threads": threads,
+                    "seconds": time.perf_counter() - start, "epochs": epoch + 1,
+                    "final_accuracy": accuracy}
+    return {"engine": "torch", "threads": threads, "seconds": None, "epochs": None,
+            "final_accuracy": accuracy}
+
+
+def time_to_accuracy_sklearn_sgd(data, threads, target=TARGET_ACCURACY):
+    """SGDClassifier(loss="log_loss"), one partial_fit epoch at a time, up to 10 epochs."""
+    from sklearn.linear_model import SGDClassifier
+    model = SGDClassifier(loss="log_loss", n_jobs=threads, random_state=0)
+    classes = np.unique(data["y"])
+    start = time.perf_counter()
+    accuracy = None
+    for epoch in range(EPOCHS_OF_SCHEDULE):
+        model.partial_fit(data["X"], data["y"], classes=classes)
+        accuracy = model.score(data["X_test"], data["y_test"])
+        if accuracy >= target:
+            return {"engine": "sklearn-sgd", "threads": threads,
+                    "seconds": time.perf_counter() - start, "epochs": epoch + 1,
+                    "final_accuracy": accuracy}
+    return {"engine": "sklearn-sgd", "threads": threads, "seconds": None, "epochs": None,
+            "final_accuracy": accuracy}
+
+
+# --- the whole run -------------------------------------------------------------------------------
+
+def prepare_data(data_dir=None, seed=0):
+    """MNIST in float32, loaded once, with the permutation and starting weights every engine
+    shares."""
+    X, y, X_test, y_test = load_mnist(data_dir)
+    n_classes = int(max(y.max(), y_test.max())) + 1
+    return {"X": X, "y": y, "X_test": X_test, "y_test": y_test,
+            "perm": np.random.default_rng(seed).permutation(len(y)).astype(np.int64),
+            "W0": np.zeros((n_classes, X.shape[1]), dtype=np.float32),
+            "b0": np.zeros(n_classes, dtype=np.float32)}
+
+
+def numba_ladder():
+    """(name, sgd_epoch) of each version of the Numba kernel ladder, in order."""
+    module = get_backend("numba")
+    return list(getattr(module, "KERNEL_VERSIONS", {}).items())
+
+
+def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1, 2),
+              repeats=5, epochs=1, kernels=False, time_to_accuracy=True, data_dir=None, log=None):
+    """Run the benchmark; returns ``{"machine", "results", "time_to_accuracy", "notes"}``.
+
+    Parameters
+    ----------
+    backends : names among numpy, numba, cython, torch, sklearn
+    batch_sizes, threads : sequences of int
+    repeats : int, timed runs per configuration (after one checked, untimed epoch)
+    epochs : int, epochs per timed run
+    kernels : bool, also time every version of the Numba kernel ladder
+    time_to_accuracy : bool, also measure each engine's wall time to 92% test accuracy
+    log : callable(str), optional, told what is being measured
+    """
+    log = log or (lambda message: None)
+    notes = []
+    machine = machine_info()
+    log("measuring the machine's ceiling")
+    machine["sgemm_gflops"] = {str(t): measure_sgemm_gflops(t) for t in threads}
+    machine["read_gbps"] = measure_read_gbps()
+    data = prepare_data(data_dir)
+    n, d = data["X"].shape
+    c = data["W0"].shape[0]
+    available = available_backends()
+    missing = unavailable_reasons()
+
+    engines = []
+    for name in backends:
+        if name in FASTLR_BACKENDS:
+            if name in available:
+                engines.append((name, get_backend(name)))
+            else:
+                engines.append((name, None))
+                notes.append(f"{name}: not available ({missing.get(name, 'unknown')})")
+    if kernels and "numba" in available:
+        engines += [(f"numba:{version}", SimpleNamespace(name=version, sgd_epoch=fn))
+                    for version, fn in numba_ladder()]
+    torch_loop = None
+    if "torch" in backends:
+        try:
+            torch_loop = TorchLoop(data)
+        except ImportError:
+            notes.append("torch: not installed, skipped")
+    sklearn_ok = False
+    if "sklearn" in backends:
+        try:
+            import sklearn  # noqa: F401
+            sklearn_ok = True
+        except ImportError:
+            notes.append("scikit-learn: not installed, skipped")
+
+    results = []
+    for batch_size in batch_sizes:
+        steps = -(-n // batch_size)
+        data["lr_steps"] = np.ascontiguousarray(
+            learning_rates("linear", LEARNING_RATE, steps * EPOCHS_OF_SCHEDULE)[:steps])
+        log(f"batch {batch_size}: the reference epoch in float64")
+        expected = run_epoch(reference, data["X"], data["y"], data["W0"], data["b0"],
+                             data["perm"], data["lr_steps"], batch_size, 1, np.float64)
+        for n_threads in threads:
+            for engine, backend in engines:
+                if backend is None:
+                    continue
+                log(f"batch {batch_size}, {n_threads} thread(s): {engine}")
+                results.append(bench_sgd_engine(engine, backend, data, batch_size, n_threads,
+                                                repeats, expected, epochs))
+            if torch_loop is not None:
+                log(f"batch {batch_size}, {n_threads} thread(s): torch")
+                results.append(bench_torch(torch_loop, data, batch_size, n_threads, repeats,
+                                           expected, epochs))
+    lbfgs_fits = {}
+    if sklearn_ok:
+        for n_threads in threads:
+            log(f"{n_threads} thread(s): scikit-learn SGDClassifier, LogisticRegression")
+            results.append(bench_sklearn_sgd(data, n_threads, repeats))
+            row, fit = bench_sklearn_lbfgs(data, n_threads, min(repeats, 3))
+            results.append(row)
+            lbfgs_fits[n_threads] = fit
+    _add_ratios(results, machine["sgemm_gflops"])
+
+    to_accuracy = []
+    if time_to_accuracy:
+        n_threads = max(threads)
+        for engine, backend in engines:
+            if backend is not None and engine in FASTLR_BACKENDS:
+                log(f"time to {TARGET_ACCURACY:.0%}: fastlr {engine}")
+                to_accuracy.append(time_to_accuracy_fastlr(engine, data, n_threads))
+        if torch_loop is not None:
+            log(f"time to {TARGET_ACCURACY:.0%}: torch")
+            to_accuracy.append(time_to_accuracy_torch(torch_loop, data, n_threads))
+        if sklearn_ok:
+            log(f"time to {TARGET_ACCURACY:.0%}: scikit-learn")
+            to_accuracy.append(time_to_accuracy_sklearn_sgd(data, n_threads))
+            fit = lbfgs_fits.get(n_threads)
+            if fit is not None:
+                to_accuracy.append({"engine": "sklearn-lbfgs", "threads": n_threads,
+                                    "seconds": fit[0] if fit[1] >= TARGET_ACCURACY else None,
+                                    "epochs": None, "final_accuracy": fit[1]})
+    return {"machine": machine, "results": results, "time_to_accuracy": to_accuracy,
+            "notes": notes, "n_train": n, "flops_per_epoch": flops_per_epoch(n, d, c)}
+
+
+def _add_ratios(results, sgemm_gflops):
+    """Fill in the speedup over numpy at the same batch and threads, and the fraction of the
+    sgemm GFLOP/s at the same threads."""
+    numpy_ms = {(r["batch_size"], r["threads"]): r["ms_per_epoch"] for r in results
+                if r["backend"] == "numpy" and r["ms_per_epoch"] is not None}
+    for row in results:
+        if row["ms_per_epoch"] is None:
+            continue
+        baseline = numpy_ms.get((row["batch_size"], row["threads"]))
+        if baseline is not None:
+            row["speedup_vs_numpy"] = baseline / row["ms_per_epoch"]
+        peak = sgemm_gflops.get(str(row["threads"]))
+        if peak:
+            row["fraction_of_peak"] = row["gflops"] / peak
+
+
+# --- presenting it -------------------------------------------------------------------------------
+
+def format_report(report):
+    """The machine block and the aligned result tables, as text."""
+    machine = report["machine"]
+    versions = machine["versions"]
+    lines = [f"machine   {machine['cpu']}, {machine['cores']} cores",
+             "versions  " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+             f"blas      {'; '.join(machine.get('blas') or ['unknown'])}"]
+    if "numba_threading_layer" in machine:
+        lines.append(f"numba     threading layer {machine['numba_threading_layer']}")
+    ceiling = ", ".join(f"{g:.0f} GFLOP/s on {t} thread{'s' if t != '1' else ''}"
+                        for t, g in machine["sgemm_gflops"].items())
+    lines.append(f"ceiling   sgemm {ceiling}; memory read {machine['read_gbps']:.1f} GB/s")
+    lines.append(f"one epoch = 4*N*D*C = {report['flops_per_epoch'] / 1e9:.2f} GFLOP")
+    lines.append("")
+    header = (f"{'engine':<22}{'batch':>6}{'thr':>4}  {'ms/epoch':>9} {'[min - max]':<17}"
+              f"{'samples/s':>10}{'GFLOP/s':>9}{'vs numpy':>9}{'of peak':>8}{'compile s':>10}")
+    lines += [header, "-" * len(header)]
+    for row in report["results"]:
+        if row["ms_per_epoch"] is None:
+            lines.append(f"{row['backend']:<22}{row['batch_size']:>6}{row['threads']:>4}  "
+                         f"ERROR: {row['error']}")
+            continue
+        spread = f"[{row['ms_min']:.1f} - {row['ms_max']:.1f}]"
+        speedup = (f"{row['speedup_vs_numpy']:.2f}x" if row["speedup_vs_numpy"] is not None
+                   else "-")
+        peak = (f"{row['fraction_of_peak']:.0%}" if row["fraction_of_peak"] is not None
+                else "-")
+        compile_s = f"{row['compile_s']:.2f}" if row["compile_s"] is not None else "-"
+        lines.append(f"{row['backend']:<22}{row['batch_size']:>6}{row['threads']:>4}  "
+                     f"{row['ms_per_epoch']:>9.1f} {spread:<17}{row['samples_per_s']:>10,.0f}"
+                     f"{row['gflops']:>9.1f}{speedup:>9}{peak:>8}{compile_s:>10}")
+    if report["time_to_accuracy"]:
+        lines += ["", f"time to {TARGET_ACCURACY:.0%} test accuracy (defaults: batch 64, rate "
+                      f"{LEARNING_RATE} decaying over {EPOCHS_OF_SCHEDULE} epochs)"]
+        for entry in report["time_to_accuracy"]:
+            if entry["seconds"] is None:
+                outcome = f"not reached (final {entry['final_accuracy']:.2%})"
+            elif entry["epochs"] is None:
+                outcome = f"{entry['seconds']:7.2f} s   (final {entry['final_accuracy']:.2%})"
+            else:
+                outcome = (f"{entry['seconds']:7.2f} s   (epoch {entry['epochs']}, "
+                           f"{entry['final_accuracy']:.2%} at the end)")
+            lines.append(f"  {entry['engine']:<20}{entry['threads']:>3} thr  {outcome}")
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def plot_report(report, path):
+    """Throughput by batch size, one line per engine and thread count, the sgemm ceiling
+    drawn in; written to ``path`` (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    lines = {}
+    for row in report["results"]:
+        if row["ms_per_epoch"] is None or row["backend"].startswith("sklearn"):
+            continue
+        lines.setdefault((row["backend"], row["threads"]), []).append(
+            (row["batch_size"], row["samples_per_s"]))
+    for (engine, threads), points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                linestyle="-" if threads > 1 else "--",
+                label=f"{engine}, {threads} thread{'s' if threads > 1 else ''}")
+    per_sample = report["flops_per_epoch"] / report["n_train"]
+    for threads, gflops in report["machine"]["sgemm_gflops"].items():
+        ax.axhline(gflops * 1e9 / per_sample, color="black",
+                   linestyle=":" if threads == "1" else "-", linewidth=1)
+        ax.annotate(f"sgemm ceiling, {threads} thread{'s' if threads != '1' else ''}",
+                    xy=(1.0, gflops * 1e9 / per_sample), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (images per SGD step)")
+    ax.set_ylabel("training throughput (images per second)")
+    ax.set_title(f"One MNIST epoch of softmax-regression SGD\n{report['machine']['cpu']}, "
+                 f"{report['machine']['cores']} cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
