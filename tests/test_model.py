@@ -121,7 +121,7 @@ def test_diverging_learning_rate_keeps_last_finite_weights():
 @pytest.mark.parametrize("X,y,message", [
     (np.array([[0.0, np.nan]]), np.array([0]), "NaN"),
     (np.zeros((0, 3)), np.zeros(0), "empty"),
-    (np.zeros((3, 2)), np.array([1, 1, 1]), "single class"),
+    (np.zeros((3, 2)), np.array([1, 1, 1]), "one class only"),
     (np.zeros((3, 2)), np.array([0, 1]), "3 samples but y has 2"),
 ])
 def test_bad_training_data_raises_data_error(X, y, message):
@@ -132,5 +132,5 @@ def test_bad_training_data_raises_data_error(X, y, message):
 def test_wrong_number_of_features_at_predict():
     X, y = blobs()
     model = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
-    with pytest.raises(DataError, match="7 features, but the model was trained on 8"):
+    with pytest.raises(DataError, match="X has 7 features, but SoftmaxRegression is expecting 8 features"):
         model.predict(X[:, :7])
