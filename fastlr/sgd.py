@@ -144,17 +144,23 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
                                          lr_steps, batch_size, float(momentum), float(alpha),
                                          parts_W, parts_b)
         elapsed = time.perf_counter() - start
-        if not (np.isfinite(loss_sum) and np.isfinite(W).all() and np.isfinite(b).all()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads,
+                                             sw_train)
+        # Weights can stay finite while their scores overflow: the loss after the epoch counts.
+        if not (np.isfinite(loss_sum) and np.isfinite(train_loss) and np.isfinite(W).all()
+                and np.isfinite(b).all()):
             W[...] = last_W
             b[...] = last_b
             vel_W[...] = 0
             vel_b[...] = 0
+            became = "NaN" if np.isnan(loss_sum) or np.isnan(train_loss) else "infinite"
             raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} (the loss became "
-                f"{'NaN' if np.isnan(loss_sum) else 'infinite'}): the learning rate "
-                f"{learning_rate:g} is too high; try a smaller one, e.g. --lr "
-                f"{learning_rate / 10:g}. The weights from the end of epoch {epoch} are kept")
-        train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads, sw_train)
+                f"training diverged in epoch {epoch + 1} (the loss became {became}): the "
+                f"learning rate {learning_rate:g} is too high; try a smaller one, e.g. --lr "
+                f"{learning_rate / 10:g}. " + (f"The weights from the end of epoch {epoch} are "
+                                               f"kept" if epoch else "The weights are not "
+                                               "trained"))
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "lr": float(lr_steps[-1]), "time_s": elapsed}
         if validation is not None:
