@@ -128,6 +128,7 @@ def pixels_from_array(array, source, n_features):
     (N, D) float32
     """
     side = int(round(np.sqrt(n_features)))
+    shape = array.shape
     if array.dtype.kind not in "biuf":
         raise DataError(f"{source}: holds {array.dtype} values, not pixels")
     if array.ndim == 1 or (array.ndim == 2 and array.shape == (side, side)
@@ -136,7 +137,7 @@ def pixels_from_array(array, source, n_features):
     elif array.ndim >= 3:
         array = array.reshape(array.shape[0], -1)
     if array.ndim != 2 or array.shape[1] != n_features or array.shape[0] == 0:
-        raise DataError(f"{source}: shape {array.shape} does not hold images of "
+        raise DataError(f"{source}: shape {shape} does not hold images of "
                         f"{n_features} pixels (the model's input); expected ({side}, {side}), "
                         f"({n_features},), (N, {side}, {side}) or (N, {n_features})")
     if array.dtype.kind == "f":
