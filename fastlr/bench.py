@@ -28,6 +28,7 @@ developed on (see the README for a full run)::
     (filled in from a real run)
 """
 
+import importlib.util
 import statistics
 import time
 import warnings
@@ -402,13 +403,9 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
             torch_loop = TorchLoop(data)
         except ImportError:
             notes.append("torch: not installed, skipped")
-    sklearn_ok = False
-    if "sklearn" in backends:
-        try:
-            import sklearn  # noqa: F401
-            sklearn_ok = True
-        except ImportError:
-            notes.append("scikit-learn: not installed, skipped")
+    sklearn_ok = "sklearn" in backends and importlib.util.find_spec("sklearn") is not None
+    if "sklearn" in backends and not sklearn_ok:
+        notes.append("scikit-learn: not installed, skipped")
 
     results = []
     for batch_size in batch_sizes:

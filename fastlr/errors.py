@@ -1,5 +1,8 @@
 """The exceptions fastlr raises for problems a user can fix; the CLI prints them as one line."""
 
+import functools
+import sys
+
 
 class FastlrError(Exception):
     """Base class: an error whose message is meant for the user, without a traceback."""
@@ -7,6 +10,10 @@ class FastlrError(Exception):
 
 class DataError(FastlrError, ValueError):
     """A data file or array is missing, malformed or unusable."""
+
+
+class DataTypeError(DataError, TypeError):
+    """An array holds something that is not a number (a TypeError, as NumPy raises)."""
 
 
 class BackendError(FastlrError, ImportError):
@@ -19,3 +26,32 @@ class ModelFileError(FastlrError, ValueError):
 
 class DivergenceError(FastlrError, FloatingPointError):
     """The training loss became NaN or infinite; the last finite weights were kept."""
+
+
+class NotFittedError(FastlrError, ValueError, AttributeError):
+    """A model was asked to predict (or save) before it was fitted."""
+
+
+class DataConversionWarning(UserWarning):
+    """Input of an unexpected shape was converted, e.g. a column vector y raveled."""
+
+
+def sklearn_compatible(cls):
+    """``cls``, or, when scikit-learn is loaded, a subclass of it that is also scikit-learn's
+    class of the same name.
+
+    scikit-learn is not a dependency (importing it costs a second of start-up), so fastlr's
+    errors cannot inherit from its classes statically. But code that catches
+    ``sklearn.exceptions.NotFittedError`` has imported scikit-learn, and then the error fastlr
+    raises is one too; ``except fastlr.NotFittedError`` works either way.
+    """
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None or not hasattr(sklearn_exceptions, cls.__name__):
+        return cls
+    return _with_sklearn_base(cls, getattr(sklearn_exceptions, cls.__name__))
+
+
+@functools.lru_cache(maxsize=None)
+def _with_sklearn_base(cls, sklearn_cls):
+    return type(cls.__name__, (cls, sklearn_cls), {"__module__": cls.__module__,
+                                                   "__doc__": cls.__doc__})

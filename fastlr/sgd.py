@@ -77,7 +77,7 @@ def _check_contract(X, y, sample_weight, W, b):
 def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_rate,
             lr_schedule="linear", momentum=0.0, alpha=0.0, n_threads=1, rng,
             train_index=None, validation=None, early_stopping=False, n_iter_no_change=3,
-            tol=1e-4, on_epoch=None, history=None):
+            tol=1e-4, on_epoch=None, history=None, velocity=None):
     """Train (W, b) in place with minibatch SGD for ``epochs`` epochs.
 
     Parameters
@@ -100,6 +100,9 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     history : list, optional
         Records are appended to it as they are made, so a caller keeps them even if training is
         interrupted.
+    velocity : (vel_W (C, D), vel_b (C,)), optional
+        The momentum buffers, updated in place; pass them to carry momentum from one call to
+        the next (``partial_fit`` does). Default: fresh zeros.
 
     Returns
     -------
@@ -111,7 +114,7 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     ------
     DivergenceError
         If the loss or the weights stop being finite. W and b are restored to the weights at
-        the start of the failing epoch, the last finite ones.
+        the start of the failing epoch, the last finite ones; the momentum buffers are zeroed.
     """
     _check_contract(X, y, sample_weight, W, b)
     if early_stopping and validation is None:
@@ -125,7 +128,7 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     n_train = len(train_index)
     steps_per_epoch = -(-n_train // batch_size)
     lr_all = learning_rates(lr_schedule, learning_rate, steps_per_epoch * epochs)
-    vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
+    vel_W, vel_b = (np.zeros_like(W), np.zeros_like(b)) if velocity is None else velocity
     parts_W, parts_b = allocate_parts(n_threads, W.shape[0], W.shape[1], W.dtype)
     history = [] if history is None else history
     best = None
@@ -141,15 +144,23 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
                                          lr_steps, batch_size, float(momentum), float(alpha),
                                          parts_W, parts_b)
         elapsed = time.perf_counter() - start
-        if not (np.isfinite(loss_sum) and np.isfinite(W).all() and np.isfinite(b).all()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads,
+                                             sw_train)
+        # Weights can stay finite while their scores overflow: the loss after the epoch counts.
+        if not (np.isfinite(loss_sum) and np.isfinite(train_loss) and np.isfinite(W).all()
+                and np.isfinite(b).all()):
             W[...] = last_W
             b[...] = last_b
+            vel_W[...] = 0
+            vel_b[...] = 0
+            became = "NaN" if np.isnan(loss_sum) or np.isnan(train_loss) else "infinite"
             raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} (the loss became "
-                f"{'NaN' if np.isnan(loss_sum) else 'infinite'}): the learning rate "
-                f"{learning_rate:g} is too high; try a smaller one, e.g. --lr "
-                f"{learning_rate / 10:g}. The weights from the end of epoch {epoch} are kept")
-        train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads, sw_train)
+                f"training diverged in epoch {epoch + 1} (the loss became {became}): the "
+                f"learning rate {learning_rate:g} is too high; try a smaller one, e.g. --lr "
+                f"{learning_rate / 10:g}. " + (f"The weights from the end of epoch {epoch} are "
+                                               f"kept" if epoch else "The weights are not "
+                                               "trained"))
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "lr": float(lr_steps[-1]), "time_s": elapsed}
         if validation is not None:

@@ -76,3 +76,121 @@ def test_info_lists_backends():
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert "numpy" in info["backends"] and info["cores"] >= 1
+
+
+# --- predict -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mnist_model(tmp_path_factory):
+    import numpy as np
+
+    from fastlr import SoftmaxRegression, load_mnist
+    X_train, y_train, X_test, y_test = load_mnist(ROOT / "data" / "mnist")
+    model = SoftmaxRegression(epochs=1, backend="numpy").fit(X_train[:20000], y_train[:20000])
+    path = model.save(tmp_path_factory.mktemp("model") / "model.npz")
+    return path, X_test, y_test, np
+
+
+def draw_seven(path, size=(200, 150)):
+    """A thick dark '7' on white paper, at an odd size, as a user would draw it."""
+    from PIL import Image, ImageDraw
+    image = Image.new("RGB", size, "white")
+    w, h = size
+    ImageDraw.Draw(image).line([(0.35 * w, 0.15 * h), (0.65 * w, 0.15 * h),
+                                (0.45 * w, 0.88 * h)], fill="black", width=14, joint="curve")
+    image.save(path)
+
+
+def test_predict_reads_a_drawn_digit(tmp_path, mnist_model):
+    model_path = mnist_model[0]
+    draw_seven(tmp_path / "seven.png")
+    result = run_cli("predict", str(model_path), str(tmp_path / "seven.png"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{tmp_path / 'seven.png'}: 7 ")
+    assert result.stdout.count("%") == 3
+
+
+def test_predict_npy_batch_and_idx_json(tmp_path, mnist_model):
+    from fastlr.data import write_idx
+    model_path, X_test, y_test, np = mnist_model
+    raw = np.round(X_test[:5] * 255).astype(np.uint8).reshape(5, 28, 28)
+    np.save(tmp_path / "batch.npy", X_test[:5])
+    write_idx(tmp_path / "one-idx", raw[0])
+    result = run_cli("predict", str(model_path), str(tmp_path / "batch.npy"),
+                     str(tmp_path / "one-idx"), "--json")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [p["input"].rsplit("/", 1)[-1] for p in predictions] == \
+        [f"batch.npy[{i}]" for i in range(5)] + ["one-idx"]
+    assert predictions[0]["label"] == predictions[5]["label"]
+    assert sum(p["label"] == y for p, y in zip(predictions, y_test[:5])) >= 4
+    assert len(predictions[0]["top"]) == 3
+
+
+def test_predict_bad_inputs_are_one_line(tmp_path, mnist_model):
+    import numpy as np
+    model_path = mnist_model[0]
+    (tmp_path / "notes.png").write_text("this is not an image\n")
+    assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "notes.png")),
+                          "notes.png", "not an image")
+    draw_seven(tmp_path / "seven.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "seven.png").read_bytes()[:300])
+    assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "cut.png")),
+                          "cut.png", "truncated")
+    np.save(tmp_path / "small.npy", np.zeros((3, 10, 10), dtype=np.uint8))
+    assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "small.npy")),
+                          "small.npy", "784 pixels")
+    np.save(tmp_path / "scaled.npy", np.full((28, 28), 200.0))
+    assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "scaled.npy")),
+                          "[0, 1]")
+    (tmp_path / "model.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert_one_line_error(run_cli("predict", str(tmp_path / "model.npz"),
+                                  str(tmp_path / "seven.png")), "not a fastlr model file")
+
+
+# --- training mishaps ----------------------------------------------------------------------------
+
+def test_diverging_learning_rate_is_one_line(tmp_path):
+    from test_data import write_small_dataset
+    write_small_dataset(tmp_path)
+    result = run_cli("train", "--data-dir", str(tmp_path), "--lr", "1e39", "--backend", "numpy",
+                     "--no-progress")
+    assert_one_line_error(result, "diverged", "--lr")
+
+
+def test_corrupt_idx_in_data_dir_is_one_line(tmp_path):
+    from test_data import write_small_dataset
+    write_small_dataset(tmp_path, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x12\x34" + path.read_bytes()[2:])
+    assert_one_line_error(run_cli("train", "--data-dir", str(tmp_path)), "wrong magic",
+                          "train-images-idx3-ubyte")
+
+
+def test_ctrl_c_during_training_saves_the_model(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "interrupted.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastlr", "train", "--epochs", "200", "--backend", "numpy",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    # tqdm redraws the bar on stderr after each epoch; wait for the first one to finish.
+    seen = b""
+    deadline = time.monotonic() + 300
+    while b"1/200" not in seen and time.monotonic() < deadline:
+        chunk = os.read(process.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    assert b"1/200" in seen, seen
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    stderr = (seen + stderr).decode()
+    assert process.returncode == 130, stderr
+    assert "the model trained so far is saved to" in stderr and "Traceback" not in stderr
+    from fastlr import SoftmaxRegression
+    model = SoftmaxRegression.load(out)
+    assert len(model.history_) >= 1 and model.coef_.shape == (10, 784)

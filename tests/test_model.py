@@ -120,8 +120,13 @@ def test_diverging_learning_rate_keeps_last_finite_weights():
 
 @pytest.mark.parametrize("X,y,message", [
     (np.array([[0.0, np.nan]]), np.array([0]), "NaN"),
+    (np.array([[0.0, np.inf], [1.0, 2.0]]), np.array([0, 1]), "infinite"),
+    (np.array([0.0, 1.0]), np.array([0, 1]), "Reshape your data"),
+    (np.zeros((2, 0)), np.array([0, 1]), "0 feature"),
+    (np.zeros((2, 2)), np.array([0.5, 1.5]), "Unknown label type: continuous"),
+    (np.zeros((2, 2)), np.array([0.0, np.nan]), "y contains NaN"),
     (np.zeros((0, 3)), np.zeros(0), "empty"),
-    (np.zeros((3, 2)), np.array([1, 1, 1]), "single class"),
+    (np.zeros((3, 2)), np.array([1, 1, 1]), "one class only"),
     (np.zeros((3, 2)), np.array([0, 1]), "3 samples but y has 2"),
 ])
 def test_bad_training_data_raises_data_error(X, y, message):
@@ -132,5 +137,57 @@ def test_bad_training_data_raises_data_error(X, y, message):
 def test_wrong_number_of_features_at_predict():
     X, y = blobs()
     model = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
-    with pytest.raises(DataError, match="7 features, but the model was trained on 8"):
+    with pytest.raises(DataError, match="X has 7 features, but SoftmaxRegression is expecting 8 features"):
         model.predict(X[:, :7])
+
+
+def test_zero_sample_weights_are_refused():
+    X, y = blobs()
+    with pytest.raises(DataError, match="zero for every sample"):
+        SoftmaxRegression(backend="numpy").fit(X, y, sample_weight=np.zeros(len(y)))
+    with pytest.raises(DataError, match="one class only"):
+        SoftmaxRegression(backend="numpy").fit(X, y, sample_weight=(y == 0).astype(float))
+
+
+# --- partial_fit ---------------------------------------------------------------------------------
+
+def test_partial_fit_in_chunks_matches_fit_on_mnist(mnist):
+    X_train, y_train, X_test, y_test = mnist
+    full = SoftmaxRegression(epochs=3, backend="numpy").fit(X_train, y_train)
+    streamed = SoftmaxRegression(backend="numpy")
+    # Three passes over six chunks, lowering the constant rate between passes by hand.
+    for learning_rate in (1.0, 0.3, 0.03):
+        streamed.set_params(learning_rate=learning_rate)
+        for start in range(0, len(y_train), 10_000):
+            streamed.partial_fit(X_train[start:start + 10_000], y_train[start:start + 10_000],
+                                 classes=np.arange(10))
+    assert len(streamed.history_) == 18 and streamed.history_[-1]["epoch"] == 18
+    assert streamed.score(X_test, y_test) >= full.score(X_test, y_test) - 0.005
+
+
+def test_partial_fit_continues_and_keeps_classes_from_the_first_call():
+    X, y = blobs()
+    model = SoftmaxRegression(backend="numpy", momentum=0.5)
+    model.partial_fit(X[:100][y[:100] != 2], y[:100][y[:100] != 2], classes=[0, 1, 2])
+    assert list(model.classes_) == [0, 1, 2] and model.coef_.shape == (3, 8)
+    before = model.coef_.copy()
+    model.partial_fit(X[100:], y[100:])
+    assert not np.array_equal(model.coef_, before)
+    assert model.score(X, y) > 0.8
+
+
+@pytest.mark.parametrize("first,second,message", [
+    ({}, None, "needs classes="),
+    ({"classes": [0, 1, 2]}, {"y": np.full(300, 7)}, "not in the model's classes: [7]"),
+    ({"classes": [0, 1, 2]}, {"X": np.zeros((300, 5))},
+     "X has 5 features, but SoftmaxRegression is expecting 8"),
+    ({"classes": [0, 1, 2]}, {"classes": [0, 1]}, "differs from the model's classes"),
+    ({"classes": [0, 1]}, None, "not in classes: [2]"),
+])
+def test_partial_fit_bad_input(first, second, message):
+    X, y = blobs()
+    model = SoftmaxRegression(backend="numpy")
+    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        model.partial_fit(X, y, **first)
+        arguments = {"X": X, "y": y, **second}
+        model.partial_fit(**arguments)

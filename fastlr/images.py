@@ -1,0 +1,189 @@
+"""Inputs for ``fastlr predict``: photos and drawings of digits made to look like MNIST, and
+arrays already in MNIST's form.
+
+MNIST's recipe (LeCun et al.), applied by :func:`mnist_like`: grey levels; ink bright on a
+dark background (an image with a light background is inverted); the digit's bounding box
+scaled, keeping its aspect ratio, to fit a 20x20 box with anti-aliasing; then placed in a
+28x28 field so that its centre of mass lies at the centre. MNIST's own training images have
+their centre of mass at (14.0, 14.0) in pixel-index coordinates, measured on the first
+20,000, so that is where the centre goes.
+
+Pixel scale: everything is returned as float32 in [0, 1], the scale ``load_mnist`` gives and
+fastlr models are trained on. ``.npy`` arrays of an integer type are read as 0-255 and
+divided by 255; float arrays must already lie in [0, 1]. IDX files are unsigned bytes, 0-255.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .data import parse_idx
+from .errors import DataError
+
+SIDE = 28
+BOX = 20
+CENTRE = 14.0
+# Ink below this share of the darkest-to-lightest range is background noise, not the digit.
+INK_THRESHOLD = 0.1
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def mnist_like(grey):
+    """Turn a grey image into a 28x28 MNIST-style digit.
+
+    Parameters
+    ----------
+    grey : (H, W) float array in [0, 1], any size; dark ink on light paper or the reverse.
+
+    Returns
+    -------
+    (28, 28) float32 in [0, 1], ink bright on black.
+
+    Raises
+    ------
+    DataError
+        If the image is blank (no ink stands out from the background).
+    """
+    from PIL import Image
+
+    grey = np.asarray(grey, dtype=np.float32)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    ink = 1.0 - grey if background > 0.5 else grey.copy()
+    background = min(background, 1.0 - background)
+    # Stretch so the background is 0 and the strongest ink 1, as on MNIST's scans.
+    span = float(ink.max()) - background
+    if span <= INK_THRESHOLD:
+        raise DataError("the image is blank: no digit stands out from the background")
+    ink = np.clip((ink - background) / span, 0.0, 1.0)
+    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
+    cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
+    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS)
+    digit = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return _centre_by_mass(digit)
+
+
+def _centre_by_mass(digit):
+    """Place ``digit`` (h, w) in a 28x28 field with its centre of mass at (14, 14)."""
+    total = float(digit.sum())
+    h, w = digit.shape
+    if total == 0:
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+    else:
+        cy = float(digit.sum(axis=1) @ np.arange(h)) / total
+        cx = float(digit.sum(axis=0) @ np.arange(w)) / total
+    top, left = int(round(CENTRE - cy)), int(round(CENTRE - cx))
+    # Clamp so the whole digit stays inside the field.
+    top, left = min(max(top, 0), SIDE - h), min(max(left, 0), SIDE - w)
+    field = np.zeros((SIDE, SIDE), dtype=np.float32)
+    field[top:top + h, left:left + w] = digit
+    return field
+
+
+def read_image(path):
+    """Decode a PNG or JPEG (or any image Pillow reads) and make it MNIST-like, (28, 28).
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, is not an image, or is blank.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                # A transparent background counts as white paper.
+                rgba = image.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(paper, rgba)
+            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image Pillow can read (PNG or JPEG), a .npy array "
+                        f"or an IDX file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: a broken or truncated image ({exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    try:
+        return mnist_like(grey)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
+def pixels_from_array(array, source, n_features):
+    """Rows of pixels in [0, 1] from an array: one image or a batch.
+
+    Accepted shapes: (28, 28) or (D,) for one image; (N, 28, 28) or (N, D) for a batch, where
+    D = ``n_features``. Integer arrays are 0-255; float arrays must lie in [0, 1].
+
+    Returns
+    -------
+    (N, D) float32
+    """
+    side = int(round(np.sqrt(n_features)))
+    shape = array.shape
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{source}: holds {array.dtype} values, not pixels")
+    if array.ndim == 1 or (array.ndim == 2 and array.shape == (side, side)
+                           and side * side == n_features):
+        array = array.reshape(1, -1)
+    elif array.ndim >= 3:
+        array = array.reshape(array.shape[0], -1)
+    if array.ndim != 2 or array.shape[1] != n_features or array.shape[0] == 0:
+        raise DataError(f"{source}: shape {shape} does not hold images of "
+                        f"{n_features} pixels (the model's input); expected ({side}, {side}), "
+                        f"({n_features},), (N, {side}, {side}) or (N, {n_features})")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise DataError(f"{source}: contains NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise DataError(f"{source}: float pixels must lie in [0, 1], found "
+                            f"{array.min():g} to {array.max():g}; store 0-255 pixels as uint8")
+        return array.astype(np.float32)
+    if array.min() < 0 or array.max() > 255:
+        raise DataError(f"{source}: integer pixels must lie in 0-255, found {array.min()} to "
+                        f"{array.max()}")
+    return array.astype(np.float32) / np.float32(255)
+
+
+def read_inputs(path, n_features):
+    """The images in one file, as rows of pixels in [0, 1].
+
+    The content decides the kind, not the name: ``.npy`` arrays and IDX files (plain or gzip)
+    are taken as they are, anything else is decoded as an image and made MNIST-like.
+
+    Returns
+    -------
+    (N, D) float32, N = 1 for an image.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, unreadable, not one of those kinds, or of another size than
+        the model's input.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head.startswith(NPY_MAGIC):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path}: a broken .npy file ({exc})") from None
+        return pixels_from_array(array, path, n_features)
+    if head[:2] in (b"\x00\x00", b"\x1f\x8b"):
+        return pixels_from_array(parse_idx(path.read_bytes(), str(path)), path, n_features)
+    if n_features != SIDE * SIDE:
+        raise DataError(f"{path}: images need a model of {SIDE}x{SIDE} = {SIDE * SIDE} "
+                        f"pixels; this one takes {n_features} features")
+    return read_image(path).reshape(1, -1)

@@ -1,0 +1,161 @@
+"""Fuzzing the two readers of untrusted files: IDX data and model files.
+
+Whatever the bytes, random or a valid file with flipped bits or cut short, a reader raises
+DataError (IDX) or ModelFileError (model), never another exception, and returns promptly.
+"""
+
+import gzip
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastlr import DataError, ModelFileError, SoftmaxRegression
+from fastlr.data import parse_idx, read_idx
+
+FUZZ = settings(max_examples=200, deadline=2000,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+def idx_bytes(array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big")
+                                                    for n in array.shape)
+    return header + array.tobytes()
+
+
+VALID_IDX = idx_bytes(np.arange(60, dtype=np.uint8).reshape(3, 4, 5))
+VALID_IDX_GZ = gzip.compress(VALID_IDX, mtime=0)
+
+
+def model_bytes():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), np.arange(40) % 3
+    model = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
+    with tempfile.TemporaryDirectory() as directory:
+        return model.save(Path(directory) / "valid.npz").read_bytes()
+
+
+VALID_MODEL = model_bytes()
+
+
+def mutations(valid):
+    """Bit flips, byte overwrites, truncations and insertions of a valid file."""
+    flips = st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 7)),
+                     min_size=1, max_size=8)
+    overwrites = st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)),
+                          min_size=1, max_size=8)
+
+    def flip(pairs):
+        raw = bytearray(valid)
+        for position, bit in pairs:
+            raw[position] ^= 1 << bit
+        return bytes(raw)
+
+    def overwrite(pairs):
+        raw = bytearray(valid)
+        for position, value in pairs:
+            raw[position] = value
+        return bytes(raw)
+
+    return st.one_of(
+        flips.map(flip),
+        overwrites.map(overwrite),
+        st.integers(0, len(valid) - 1).map(lambda n: valid[:n]),
+        st.tuples(st.integers(0, len(valid)), st.binary(min_size=1, max_size=64)).map(
+            lambda t: valid[:t[0]] + t[1] + valid[t[0]:]),
+    )
+
+
+def check_idx(raw):
+    try:
+        array = parse_idx(raw, "fuzzed")
+    except DataError:
+        return
+    assert array.dtype == np.uint8
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_idx_reader_on_random_bytes(raw):
+    check_idx(raw)
+    check_idx(b"\x00\x00\x08" + raw)
+    check_idx(gzip.compress(raw, mtime=0))
+
+
+@FUZZ
+@given(st.one_of(mutations(VALID_IDX), mutations(VALID_IDX_GZ)))
+def test_idx_reader_on_mutated_files(raw):
+    check_idx(raw)
+
+
+def test_idx_header_declaring_huge_shape_is_refused_without_allocating():
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3 + b"\x00" * 10, "huge")
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_read_idx_on_random_files(tmp_path, raw):
+    path = tmp_path / "random-idx"
+    path.write_bytes(raw)
+    try:
+        read_idx(path)
+    except DataError:
+        pass
+
+
+def check_model(tmp_path, raw):
+    path = tmp_path / "fuzzed.npz"
+    path.write_bytes(raw)
+    try:
+        model = SoftmaxRegression.load(path)
+    except ModelFileError:
+        return
+    # A mutation the reader accepted (e.g. in the metadata text) is still a usable model.
+    proba = model.predict_proba(np.zeros((1, model.n_features_in_)))
+    assert proba.shape == (1, len(model.classes_))
+
+
+@FUZZ
+@given(st.binary(max_size=1024))
+def test_model_loader_on_random_bytes(tmp_path, raw):
+    check_model(tmp_path, raw)
+    check_model(tmp_path, b"PK\x03\x04" + raw)
+
+
+@FUZZ
+@given(mutations(VALID_MODEL))
+def test_model_loader_on_mutated_files(tmp_path, raw):
+    check_model(tmp_path, raw)
+
+
+@FUZZ
+@given(st.sampled_from(["coef", "intercept", "classes", "metadata"]),
+       st.binary(max_size=256))
+def test_model_loader_on_mutated_members(tmp_path, member, payload):
+    """A well-formed zip whose member is garbage, or a .npy header with a random tail."""
+    for content in (payload, b"\x93NUMPY\x01\x00" + payload):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(VALID_MODEL)) as source, \
+                zipfile.ZipFile(buffer, "w") as target:
+            for info in source.infolist():
+                data = content if info.filename == member + ".npy" else source.read(info)
+                target.writestr(info.filename, data)
+        check_model(tmp_path, buffer.getvalue())
+
+
+def test_npy_member_declaring_a_huge_shape_is_refused_unread(tmp_path):
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"
+    member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("coef.npy", member + b"\x00" * 64)
+    (tmp_path / "huge.npz").write_bytes(buffer.getvalue())
+    with pytest.raises(ModelFileError, match="truncated"):
+        SoftmaxRegression.load(tmp_path / "huge.npz")
