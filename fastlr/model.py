@@ -15,6 +15,7 @@ import numpy as np
 from . import sgd
 from .backends import available_backends, default_n_threads, get_backend
 from .errors import DataError, DivergenceError, ModelFileError
+from .preprocess import PREPROCESSING, apply_preprocessing
 
 MODEL_FORMAT = "fastlr-model"
 MODEL_FORMAT_VERSION = 1
@@ -92,6 +93,10 @@ class SoftmaxRegression:
         not improved for ``n_iter_no_change`` epochs; the best weights are kept.
     validation_fraction : float, default 0.1
     n_iter_no_change : int, default 3
+    preprocessing : {None, "deskew"}, default None
+        Applied to every X the model sees, in ``fit`` and in prediction: ``"deskew"`` shears
+        each image upright (see :mod:`fastlr.preprocess`). It is saved in the model file, so a
+        loaded model preprocesses its input the same way.
 
     Attributes
     ----------
@@ -107,7 +112,7 @@ class SoftmaxRegression:
     def __init__(self, epochs=10, batch_size=64, learning_rate=1.0, lr_schedule="linear",
                  momentum=0.0, alpha=0.0, backend="auto", n_threads=None, random_state=0,
                  verbose=False, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=3):
+                 n_iter_no_change=3, preprocessing=None):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -121,12 +126,13 @@ class SoftmaxRegression:
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.preprocessing = preprocessing
 
     # --- scikit-learn's parameter protocol ------------------------------------------------------
 
     _PARAM_NAMES = ("epochs", "batch_size", "learning_rate", "lr_schedule", "momentum", "alpha",
                     "backend", "n_threads", "random_state", "verbose", "early_stopping",
-                    "validation_fraction", "n_iter_no_change")
+                    "validation_fraction", "n_iter_no_change", "preprocessing")
 
     def get_params(self, deep=True):
         """The constructor parameters, as a dict."""
@@ -166,6 +172,8 @@ class SoftmaxRegression:
              f"n_threads must be a whole number >= 1, got {self.n_threads!r}"),
             (0.0 < self.validation_fraction < 1.0,
              f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"),
+            (self.preprocessing in PREPROCESSING,
+             f"preprocessing must be None or 'deskew', got {self.preprocessing!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -196,7 +204,7 @@ class SoftmaxRegression:
             If the loss becomes NaN or infinite; the model keeps the last finite weights.
         """
         self._check_hyperparameters()
-        X = check_features(X)
+        X = apply_preprocessing(self.preprocessing, check_features(X))
         y = np.asarray(y)
         if y.ndim != 1:
             raise DataError(f"y must be 1-D, got shape {y.shape}")
@@ -230,7 +238,8 @@ class SoftmaxRegression:
             train_index = np.sort(order[n_val:]).astype(np.int64)
             validation = (X[val_index], y_encoded[val_index])
         elif eval_set is not None:
-            X_eval = check_features(eval_set[0], dtype=X.dtype, n_features=X.shape[1])
+            X_eval = apply_preprocessing(self.preprocessing, check_features(
+                eval_set[0], dtype=X.dtype, n_features=X.shape[1]))
             validation = (X_eval, self._encode(eval_set[1], len(X_eval)))
 
         if self.verbose:
@@ -295,6 +304,7 @@ class SoftmaxRegression:
         """Scores ``X W^T + b``, shape (N, C)."""
         self._check_fitted()
         X = check_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
+        X = apply_preprocessing(self.preprocessing, X)
         backend_name = getattr(self, "backend_", "auto")
         backend = get_backend(backend_name if backend_name in available_backends() else "auto")
         return sgd.predict_scores(backend, X, self.coef_, self.intercept_,
@@ -405,6 +415,8 @@ class SoftmaxRegression:
         if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
             raise ModelFileError(f"{path}: the weights are not finite")
         params = metadata.get("params", {})
+        if params.get("preprocessing") not in PREPROCESSING:
+            raise ModelFileError(f"{path}: unknown preprocessing {params['preprocessing']!r}")
         model = cls(**{k: v for k, v in params.items() if k in cls._PARAM_NAMES})
         model.coef_ = np.ascontiguousarray(coef)
         model.intercept_ = np.ascontiguousarray(intercept)
