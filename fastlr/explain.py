@@ -145,10 +145,11 @@ def answer_paragraph(numbers):
     shared = sum(frozenset((i, j)) in hardest_set for i, j, _ in confused[:3])
     corr = numbers["template_correlations"]
     preprocessing = " deskewed" if numbers["preprocessing"] == "deskew" else " raw"
+    perfect = f"{n100} of them" if n100 else "none of them"
     text = (
         f"{verdict}: a two-class model of the same kind ({settings['epochs']} epochs of SGD on "
         f"the{preprocessing} pixels of the pair's training images) separates {n99} of the "
-        f"{n_pairs} pairs to at least 99% on the training data ({n100} of them perfectly) and "
+        f"{n_pairs} pairs to at least 99% on the training data ({perfect} perfectly) and "
         f"{n99_test} to at least 99% on the test data. The hardest pairs are {hardest}. ")
     if shared:
         text += (f"The ten-class model errs most on the same kind of pairs (its most frequent "

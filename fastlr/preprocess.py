@@ -19,8 +19,9 @@ so the sheared image has its principal axis vertical and its centre of mass at t
 interpolated bilinearly with zeros outside the image. Because the row offset ``r0 - m`` is the
 same for a whole image and the column offset is the same along an output row, the bilinear
 interpolation splits exactly into a blend of two source rows followed by a fractional shift of
-the blended row. Both steps are gathers of whole rows in NumPy: MNIST's 70,000 images take about
-0.3-0.5 s on one core, so no compiled kernel is needed.
+the blended row. Both steps are gathers of whole rows in NumPy: MNIST's 70,000 images take
+about 0.5 s of CPU time on one core (0.7-1.1 s of wall time when the two cores were shared with
+other jobs), so no compiled kernel is needed.
 
 Images without positive ink, or whose ink lies on one row (``var(r) = 0``), are not sheared.
 """
