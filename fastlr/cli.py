@@ -15,9 +15,12 @@ import numpy as np
 from . import __version__
 from .backends import AUTO_ORDER, default_n_threads
 from .data import load_mnist
-from .errors import FastlrError
+from .errors import FastlrError, ModelFileError
+from .explain import PAIR_EPOCHS, explain
+from .history import check_history_path, write_history
 from .machine import machine_info
 from .model import SoftmaxRegression
+from .preprocess import deskew
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -107,6 +110,12 @@ def build_parser():
                             "stops improving")
     train.add_argument("--out", metavar="MODEL.npz",
                        help="save the trained model there (also on Ctrl-C)")
+    train.add_argument("--deskew", action="store_true",
+                       help="shear each image upright before the model sees it (also in "
+                            "evaluate, explain and predict: the model file records it); with "
+                            "the default settings the test accuracy rises to about 95.7%%")
+    train.add_argument("--history", metavar="FILE",
+                       help="write the per-epoch loss and accuracy there, as .csv or .json")
     train.add_argument("--json", action="store_true",
                        help="print the summary as one JSON object on the last line")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -117,6 +126,9 @@ def build_parser():
         description="Score a model saved by `train --out` on the MNIST test set.")
     evaluate.add_argument("model", metavar="MODEL", help="a model file written by train --out")
     _add_data_dir(evaluate)
+    evaluate.add_argument("--deskew", action="store_true",
+                          help="deskew the test images before the model sees them (a model "
+                               "trained with --deskew does so by itself)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -169,6 +181,7 @@ def build_parser():
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="also draw throughput by batch size")
     bench.set_defaults(handler=cmd_bench)
+    _add_study_commands(commands)
     return parser
 
 
@@ -217,7 +230,9 @@ def cmd_train(args):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         lr_schedule=args.lr_schedule, momentum=args.momentum, alpha=args.l2,
         backend=args.backend, n_threads=args.threads, random_state=args.seed,
-        early_stopping=args.early_stopping)
+        early_stopping=args.early_stopping, preprocessing="deskew" if args.deskew else None)
+    if args.history:
+        check_history_path(args.history)
     show_progress = not args.no_progress and not args.json
     bar = None
     if show_progress:
@@ -271,8 +286,11 @@ def cmd_train(args):
         "threads": model.n_threads_,
         "model": args.out,
     }
+    summary["preprocessing"] = model.preprocessing
     if args.out:
         model.save(args.out)
+    if args.history:
+        write_history(args.history, model.history_)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -285,8 +303,12 @@ def cmd_train(args):
           f"{args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
+    if args.deskew:
+        print("  preprocessing   deskew")
     if args.out:
         print(f"  model saved to  {args.out}")
+    if args.history:
+        print(f"  history         {args.history}")
     return 0
 
 
@@ -295,6 +317,8 @@ def cmd_train(args):
 def cmd_evaluate(args):
     model = SoftmaxRegression.load(args.model)
     _, _, X_test, y_test = load_mnist(args.data_dir)
+    if args.deskew and model.preprocessing != "deskew":
+        X_test = deskew(X_test)
     predicted = model.predict(X_test)
     correct = predicted == y_test
     per_class = {str(label): float(correct[y_test == label].mean())
@@ -390,6 +414,98 @@ def cmd_bench(args):
     if args.plot:
         bench.plot_report(report, args.plot)
         print(f"plot written to {args.plot}")
+    return 0
+
+
+# --- plot and explain ---------------------------------------------------------------------------
+
+def _add_study_commands(commands):
+    plot = commands.add_parser(
+        "plot", help="figures of a saved model: its weights or its training curves",
+        description="Draw a figure of a model saved by `train --out`, as a PNG file.")
+    figures = plot.add_subparsers(dest="figure", metavar="FIGURE", parser_class=_Parser)
+    weights = figures.add_parser(
+        "weights", help="the 10 weight vectors as 28x28 images",
+        description="Draw each class's weights as the image they multiply: blue pixels vote "
+                    "for the class, red ones against.")
+    weights.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+    weights.add_argument("--out", default="weights.png", metavar="FILE.png",
+                         help="where to write the figure (default: %(default)s)")
+    weights.set_defaults(handler=cmd_plot_weights)
+    curves = figures.add_parser(
+        "curves", help="loss and accuracy over the epochs",
+        description="Plot the training and test loss and accuracy after every epoch, from the "
+                    "history stored in the model file.")
+    curves.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+    curves.add_argument("--out", default="curves.png", metavar="FILE.png",
+                        help="where to write the figure (default: %(default)s)")
+    curves.set_defaults(handler=cmd_plot_curves)
+    plot.set_defaults(handler=lambda args: _missing_figure(plot))
+
+    explain = commands.add_parser(
+        "explain", help="a report on what the model learned and why it works",
+        description="Write report.md and its figures: the weights, the class means beside "
+                    "them, the confusion matrix, per-class accuracy, the most confused pairs "
+                    "with the mistakes themselves, and, for each of the 45 pairs of digits, how "
+                    "well a two-class linear model separates them. Takes some 10-30 s with the "
+                    "numpy backend.")
+    explain.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+    _add_data_dir(explain)
+    explain.add_argument("--out", default="report", metavar="DIR",
+                         help="directory for report.md and its PNG figures (default: "
+                              "%(default)s)")
+    explain.add_argument("--deskew", action="store_true",
+                         help="deskew the images before the model and the pairwise models see "
+                              "them (a model trained with --deskew does so by itself)")
+    explain.add_argument("--pair-epochs", type=_positive_int, default=None,
+                         help=f"epochs of each pairwise model (default: {PAIR_EPOCHS})")
+    _add_backend(explain)
+    explain.add_argument("--seed", type=int, default=0,
+                         help="seed of the pairwise models (default: %(default)s)")
+    explain.set_defaults(handler=cmd_explain)
+
+
+def _missing_figure(parser):
+    raise UsageError(f"{parser.prog}: choose a figure: weights or curves (see --help)")
+
+
+def _load_with_history(path):
+    model = SoftmaxRegression.load(path)
+    if not model.history_:
+        raise ModelFileError(f"{path}: the model file holds no training history")
+    return model
+
+
+def cmd_plot_weights(args):
+    from .plots import save_figure, weights_figure
+    model = SoftmaxRegression.load(args.model)
+    deskewed = ", deskewed pixels" if model.preprocessing == "deskew" else ""
+    figure = weights_figure(model.coef_, model.classes_,
+                            title=f"weights of {os.path.basename(args.model)}{deskewed}")
+    print(f"wrote {save_figure(figure, args.out)}")
+    return 0
+
+
+def cmd_plot_curves(args):
+    from .plots import curves_figure, save_figure
+    model = _load_with_history(args.model)
+    eval_label = "validation" if model.early_stopping else "test"
+    figure = curves_figure(model.history_, eval_label=eval_label,
+                           title=f"training of {os.path.basename(args.model)}")
+    print(f"wrote {save_figure(figure, args.out)}")
+    return 0
+
+
+def cmd_explain(args):
+    model = SoftmaxRegression.load(args.model)
+    X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
+    numbers = explain(model, X_train, y_train, X_test, y_test, args.out,
+                      model_name=os.path.basename(args.model), deskew=args.deskew,
+                      pair_epochs=args.pair_epochs or PAIR_EPOCHS, backend=args.backend,
+                      n_threads=args.threads, random_state=args.seed)
+    print(numbers["paragraph"])
+    print(f"wrote {numbers['files']['report']} and {len(numbers['files']) - 1} figures in "
+          f"{numbers['seconds']:.1f} s")
     return 0
 
 

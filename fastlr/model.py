@@ -21,14 +21,14 @@ from . import sgd
 from .backends import AUTO_ORDER, available_backends, default_n_threads, get_backend
 from .errors import (DataConversionWarning, DataError, DataTypeError, ModelFileError,
                      NotFittedError, sklearn_compatible)
+from .preprocess import PREPROCESSING, apply_preprocessing
 
 MODEL_FORMAT = "fastlr-model"
 MODEL_FORMAT_VERSION = 1
 
-# What a model file says about the input its weights expect. fastlr trains on pixels scaled
-# to [0, 1] (x / 255) and applies no other transformation; a preprocessing option would record
-# its steps here.
-PREPROCESSING = {"pixel_scale": "x / 255, in [0, 1]", "steps": []}
+# What a model file says about the input its weights expect: the pixel scale, and the steps
+# (``preprocessing``) applied to every X before the weights see it.
+PIXEL_SCALE = "x / 255, in [0, 1]"
 
 
 def _as_generator(random_state):
@@ -209,6 +209,10 @@ class SoftmaxRegression:
         :meth:`partial_fit`.
     validation_fraction : float, default 0.1
     n_iter_no_change : int, default 3
+    preprocessing : {None, "deskew"}, default None
+        Applied to every X the model sees, in ``fit`` and in prediction: ``"deskew"`` shears
+        each image upright (see :mod:`fastlr.preprocess`). It is saved in the model file, so a
+        loaded model preprocesses its input the same way.
 
     Attributes
     ----------
@@ -231,7 +235,7 @@ class SoftmaxRegression:
     def __init__(self, epochs=10, batch_size=64, learning_rate=1.0, lr_schedule="linear",
                  momentum=0.0, alpha=0.0, backend="auto", n_threads=None, random_state=0,
                  verbose=False, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=3):
+                 n_iter_no_change=3, preprocessing=None):
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -245,12 +249,13 @@ class SoftmaxRegression:
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.preprocessing = preprocessing
 
     # --- scikit-learn's estimator protocol ------------------------------------------------------
 
     _PARAM_NAMES = ("epochs", "batch_size", "learning_rate", "lr_schedule", "momentum", "alpha",
                     "backend", "n_threads", "random_state", "verbose", "early_stopping",
-                    "validation_fraction", "n_iter_no_change")
+                    "validation_fraction", "n_iter_no_change", "preprocessing")
 
     def get_params(self, deep=True):
         """The constructor parameters, as a dict."""
@@ -311,6 +316,8 @@ class SoftmaxRegression:
              f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"),
             (whole(self.n_iter_no_change) and self.n_iter_no_change >= 1,
              f"n_iter_no_change must be a whole number >= 1, got {self.n_iter_no_change!r}"),
+            (self.preprocessing in PREPROCESSING,
+             f"preprocessing must be None or 'deskew', got {self.preprocessing!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -343,7 +350,7 @@ class SoftmaxRegression:
             If the loss becomes NaN or infinite; the model keeps the last finite weights.
         """
         self._check_hyperparameters()
-        X = check_features(X)
+        X = apply_preprocessing(self.preprocessing, check_features(X))
         y = check_labels(y, X.shape[0])
         classes, y_encoded = _unique_labels(y)
         if len(classes) < 2:
@@ -358,7 +365,8 @@ class SoftmaxRegression:
                                 f"classifier needs at least two classes")
         validation = None
         if eval_set is not None and not self.early_stopping:
-            X_eval = check_features(eval_set[0], dtype=X.dtype, n_features=X.shape[1])
+            X_eval = apply_preprocessing(self.preprocessing, check_features(
+                eval_set[0], dtype=X.dtype, n_features=X.shape[1]))
             y_eval = check_labels(eval_set[1], X_eval.shape[0])
             validation = (X_eval, _encode_labels(y_eval, classes, "the training labels"))
 
@@ -412,7 +420,7 @@ class SoftmaxRegression:
                 raise DataError("the first call to partial_fit needs classes=: every label "
                                 "the model will see, e.g. classes=range(10)")
             classes = _check_classes(classes)
-            X = check_features(X)
+            X = apply_preprocessing(self.preprocessing, check_features(X))
             y = check_labels(y, X.shape[0])
             y_encoded = _encode_labels(y, classes, "classes")
             sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
@@ -422,7 +430,8 @@ class SoftmaxRegression:
                                                           self.classes_):
                 raise DataError(f"classes={_plain(np.asarray(classes))} differs from the "
                                 f"model's classes {_plain(self.classes_)}")
-            X = check_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
+            X = apply_preprocessing(self.preprocessing, check_features(
+                X, dtype=self.coef_.dtype, n_features=self.n_features_in_))
             y = check_labels(y, X.shape[0])
             y_encoded = _encode_labels(y, self.classes_, "the model's classes")
             sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
@@ -484,6 +493,7 @@ class SoftmaxRegression:
             raise sklearn_compatible(NotFittedError)(
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
         X = check_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
+        X = apply_preprocessing(self.preprocessing, X)
         backend_name = getattr(self, "backend_", "auto")
         backend = get_backend(backend_name if backend_name in available_backends() else "auto")
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
@@ -551,7 +561,8 @@ class SoftmaxRegression:
             "format_version": MODEL_FORMAT_VERSION,
             "fastlr_version": __version__,
             "params": self.get_params(),
-            "preprocessing": PREPROCESSING,
+            "preprocessing": {"pixel_scale": PIXEL_SCALE,
+                              "steps": [self.preprocessing] if self.preprocessing else []},
             "n_features_in": int(self.n_features_in_),
             "backend": self.backend_,
             "n_threads": self.n_threads_,
@@ -623,6 +634,8 @@ class SoftmaxRegression:
         history = metadata.get("history", [])
         if not isinstance(params, dict) or not isinstance(history, list):
             raise ModelFileError(f"{path}: the metadata lacks the hyperparameters or history")
+        if params.get("preprocessing") not in PREPROCESSING:
+            raise ModelFileError(f"{path}: unknown preprocessing {params['preprocessing']!r}")
         model = cls(**{k: v for k, v in params.items() if k in cls._PARAM_NAMES})
         model.coef_ = np.ascontiguousarray(coef)
         model.intercept_ = np.ascontiguousarray(intercept)

@@ -1,0 +1,278 @@
+"""Figures of a model and its data, drawn with matplotlib's Agg canvas (no display needed).
+
+Every function returns a :class:`matplotlib.figure.Figure` that is not registered with pyplot,
+so nothing is shown and nothing leaks between calls; :func:`save_figure` writes it to a file.
+Images are rows of D = S * S pixels, drawn as S x S squares.
+
+Colours: weights and differences use RdBu centred at 0, blue for a class and red against it;
+pixel intensities use grey, ink dark on white as on paper.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .preprocess import image_side
+
+WEIGHT_CMAP = "RdBu"
+INK_CMAP = "gray_r"
+
+
+def new_figure(width, height):
+    """A figure of ``width`` x ``height`` inches on an Agg canvas."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path, dpi=100):
+    """Write ``fig`` to ``path`` (PNG by extension), creating the parent directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def _square(row):
+    side = image_side(row.size)
+    return np.asarray(row, dtype=np.float64).reshape(side, side)
+
+
+def robust_limit(values, percentile=99.5):
+    """A symmetric colour limit: the ``percentile`` of ``|values|``, so that a few extreme
+    pixels (weights of pixels almost never inked) do not wash out the rest."""
+    limit = float(np.percentile(np.abs(values), percentile))
+    return limit or float(np.abs(values).max()) or 1.0
+
+
+def _bare(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def weights_figure(coef, classes, title=None):
+    """The weight vector of each class as an image, in a grid of 2 rows.
+
+    The colour scale is symmetric about 0 and saturates at the 99.5th percentile of ``|coef|``.
+
+    Parameters
+    ----------
+    coef : (C, D) array, D a square number
+    classes : (C,) labels, used as panel titles
+    title : str, optional
+
+    Returns
+    -------
+    Figure with C image axes and one colorbar axis.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    n_classes = coef.shape[0]
+    n_cols = -(-n_classes // 2)
+    limit = robust_limit(coef)
+    fig = new_figure(1.6 * n_cols + 1.0, 3.9)
+    grid = fig.add_gridspec(2, n_cols + 1, width_ratios=[1] * n_cols + [0.08],
+                            wspace=0.08, hspace=0.18)
+    image = None
+    for k in range(n_classes):
+        ax = fig.add_subplot(grid[k // n_cols, k % n_cols])
+        image = ax.imshow(_square(coef[k]), cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit,
+                          interpolation="nearest")
+        ax.set_title(str(classes[k]), fontsize=14, pad=3)
+        ax.axis("off")
+    extend = "both" if np.abs(coef).max() > limit else "neither"
+    bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, n_cols]), extend=extend)
+    bar.set_label("weight (blue: for the class, red: against)")
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def curves_figure(history, eval_label="test", title=None):
+    """Loss and accuracy per epoch, on the training data and (if recorded) the eval data.
+
+    Parameters
+    ----------
+    history : list of dict
+        Records with ``epoch``, ``train_loss``, ``train_accuracy`` and optionally ``val_loss``,
+        ``val_accuracy`` (see :func:`fastlr.sgd.run_sgd`).
+    eval_label : str
+        What the ``val_*`` numbers were measured on (``test`` or ``validation``).
+
+    Returns
+    -------
+    Figure with two axes: loss, accuracy.
+    """
+    epochs = [r["epoch"] for r in history]
+    fig = new_figure(10, 3.8)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    has_eval = all("val_loss" in r for r in history)
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train")
+    if has_eval:
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label=eval_label)
+        ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], "s-", label=eval_label)
+    ax_loss.set_ylabel("mean cross-entropy")
+    ax_acc.set_ylabel("accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _annotate(ax, values, text, dark):
+    """Write ``text[i][j]`` in each cell, white where ``dark[i, j]``."""
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if text[i][j]:
+                ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7.5,
+                        color="white" if dark[i, j] else "black")
+
+
+def confusion_figure(counts, classes):
+    """The confusion matrix in counts and row-normalized (% of each true class).
+
+    Parameters
+    ----------
+    counts : (C, C) int, rows the true class, columns the predicted class
+
+    Returns
+    -------
+    Figure with two matrix axes and their two colorbars.
+    """
+    counts = np.asarray(counts)
+    rates = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig = new_figure(13, 5.6)
+    ax_counts, ax_rates = fig.subplots(1, 2)
+    ticks = np.arange(len(classes))
+    off_diag = ~np.eye(len(classes), dtype=bool)
+    count_max = max(int(counts[off_diag].max()), 1)
+    # The diagonal would swamp the colour scale; the scale shows the errors.
+    image = ax_counts.imshow(np.where(off_diag, counts, 0), cmap="Reds", vmin=0,
+                             vmax=count_max)
+    fig.colorbar(image, ax=ax_counts, fraction=0.046, pad=0.04,
+                 label="images (off the diagonal)")
+    _annotate(ax_counts, counts, [[str(v) for v in row] for row in counts],
+              (counts > 0.6 * count_max) & off_diag)
+    rate_max = max(float(rates[off_diag].max()), 1e-9)
+    image = ax_rates.imshow(np.where(off_diag, rates, 0), cmap="Reds", vmin=0, vmax=rate_max)
+    fig.colorbar(image, ax=ax_rates, fraction=0.046, pad=0.04,
+                 label="% of the true class (off the diagonal)")
+    _annotate(ax_rates, rates,
+              [[f"{v:.1f}" if (i == j or v >= 0.05) else "" for j, v in enumerate(row)]
+               for i, row in enumerate(rates)],
+              (rates > 0.6 * rate_max) & off_diag)
+    for ax, title in ((ax_counts, "counts"), (ax_rates, "row-normalized (%)")):
+        ax.set_xticks(ticks, [str(c) for c in classes])
+        ax.set_yticks(ticks, [str(c) for c in classes])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(rows, n_cols):
+    """Misclassified images, one row per (true, predicted) pair.
+
+    Parameters
+    ----------
+    rows : list of (label, images (K, D), probabilities (K,))
+        ``label`` is written at the left of the row; each image is titled with the probability
+        the model gave its (wrong) prediction. K <= n_cols; missing cells stay empty.
+
+    Returns
+    -------
+    Figure with ``len(rows) * n_cols`` axes.
+    """
+    fig = new_figure(1.15 * n_cols + 1.2, 1.35 * len(rows))
+    axes = np.atleast_2d(fig.subplots(len(rows), n_cols, squeeze=False))
+    for (label, images, probs), ax_row in zip(rows, axes):
+        for k, ax in enumerate(ax_row):
+            _bare(ax)
+            if k < len(images):
+                ax.imshow(_square(images[k]), cmap=INK_CMAP, vmin=0,
+                          vmax=max(float(np.max(images[k])), 1e-9), interpolation="nearest")
+                ax.set_title(f"p={probs[k]:.2f}", fontsize=9, pad=2)
+        ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+    fig.subplots_adjust(wspace=0.05, hspace=0.35)
+    return fig
+
+
+def templates_figure(class_means, overall_mean, coef, classes, correlations):
+    """Class-mean images beside the weights.
+
+    Three rows of C panels: the mean image of each class, that mean minus the mean of all
+    images, and the class's weights; ``correlations[k]`` (of rows two and three) titles the
+    weights.
+
+    Returns
+    -------
+    Figure with 3 C image axes.
+    """
+    n_classes = len(classes)
+    fig = new_figure(1.25 * n_classes + 1.8, 4.5)
+    axes = fig.subplots(3, n_classes, squeeze=False)
+    diffs = np.asarray(class_means) - np.asarray(overall_mean)[None, :]
+    diff_limit = float(np.abs(diffs).max()) or 1.0
+    weight_limit = robust_limit(coef)
+    for k in range(n_classes):
+        axes[0, k].imshow(_square(class_means[k]), cmap=INK_CMAP, vmin=0,
+                          vmax=float(np.max(class_means)) or 1.0)
+        axes[0, k].set_title(str(classes[k]), fontsize=12)
+        axes[1, k].imshow(_square(diffs[k]), cmap=WEIGHT_CMAP, vmin=-diff_limit,
+                          vmax=diff_limit)
+        axes[2, k].imshow(_square(coef[k]), cmap=WEIGHT_CMAP, vmin=-weight_limit,
+                          vmax=weight_limit)
+        axes[2, k].set_xlabel(f"r = {correlations[k]:.2f}", fontsize=10)
+        for ax in axes[:, k]:
+            _bare(ax)
+    for ax, label in zip(axes[:, 0], ("class\nmean", "mean minus\nall-digit\nmean",
+                                      "weights")):
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+    fig.subplots_adjust(wspace=0.06, hspace=0.12)
+    return fig
+
+
+def pairwise_figure(train_accuracy, test_accuracy, classes):
+    """Heat maps of the accuracy of a binary linear model for every pair of classes.
+
+    Parameters
+    ----------
+    train_accuracy, test_accuracy : (C, C) float in [0, 1], symmetric, NaN on the diagonal
+
+    Returns
+    -------
+    Figure with two matrix axes and one colorbar.
+    """
+    train = 100 * np.asarray(train_accuracy, dtype=np.float64)
+    test = 100 * np.asarray(test_accuracy, dtype=np.float64)
+    low = float(np.floor(np.nanmin(np.concatenate([train.ravel(), test.ravel()]))))
+    fig = new_figure(13, 5.8)
+    ax_train, ax_test = fig.subplots(1, 2)
+    ticks = np.arange(len(classes))
+    image = None
+    for ax, values, title in ((ax_train, train, "training accuracy (%)"),
+                              (ax_test, test, "test accuracy (%)")):
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=low, vmax=100)
+        # Only a perfect pair reads 100; 99.96 reads 99.9, not 100.0.
+        text = [["" if np.isnan(v) else ("100" if v == 100 else f"{min(v, 99.9):.1f}")
+                 for v in row] for row in values]
+        _annotate(ax, values, text, np.nan_to_num(values, nan=100) < low + 0.6 * (100 - low))
+        ax.set_xticks(ticks, [str(c) for c in classes])
+        ax.set_yticks(ticks, [str(c) for c in classes])
+        ax.set_title(title)
+    fig.colorbar(image, ax=[ax_train, ax_test], fraction=0.025, pad=0.02,
+                 label="accuracy of the binary model (%)")
+    return fig
