@@ -1,0 +1,106 @@
+"""The benchmark harness: its JSON schema, its refusal to time a wrong backend, its plot.
+
+Nothing here asserts a time: the numbers depend on the machine. These tests check what every
+run must satisfy.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fastlr import bench, data
+from fastlr.backends import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+ROW_KEYS = {"backend", "batch_size", "threads", "ms_per_epoch", "ms_min", "ms_max",
+            "samples_per_s", "gflops", "speedup_vs_numpy", "fraction_of_peak", "compile_s"}
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """A 1,500-image slice of MNIST in MNIST's file names, so a whole run takes seconds."""
+    directory = tmp_path_factory.mktemp("small-mnist")
+    X_train, y_train, X_test, y_test = data.load_mnist(ROOT / "data" / "mnist", dtype=np.uint8)
+    for prefix, X, y, n in (("train", X_train, y_train, 1500), ("t10k", X_test, y_test, 500)):
+        data.write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", X[:n].reshape(n, 28, 28))
+        data.write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", y[:n].astype(np.uint8))
+    return directory
+
+
+def check_schema(report):
+    assert set(report) >= {"machine", "results"}
+    machine = report["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"]
+    assert machine["read_gbps"] > 0 and all(g > 0 for g in machine["sgemm_gflops"].values())
+    assert "numpy" in machine["versions"]
+    for row in report["results"]:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        if row["ms_per_epoch"] is not None:
+            assert row["ms_min"] <= row["ms_per_epoch"] <= row["ms_max"]
+            assert row["samples_per_s"] > 0 and row["gflops"] > 0
+
+
+def test_report_follows_the_schema_and_every_engine_validates(small_mnist, tmp_path):
+    report = bench.run_bench(backends=("numpy", "numba", "cython"), batch_sizes=(64, 500),
+                             threads=(1, 2), repeats=2, time_to_accuracy=False,
+                             data_dir=small_mnist)
+    check_schema(report)
+    rows = report["results"]
+    assert {r["backend"] for r in rows} >= {"numpy"}
+    assert all(r["validated"] and r["error"] is None for r in rows), rows
+    numpy_rows = [r for r in rows if r["backend"] == "numpy"]
+    assert len(numpy_rows) == 4
+    assert all(r["speedup_vs_numpy"] == pytest.approx(1.0) for r in numpy_rows)
+    text = bench.format_report(report)
+    assert "ceiling" in text and "numpy" in text
+    json.dumps(report)  # everything in it is JSON
+
+
+def test_a_wrong_backend_is_refused_and_gets_no_number(small_mnist):
+    def sgd_epoch_with_a_bug(X, y, sw, perm, W, b, *rest):
+        # The reference, but with every sample's weight off by 5%: a plausible kernel bug.
+        return reference.sgd_epoch(X, y, sw * X.dtype.type(1.05), perm, W, b, *rest)
+
+    impostor = SimpleNamespace(name="impostor", sgd_epoch=sgd_epoch_with_a_bug)
+    shared = bench.prepare_data(small_mnist)
+    n = len(shared["y"])
+    shared["lr_steps"] = bench.learning_rates("linear", 1.0, -(-n // 64))
+    expected = bench.run_epoch(reference, shared["X"], shared["y"], shared["W0"], shared["b0"],
+                               shared["perm"], shared["lr_steps"], 64, 1, np.float64)
+    row = bench.bench_sgd_engine("impostor", impostor, shared, 64, 1, 2, expected)
+    assert row["error"] and "disagrees with the reference" in row["error"]
+    assert row["ms_per_epoch"] is None and row["speedup_vs_numpy"] is None
+    assert not row["validated"]
+    honest = SimpleNamespace(name="honest", sgd_epoch=reference.sgd_epoch)
+    row = bench.bench_sgd_engine("honest", honest, shared, 64, 1, 2, expected)
+    assert row["error"] is None and row["ms_per_epoch"] > 0
+
+
+def test_plot_is_written(small_mnist, tmp_path):
+    report = bench.run_bench(backends=("numpy",), batch_sizes=(64, 256), threads=(1,),
+                             repeats=1, time_to_accuracy=False, data_dir=small_mnist)
+    path = bench.plot_report(report, tmp_path / "throughput.png")
+    assert path.stat().st_size > 10_000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_bench_smoke_run(tmp_path):
+    """The CLI's --quick run on the real MNIST: the JSON follows the schema and every row
+    validated."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "fastlr", "bench", "--quick", "--json",
+                             str(out)], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    check_schema(report)
+    assert report["results"]
+    assert all(r["validated"] and r["error"] is None for r in report["results"]), \
+        report["results"]
