@@ -50,62 +50,114 @@ def max_threads():
     return fastlr_max_threads()
 
 
+cdef extern from *:
+    """
+    /* The two loops that do nearly all the arithmetic, in C so that GCC can compile each
+       twice (target_clones): for x86-64-v3 (AVX2 + FMA) and for the x86-64 baseline. The
+       dynamic loader picks the clone the CPU runs, so one build runs on every x86-64. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FASTLR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #else
+    #define FASTLR_CLONES
+    #endif
+    #include <string.h>
+
+    /* z_i (C,) = W x_i + b for four samples x_i (D,), W (C, D) row-major. Two classes at a
+       time share each load of x: 8 accumulators, each a 32-byte vector of independent partial
+       sums (GCC vector extensions), so the D loop is vectorized by construction without
+       reassociating a float sum (no -ffast-math), and the lanes are summed in a fixed order:
+       the result does not depend on the vector width of the clone that runs. An odd last
+       class is computed twice. */
+    #define FASTLR_SCORES4(T, SUFFIX)                                                       \
+    typedef T fastlr_vec_##SUFFIX __attribute__((vector_size(32)));                         \
+    static inline fastlr_vec_##SUFFIX fastlr_load_##SUFFIX(const T *p) {                    \
+        fastlr_vec_##SUFFIX v;                                                              \
+        memcpy(&v, p, sizeof v);                                                            \
+        return v;                                                                           \
+    }                                                                                       \
+    FASTLR_CLONES static void fastlr_scores4_##SUFFIX(                                      \
+            const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, const T *const x[4],       \
+            T *const z[4]) {                                                                \
+        enum { LANES = 32 / sizeof(T) };                                                    \
+        const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                             \
+        Py_ssize_t d_main = D - D % LANES;                                                  \
+        for (Py_ssize_t c0 = 0; c0 < C; c0 += 2) {                                          \
+            Py_ssize_t c1 = c0 + 1 < C ? c0 + 1 : c0;                                       \
+            const T *w0 = W + c0 * D, *w1 = W + c1 * D;                                     \
+            fastlr_vec_##SUFFIX acc[8] = {{0}};                                             \
+            for (Py_ssize_t d = 0; d < d_main; d += LANES) {                                \
+                fastlr_vec_##SUFFIX u = fastlr_load_##SUFFIX(w0 + d);                       \
+                fastlr_vec_##SUFFIX v = fastlr_load_##SUFFIX(w1 + d);                       \
+                fastlr_vec_##SUFFIX xv = fastlr_load_##SUFFIX(x0 + d);                      \
+                acc[0] += u * xv; acc[4] += v * xv;                                         \
+                xv = fastlr_load_##SUFFIX(x1 + d);                                          \
+                acc[1] += u * xv; acc[5] += v * xv;                                         \
+                xv = fastlr_load_##SUFFIX(x2 + d);                                          \
+                acc[2] += u * xv; acc[6] += v * xv;                                         \
+                xv = fastlr_load_##SUFFIX(x3 + d);                                          \
+                acc[3] += u * xv; acc[7] += v * xv;                                         \
+            }                                                                               \
+            for (Py_ssize_t k = 0; k < D - d_main; k++) {                                   \
+                T u = w0[d_main + k], v = w1[d_main + k];                                   \
+                for (int i = 0; i < 4; i++) {                                               \
+                    acc[i][k] += u * x[i][d_main + k];                                      \
+                    acc[4 + i][k] += v * x[i][d_main + k];                                  \
+                }                                                                           \
+            }                                                                               \
+            for (int i = 0; i < 4; i++) {                                                   \
+                T s0 = 0, s1 = 0;                                                           \
+                for (int k = 0; k < LANES; k++) {                                           \
+                    s0 += acc[i][k];                                                        \
+                    s1 += acc[4 + i][k];                                                    \
+                }                                                                           \
+                z[i][c0] = s0 + b[c0];                                                      \
+                z[i][c1] = s1 + b[c1];                                                      \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+    /* gW (C, D) += sum_i g_i x_i^T and gb (C,) += sum_i g_i over four samples. */
+    #define FASTLR_ACCUMULATE4(T, SUFFIX)                                                   \
+    FASTLR_CLONES static void fastlr_accumulate4_##SUFFIX(                                  \
+            T *gW, T *gb, Py_ssize_t C, Py_ssize_t D, const T *const x[4],                 \
+            const T *g) {                                                                   \
+        const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                             \
+        for (Py_ssize_t c = 0; c < C; c++) {                                                \
+            T h0 = g[c], h1 = g[C + c], h2 = g[2 * C + c], h3 = g[3 * C + c];               \
+            T *row = gW + c * D;                                                            \
+            for (Py_ssize_t d = 0; d < D; d++)                                              \
+                row[d] += h0 * x0[d] + h1 * x1[d] + h2 * x2[d] + h3 * x3[d];                \
+            gb[c] += h0 + h1 + h2 + h3;                                                     \
+        }                                                                                   \
+    }
+
+    FASTLR_SCORES4(float, float)
+    FASTLR_SCORES4(double, double)
+    FASTLR_ACCUMULATE4(float, float)
+    FASTLR_ACCUMULATE4(double, double)
+    """
+    void fastlr_scores4_float(const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
+                              const float** x, float** z) noexcept nogil
+    void fastlr_scores4_double(const double* W, const double* b, Py_ssize_t C, Py_ssize_t D,
+                               const double** x, double** z) noexcept nogil
+    void fastlr_accumulate4_float(float* gW, float* gb, Py_ssize_t C, Py_ssize_t D,
+                                  const float** x, const float* g) noexcept nogil
+    void fastlr_accumulate4_double(double* gW, double* gb, Py_ssize_t C, Py_ssize_t D,
+                                   const double** x, const double* g) noexcept nogil
+
+
 cdef enum:
-    # Independent partial sums per dot product: one per vector lane, so the D loop vectorizes
-    # without reassociating a float reduction (no -ffast-math), and the result is the same on
-    # any vector width.
-    LANES = 16
     # Samples whose dot products share each load of a row of W.
     SAMPLE_BLOCK = 4
 
 
 cdef inline void _scores4(const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
-                          const floating* x0, const floating* x1, const floating* x2,
-                          const floating* x3, floating* z0, floating* z1, floating* z2,
-                          floating* z3) noexcept nogil:
-    """z_i (C,) = W x_i + b for four samples x_i (D,); W (C, D) row-major, b (C,)."""
-    cdef floating a0[LANES]
-    cdef floating a1[LANES]
-    cdef floating a2[LANES]
-    cdef floating a3[LANES]
-    cdef floating wk, s0, s1, s2, s3
-    cdef const floating* w
-    cdef Py_ssize_t c, d, d_block, k
-    cdef Py_ssize_t d_main = D - D % LANES
-    for c in range(C):
-        w = W + c * D
-        for k in range(LANES):
-            a0[k] = 0
-            a1[k] = 0
-            a2[k] = 0
-            a3[k] = 0
-        for d_block in range(d_main // LANES):
-            d = d_block * LANES
-            for k in range(LANES):
-                wk = w[d + k]
-                a0[k] += wk * x0[d + k]
-                a1[k] += wk * x1[d + k]
-                a2[k] += wk * x2[d + k]
-                a3[k] += wk * x3[d + k]
-        for k in range(D - d_main):
-            wk = w[d_main + k]
-            a0[k] += wk * x0[d_main + k]
-            a1[k] += wk * x1[d_main + k]
-            a2[k] += wk * x2[d_main + k]
-            a3[k] += wk * x3[d_main + k]
-        s0 = 0
-        s1 = 0
-        s2 = 0
-        s3 = 0
-        for k in range(LANES):
-            s0 += a0[k]
-            s1 += a1[k]
-            s2 += a2[k]
-            s3 += a3[k]
-        z0[c] = s0 + b[c]
-        z1[c] = s1 + b[c]
-        z2[c] = s2 + b[c]
-        z3[c] = s3 + b[c]
+                          const floating** x, floating** z) noexcept nogil:
+    """z[i] (C,) = W x[i] + b for four samples x[i] (D,); W (C, D), b (C,)."""
+    if floating is float:
+        fastlr_scores4_float(W, b, C, D, x, z)
+    else:
+        fastlr_scores4_double(W, b, C, D, x, z)
 
 
 cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
@@ -131,22 +183,13 @@ cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
 
 
 cdef inline void _accumulate4(floating* gW, floating* gb, Py_ssize_t C, Py_ssize_t D,
-                              const floating* x0, const floating* x1, const floating* x2,
-                              const floating* x3, const floating* g0, const floating* g1,
-                              const floating* g2, const floating* g3) noexcept nogil:
-    """gW (C, D) += sum_i g_i x_i^T and gb (C,) += sum_i g_i over four samples."""
-    cdef floating* row
-    cdef floating h0, h1, h2, h3
-    cdef Py_ssize_t c, d
-    for c in range(C):
-        h0 = g0[c]
-        h1 = g1[c]
-        h2 = g2[c]
-        h3 = g3[c]
-        row = gW + c * D
-        for d in range(D):
-            row[d] += h0 * x0[d] + h1 * x1[d] + h2 * x2[d] + h3 * x3[d]
-        gb[c] += h0 + h1 + h2 + h3
+                              const floating** x, const floating* g) noexcept nogil:
+    """gW (C, D) += sum_i g[i] x[i]^T and gb (C,) += sum_i g[i] over four samples; g is
+    (4, C)."""
+    if floating is float:
+        fastlr_accumulate4_float(gW, gb, C, D, x, g)
+    else:
+        fastlr_accumulate4_double(gW, gb, C, D, x, g)
 
 
 cdef inline const floating* _row(const floating* X, const int64_t* rows, Py_ssize_t i,
@@ -168,7 +211,10 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
     cdef double loss = 0.0
     cdef Py_ssize_t i, j, n, r
     cdef const floating* xs[SAMPLE_BLOCK]
+    cdef floating* zs[SAMPLE_BLOCK]
     cdef int64_t idx
+    for j in range(SAMPLE_BLOCK):
+        zs[j] = scratch + j * C
     memset(gW, 0, C * D * sizeof(floating))
     memset(gb, 0, C * sizeof(floating))
     i = lo
@@ -176,8 +222,7 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
         n = min(<Py_ssize_t>SAMPLE_BLOCK, hi - i)
         for j in range(SAMPLE_BLOCK):
             xs[j] = _row(X, rows, i + min(j, n - 1), D)
-        _scores4(W, b, C, D, xs[0], xs[1], xs[2], xs[3], scratch, scratch + C,
-                 scratch + 2 * C, scratch + 3 * C)
+        _scores4(W, b, C, D, xs, zs)
         for j in range(SAMPLE_BLOCK):
             if j < n:
                 r = i + j
@@ -186,8 +231,7 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
                                                  sw[idx] * inv_batch)
             else:
                 memset(scratch + j * C, 0, C * sizeof(floating))
-        _accumulate4(gW, gb, C, D, xs[0], xs[1], xs[2], xs[3], scratch, scratch + C,
-                     scratch + 2 * C, scratch + 3 * C)
+        _accumulate4(gW, gb, C, D, xs, scratch)
         i += SAMPLE_BLOCK
     return loss
 
@@ -224,24 +268,31 @@ cdef inline void _sgd_update(floating* W, floating* vel, const floating* grad,
             W[j] = <floating>(W[j] - lr * (grad[j] + alpha * W[j]))
 
 
+cdef inline void _predict_block(const floating* X, const floating* W, const floating* b,
+                                Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t block,
+                                floating* out) noexcept nogil:
+    """Scores of rows 4 block .. 4 block + 3 of X (N, D) into out (N, C); a short last block
+    repeats its last row, writing the same values twice."""
+    cdef const floating* xs[SAMPLE_BLOCK]
+    cdef floating* zs[SAMPLE_BLOCK]
+    cdef Py_ssize_t i, j
+    for j in range(SAMPLE_BLOCK):
+        i = min(block * SAMPLE_BLOCK + j, N - 1)
+        xs[j] = X + i * D
+        zs[j] = out + i * C
+    _scores4(W, b, C, D, xs, zs)
+
+
 def predict_scores(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
                    floating[:, ::1] out, int n_threads):
     """out (N, C) = X (N, D) W (C, D)^T + b (C,), on ``n_threads`` threads."""
     cdef Py_ssize_t N = X.shape[0], D = X.shape[1], C = W.shape[0]
-    cdef Py_ssize_t n_blocks = (N + SAMPLE_BLOCK - 1) // SAMPLE_BLOCK
-    cdef Py_ssize_t blk, i0, i1, i2, i3
+    cdef Py_ssize_t block
     if N == 0:
         return
-    cdef const floating* Xp = &X[0, 0]
-    cdef floating* outp = &out[0, 0]
-    for blk in prange(n_blocks, nogil=True, num_threads=max(n_threads, 1), schedule="static"):
-        # A short last block repeats its last row: the same values written twice.
-        i0 = blk * SAMPLE_BLOCK
-        i1 = min(i0 + 1, N - 1)
-        i2 = min(i0 + 2, N - 1)
-        i3 = min(i0 + 3, N - 1)
-        _scores4(&W[0, 0], &b[0], C, D, Xp + i0 * D, Xp + i1 * D, Xp + i2 * D, Xp + i3 * D,
-                 outp + i0 * C, outp + i1 * C, outp + i2 * C, outp + i3 * C)
+    for block in prange((N + SAMPLE_BLOCK - 1) // SAMPLE_BLOCK, nogil=True,
+                        num_threads=max(n_threads, 1), schedule="static"):
+        _predict_block(&X[0, 0], &W[0, 0], &b[0], N, C, D, block, &out[0, 0])
 
 
 def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
