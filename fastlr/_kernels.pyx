@@ -345,27 +345,55 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
     return loss * inv_batch
 
 
-def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
-              const floating[::1] sample_weight, const int64_t[::1] perm,
-              floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W, floating[::1] vel_b,
-              const double[::1] lr_steps, Py_ssize_t batch_size, double momentum, double alpha,
-              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
-    """One epoch of minibatch SGD over X (N, D), y (N,), sample_weight (N,) in ``perm`` (M,)
-    order, updating W (C, D), b (C,), vel_W, vel_b in place; return the epoch's sum of
-    ``s_i l_i``, each loss taken at the weights of its step.
-
-    Every step is two phases of the one parallel region, separated by barriers: the T chunks
-    of the minibatch into parts_W (T, C, D), parts_b (T, C); then the parts summed in order
-    t = 0..T-1 into parts_W[0] and the update applied, each thread on its slice of the C*D
-    weights.
-    """
-    cdef Py_ssize_t M = perm.shape[0], D = X.shape[1], C = W.shape[0], T = parts_W.shape[0]
+cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const int64_t* y,
+                    const floating* sw, const int64_t* perm, Py_ssize_t M,
+                    Py_ssize_t batch_size, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D,
+                    floating* W, floating* b, floating* vel_W, floating* vel_b, double lr,
+                    double momentum, double alpha, floating* parts_W, floating* parts_b,
+                    floating* scratch, double* chunk_loss) noexcept nogil:
+    """Thread ``tid``'s share of SGD step ``step``, inside a parallel region of ``team``
+    threads: its chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); a barrier;
+    then its slices of the weights get the parts summed in order t = 0..T-1 (into parts_W[0])
+    and the update. A team smaller than T (e.g. under OMP_THREAD_LIMIT) takes the T chunks
+    round-robin: the chunk boundaries, and so the result, depend on T alone."""
     cdef Py_ssize_t CD = C * D
+    cdef Py_ssize_t start = step * batch_size
+    cdef Py_ssize_t n_batch = min(batch_size, M - start)
+    cdef Py_ssize_t chunk = tid
+    cdef Py_ssize_t j0, j1
+    while chunk < T:
+        chunk_loss[chunk] += _batch_chunk(
+            X, y, sw, perm + start, n_batch * chunk // T, n_batch * (chunk + 1) // T, W, b, C,
+            D, 1.0 / n_batch, parts_W + chunk * CD, parts_b + chunk * C,
+            scratch + tid * SAMPLE_BLOCK * C)
+        chunk += team
+    fastlr_barrier()
+    chunk = tid
+    while chunk < T:
+        j0 = CD * chunk // T
+        j1 = CD * (chunk + 1) // T
+        _sum_parts(parts_W, T, CD, j0, j1, parts_W)
+        _sgd_update(W, vel_W, parts_W, j0, j1, lr, momentum, alpha)
+        if chunk == 0:
+            _sum_parts(parts_b, T, C, 0, C, parts_b)
+            _sgd_update(b, vel_b, parts_b, 0, C, lr, momentum, 0.0)
+        chunk += team
+
+
+cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+                       const floating[::1] sample_weight, const int64_t[::1] perm,
+                       floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
+                       floating[::1] vel_b, const double[::1] lr_steps, Py_ssize_t batch_size,
+                       double momentum, double alpha, floating[:, :, ::1] parts_W,
+                       floating[:, ::1] parts_b, bint region_per_step) except -1:
+    """sgd_epoch, with one parallel region for the whole epoch (a barrier after every step),
+    or with ``region_per_step`` a new region for every step (the variant it was measured
+    against)."""
+    cdef Py_ssize_t M = perm.shape[0], D = X.shape[1], C = W.shape[0], T = parts_W.shape[0]
     cdef Py_ssize_t n_steps = (M + batch_size - 1) // batch_size
-    cdef Py_ssize_t step, start, n_batch, chunk, j0, j1
+    cdef Py_ssize_t step, chunk
     cdef int tid, team
     cdef double loss = 0.0
-    cdef double lr
     if M == 0:
         return 0.0
     cdef double* chunk_loss = <double*>malloc(T * sizeof(double))
@@ -375,40 +403,56 @@ def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
         free(scratch)
         raise MemoryError()
     memset(chunk_loss, 0, T * sizeof(double))
-    cdef const floating* Xp = &X[0, 0]
-    cdef floating* Wp = &W[0, 0]
-    cdef floating* bp = &b[0]
-    cdef floating* pW = &parts_W[0, 0, 0]
-    cdef floating* pb = &parts_b[0, 0]
-    with nogil, parallel(num_threads=T):
-        tid = fastlr_thread_num()
-        team = fastlr_team_size()
+    if region_per_step:
         for step in range(n_steps):
-            start = step * batch_size
-            n_batch = min(batch_size, M - start)
-            chunk = tid
-            while chunk < T:
-                chunk_loss[chunk] += _batch_chunk(
-                    Xp, &y[0], &sample_weight[0], &perm[start],
-                    n_batch * chunk // T, n_batch * (chunk + 1) // T, Wp, bp, C, D,
-                    1.0 / n_batch, pW + chunk * CD, pb + chunk * C,
-                    scratch + tid * SAMPLE_BLOCK * C)
-                chunk = chunk + team
-            fastlr_barrier()
-            lr = lr_steps[step]
-            chunk = tid
-            while chunk < T:
-                j0 = CD * chunk // T
-                j1 = CD * (chunk + 1) // T
-                _sum_parts(pW, T, CD, j0, j1, pW)
-                _sgd_update(Wp, &vel_W[0, 0], pW, j0, j1, lr, momentum, alpha)
-                if chunk == 0:
-                    _sum_parts(pb, T, C, 0, C, pb)
-                    _sgd_update(bp, &vel_b[0], pb, 0, C, lr, momentum, 0.0)
-                chunk = chunk + team
-            fastlr_barrier()
+            with nogil, parallel(num_threads=T):
+                _sgd_step(fastlr_thread_num(), fastlr_team_size(), step, &X[0, 0], &y[0],
+                          &sample_weight[0], &perm[0], M, batch_size, T, C, D, &W[0, 0],
+                          &b[0], &vel_W[0, 0], &vel_b[0], lr_steps[step], momentum, alpha,
+                          &parts_W[0, 0, 0], &parts_b[0, 0], scratch, chunk_loss)
+    else:
+        with nogil, parallel(num_threads=T):
+            tid = fastlr_thread_num()
+            team = fastlr_team_size()
+            for step in range(n_steps):
+                _sgd_step(tid, team, step, &X[0, 0], &y[0], &sample_weight[0], &perm[0], M,
+                          batch_size, T, C, D, &W[0, 0], &b[0], &vel_W[0, 0], &vel_b[0],
+                          lr_steps[step], momentum, alpha, &parts_W[0, 0, 0],
+                          &parts_b[0, 0], scratch, chunk_loss)
+                # The next step reads the weights this one wrote.
+                fastlr_barrier()
     for chunk in range(T):
         loss += chunk_loss[chunk]
     free(chunk_loss)
     free(scratch)
     return loss
+
+
+def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+              const floating[::1] sample_weight, const int64_t[::1] perm,
+              floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W, floating[::1] vel_b,
+              const double[::1] lr_steps, Py_ssize_t batch_size, double momentum, double alpha,
+              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+    """One epoch of minibatch SGD over X (N, D), y (N,), sample_weight (N,) in ``perm`` (M,)
+    order, updating W (C, D), b (C,), vel_W, vel_b in place; return the epoch's sum of
+    ``s_i l_i``, each loss taken at the weights of its step.
+
+    One parallel region spans the epoch. Every step is two phases separated by barriers: the
+    T chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); then the parts summed
+    in order t = 0..T-1 into parts_W[0] and the update applied, each thread on its slice of
+    the C*D weights.
+    """
+    return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                      momentum, alpha, parts_W, parts_b, False)
+
+
+def sgd_epoch_region_per_step(const floating[:, ::1] X, const int64_t[::1] y,
+                              const floating[::1] sample_weight, const int64_t[::1] perm,
+                              floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
+                              floating[::1] vel_b, const double[::1] lr_steps,
+                              Py_ssize_t batch_size, double momentum, double alpha,
+                              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+    """sgd_epoch with a new parallel region for every step instead of one per epoch: the
+    same result, kept for ``bench/bench_cython.py`` to measure the difference."""
+    return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                      momentum, alpha, parts_W, parts_b, True)
