@@ -1,6 +1,16 @@
 """Build fastlr's Cython kernels (``fastlr/_kernels.pyx``); the metadata is in pyproject.toml.
 
-Flags: -O3 and -fopenmp when the compiler has OpenMP (probed with a tiny program), else a serial build.
+Flags: ``-O3``, and ``-fopenmp`` when the compiler has OpenMP (probed by compiling and running
+nothing more than a tiny program); without it the kernels are built serial and
+``fastlr._kernels.OPENMP_ENABLED`` is False.
+
+Instruction set: no ``-march`` flag at all, so the module itself is baseline x86-64 and imports
+on any x86-64 CPU. The two loops that do the arithmetic are compiled twice inside the source
+(GCC ``target_clones("arch=x86-64-v3", "default")``, see ``fastlr/_kernels.pyx``) and the
+dynamic loader picks the AVX2+FMA clone where the CPU has it. Measured on the build machine
+(AMD EPYC Zen 4, MNIST epoch at batch 64 and 1024, one thread, CPU time): baseline only
+122-127 ms, with the v3 clone 60-64 ms; an AVX-512 (x86-64-v4) clone gave no further gain.
+``-march=native`` would match the clones here but could crash (SIGILL) on an older CPU.
 """
 
 import os
@@ -70,6 +80,7 @@ extensions = [
         ["fastlr/_kernels.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # Extra flags for experiments, e.g. FASTLR_CFLAGS="-fopt-info-vec-optimized".
         extra_compile_args=os.environ.get("FASTLR_CFLAGS", "").split(),
     )
 ]

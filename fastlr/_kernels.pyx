@@ -4,7 +4,38 @@
 
 Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T threads.
 
-Measured numbers and the variants tried are to follow with the benchmark.
+The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
+-----------
+``sgd_epoch``       one epoch of minibatch SGD. Each step splits its minibatch into T chunks
+                    (boundaries ``B t / T``, so they depend on T alone); thread t writes the
+                    gradient of its chunk into parts_W[t] (C, D), parts_b[t] (C,); after a
+                    barrier each thread sums the T parts in the order t = 0..T-1 over its own
+                    slice of the C*D weights and applies the (momentum, L2) update there.
+                    Same inputs and same T give bitwise the same model.
+``loss_and_grad``   the same first phase for one batch, then the fixed-order sum into grad_W.
+``predict_scores``  ``X W^T + b``, blocks of four rows spread over threads with prange.
+
+Per block of four samples: scores of two classes at a time (each x load feeds two rows of W,
+each W load four samples), a stable softmax and log-sum-exp in float64, then the rank-1
+updates of the four samples fused into one pass over each row of the (C, D) gradient. The two
+inner loops are C (GCC vector extensions, 32-byte vectors of independent partial sums, so no
+-ffast-math is needed and the sum order is fixed by the source) compiled twice with
+``target_clones``: x86-64-v3 (AVX2 + FMA) and the x86-64 baseline, chosen at load time.
+
+Measured (MNIST epoch, float32, 2-core AMD EPYC Zen 4, a shared machine at load ~5; CPU time
+of one thread, median of 7; see ``bench/bench_cython.py`` for wall times against NumPy):
+
+- one parallel region for the whole epoch with an OpenMP barrier between steps, against a
+  new region per step (``sgd_epoch_region_per_step``), batch 64, wall ms/epoch, two runs on
+  the oversubscribed machine: 1 thread 127 / 72 vs 133 / 64, 2 threads 255 / 648 vs
+  488 / 404. Under that load the comparison is noise-bound (a descheduled thread stalls
+  every barrier either way); the single region is kept because it does one fork/join per
+  epoch instead of 938. To be re-measured on a quiet machine.
+- x86-64-v3 clone against the baseline build (no clones): 60-64 vs 122-127 ms CPU per epoch
+  at batch 64 and 1024. An extra x86-64-v4 (AVX-512) clone: 61-65, no gain, not kept.
+- scores loop with a 3-D accumulator array left to the auto-vectorizer: GCC kept it in memory
+  (2 FMAs in the loop); explicit vector types: 8 register FMAs per iteration.
+- software prefetch of the next block's (scattered) rows: about 10% slower, dropped.
 """
 
 from cython cimport floating
