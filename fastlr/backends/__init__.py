@@ -55,7 +55,8 @@ _MODULES = {
 
 _HOW_TO_FIX = {
     "numba": "install it with `pip install numba`",
-    "cython": "build the extension with `pip install -e .` (needs a C compiler and Cython)",
+    "cython": ("build it with `pip install -e .`, or `python setup.py build_ext --inplace` in a "
+               "source checkout (needs a C compiler)"),
     "numpy": "",
 }
 

@@ -1,0 +1,489 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: cdivision=True
+"""Cython kernels: the contract of ``fastlr/backends/__init__.py``, compiled with OpenMP.
+
+Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T threads.
+
+The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
+-----------
+``sgd_epoch``       one epoch of minibatch SGD. Each step splits its minibatch into T chunks
+                    (boundaries ``B t / T``, so they depend on T alone); thread t writes the
+                    gradient of its chunk into parts_W[t] (C, D), parts_b[t] (C,); after a
+                    barrier each thread sums the T parts in the order t = 0..T-1 over its own
+                    slice of the C*D weights and applies the (momentum, L2) update there.
+                    Same inputs and same T give bitwise the same model.
+``loss_and_grad``   the same first phase for one batch, then the fixed-order sum into grad_W.
+``predict_scores``  ``X W^T + b``, blocks of four rows spread over threads with prange.
+
+Per block of four samples: scores of two classes at a time (each x load feeds two rows of W,
+each W load four samples), a stable softmax and log-sum-exp in float64, then the rank-1
+updates of the four samples fused into one pass over each row of the (C, D) gradient. The two
+inner loops are C (GCC vector extensions, 32-byte vectors of independent partial sums, so no
+-ffast-math is needed and the sum order is fixed by the source) compiled twice with
+``target_clones``: x86-64-v3 (AVX2 + FMA) and the x86-64 baseline, chosen at load time.
+
+Measured (MNIST epoch, float32, 2-core AMD EPYC Zen 4, a shared machine at load ~5; CPU time
+of one thread, median of 7; see ``bench/bench_cython.py`` for wall times against NumPy):
+
+- one parallel region for the whole epoch with an OpenMP barrier between steps, against a
+  new region per step (``sgd_epoch_region_per_step``), batch 64, wall ms/epoch, two runs on
+  the oversubscribed machine: 1 thread 127 / 72 vs 133 / 64, 2 threads 255 / 648 vs
+  488 / 404. Under that load the comparison is noise-bound (a descheduled thread stalls
+  every barrier either way); the single region is kept because it does one fork/join per
+  epoch instead of 938. To be re-measured on a quiet machine.
+- x86-64-v3 clone against the baseline build (no clones): 60-64 vs 122-127 ms CPU per epoch
+  at batch 64 and 1024. An extra x86-64-v4 (AVX-512) clone: 61-65, no gain, not kept.
+- scores loop with a 3-D accumulator array left to the auto-vectorizer: GCC kept it in memory
+  (2 FMAs in the loop); explicit vector types: 8 register FMAs per iteration.
+- software prefetch of the next block's (scattered) rows: about 10% slower, dropped.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport exp, log
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FASTLR_OPENMP 1
+    /* An orphaned barrier binds to the innermost enclosing parallel region: the one region
+       sgd_epoch keeps open for a whole epoch. */
+    static inline void fastlr_barrier(void) {
+        #pragma omp barrier
+    }
+    static inline int fastlr_thread_num(void) { return omp_get_thread_num(); }
+    static inline int fastlr_team_size(void) { return omp_get_num_threads(); }
+    static inline int fastlr_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    #define FASTLR_OPENMP 0
+    static inline void fastlr_barrier(void) {}
+    static inline int fastlr_thread_num(void) { return 0; }
+    static inline int fastlr_team_size(void) { return 1; }
+    static inline int fastlr_max_threads(void) { return 1; }
+    #endif
+    """
+    int FASTLR_OPENMP
+    void fastlr_barrier() noexcept nogil
+    int fastlr_thread_num() noexcept nogil
+    int fastlr_team_size() noexcept nogil
+    int fastlr_max_threads() noexcept nogil
+
+#: True if the extension was compiled with OpenMP; without it every kernel runs on one thread.
+OPENMP_ENABLED = bool(FASTLR_OPENMP)
+
+
+def max_threads():
+    """The most threads an OpenMP parallel region would start here (1 without OpenMP)."""
+    return fastlr_max_threads()
+
+
+cdef extern from *:
+    """
+    /* The two loops that do nearly all the arithmetic, in C so that GCC can compile each
+       twice (target_clones): for x86-64-v3 (AVX2 + FMA) and for the x86-64 baseline. The
+       dynamic loader picks the clone the CPU runs, so one build runs on every x86-64. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FASTLR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #else
+    #define FASTLR_CLONES
+    #endif
+    #include <string.h>
+
+    /* z_i (C,) = W x_i + b for four samples x_i (D,), W (C, D) row-major. Two classes at a
+       time share each load of x: 8 accumulators, each a 32-byte vector of independent partial
+       sums (GCC vector extensions), so the D loop is vectorized by construction without
+       reassociating a float sum (no -ffast-math), and the lanes are summed in a fixed order:
+       the result does not depend on the vector width of the clone that runs. An odd last
+       class is computed twice. */
+    #define FASTLR_SCORES4(T, SUFFIX)                                                       \
+    typedef T fastlr_vec_##SUFFIX __attribute__((vector_size(32)));                         \
+    static inline fastlr_vec_##SUFFIX fastlr_load_##SUFFIX(const T *p) {                    \
+        fastlr_vec_##SUFFIX v;                                                              \
+        memcpy(&v, p, sizeof v);                                                            \
+        return v;                                                                           \
+    }                                                                                       \
+    FASTLR_CLONES static void fastlr_scores4_##SUFFIX(                                      \
+            const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, const T *const x[4],       \
+            T *const z[4]) {                                                                \
+        enum { LANES = 32 / sizeof(T) };                                                    \
+        const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                             \
+        Py_ssize_t d_main = D - D % LANES;                                                  \
+        for (Py_ssize_t c0 = 0; c0 < C; c0 += 2) {                                          \
+            Py_ssize_t c1 = c0 + 1 < C ? c0 + 1 : c0;                                       \
+            const T *w0 = W + c0 * D, *w1 = W + c1 * D;                                     \
+            fastlr_vec_##SUFFIX acc[8] = {{0}};                                             \
+            for (Py_ssize_t d = 0; d < d_main; d += LANES) {                                \
+                fastlr_vec_##SUFFIX u = fastlr_load_##SUFFIX(w0 + d);                       \
+                fastlr_vec_##SUFFIX v = fastlr_load_##SUFFIX(w1 + d);                       \
+                fastlr_vec_##SUFFIX xv = fastlr_load_##SUFFIX(x0 + d);                      \
+                acc[0] += u * xv; acc[4] += v * xv;                                         \
+                xv = fastlr_load_##SUFFIX(x1 + d);                                          \
+                acc[1] += u * xv; acc[5] += v * xv;                                         \
+                xv = fastlr_load_##SUFFIX(x2 + d);                                          \
+                acc[2] += u * xv; acc[6] += v * xv;                                         \
+                xv = fastlr_load_##SUFFIX(x3 + d);                                          \
+                acc[3] += u * xv; acc[7] += v * xv;                                         \
+            }                                                                               \
+            for (Py_ssize_t k = 0; k < D - d_main; k++) {                                   \
+                T u = w0[d_main + k], v = w1[d_main + k];                                   \
+                for (int i = 0; i < 4; i++) {                                               \
+                    acc[i][k] += u * x[i][d_main + k];                                      \
+                    acc[4 + i][k] += v * x[i][d_main + k];                                  \
+                }                                                                           \
+            }                                                                               \
+            for (int i = 0; i < 4; i++) {                                                   \
+                T s0 = 0, s1 = 0;                                                           \
+                for (int k = 0; k < LANES; k++) {                                           \
+                    s0 += acc[i][k];                                                        \
+                    s1 += acc[4 + i][k];                                                    \
+                }                                                                           \
+                z[i][c0] = s0 + b[c0];                                                      \
+                z[i][c1] = s1 + b[c1];                                                      \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+    /* gW (C, D) += sum_i g_i x_i^T and gb (C,) += sum_i g_i over four samples. */
+    #define FASTLR_ACCUMULATE4(T, SUFFIX)                                                   \
+    FASTLR_CLONES static void fastlr_accumulate4_##SUFFIX(                                  \
+            T *gW, T *gb, Py_ssize_t C, Py_ssize_t D, const T *const x[4],                 \
+            const T *g) {                                                                   \
+        const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                             \
+        for (Py_ssize_t c = 0; c < C; c++) {                                                \
+            T h0 = g[c], h1 = g[C + c], h2 = g[2 * C + c], h3 = g[3 * C + c];               \
+            T *row = gW + c * D;                                                            \
+            for (Py_ssize_t d = 0; d < D; d++)                                              \
+                row[d] += h0 * x0[d] + h1 * x1[d] + h2 * x2[d] + h3 * x3[d];                \
+            gb[c] += h0 + h1 + h2 + h3;                                                     \
+        }                                                                                   \
+    }
+
+    FASTLR_SCORES4(float, float)
+    FASTLR_SCORES4(double, double)
+    FASTLR_ACCUMULATE4(float, float)
+    FASTLR_ACCUMULATE4(double, double)
+    """
+    void fastlr_scores4_float(const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
+                              const float** x, float** z) noexcept nogil
+    void fastlr_scores4_double(const double* W, const double* b, Py_ssize_t C, Py_ssize_t D,
+                               const double** x, double** z) noexcept nogil
+    void fastlr_accumulate4_float(float* gW, float* gb, Py_ssize_t C, Py_ssize_t D,
+                                  const float** x, const float* g) noexcept nogil
+    void fastlr_accumulate4_double(double* gW, double* gb, Py_ssize_t C, Py_ssize_t D,
+                                   const double** x, const double* g) noexcept nogil
+
+
+cdef enum:
+    # Samples whose dot products share each load of a row of W.
+    SAMPLE_BLOCK = 4
+
+
+cdef inline void _scores4(const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
+                          const floating** x, floating** z) noexcept nogil:
+    """z[i] (C,) = W x[i] + b for four samples x[i] (D,); W (C, D), b (C,)."""
+    if floating is float:
+        fastlr_scores4_float(W, b, C, D, x, z)
+    else:
+        fastlr_scores4_double(W, b, C, D, x, z)
+
+
+cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
+                                  double scale) noexcept nogil:
+    """Turn scores z (C,) into ``scale * (softmax(z) - onehot(label))`` in place; return the
+    cross-entropy ``log sum_k exp(z_k) - z_label``, both with the maximum subtracted."""
+    cdef Py_ssize_t c
+    cdef double m = z[0]
+    cdef double total = 0.0
+    cdef double z_label = z[label]
+    cdef double e
+    for c in range(1, C):
+        if z[c] > m:
+            m = z[c]
+    for c in range(C):
+        e = exp(z[c] - m)
+        z[c] = <floating>e
+        total += e
+    for c in range(C):
+        z[c] = <floating>(scale * (z[c] / total))
+    z[label] = <floating>(z[label] - scale)
+    return m + log(total) - z_label
+
+
+cdef inline void _accumulate4(floating* gW, floating* gb, Py_ssize_t C, Py_ssize_t D,
+                              const floating** x, const floating* g) noexcept nogil:
+    """gW (C, D) += sum_i g[i] x[i]^T and gb (C,) += sum_i g[i] over four samples; g is
+    (4, C)."""
+    if floating is float:
+        fastlr_accumulate4_float(gW, gb, C, D, x, g)
+    else:
+        fastlr_accumulate4_double(gW, gb, C, D, x, g)
+
+
+cdef inline const floating* _row(const floating* X, const int64_t* rows, Py_ssize_t i,
+                                 Py_ssize_t D) noexcept nogil:
+    """Row i of the batch: X[rows[i]] when the batch is a list of indices, else X[i]."""
+    if rows != NULL:
+        return X + rows[i] * D
+    return X + i * D
+
+
+cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw,
+                         const int64_t* rows, Py_ssize_t lo, Py_ssize_t hi,
+                         const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
+                         double inv_batch, floating* gW, floating* gb,
+                         floating* scratch) noexcept nogil:
+    """Gradient of samples lo..hi-1 of a batch of size 1/inv_batch into gW (C, D), gb (C,)
+    (overwritten), in blocks of four; return their sum of ``s_i l_i``. ``scratch`` holds
+    SAMPLE_BLOCK * C values. A short last block repeats its last sample with zero weight."""
+    cdef double loss = 0.0
+    cdef Py_ssize_t i, j, n, r
+    cdef const floating* xs[SAMPLE_BLOCK]
+    cdef floating* zs[SAMPLE_BLOCK]
+    cdef int64_t idx
+    for j in range(SAMPLE_BLOCK):
+        zs[j] = scratch + j * C
+    memset(gW, 0, C * D * sizeof(floating))
+    memset(gb, 0, C * sizeof(floating))
+    i = lo
+    while i < hi:
+        n = min(<Py_ssize_t>SAMPLE_BLOCK, hi - i)
+        for j in range(SAMPLE_BLOCK):
+            xs[j] = _row(X, rows, i + min(j, n - 1), D)
+        _scores4(W, b, C, D, xs, zs)
+        for j in range(SAMPLE_BLOCK):
+            if j < n:
+                r = i + j
+                idx = rows[r] if rows != NULL else r
+                loss += sw[idx] * _softmax_delta(scratch + j * C, C, y[idx],
+                                                 sw[idx] * inv_batch)
+            else:
+                memset(scratch + j * C, 0, C * sizeof(floating))
+        _accumulate4(gW, gb, C, D, xs, scratch)
+        i += SAMPLE_BLOCK
+    return loss
+
+
+cdef inline void _sum_parts(const floating* parts, Py_ssize_t T, Py_ssize_t stride,
+                            Py_ssize_t j0, Py_ssize_t j1, floating* out) noexcept nogil:
+    """out[j] = parts[0, j] + parts[1, j] + ... + parts[T-1, j] for j in j0..j1-1, in that
+    order. ``out`` may be ``parts`` itself (row 0)."""
+    cdef Py_ssize_t t, j
+    cdef const floating* part
+    if out != parts:
+        for j in range(j0, j1):
+            out[j] = parts[j]
+    for t in range(1, T):
+        part = parts + t * stride
+        for j in range(j0, j1):
+            out[j] += part[j]
+
+
+cdef inline void _sgd_update(floating* W, floating* vel, const floating* grad,
+                             Py_ssize_t j0, Py_ssize_t j1, double lr, double momentum,
+                             double alpha) noexcept nogil:
+    """v = momentum v + (grad + alpha W); W -= lr v for j in j0..j1-1 (v untouched when
+    momentum is 0). Computed in float64 and rounded once, as the reference does."""
+    cdef Py_ssize_t j
+    cdef double v
+    if momentum != 0:
+        for j in range(j0, j1):
+            v = momentum * vel[j] + (grad[j] + alpha * W[j])
+            vel[j] = <floating>v
+            W[j] = <floating>(W[j] - lr * v)
+    else:
+        for j in range(j0, j1):
+            W[j] = <floating>(W[j] - lr * (grad[j] + alpha * W[j]))
+
+
+cdef inline void _predict_block(const floating* X, const floating* W, const floating* b,
+                                Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t block,
+                                floating* out) noexcept nogil:
+    """Scores of rows 4 block .. 4 block + 3 of X (N, D) into out (N, C); a short last block
+    repeats its last row, writing the same values twice."""
+    cdef const floating* xs[SAMPLE_BLOCK]
+    cdef floating* zs[SAMPLE_BLOCK]
+    cdef Py_ssize_t i, j
+    for j in range(SAMPLE_BLOCK):
+        i = min(block * SAMPLE_BLOCK + j, N - 1)
+        xs[j] = X + i * D
+        zs[j] = out + i * C
+    _scores4(W, b, C, D, xs, zs)
+
+
+def predict_scores(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                   floating[:, ::1] out, int n_threads):
+    """out (N, C) = X (N, D) W (C, D)^T + b (C,), on ``n_threads`` threads."""
+    cdef Py_ssize_t N = X.shape[0], D = X.shape[1], C = W.shape[0]
+    cdef Py_ssize_t block
+    if N == 0:
+        return
+    for block in prange((N + SAMPLE_BLOCK - 1) // SAMPLE_BLOCK, nogil=True,
+                        num_threads=max(n_threads, 1), schedule="static"):
+        _predict_block(&X[0, 0], &W[0, 0], &b[0], N, C, D, block, &out[0, 0])
+
+
+def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
+                  const floating[::1] sample_weight, const floating[:, ::1] W,
+                  const floating[::1] b, floating[:, ::1] grad_W, floating[::1] grad_b,
+                  floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+    """Mean weighted cross-entropy of the batch X (B, D), y (B,), sample_weight (B,) at
+    W (C, D), b (C,); its gradient is written into grad_W (C, D), grad_b (C,).
+
+    Chunk t of the batch (samples ``B t / T`` to ``B (t+1) / T``) goes into parts_W[t] (C, D),
+    parts_b[t] (C,); the parts are then summed in the order t = 0, 1, ..., T-1.
+    """
+    cdef Py_ssize_t B = X.shape[0], D = X.shape[1], C = W.shape[0], T = parts_W.shape[0]
+    cdef Py_ssize_t CD = C * D
+    cdef Py_ssize_t chunk
+    cdef int tid, team
+    cdef double inv_batch = 1.0 / B
+    cdef double loss = 0.0
+    cdef double* chunk_loss = <double*>malloc(T * sizeof(double))
+    cdef floating* scratch = <floating*>malloc(T * SAMPLE_BLOCK * C * sizeof(floating))
+    if chunk_loss == NULL or scratch == NULL:
+        free(chunk_loss)
+        free(scratch)
+        raise MemoryError()
+    with nogil, parallel(num_threads=T):
+        tid = fastlr_thread_num()
+        team = fastlr_team_size()
+        # A team smaller than T (e.g. OMP_THREAD_LIMIT) takes chunks round-robin: the chunk
+        # boundaries, and so the result, depend on T alone.
+        chunk = tid
+        while chunk < T:
+            chunk_loss[chunk] = _batch_chunk(&X[0, 0], &y[0], &sample_weight[0], NULL,
+                                             B * chunk // T, B * (chunk + 1) // T,
+                                             &W[0, 0], &b[0], C, D, inv_batch,
+                                             &parts_W[chunk, 0, 0], &parts_b[chunk, 0],
+                                             scratch + tid * SAMPLE_BLOCK * C)
+            chunk = chunk + team
+        fastlr_barrier()
+        chunk = tid
+        while chunk < T:
+            _sum_parts(&parts_W[0, 0, 0], T, CD, CD * chunk // T, CD * (chunk + 1) // T,
+                       &grad_W[0, 0])
+            if chunk == 0:
+                _sum_parts(&parts_b[0, 0], T, C, 0, C, &grad_b[0])
+            chunk = chunk + team
+    for chunk in range(T):
+        loss += chunk_loss[chunk]
+    free(chunk_loss)
+    free(scratch)
+    return loss * inv_batch
+
+
+cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const int64_t* y,
+                    const floating* sw, const int64_t* perm, Py_ssize_t M,
+                    Py_ssize_t batch_size, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D,
+                    floating* W, floating* b, floating* vel_W, floating* vel_b, double lr,
+                    double momentum, double alpha, floating* parts_W, floating* parts_b,
+                    floating* scratch, double* chunk_loss) noexcept nogil:
+    """Thread ``tid``'s share of SGD step ``step``, inside a parallel region of ``team``
+    threads: its chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); a barrier;
+    then its slices of the weights get the parts summed in order t = 0..T-1 (into parts_W[0])
+    and the update. A team smaller than T (e.g. under OMP_THREAD_LIMIT) takes the T chunks
+    round-robin: the chunk boundaries, and so the result, depend on T alone."""
+    cdef Py_ssize_t CD = C * D
+    cdef Py_ssize_t start = step * batch_size
+    cdef Py_ssize_t n_batch = min(batch_size, M - start)
+    cdef Py_ssize_t chunk = tid
+    cdef Py_ssize_t j0, j1
+    while chunk < T:
+        chunk_loss[chunk] += _batch_chunk(
+            X, y, sw, perm + start, n_batch * chunk // T, n_batch * (chunk + 1) // T, W, b, C,
+            D, 1.0 / n_batch, parts_W + chunk * CD, parts_b + chunk * C,
+            scratch + tid * SAMPLE_BLOCK * C)
+        chunk += team
+    fastlr_barrier()
+    chunk = tid
+    while chunk < T:
+        j0 = CD * chunk // T
+        j1 = CD * (chunk + 1) // T
+        _sum_parts(parts_W, T, CD, j0, j1, parts_W)
+        _sgd_update(W, vel_W, parts_W, j0, j1, lr, momentum, alpha)
+        if chunk == 0:
+            _sum_parts(parts_b, T, C, 0, C, parts_b)
+            _sgd_update(b, vel_b, parts_b, 0, C, lr, momentum, 0.0)
+        chunk += team
+
+
+cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+                       const floating[::1] sample_weight, const int64_t[::1] perm,
+                       floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
+                       floating[::1] vel_b, const double[::1] lr_steps, Py_ssize_t batch_size,
+                       double momentum, double alpha, floating[:, :, ::1] parts_W,
+                       floating[:, ::1] parts_b, bint region_per_step) except -1:
+    """sgd_epoch, with one parallel region for the whole epoch (a barrier after every step),
+    or with ``region_per_step`` a new region for every step (the variant it was measured
+    against)."""
+    cdef Py_ssize_t M = perm.shape[0], D = X.shape[1], C = W.shape[0], T = parts_W.shape[0]
+    cdef Py_ssize_t n_steps = (M + batch_size - 1) // batch_size
+    cdef Py_ssize_t step, chunk
+    cdef int tid, team
+    cdef double loss = 0.0
+    if M == 0:
+        return 0.0
+    cdef double* chunk_loss = <double*>malloc(T * sizeof(double))
+    cdef floating* scratch = <floating*>malloc(T * SAMPLE_BLOCK * C * sizeof(floating))
+    if chunk_loss == NULL or scratch == NULL:
+        free(chunk_loss)
+        free(scratch)
+        raise MemoryError()
+    memset(chunk_loss, 0, T * sizeof(double))
+    if region_per_step:
+        for step in range(n_steps):
+            with nogil, parallel(num_threads=T):
+                _sgd_step(fastlr_thread_num(), fastlr_team_size(), step, &X[0, 0], &y[0],
+                          &sample_weight[0], &perm[0], M, batch_size, T, C, D, &W[0, 0],
+                          &b[0], &vel_W[0, 0], &vel_b[0], lr_steps[step], momentum, alpha,
+                          &parts_W[0, 0, 0], &parts_b[0, 0], scratch, chunk_loss)
+    else:
+        with nogil, parallel(num_threads=T):
+            tid = fastlr_thread_num()
+            team = fastlr_team_size()
+            for step in range(n_steps):
+                _sgd_step(tid, team, step, &X[0, 0], &y[0], &sample_weight[0], &perm[0], M,
+                          batch_size, T, C, D, &W[0, 0], &b[0], &vel_W[0, 0], &vel_b[0],
+                          lr_steps[step], momentum, alpha, &parts_W[0, 0, 0],
+                          &parts_b[0, 0], scratch, chunk_loss)
+                # The next step reads the weights this one wrote.
+                fastlr_barrier()
+    for chunk in range(T):
+        loss += chunk_loss[chunk]
+    free(chunk_loss)
+    free(scratch)
+    return loss
+
+
+def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+              const floating[::1] sample_weight, const int64_t[::1] perm,
+              floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W, floating[::1] vel_b,
+              const double[::1] lr_steps, Py_ssize_t batch_size, double momentum, double alpha,
+              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+    """One epoch of minibatch SGD over X (N, D), y (N,), sample_weight (N,) in ``perm`` (M,)
+    order, updating W (C, D), b (C,), vel_W, vel_b in place; return the epoch's sum of
+    ``s_i l_i``, each loss taken at the weights of its step.
+
+    One parallel region spans the epoch. Every step is two phases separated by barriers: the
+    T chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); then the parts summed
+    in order t = 0..T-1 into parts_W[0] and the update applied, each thread on its slice of
+    the C*D weights.
+    """
+    return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                      momentum, alpha, parts_W, parts_b, False)
+
+
+def sgd_epoch_region_per_step(const floating[:, ::1] X, const int64_t[::1] y,
+                              const floating[::1] sample_weight, const int64_t[::1] perm,
+                              floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
+                              floating[::1] vel_b, const double[::1] lr_steps,
+                              Py_ssize_t batch_size, double momentum, double alpha,
+                              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+    """sgd_epoch with a new parallel region for every step instead of one per epoch: the
+    same result, kept for ``bench/bench_cython.py`` to measure the difference."""
+    return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                      momentum, alpha, parts_W, parts_b, True)

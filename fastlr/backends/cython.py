@@ -1,0 +1,21 @@
+"""Cython backend: a thin import of the compiled kernels in ``fastlr/_kernels.pyx``.
+
+Shapes: N samples, D features, C classes, B batch, T threads. The contract is documented in
+``fastlr/backends/__init__.py``.
+"""
+
+try:
+    from .. import _kernels
+except ImportError as exc:
+    raise ImportError("the Cython extension fastlr._kernels is not built") from exc
+
+name = "cython"
+
+predict_scores = _kernels.predict_scores
+loss_and_grad = _kernels.loss_and_grad
+sgd_epoch = _kernels.sgd_epoch
+
+#: Whether the kernels were compiled with OpenMP; without it they run on one thread.
+OPENMP_ENABLED = _kernels.OPENMP_ENABLED
+#: The most threads an OpenMP parallel region would start here.
+MAX_THREADS = _kernels.max_threads()
