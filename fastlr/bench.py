@@ -354,10 +354,10 @@ def prepare_data(data_dir=None, seed=0):
             "b0": np.zeros(n_classes, dtype=np.float32)}
 
 
-def numba_ladder():
-    """(name, sgd_epoch) of each version of the Numba kernel ladder, in order."""
-    module = get_backend("numba")
-    return list(getattr(module, "KERNEL_VERSIONS", {}).items())
+def kernel_versions(backend_name):
+    """(name, sgd_epoch) of each kernel version a backend keeps side by side (the Numba
+    optimization ladder, the Cython synchronization variants), in order."""
+    return list(getattr(get_backend(backend_name), "KERNEL_VERSIONS", {}).items())
 
 
 def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1, 2),
@@ -370,7 +370,8 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
     batch_sizes, threads : sequences of int
     repeats : int, timed runs per configuration (after one checked, untimed epoch)
     epochs : int, epochs per timed run
-    kernels : bool, also time every version of the Numba kernel ladder
+    kernels : bool, also time every kernel version the numba and cython backends keep side by
+        side
     time_to_accuracy : bool, also measure each engine's wall time to 92% test accuracy
     log : callable(str), optional, told what is being measured
     """
@@ -394,9 +395,11 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
             else:
                 engines.append((name, None))
                 notes.append(f"{name}: not available ({missing.get(name, 'unknown')})")
-    if kernels and "numba" in available:
-        engines += [(f"numba:{version}", SimpleNamespace(name=version, sgd_epoch=fn))
-                    for version, fn in numba_ladder()]
+    if kernels:
+        for name in ("numba", "cython"):
+            if name in available and name in backends:
+                engines += [(f"{name}:{version}", SimpleNamespace(name=version, sgd_epoch=fn))
+                            for version, fn in kernel_versions(name)]
     torch_loop = None
     if "torch" in backends:
         try:

@@ -173,7 +173,8 @@ def build_parser():
     bench.add_argument("--epochs", type=_positive_int, default=1,
                        help="epochs per timed run (default: %(default)s)")
     bench.add_argument("--kernels", choices=("all", "chosen"), default="chosen",
-                       help="'all' also times every version of the Numba kernel ladder")
+                       help="'all' also times every kernel version kept side by side: the Numba "
+                            "optimization ladder and the Cython synchronization variants")
     bench.add_argument("--quick", action="store_true",
                        help="a subset for a first look: fastlr's backends, batch 64 and 1024, "
                             "all cores, 3 repeats, no peers")

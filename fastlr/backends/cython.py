@@ -19,3 +19,11 @@ sgd_epoch = _kernels.sgd_epoch
 OPENMP_ENABLED = _kernels.OPENMP_ENABLED
 #: The most threads an OpenMP parallel region would start here.
 MAX_THREADS = _kernels.max_threads()
+
+#: The synchronization variants side by side, for ``python -m fastlr bench --kernels all``:
+#: one OpenMP parallel region per epoch with a barrier between steps (the one ``sgd_epoch``
+#: uses), against a new parallel region per step.
+KERNEL_VERSIONS = {
+    "one-region": _kernels.sgd_epoch,
+    "region-per-step": _kernels.sgd_epoch_region_per_step,
+}
