@@ -18,10 +18,13 @@ TOLERANCE = {
     np.float64: 1e-10,
     np.float32: 2e-5,
 }
-# A k-step trajectory accumulates rounding from every step.
+# A k-step trajectory accumulates rounding from every step, and SGD amplifies it: on the
+# batch-1 case (903 steps at lr 0.05 on 784 unscaled pixels) merely storing the weights in
+# float32 after each otherwise exact float64 step drifts 6e-4 from the float64 reference, and
+# NumPy's own float32 run of the reference drifts 4e-4 on the momentum-0.9 case.
 TRAJECTORY_TOLERANCE = {
     np.float64: 1e-9,
-    np.float32: 2e-4,
+    np.float32: 5e-3,
 }
 
 
