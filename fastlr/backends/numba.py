@@ -503,7 +503,7 @@ KERNEL_VERSIONS = {
     "v6-one-sync": sgd_epoch_v6,
 }
 
-sgd_epoch = sgd_epoch_v5
+sgd_epoch = sgd_epoch_v6
 
 
 @njit(parallel=True, cache=True)
@@ -517,7 +517,7 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     inv_batch = 1.0 / B
     for k in prange(T):
         lo, hi = _chunk_bounds(0, B, k, T)
-        chunk_loss[k] = _chunk_grad_v1(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
+        chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
                                        parts_W[k], parts_b[k])
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
@@ -542,17 +542,41 @@ def _reduce_parts(parts_W, parts_b, grad_W, grad_b):
         grad_b[c] = g
 
 
+@njit(cache=True)
+def _scores_rows(X, W, b, lo, hi, out):
+    """out[lo:hi] = X[lo:hi] W^T + b through the 2-class x 4-sample kernel; a last partial
+    block repeats its last row."""
+    C = W.shape[0]
+    Z = np.empty((4, C))
+    for j in range(lo, hi, 4):
+        n_live = min(4, hi - j)
+        _scores_block4x2(X[j], X[j + min(1, n_live - 1)], X[j + min(2, n_live - 1)],
+                         X[j + min(3, n_live - 1)], W, b, Z)
+        for s in range(n_live):
+            for c in range(C):
+                out[j + s, c] = Z[s, c]
+
+
 @njit(parallel=True, cache=True)
 def predict_scores(X, W, b, out, n_threads):
     """out (N, C) = X (N, D) W^T (D, C) + b (C,), rows split in n_threads contiguous chunks."""
-    N, D = X.shape
-    C = W.shape[0]
+    N = X.shape[0]
     T = max(1, n_threads)
+    if T == 1:
+        _scores_rows(X, W, b, 0, N, out)
+        return
     for k in prange(T):
         lo, hi = _chunk_bounds(0, N, k, T)
-        for i in range(lo, hi):
-            for c in range(C):
-                acc = b[c]
-                for d in range(D):
-                    acc += W[c, d] * X[i, d]
-                out[i, c] = acc
+        _scores_rows(X, W, b, lo, hi, out)
+
+
+@njit(parallel=True, cache=True)
+def _parallel_probe(a):
+    for k in prange(a.shape[0]):
+        a[k] = k
+
+
+try:
+    _parallel_probe(np.zeros(2))
+except Exception as exc:  # no working compiler or threading layer on this machine
+    raise ImportError(f"numba is installed but cannot compile here ({exc})") from exc
