@@ -48,14 +48,16 @@ def test_ladder_version_matches_reference(version, dtype, n_threads, batch_size,
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])
-def test_one_sync_epoch_is_bitwise_the_two_sync_epoch(n_threads):
-    """v6 only moves v5's update into the next step's parallel region: same bits."""
+def test_restructured_epochs_are_bitwise_the_two_sync_epoch(n_threads):
+    """v6 only moves v5's update into the next step's parallel region and v7 only reorders
+    the loops of that update: same bits."""
     rng = np.random.default_rng(17)
     X, y, sw, W, b = make_problem(rng, 200, 784, 10, np.float32)
     perms = [rng.permutation(200).astype(np.int64) for _ in range(2)]
     v5 = run_epochs(_Version("v5-blocked-2x4"), X, y, sw, W, b, perms, 24, 0.1, 0.9, 1e-4,
                     n_threads)
-    v6 = run_epochs(_Version("v6-one-sync"), X, y, sw, W, b, perms, 24, 0.1, 0.9, 1e-4,
-                    n_threads)
-    for a, b_ in zip(v5, v6):
-        np.testing.assert_array_equal(a, b_)
+    for version in ("v6-one-sync", "v7-vector-update"):
+        got = run_epochs(_Version(version), X, y, sw, W, b, perms, 24, 0.1, 0.9, 1e-4,
+                         n_threads)
+        for expected, actual in zip(v5, got):
+            np.testing.assert_array_equal(actual, expected)
