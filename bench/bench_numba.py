@@ -13,9 +13,32 @@ is that divided by the large-sgemm GFLOP/s of NumPy float32 matmul on the same t
 measured in the same run. Every kernel is checked against the reference on the benchmark's
 own inputs first; one that disagrees gets no number.
 
-Example output (2-core AMD EPYC Zen 4, float32)::
+Example output (2-core AMD EPYC Zen 4, AVX-512; ``python bench/bench_numba.py``; the batch
+256 and 1024 blocks follow in the same shape, see docs/kernels.md). The first-call line reads
+~0.02 s because the kernels were already in Numba's cache; an empty cache takes seconds::
 
-    (filled in from a run; see docs/kernels.md)
+    first call, s: v1 0.04, v2 0.01, v3 0.01, v4 0.01, v5 0.01, v6 0.02, v7 0.02
+    sgemm 2048^3 float32: 1 thr 103 GFLOP/s, 2 thr 191 GFLOP/s
+    epoch = 60000 samples, 1.88 GFLOP; floor = GFLOP / sgemm GFLOP/s
+
+    kernel               batch thr median ms     min     max vs numpy of floor
+    --------------------------------------------------------------------------
+    numpy                   64   1     106.1   101.3   134.8    1.00x      17%
+    v1-naive                64   1     443.6   441.5   453.7    0.24x       4%
+    v2-vectorized           64   1     106.2   104.9   107.2    1.00x      17%
+    v3-blocked              64   1      64.2    63.2    67.8    1.65x      28%
+    v4-parallel-update      64   1      63.9    62.5    65.6    1.66x      29%
+    v5-blocked-2x4          64   1      58.8    56.2    59.6    1.80x      31%
+    v6-one-sync             64   1      57.9    57.3    58.1    1.83x      32%
+    v7-vector-update        64   1      57.6    57.2    58.1    1.84x      32%
+    numpy                   64   2     101.2   100.4   102.4    1.00x      10%
+    v1-naive                64   2     246.5   246.2   255.5    0.41x       4%
+    v2-vectorized           64   2      78.4    77.7    78.7    1.29x      13%
+    v3-blocked              64   2      56.1    54.9    58.9    1.80x      18%
+    v4-parallel-update      64   2      54.7    51.2    56.2    1.85x      18%
+    v5-blocked-2x4          64   2      44.7    44.0    46.3    2.27x      22%
+    v6-one-sync             64   2      47.4    44.0    48.7    2.13x      21%
+    v7-vector-update        64   2      35.2    34.5    36.8    2.87x      28%
 """
 
 import argparse
@@ -128,8 +151,8 @@ def main(argv=None):
     flops = 4.0 * n * d * 10
     kernels = {name: numba_backend.KERNEL_VERSIONS[name] for name in opts.versions}
 
-    print(f"compile (first call, this process): "
-          + ", ".join(f"{name} {compile_seconds(fn, X, y, 2):.2f} s"
+    print("first call, s: "
+          + ", ".join(f"{name.split('-')[0]} {compile_seconds(fn, X, y, 2):.2f}"
                       for name, fn in kernels.items()))
     ok = {(name, t): agrees_with_reference(fn, X, y, 64, t)
           for name, fn in kernels.items() for t in opts.threads}
