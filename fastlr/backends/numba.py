@@ -1,0 +1,736 @@
+"""Numba backend: fused softmax-regression kernels compiled with @njit.
+
+Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T threads,
+K = 4 samples in a register block.
+
+The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
+------------------------------------------------------------------------------------
+``sgd_epoch``       the whole epoch in compiled code: walk ``perm`` in steps of B; per step,
+                    each of T contiguous chunks of the batch computes the scores, the stable
+                    softmax, the loss and its partial gradient (T, C, D) for its samples, K at
+                    a time so each W row and each gradient row is loaded once per K samples;
+                    the T partials are summed in the order k = 0..T-1 and the momentum / L2 /
+                    learning-rate update is applied. No Python runs between steps.
+``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
+``predict_scores``  X W^T + b with the same 2-class x 4-sample score kernel, T row chunks.
+
+The partition depends on T alone (chunk k is rows [k B / T, (k+1) B / T)), never on the
+thread pool, so a given T always gives the same bits. float32 is the fast path; float64 runs
+the same code. Fast-math is limited to reassociation and contraction, and only in the score
+and gradient loops (so LLVM can vectorize the length-D reductions); softmax, the loss and the
+update keep strict IEEE semantics.
+
+The ladder (``KERNEL_VERSIONS``; timed by ``bench/bench_numba.py``, checked by
+``tests/test_numba_ladder.py``). ms per 60000-sample MNIST epoch, float32, median of 5, on a
+2-core AMD EPYC Zen 4 whose NumPy sgemm runs at 103 (1 thread) / 191 (2 threads) GFLOP/s;
+the NumPy reference takes 106 / 101 ms at batch 64 and 98 / 76 ms at batch 1024:
+
+    version               batch 64      batch 1024    what it changed
+                          1 thr  2 thr  1 thr  2 thr
+    v1-naive               444    247    444    226   scalar fused loops, strict FP order
+    v2-vectorized          106     78     95     54   reassociation: zmm FMAs in the dots
+    v3-blocked              64     56     61     32   K = 4 samples share each W/grad row load
+    v4-parallel-update      64     55     65     32   update split by columns in a 2nd prange
+    v5-blocked-2x4          59     45     58     28   2 classes x 4 samples for the scores
+    v6-one-sync             58     47     58     27   one prange per step, private W copies
+    v7-vector-update        58     35     59     27   the update vectorized (chosen)
+
+Why v7: at T = 2 a step costs one fork-join (~1 us with the OpenMP layer; ~85 us with the
+workqueue layer, which is why a machine without OpenMP or TBB should use T = 1). v6 folds
+step t-1's update into step t's parallel region: each chunk keeps a private copy of
+(W, b, vel) and applies the update itself from double-buffered partials, so the copies stay
+bitwise equal (``test_numba_ladder`` checks v6/v7 against v5 bit for bit). v7 then made that
+update vectorize: summing the T partials in the innermost loop kept it scalar, ~13 us a step.
+Tried and dropped: 8-sample blocks (scores 8 x 1 class, gradient 8 samples per row pass: no
+faster than 4), 2-class gradient blocks (40 vs 48 GFLOP/s), slicing the gradient over D so
+its rows stay in L1 (37-43 vs 48 GFLOP/s), and software prefetch of the next block's rows
+(an intrinsic emitting ``prefetcht0``: 57-61 vs 52-54 ms single-threaded).
+
+Where the time goes (1 thread, batch 64): with the rows of X in cache an epoch takes 38 ms
+(scores ~14 ms at 69 GFLOP/s, gradient ~20 ms at 48 GFLOP/s, softmax 3 ms); with X read in
+permutation order from DRAM it takes ~55 ms. The gradient loop is load-bound (5 vector loads
+and a store for 4 FMAs); the scores loop is close to FMA-bound.
+
+Compile time: ~21 s for the first call of every kernel in float32 and float64 (sgd_epoch
+8.4 s, predict_scores 2.0 s, loss_and_grad 2.4 s in float32); ``cache=True`` makes it
+0.1 s in the next process. Import compiles (or loads) one tiny parallel probe and raises
+ImportError if numba cannot compile here, so the registry falls back.
+"""
+
+import numpy as np
+
+try:
+    from numba import njit, prange
+except ImportError as exc:  # the registry reads ImportError as "not available"
+    raise ImportError(f"numba is not installed ({exc})") from exc
+
+name = "numba"
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+
+# --- the pieces every version shares -------------------------------------------------------
+
+@njit(cache=True)
+def _softmax_row(z, y_i, weight, G_row):
+    """Stable softmax of one sample's scores z (C,) float64, the sample's gradient wrt the
+    scores ``G_row = weight (p - onehot(y_i))`` written in place, and its loss
+    ``weight * (logsumexp(z) - z[y_i])``, all in float64."""
+    C = z.shape[0]
+    m = z[0]
+    for c in range(1, C):
+        if z[c] > m:
+            m = z[c]
+    total = 0.0
+    for c in range(C):
+        e = np.exp(z[c] - m)
+        G_row[c] = e
+        total += e
+    inv_total = 1.0 / total
+    for c in range(C):
+        G_row[c] = weight * G_row[c] * inv_total
+    G_row[y_i] -= weight
+    return weight * (m + np.log(total) - z[y_i])
+
+
+@njit(cache=True)
+def _chunk_bounds(start, stop, k, T):
+    """Rows [lo, hi) of thread k's contiguous chunk of the batch [start, stop). Depends on T
+    only, never on the thread pool, so a given T always gives the same partition."""
+    size = stop - start
+    return start + (k * size) // T, start + ((k + 1) * size) // T
+
+
+@njit(cache=True)
+def _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr, momentum, alpha, col_lo, col_hi,
+                  with_bias):
+    """Reduce the T partial gradients in fixed order and apply the SGD step to the columns
+    [col_lo, col_hi) of W (and to b if ``with_bias``):
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha."""
+    T, C, _ = parts_W.shape
+    lr_ = W.dtype.type(lr)
+    mu = W.dtype.type(momentum)
+    al = W.dtype.type(alpha)
+    for c in range(C):
+        for d in range(col_lo, col_hi):
+            g = parts_W[0, c, d]
+            for k in range(1, T):
+                g += parts_W[k, c, d]
+            g += al * W[c, d]
+            if momentum != 0.0:
+                g += mu * vel_W[c, d]
+                vel_W[c, d] = g
+            W[c, d] -= lr_ * g
+    if with_bias:
+        for c in range(C):
+            g = parts_b[0, c]
+            for k in range(1, T):
+                g += parts_b[k, c]
+            if momentum != 0.0:
+                g += mu * vel_b[c]
+                vel_b[c] = g
+            b[c] -= lr_ * g
+
+
+@njit(cache=True)
+def _column_slice(D, k, T):
+    """Columns [lo, hi) of W that thread k updates: T slices whose bounds are multiples of 16
+    floats, so no two threads write the same cache line."""
+    lo = min(D, ((k * D) // T + 15) // 16 * 16)
+    hi = D if k == T - 1 else min(D, (((k + 1) * D) // T + 15) // 16 * 16)
+    return lo, hi
+
+
+# --- v1: straightforward fused loops ---------------------------------------------------------
+
+@njit(cache=True)
+def _chunk_grad_v1(X, y, sample_weight, rows, lo, hi, inv_batch, W, b, part_W, part_b):
+    """Partial gradient of samples ``rows[lo:hi]`` into part_W (C, D), part_b (C,), one sample
+    at a time, strict IEEE order; returns the chunk's sum of s_i l_i."""
+    C, D = W.shape
+    z = np.empty(C)
+    G_row = np.empty(C)
+    for c in range(C):
+        part_b[c] = 0
+        for d in range(D):
+            part_W[c, d] = 0
+    loss = 0.0
+    for j in range(lo, hi):
+        i = rows[j]
+        for c in range(C):
+            acc = b[c]
+            for d in range(D):
+                acc += W[c, d] * X[i, d]
+            z[c] = acc
+        loss += _softmax_row(z, y[i], sample_weight[i], G_row)
+        for c in range(C):
+            g = W.dtype.type(G_row[c] * inv_batch)
+            part_b[c] += g
+            for d in range(D):
+                part_W[c, d] += g * X[i, d]
+    return loss
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v1(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v1: per step, one prange over T sample chunks, then a serial reduction and update."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        for k in prange(T):
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v1(X, y, sample_weight, perm, lo, hi, inv_batch, W, b,
+                                           parts_W[k], parts_b[k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+        _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                      0, D, True)
+    return loss_sum
+
+
+# --- v2: vectorized dot products -------------------------------------------------------------
+
+@njit(fastmath=FAST, cache=True)
+def _chunk_grad_v2(X, y, sample_weight, rows, lo, hi, inv_batch, W, b, part_W, part_b):
+    """As v1, but reassociation lets LLVM vectorize the length-D dot products (v1's strict
+    left-to-right sum is a serial chain of dependent adds)."""
+    C, D = W.shape
+    z = np.empty(C)
+    G_row = np.empty(C)
+    part_W[:, :] = 0
+    part_b[:] = 0
+    loss = 0.0
+    for j in range(lo, hi):
+        i = rows[j]
+        x = X[i]
+        for c in range(C):
+            w = W[c]
+            acc = W.dtype.type(0)
+            for d in range(D):
+                acc += w[d] * x[d]
+            z[c] = acc + b[c]
+        loss += _softmax_row(z, y[i], sample_weight[i], G_row)
+        for c in range(C):
+            g = W.dtype.type(G_row[c] * inv_batch)
+            part_b[c] += g
+            row = part_W[c]
+            for d in range(D):
+                row[d] += g * x[d]
+    return loss
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v2(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v2: v1's step structure around the vectorized chunk kernel."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        for k in prange(T):
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v2(X, y, sample_weight, perm, lo, hi, inv_batch, W, b,
+                                           parts_W[k], parts_b[k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+        _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                      0, D, True)
+    return loss_sum
+
+
+# --- v3: register blocks of K = 4 samples ------------------------------------------------------
+
+@njit(fastmath=FAST, cache=True)
+def _scores_block4(x0, x1, x2, x3, W, b, Z):
+    """Scores of 4 samples into Z (4, C) float64: each W row is loaded once for 4 samples."""
+    C, D = W.shape
+    for c in range(C):
+        w = W[c]
+        a0 = a1 = a2 = a3 = W.dtype.type(0)
+        for d in range(D):
+            wd = w[d]
+            a0 += wd * x0[d]
+            a1 += wd * x1[d]
+            a2 += wd * x2[d]
+            a3 += wd * x3[d]
+        Z[0, c] = a0 + b[c]
+        Z[1, c] = a1 + b[c]
+        Z[2, c] = a2 + b[c]
+        Z[3, c] = a3 + b[c]
+
+
+@njit(fastmath=FAST, cache=True)
+def _accumulate_block4(x0, x1, x2, x3, G, inv_batch, part_W, part_b):
+    """part_W (C, D) += G (4, C)^T [x0; x1; x2; x3] / B: each gradient row is loaded and stored
+    once for 4 samples."""
+    C, D = part_W.shape
+    for c in range(C):
+        g0 = part_W.dtype.type(G[0, c] * inv_batch)
+        g1 = part_W.dtype.type(G[1, c] * inv_batch)
+        g2 = part_W.dtype.type(G[2, c] * inv_batch)
+        g3 = part_W.dtype.type(G[3, c] * inv_batch)
+        part_b[c] += (g0 + g1) + (g2 + g3)
+        row = part_W[c]
+        for d in range(D):
+            row[d] += (g0 * x0[d] + g1 * x1[d]) + (g2 * x2[d] + g3 * x3[d])
+
+
+@njit(fastmath=FAST, cache=True)
+def _chunk_grad_v3(X, y, sample_weight, rows, lo, hi, inv_batch, W, b, part_W, part_b):
+    """Partial gradient of samples ``rows[lo:hi]``, fused per block of 4 samples: scores,
+    softmax and the gradient update while the 4 rows of X are still in L1. The last
+    (hi - lo) % 4 samples go through the same code with the block padded by repeating
+    the last row at weight 0."""
+    C, D = W.shape
+    Z = np.empty((4, C))
+    G = np.zeros((4, C))
+    part_W[:, :] = 0
+    part_b[:] = 0
+    loss = 0.0
+    for j in range(lo, hi, 4):
+        n_live = min(4, hi - j)
+        x0 = X[rows[j]]
+        x1 = X[rows[j + min(1, n_live - 1)]]
+        x2 = X[rows[j + min(2, n_live - 1)]]
+        x3 = X[rows[j + min(3, n_live - 1)]]
+        _scores_block4(x0, x1, x2, x3, W, b, Z)
+        for s in range(4):
+            if s < n_live:
+                i = rows[j + s]
+                loss += _softmax_row(Z[s], y[i], sample_weight[i], G[s])
+            else:
+                G[s, :] = 0.0
+        _accumulate_block4(x0, x1, x2, x3, G, inv_batch, part_W, part_b)
+    return loss
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v3(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v3: v1's step structure around the 4-sample blocked chunk kernel."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        for k in prange(T):
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v3(X, y, sample_weight, perm, lo, hi, inv_batch, W, b,
+                                           parts_W[k], parts_b[k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+        _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                      0, D, True)
+    return loss_sum
+
+
+# --- v4: parallel reduction fused with the update ---------------------------------------------
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v4(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v4: per step, a prange over T sample chunks (v3's kernel), then a prange over T column
+    slices of W, each reducing the T partials of its columns and updating them in place.
+    With T = 1 there is no parallel region at all."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        if T == 1:
+            loss_sum += _chunk_grad_v3(X, y, sample_weight, perm, start, stop, inv_batch, W, b,
+                                       parts_W[0], parts_b[0])
+            _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                          0, D, True)
+            continue
+        for k in prange(T):
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v3(X, y, sample_weight, perm, lo, hi, inv_batch, W, b,
+                                           parts_W[k], parts_b[k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+        for k in prange(T):
+            col_lo, col_hi = _column_slice(D, k, T)
+            _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                          col_lo, col_hi, k == 0)
+    return loss_sum
+
+
+# --- v5: register blocks of 2 classes x 4 samples for the scores --------------------------
+
+@njit(fastmath=FAST, cache=True)
+def _scores_block4x2(x0, x1, x2, x3, W, b, Z):
+    """Scores of 4 samples into Z (4, C) float64, two W rows at a time: per 16 features, 6
+    vector loads feed 8 FMAs (v3's one row: 5 loads for 4 FMAs, load-bound). An odd last
+    class goes through v3's one-row loop."""
+    C, D = W.shape
+    for c in range(0, C - 1, 2):
+        w = W[c]
+        v = W[c + 1]
+        a0 = a1 = a2 = a3 = e0 = e1 = e2 = e3 = W.dtype.type(0)
+        for d in range(D):
+            wd = w[d]
+            vd = v[d]
+            a0 += wd * x0[d]
+            a1 += wd * x1[d]
+            a2 += wd * x2[d]
+            a3 += wd * x3[d]
+            e0 += vd * x0[d]
+            e1 += vd * x1[d]
+            e2 += vd * x2[d]
+            e3 += vd * x3[d]
+        Z[0, c] = a0 + b[c]
+        Z[1, c] = a1 + b[c]
+        Z[2, c] = a2 + b[c]
+        Z[3, c] = a3 + b[c]
+        Z[0, c + 1] = e0 + b[c + 1]
+        Z[1, c + 1] = e1 + b[c + 1]
+        Z[2, c + 1] = e2 + b[c + 1]
+        Z[3, c + 1] = e3 + b[c + 1]
+    if C % 2 == 1:
+        c = C - 1
+        w = W[c]
+        a0 = a1 = a2 = a3 = W.dtype.type(0)
+        for d in range(D):
+            wd = w[d]
+            a0 += wd * x0[d]
+            a1 += wd * x1[d]
+            a2 += wd * x2[d]
+            a3 += wd * x3[d]
+        Z[0, c] = a0 + b[c]
+        Z[1, c] = a1 + b[c]
+        Z[2, c] = a2 + b[c]
+        Z[3, c] = a3 + b[c]
+
+
+@njit(fastmath=FAST, cache=True)
+def _chunk_grad_v5(X, y, sample_weight, rows, lo, hi, inv_batch, W, b, part_W, part_b):
+    """v3's fused 4-sample blocks with the 2-class score kernel."""
+    C, D = W.shape
+    Z = np.empty((4, C))
+    G = np.zeros((4, C))
+    part_W[:, :] = 0
+    part_b[:] = 0
+    loss = 0.0
+    for j in range(lo, hi, 4):
+        n_live = min(4, hi - j)
+        x0 = X[rows[j]]
+        x1 = X[rows[j + min(1, n_live - 1)]]
+        x2 = X[rows[j + min(2, n_live - 1)]]
+        x3 = X[rows[j + min(3, n_live - 1)]]
+        _scores_block4x2(x0, x1, x2, x3, W, b, Z)
+        for s in range(4):
+            if s < n_live:
+                i = rows[j + s]
+                loss += _softmax_row(Z[s], y[i], sample_weight[i], G[s])
+            else:
+                G[s, :] = 0.0
+        _accumulate_block4(x0, x1, x2, x3, G, inv_batch, part_W, part_b)
+    return loss
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v5(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v5: v4's step structure (serial at T = 1, else a prange over sample chunks and a
+    prange over column slices for the update) around the 2-class x 4-sample kernel."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        if T == 1:
+            loss_sum += _chunk_grad_v5(X, y, sample_weight, perm, start, stop, inv_batch, W, b,
+                                       parts_W[0], parts_b[0])
+            _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                          0, D, True)
+            continue
+        for k in prange(T):
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, perm, lo, hi, inv_batch, W, b,
+                                           parts_W[k], parts_b[k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+        for k in prange(T):
+            col_lo, col_hi = _column_slice(D, k, T)
+            _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
+                          col_lo, col_hi, k == 0)
+    return loss_sum
+
+
+# --- v6: one fork-join per step ----------------------------------------------------------------
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v6(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v6: v5's kernel with a single prange per step. Each of the T chunks keeps its own copy
+    of (W, b, vel) and, at the start of step t, applies step t-1's update to it from the T
+    partial gradients of step t-1 (double-buffered by step parity, so nobody overwrites a
+    partial another chunk is still reading). Every copy runs the same update on the same
+    inputs, so the copies stay bitwise equal to one another and to v5's single W."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    if T == 1 or n_steps == 0:
+        return sgd_epoch_v5(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps,
+                            batch_size, momentum, alpha, parts_W, parts_b)
+    # The epoch's working set, in the contract's layouts: T private weight copies and a
+    # second partial-gradient buffer (the first is the driver's parts_*).
+    W_copy = np.empty((T, C, D), W.dtype)
+    b_copy = np.empty((T, C), W.dtype)
+    vel_W_copy = np.empty((T, C, D), W.dtype)
+    vel_b_copy = np.empty((T, C), W.dtype)
+    grads_W = np.empty((2, T, C, D), W.dtype)
+    grads_b = np.empty((2, T, C), W.dtype)
+    for k in range(T):
+        W_copy[k] = W
+        b_copy[k] = b
+        vel_W_copy[k] = vel_W
+        vel_b_copy[k] = vel_b
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        now = t % 2
+        before = 1 - now
+        for k in prange(T):
+            if t > 0:
+                _apply_update(W_copy[k], b_copy[k], vel_W_copy[k], vel_b_copy[k],
+                              grads_W[before], grads_b[before], lr_steps[t - 1], momentum,
+                              alpha, 0, D, True)
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, perm, lo, hi, inv_batch,
+                                           W_copy[k], b_copy[k], grads_W[now, k],
+                                           grads_b[now, k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+    last = (n_steps - 1) % 2
+    W[...] = W_copy[0]
+    b[...] = b_copy[0]
+    vel_W[...] = vel_W_copy[0]
+    vel_b[...] = vel_b_copy[0]
+    _apply_update(W, b, vel_W, vel_b, grads_W[last], grads_b[last], lr_steps[n_steps - 1],
+                  momentum, alpha, 0, D, True)
+    return loss_sum
+
+
+# --- v7: a vectorized update ------------------------------------------------------------------
+
+@njit(cache=True)
+def _apply_update_rows(W, b, vel_W, vel_b, parts_W, parts_b, lr, momentum, alpha, grad_row):
+    """``_apply_update`` over all of W, restructured so every inner loop runs along a row of D
+    contiguous floats and vectorizes: the T partials are summed row by row into grad_row (D,)
+    in fixed order k = 0..T-1, then one pass applies momentum, L2 and the step. (In
+    ``_apply_update`` the innermost loop is the runtime-length sum over k, which keeps the
+    whole update scalar.) Same arithmetic, same order, element by element; no fast-math, so
+    no contraction into FMAs either: the result is bitwise ``_apply_update``'s."""
+    T, C, D = parts_W.shape
+    lr_ = W.dtype.type(lr)
+    mu = W.dtype.type(momentum)
+    al = W.dtype.type(alpha)
+    for c in range(C):
+        w = W[c]
+        first = parts_W[0, c]
+        for d in range(D):
+            grad_row[d] = first[d]
+        for k in range(1, T):
+            part = parts_W[k, c]
+            for d in range(D):
+                grad_row[d] += part[d]
+        if momentum != 0.0:
+            v = vel_W[c]
+            for d in range(D):
+                g = grad_row[d] + al * w[d] + mu * v[d]
+                v[d] = g
+                w[d] -= lr_ * g
+        else:
+            for d in range(D):
+                w[d] -= lr_ * (grad_row[d] + al * w[d])
+    for c in range(C):
+        g = parts_b[0, c]
+        for k in range(1, T):
+            g += parts_b[k, c]
+        if momentum != 0.0:
+            g += mu * vel_b[c]
+            vel_b[c] = g
+        b[c] -= lr_ * g
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v7(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v7: v6 (one fork-join per step, private weight copies; serial at T = 1) with the
+    vectorized update."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    grad_rows = np.empty((T, D), W.dtype)
+    if T == 1:
+        loss_sum = 0.0
+        for t in range(n_steps):
+            start = t * batch_size
+            stop = min(start + batch_size, M)
+            loss_sum += _chunk_grad_v5(X, y, sample_weight, perm, start, stop,
+                                       1.0 / (stop - start), W, b, parts_W[0], parts_b[0])
+            _apply_update_rows(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum,
+                               alpha, grad_rows[0])
+        return loss_sum
+    W_copy = np.empty((T, C, D), W.dtype)
+    b_copy = np.empty((T, C), W.dtype)
+    vel_W_copy = np.empty((T, C, D), W.dtype)
+    vel_b_copy = np.empty((T, C), W.dtype)
+    grads_W = np.empty((2, T, C, D), W.dtype)
+    grads_b = np.empty((2, T, C), W.dtype)
+    for k in range(T):
+        W_copy[k] = W
+        b_copy[k] = b
+        vel_W_copy[k] = vel_W
+        vel_b_copy[k] = vel_b
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        now = t % 2
+        before = 1 - now
+        for k in prange(T):
+            if t > 0:
+                _apply_update_rows(W_copy[k], b_copy[k], vel_W_copy[k], vel_b_copy[k],
+                                   grads_W[before], grads_b[before], lr_steps[t - 1],
+                                   momentum, alpha, grad_rows[k])
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, perm, lo, hi, inv_batch,
+                                           W_copy[k], b_copy[k], grads_W[now, k],
+                                           grads_b[now, k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+    if n_steps > 0:
+        last = (n_steps - 1) % 2
+        W[...] = W_copy[0]
+        b[...] = b_copy[0]
+        vel_W[...] = vel_W_copy[0]
+        vel_b[...] = vel_b_copy[0]
+        _apply_update_rows(W, b, vel_W, vel_b, grads_W[last], grads_b[last],
+                           lr_steps[n_steps - 1], momentum, alpha, grad_rows[0])
+    return loss_sum
+
+
+# --- the chosen kernels -----------------------------------------------------------------------
+
+KERNEL_VERSIONS = {
+    "v1-naive": sgd_epoch_v1,
+    "v2-vectorized": sgd_epoch_v2,
+    "v3-blocked": sgd_epoch_v3,
+    "v4-parallel-update": sgd_epoch_v4,
+    "v5-blocked-2x4": sgd_epoch_v5,
+    "v6-one-sync": sgd_epoch_v6,
+    "v7-vector-update": sgd_epoch_v7,
+}
+
+sgd_epoch = sgd_epoch_v7
+
+
+@njit(parallel=True, cache=True)
+def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
+    """Mean weighted cross-entropy of the batch X (B, D), its gradient into grad_W (C, D),
+    grad_b (C,); T = parts_W.shape[0] sample chunks reduced in fixed order."""
+    T, C, D = parts_W.shape
+    B = X.shape[0]
+    rows = np.arange(B)
+    chunk_loss = np.zeros(T)
+    inv_batch = 1.0 / B
+    for k in prange(T):
+        lo, hi = _chunk_bounds(0, B, k, T)
+        chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
+                                       parts_W[k], parts_b[k])
+    _reduce_parts(parts_W, parts_b, grad_W, grad_b)
+    loss = 0.0
+    for k in range(T):
+        loss += chunk_loss[k]
+    return loss * inv_batch
+
+
+@njit(cache=True)
+def _reduce_parts(parts_W, parts_b, grad_W, grad_b):
+    """grad = sum_k parts[k], k = 0..T-1 in order."""
+    T, C, D = parts_W.shape
+    for c in range(C):
+        for d in range(D):
+            g = parts_W[0, c, d]
+            for k in range(1, T):
+                g += parts_W[k, c, d]
+            grad_W[c, d] = g
+        g = parts_b[0, c]
+        for k in range(1, T):
+            g += parts_b[k, c]
+        grad_b[c] = g
+
+
+@njit(cache=True)
+def _scores_rows(X, W, b, lo, hi, out):
+    """out[lo:hi] = X[lo:hi] W^T + b through the 2-class x 4-sample kernel; a last partial
+    block repeats its last row."""
+    C = W.shape[0]
+    Z = np.empty((4, C))
+    for j in range(lo, hi, 4):
+        n_live = min(4, hi - j)
+        _scores_block4x2(X[j], X[j + min(1, n_live - 1)], X[j + min(2, n_live - 1)],
+                         X[j + min(3, n_live - 1)], W, b, Z)
+        for s in range(n_live):
+            for c in range(C):
+                out[j + s, c] = Z[s, c]
+
+
+@njit(parallel=True, cache=True)
+def predict_scores(X, W, b, out, n_threads):
+    """out (N, C) = X (N, D) W^T (D, C) + b (C,), rows split in n_threads contiguous chunks."""
+    N = X.shape[0]
+    T = max(1, n_threads)
+    if T == 1:
+        _scores_rows(X, W, b, 0, N, out)
+        return
+    for k in prange(T):
+        lo, hi = _chunk_bounds(0, N, k, T)
+        _scores_rows(X, W, b, lo, hi, out)
+
+
+@njit(parallel=True, cache=True)
+def _parallel_probe(a):
+    for k in prange(a.shape[0]):
+        a[k] = k
+
+
+try:
+    _parallel_probe(np.zeros(2))
+except Exception as exc:  # no working compiler or threading layer on this machine
+    raise ImportError(f"numba is installed but cannot compile here ({exc})") from exc

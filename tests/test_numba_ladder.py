@@ -1,0 +1,63 @@
+"""Every rung of the Numba optimization ladder computes the reference's epoch.
+
+``fastlr.backends.numba.KERNEL_VERSIONS`` keeps the superseded kernels next to the chosen one so
+each step of the optimization can be timed (bench/bench_numba.py); this file keeps them honest.
+"""
+
+import numpy as np
+import pytest
+
+from fastlr.backends import reference
+from test_backends import (TRAJECTORY_TOLERANCE, assert_matches, in_float64, make_problem,
+                           run_epochs)
+
+numba_backend = pytest.importorskip("fastlr.backends.numba")
+
+VERSIONS = list(numba_backend.KERNEL_VERSIONS)
+
+
+class _Version:
+    """A backend-shaped wrapper around one ladder version, for run_epochs."""
+
+    def __init__(self, version):
+        self.sgd_epoch = numba_backend.KERNEL_VERSIONS[version]
+
+
+def test_the_chosen_kernel_is_on_the_ladder():
+    assert numba_backend.sgd_epoch in numba_backend.KERNEL_VERSIONS.values()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("batch_size,momentum,alpha", [(16, 0.9, 1e-3), (7, 0.0, 0.0)])
+def test_ladder_version_matches_reference(version, dtype, n_threads, batch_size, momentum, alpha):
+    """Two epochs, injected permutations, a batch size that leaves a short last batch and a
+    class count that is odd (the 2-class blocks have a remainder)."""
+    rng = np.random.default_rng(13)
+    X, y, sw, W, b = make_problem(rng, 103, 70, 5, dtype, weighted=True)
+    perms = [rng.permutation(103).astype(np.int64) for _ in range(2)]
+    ref_W, ref_b, ref_losses = run_epochs(reference, *in_float64(X, y, sw, W, b), perms,
+                                          batch_size, 0.05, momentum, alpha)
+    got_W, got_b, got_losses = run_epochs(_Version(version), X, y, sw, W, b, perms, batch_size,
+                                          0.05, momentum, alpha, n_threads)
+    assert got_W.dtype == dtype
+    assert_matches(got_W, ref_W, dtype, TRAJECTORY_TOLERANCE)
+    assert_matches(got_b, ref_b, dtype, TRAJECTORY_TOLERANCE)
+    assert_matches(got_losses, ref_losses, dtype, TRAJECTORY_TOLERANCE)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_restructured_epochs_are_bitwise_the_two_sync_epoch(n_threads):
+    """v6 only moves v5's update into the next step's parallel region and v7 only reorders
+    the loops of that update: same bits."""
+    rng = np.random.default_rng(17)
+    X, y, sw, W, b = make_problem(rng, 200, 784, 10, np.float32)
+    perms = [rng.permutation(200).astype(np.int64) for _ in range(2)]
+    v5 = run_epochs(_Version("v5-blocked-2x4"), X, y, sw, W, b, perms, 24, 0.1, 0.9, 1e-4,
+                    n_threads)
+    for version in ("v6-one-sync", "v7-vector-update"):
+        got = run_epochs(_Version(version), X, y, sw, W, b, perms, 24, 0.1, 0.9, 1e-4,
+                         n_threads)
+        for expected, actual in zip(v5, got):
+            np.testing.assert_array_equal(actual, expected)
