@@ -1049,22 +1049,25 @@ KERNEL_VERSIONS = {
     "v8-register-tiles": sgd_epoch_v8,
 }
 
-sgd_epoch = sgd_epoch_v7
+sgd_epoch = sgd_epoch_v8
 
 
 @njit(parallel=True, cache=True)
 def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     """Mean weighted cross-entropy of the batch X (B, D), its gradient into grad_W (C, D),
-    grad_b (C,); T = parts_W.shape[0] sample chunks reduced in fixed order."""
+    grad_b (C,); T = parts_W.shape[0] sample chunks (the v8 chunk kernel) reduced in fixed
+    order."""
     T, C, D = parts_W.shape
     B = X.shape[0]
     rows = np.arange(B)
+    Xp, S, G, z, G_row = _panel_scratch(T, C, D, W.dtype)
     chunk_loss = np.zeros(T)
     inv_batch = 1.0 / B
     for k in prange(T):
         lo, hi = _chunk_bounds(0, B, k, T)
-        chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
-                                       parts_W[k], parts_b[k])
+        chunk_loss[k] = _chunk_grad_v8(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
+                                       parts_W[k], parts_b[k], hi, hi, Xp[k], S[k], G[k],
+                                       z[k], G_row[k])
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for k in range(T):
@@ -1090,11 +1093,19 @@ def _reduce_parts(parts_W, parts_b, grad_W, grad_b):
 
 @njit(cache=True)
 def _scores_rows(X, W, b, lo, hi, out):
-    """out[lo:hi] = X[lo:hi] W^T + b through the 2-class x 4-sample kernel; a last partial
-    block repeats its last row."""
+    """out[lo:hi] = X[lo:hi] W^T + b: the register-tiled score kernel on the rows of X in
+    place for whole blocks of SCORE_SAMPLES rows, the 2-class x 4-sample kernel for the last
+    partial block (repeating its last row)."""
     C = W.shape[0]
+    whole = lo + (hi - lo) // SCORE_SAMPLES * SCORE_SAMPLES
+    if whole > lo:
+        block = out[lo:whole]
+        _panel_scores(X[lo:whole], whole - lo, W, block, X, np.empty(0, np.int64), 0, 0)
+        for s in range(whole - lo):
+            for c in range(C):
+                block[s, c] += b[c]
     Z = np.empty((4, C))
-    for j in range(lo, hi, 4):
+    for j in range(whole, hi, 4):
         n_live = min(4, hi - j)
         _scores_block4x2(X[j], X[j + min(1, n_live - 1)], X[j + min(2, n_live - 1)],
                          X[j + min(3, n_live - 1)], W, b, Z)
