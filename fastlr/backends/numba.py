@@ -6,24 +6,39 @@ K = 4 samples in a register block.
 The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
 ------------------------------------------------------------------------------------
 ``sgd_epoch``       the whole epoch in compiled code: walk ``perm`` in steps of B; per step,
-                    each of T contiguous chunks of the batch computes the scores, the stable
-                    softmax, the loss and its partial gradient (T, C, D) for its samples, K at
-                    a time so each W row and each gradient row is loaded once per K samples;
-                    the T partials are summed in the order k = 0..T-1 and the momentum / L2 /
-                    learning-rate update is applied. No Python runs between steps.
+                    each of T contiguous chunks of the batch works through its samples in
+                    panels of up to 64: it copies the panel's rows of X into a contiguous
+                    buffer, computes the scores with a register-tiled kernel (4 samples x 5
+                    classes), the stable softmax and the loss, and its partial gradient
+                    (T, C, D) with a register-tiled kernel (5 classes x 64 features held in
+                    registers across the whole panel); while it computes a panel's scores it
+                    prefetches the next panel's rows. The T partials are summed in the order
+                    k = 0..T-1 and the momentum / L2 / learning-rate update is applied. No
+                    Python runs between steps.
 ``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
-``predict_scores``  X W^T + b with the same 2-class x 4-sample score kernel, T row chunks.
+``predict_scores``  X W^T + b with the same score tiles, T row chunks.
 
 The partition depends on T alone (chunk k is rows [k B / T, (k+1) B / T)), never on the
 thread pool, so a given T always gives the same bits. float32 is the fast path; float64 runs
-the same code. Fast-math is limited to reassociation and contraction, and only in the score
-and gradient loops (so LLVM can vectorize the length-D reductions); softmax, the loss and the
-update keep strict IEEE semantics.
+the same code (8 lanes instead of 16). Fast-math is limited to reassociation and contraction,
+and only in the score and gradient loops; the tiles use explicit FMAs and a fixed reduction
+tree; softmax, the loss and the update keep strict IEEE semantics.
 
-The ladder (``KERNEL_VERSIONS``; timed by ``bench/bench_numba.py``, checked by
-``tests/test_numba_ladder.py``). ms per 60000-sample MNIST epoch, float32, median of 5, on a
-2-core AMD EPYC Zen 4 whose NumPy sgemm runs at 103 (1 thread) / 191 (2 threads) GFLOP/s;
-the NumPy reference takes 106 / 101 ms at batch 64 and 98 / 76 ms at batch 1024:
+The register tiles are LLVM vector IR emitted through ``numba.core.extending.intrinsic``
+(``_score_tile``, ``_make_grad_tile``): Numba keeps a local array of accumulators in memory,
+so a loop over one cannot be FMA-bound; in the intrinsics the accumulators are allocas that
+LLVM promotes to zmm registers, and the loop bodies are vector loads, broadcasts and
+``vfmadd231ps`` only (checked with ``inspect_asm``). The epoch allocates its scratch (the
+packed panel, the scores and their gradient: 64 x D + 2 x 64 x C floats per thread) once
+per call, not per step, because the contract's signature has no place for it and an
+allocation is negligible against an epoch.
+
+The ladder (``KERNEL_VERSIONS``; timed by ``python -m fastlr bench --kernels all`` and
+``bench/bench_numba.py``, checked by ``tests/test_numba_ladder.py``). ms per 60000-sample
+MNIST epoch, float32, median of 5, on a 2-core AMD EPYC Zen 4 whose NumPy sgemm runs at
+103 (1 thread) / 191-205 (2 threads) GFLOP/s; the NumPy reference takes 96-106 ms at batch
+64 and 77-98 / 67-76 ms at batch 1024. v1-v7 from one run, v8 from a later run with v7
+re-timed beside it (v7 numbers in brackets):
 
     version               batch 64      batch 1024    what it changed
                           1 thr  2 thr  1 thr  2 thr
@@ -33,26 +48,43 @@ the NumPy reference takes 106 / 101 ms at batch 64 and 98 / 76 ms at batch 1024:
     v4-parallel-update      64     55     65     32   update split by columns in a 2nd prange
     v5-blocked-2x4          59     45     58     28   2 classes x 4 samples for the scores
     v6-one-sync             58     47     58     27   one prange per step, private W copies
-    v7-vector-update        58     35     59     27   the update vectorized (chosen)
+    v7-vector-update        58     35     59     27   the update vectorized
+    v8-register-tiles       41     30     40     21   register tiles, packed panels,
+                          [(53)   (40)   (51)   (26)]  prefetch of the next panel (chosen)
 
-Why v7: at T = 2 a step costs one fork-join (~1 us with the OpenMP layer; ~85 us with the
-workqueue layer, which is why a machine without OpenMP or TBB should use T = 1). v6 folds
-step t-1's update into step t's parallel region: each chunk keeps a private copy of
-(W, b, vel) and applies the update itself from double-buffered partials, so the copies stay
-bitwise equal (``test_numba_ladder`` checks v6/v7 against v5 bit for bit). v7 then made that
-update vectorize: summing the T partials in the innermost loop kept it scalar, ~13 us a step.
-Tried and dropped: 8-sample blocks (scores 8 x 1 class, gradient 8 samples per row pass: no
-faster than 4), 2-class gradient blocks (40 vs 48 GFLOP/s), slicing the gradient over D so
-its rows stay in L1 (37-43 vs 48 GFLOP/s), and software prefetch of the next block's rows
-(an intrinsic emitting ``prefetcht0``: 57-61 vs 52-54 ms single-threaded).
+Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
+its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
+read-modify-write of the gradient rows per block of 4 samples but 20 accumulators held in
+registers for the whole panel, 4 vector loads and 5 broadcasts per 20 FMAs. With the rows of
+X in cache a 1-thread epoch at batch 64 went from 38.5 ms (v7) to 28.8 ms: scores 10, gradient
+8, the copy into the panel 3.7, softmax 3.6. Reading X in permutation order from DRAM adds
+~12 ms on one thread; prefetching the next panel's rows into L2 (``prefetcht1``) while the
+scores run is what made packing pay: without it v8 took 73 ms (the copy stalls on every row),
+with ``prefetcht0`` 53 ms, ``prefetchnta`` 74 ms, ``prefetcht1`` 41 ms. The copy itself must
+be a loop over d: a slice assignment ``Xp[s, :] = X[i]`` cost 46 ms per epoch against 22.
 
-Where the time goes (1 thread, batch 64): with the rows of X in cache an epoch takes 38 ms
-(scores ~14 ms at 69 GFLOP/s, gradient ~20 ms at 48 GFLOP/s, softmax 3 ms); with X read in
-permutation order from DRAM it takes ~55 ms. The gradient loop is load-bound (5 vector loads
-and a store for 4 FMAs); the scores loop is close to FMA-bound.
+v6/v7's structure carries over: at T = 2 a step costs one fork-join (~1.7 us with the OpenMP
+layer; ~85 us with the workqueue layer, which is why a machine without OpenMP or TBB should
+use T = 1); each chunk keeps a private copy of (W, b, vel) and applies step t-1's update itself
+from double-buffered partials at the start of step t (``test_numba_ladder`` checks v6/v7
+against v5 bit for bit).
 
-Compile time: ~21 s for the first call of every kernel in float32 and float64 (sgd_epoch
-8.4 s, predict_scores 2.0 s, loss_and_grad 2.4 s in float32); ``cache=True`` makes it
+Where the time goes at T = 2, batch 64 (v8, cache-resident rows 24 ms, DRAM 30 ms): per
+thread and step ~15 us of tiles and softmax, ~2 us of redundant update, ~1.7 us fork-join,
+and ~5 us reading the other thread's 31 KB partial gradient across cores (an experiment that
+read only its own partial ran 26.7 instead of 32 ms).
+
+Tried and dropped: 8-sample blocks (no faster than 4), 2-class gradient blocks in plain Numba
+(40 vs 48 GFLOP/s), slicing the gradient over D (37-43 vs 48 GFLOP/s), software prefetch of
+the next 4-sample block's rows in v7 (57-61 vs 52-54 ms); splitting the columns of W and X
+between the threads instead of the samples (each thread updates its own columns from a
+gradient over the whole batch, one thread sums the T partial scores and runs the softmax; no
+partial gradient crosses cores): first cut 65 / 85 ms at batch 64 on 1 / 2 threads, because
+its column slices are non-contiguous arrays to Numba (the copies and zeroing stop
+vectorizing) and prefetching a whole next batch of half rows thrashes L2; not pursued.
+
+Compile time: first call in float32, empty cache: sgd_epoch 11.1 s (v7: 8.4 s),
+loss_and_grad 4.2 s, predict_scores 3.9 s; ``cache=True`` makes it
 0.1 s in the next process. Import compiles (or loads) one tiny parallel probe and raises
 ImportError if numba cannot compile here, so the registry falls back.
 """
