@@ -127,7 +127,10 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
     X, y, perm, lr_steps, W0, b0 = (data[k] for k in ("X", "y", "perm", "lr_steps", "W0", "b0"))
     n, d = X.shape
     c = W0.shape[0]
-    with _blas_threads(threads):
+    # Only the NumPy engine calls BLAS. For the others BLAS gets one thread: OpenBLAS workers
+    # left over from an earlier multi-threaded call busy-wait, and on a 2-core machine they
+    # take a core from the engine's own threads (numba at T = 2 measured 52 instead of 30 ms).
+    with _blas_threads(threads if backend.name == "numpy" else 1):
         start = time.perf_counter()
         try:
             result = run_epoch(backend, X, y, W0, b0, perm, lr_steps, batch_size, threads,

@@ -6,24 +6,39 @@ K = 4 samples in a register block.
 The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
 ------------------------------------------------------------------------------------
 ``sgd_epoch``       the whole epoch in compiled code: walk ``perm`` in steps of B; per step,
-                    each of T contiguous chunks of the batch computes the scores, the stable
-                    softmax, the loss and its partial gradient (T, C, D) for its samples, K at
-                    a time so each W row and each gradient row is loaded once per K samples;
-                    the T partials are summed in the order k = 0..T-1 and the momentum / L2 /
-                    learning-rate update is applied. No Python runs between steps.
+                    each of T contiguous chunks of the batch works through its samples in
+                    panels of up to 64: it copies the panel's rows of X into a contiguous
+                    buffer, computes the scores with a register-tiled kernel (4 samples x 5
+                    classes), the stable softmax and the loss, and its partial gradient
+                    (T, C, D) with a register-tiled kernel (5 classes x 64 features held in
+                    registers across the whole panel); while it computes a panel's scores it
+                    prefetches the next panel's rows. The T partials are summed in the order
+                    k = 0..T-1 and the momentum / L2 / learning-rate update is applied. No
+                    Python runs between steps.
 ``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
-``predict_scores``  X W^T + b with the same 2-class x 4-sample score kernel, T row chunks.
+``predict_scores``  X W^T + b with the same score tiles, T row chunks.
 
 The partition depends on T alone (chunk k is rows [k B / T, (k+1) B / T)), never on the
 thread pool, so a given T always gives the same bits. float32 is the fast path; float64 runs
-the same code. Fast-math is limited to reassociation and contraction, and only in the score
-and gradient loops (so LLVM can vectorize the length-D reductions); softmax, the loss and the
-update keep strict IEEE semantics.
+the same code (8 lanes instead of 16). Fast-math is limited to reassociation and contraction,
+and only in the score and gradient loops; the tiles use explicit FMAs and a fixed reduction
+tree; softmax, the loss and the update keep strict IEEE semantics.
 
-The ladder (``KERNEL_VERSIONS``; timed by ``bench/bench_numba.py``, checked by
-``tests/test_numba_ladder.py``). ms per 60000-sample MNIST epoch, float32, median of 5, on a
-2-core AMD EPYC Zen 4 whose NumPy sgemm runs at 103 (1 thread) / 191 (2 threads) GFLOP/s;
-the NumPy reference takes 106 / 101 ms at batch 64 and 98 / 76 ms at batch 1024:
+The register tiles are LLVM vector IR emitted through ``numba.core.extending.intrinsic``
+(``_score_tile``, ``_make_grad_tile``): Numba keeps a local array of accumulators in memory,
+so a loop over one cannot be FMA-bound; in the intrinsics the accumulators are allocas that
+LLVM promotes to zmm registers, and the loop bodies are vector loads, broadcasts and
+``vfmadd231ps`` only (checked with ``inspect_asm``). The epoch allocates its scratch (the
+packed panel, the scores and their gradient: 64 x D + 2 x 64 x C floats per thread) once
+per call, not per step, because the contract's signature has no place for it and an
+allocation is negligible against an epoch.
+
+The ladder (``KERNEL_VERSIONS``; timed by ``python -m fastlr bench --kernels all`` and
+``bench/bench_numba.py``, checked by ``tests/test_numba_ladder.py``). ms per 60000-sample
+MNIST epoch, float32, median of 5, on a 2-core AMD EPYC Zen 4 whose NumPy sgemm runs at
+103 (1 thread) / 191-205 (2 threads) GFLOP/s; the NumPy reference takes 96-106 ms at batch
+64 and 77-98 / 67-76 ms at batch 1024. v1-v7 from one run, v8 from a later run with v7
+re-timed beside it (v7 numbers in brackets):
 
     version               batch 64      batch 1024    what it changed
                           1 thr  2 thr  1 thr  2 thr
@@ -33,26 +48,43 @@ the NumPy reference takes 106 / 101 ms at batch 64 and 98 / 76 ms at batch 1024:
     v4-parallel-update      64     55     65     32   update split by columns in a 2nd prange
     v5-blocked-2x4          59     45     58     28   2 classes x 4 samples for the scores
     v6-one-sync             58     47     58     27   one prange per step, private W copies
-    v7-vector-update        58     35     59     27   the update vectorized (chosen)
+    v7-vector-update        58     35     59     27   the update vectorized
+    v8-register-tiles       41     30     40     21   register tiles, packed panels,
+                          [(53)   (40)   (51)   (26)]  prefetch of the next panel (chosen)
 
-Why v7: at T = 2 a step costs one fork-join (~1 us with the OpenMP layer; ~85 us with the
-workqueue layer, which is why a machine without OpenMP or TBB should use T = 1). v6 folds
-step t-1's update into step t's parallel region: each chunk keeps a private copy of
-(W, b, vel) and applies the update itself from double-buffered partials, so the copies stay
-bitwise equal (``test_numba_ladder`` checks v6/v7 against v5 bit for bit). v7 then made that
-update vectorize: summing the T partials in the innermost loop kept it scalar, ~13 us a step.
-Tried and dropped: 8-sample blocks (scores 8 x 1 class, gradient 8 samples per row pass: no
-faster than 4), 2-class gradient blocks (40 vs 48 GFLOP/s), slicing the gradient over D so
-its rows stay in L1 (37-43 vs 48 GFLOP/s), and software prefetch of the next block's rows
-(an intrinsic emitting ``prefetcht0``: 57-61 vs 52-54 ms single-threaded).
+Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
+its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
+read-modify-write of the gradient rows per block of 4 samples but 20 accumulators held in
+registers for the whole panel, 4 vector loads and 5 broadcasts per 20 FMAs. With the rows of
+X in cache a 1-thread epoch at batch 64 went from 38.5 ms (v7) to 28.8 ms: scores 10, gradient
+8, the copy into the panel 3.7, softmax 3.6. Reading X in permutation order from DRAM adds
+~12 ms on one thread; prefetching the next panel's rows into L2 (``prefetcht1``) while the
+scores run is what made packing pay: without it v8 took 73 ms (the copy stalls on every row),
+with ``prefetcht0`` 53 ms, ``prefetchnta`` 74 ms, ``prefetcht1`` 41 ms. The copy itself must
+be a loop over d: a slice assignment ``Xp[s, :] = X[i]`` cost 46 ms per epoch against 22.
 
-Where the time goes (1 thread, batch 64): with the rows of X in cache an epoch takes 38 ms
-(scores ~14 ms at 69 GFLOP/s, gradient ~20 ms at 48 GFLOP/s, softmax 3 ms); with X read in
-permutation order from DRAM it takes ~55 ms. The gradient loop is load-bound (5 vector loads
-and a store for 4 FMAs); the scores loop is close to FMA-bound.
+v6/v7's structure carries over: at T = 2 a step costs one fork-join (~1.7 us with the OpenMP
+layer; ~85 us with the workqueue layer, which is why a machine without OpenMP or TBB should
+use T = 1); each chunk keeps a private copy of (W, b, vel) and applies step t-1's update itself
+from double-buffered partials at the start of step t (``test_numba_ladder`` checks v6/v7
+against v5 bit for bit).
 
-Compile time: ~21 s for the first call of every kernel in float32 and float64 (sgd_epoch
-8.4 s, predict_scores 2.0 s, loss_and_grad 2.4 s in float32); ``cache=True`` makes it
+Where the time goes at T = 2, batch 64 (v8, cache-resident rows 24 ms, DRAM 30 ms): per
+thread and step ~15 us of tiles and softmax, ~2 us of redundant update, ~1.7 us fork-join,
+and ~5 us reading the other thread's 31 KB partial gradient across cores (an experiment that
+read only its own partial ran 26.7 instead of 32 ms).
+
+Tried and dropped: 8-sample blocks (no faster than 4), 2-class gradient blocks in plain Numba
+(40 vs 48 GFLOP/s), slicing the gradient over D (37-43 vs 48 GFLOP/s), software prefetch of
+the next 4-sample block's rows in v7 (57-61 vs 52-54 ms); splitting the columns of W and X
+between the threads instead of the samples (each thread updates its own columns from a
+gradient over the whole batch, one thread sums the T partial scores and runs the softmax; no
+partial gradient crosses cores): first cut 65 / 85 ms at batch 64 on 1 / 2 threads, because
+its column slices are non-contiguous arrays to Numba (the copies and zeroing stop
+vectorizing) and prefetching a whole next batch of half rows thrashes L2; not pursued.
+
+Compile time: first call in float32, empty cache: sgd_epoch 11.1 s (v7: 8.4 s),
+loss_and_grad 4.2 s, predict_scores 3.9 s; ``cache=True`` makes it
 0.1 s in the next process. Import compiles (or loads) one tiny parallel probe and raises
 ImportError if numba cannot compile here, so the registry falls back.
 """
@@ -60,7 +92,10 @@ ImportError if numba cannot compile here, so the registry falls back.
 import numpy as np
 
 try:
-    from numba import njit, prange
+    from llvmlite import ir
+    from numba import njit, prange, types
+    from numba.core import cgutils
+    from numba.core.extending import intrinsic
 except ImportError as exc:  # the registry reads ImportError as "not available"
     raise ImportError(f"numba is not installed ({exc})") from exc
 
@@ -645,6 +680,394 @@ def sgd_epoch_v7(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     return loss_sum
 
 
+# --- v8: register-tiled micro-kernels in LLVM vector IR ---------------------------------------
+#
+# Numba cannot hold an array of accumulators in registers: a local array lives on the heap and
+# every update goes through memory. These two intrinsics emit the loops directly as LLVM IR on
+# vectors of one 64-byte register (16 float32 or 8 float64 lanes), with the accumulators in
+# allocas that LLVM promotes to registers, and explicit llvm.fma calls (the rounding does not
+# depend on what the optimizer contracts). The loop bodies compile to loads, broadcasts and
+# vfmadd231ps only (checked with inspect_asm).
+
+VECTOR_BYTES = 64
+PANEL = 64          # samples packed at a time: 64 rows of MNIST are 200 KB, at home in L2
+PREFETCH_LOCALITY = 2  # llvm.prefetch locality 2: prefetcht1, into L2
+SCORE_SAMPLES = 4   # samples x classes of the score tile: 9 vector loads feed 20 FMAs
+TILE_CLASSES = 5    # classes of both tiles; C = 10 is two tiles
+GRAD_VECTORS = 4    # vectors of features of the wide gradient tile: 5 x 4 accumulators
+
+
+def _lanes_of(context, array_type):
+    element = context.get_data_type(array_type.dtype)
+    lanes = VECTOR_BYTES // (array_type.dtype.bitwidth // 8)
+    return element, ir.VectorType(element, lanes)
+
+
+def _fma(builder, a, b, c):
+    """a * b + c on vectors, one rounding."""
+    vector = a.type
+    suffix = f"v{vector.count}f{64 if isinstance(vector.element, ir.DoubleType) else 32}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                        "llvm.fma." + suffix)
+    return builder.call(fn, [a, b, c])
+
+
+def _vector_at(builder, base, index, vector):
+    """Pointer to the vector starting at element ``index`` of ``base`` (unaligned)."""
+    return builder.bitcast(builder.gep(base, [index]), vector.as_pointer())
+
+
+def _splat(builder, value, vector):
+    undef = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    return builder.shuffle_vector(first, undef, mask)
+
+
+def _horizontal_sum(builder, value):
+    """Sum of the lanes of a vector by halving: a fixed tree, so a fixed rounding."""
+    width = value.type.count
+    while width > 1:
+        half = width // 2
+        low = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half))))
+        high = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half, width))))
+        value = builder.fadd(low, high)
+        width = half
+    return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+
+
+def _accumulators(builder, vector, count):
+    slots = []
+    for _ in range(count):
+        slot = cgutils.alloca_once(builder, vector)
+        builder.store(ir.Constant(vector, None), slot)
+        slots.append(slot)
+    return slots
+
+
+def _row_length(context, builder, array_type, array):
+    return cgutils.unpack_tuple(builder, array.shape, 2)[1]
+
+
+def _make_grad_tile(n_vectors):
+    """An intrinsic ``grad_tile(Xp, n, G, d0, c0, out)``: for the TILE_CLASSES classes
+    c0.. and the n_vectors vectors of features from d0,
+    ``out[c, d] += sum_{s < n} G[s, c] Xp[s, d]``, summed over s in order in registers and
+    added to ``out`` once. Xp (P, D), G (P, C), out (C, D), C-contiguous, one float dtype."""
+
+    @intrinsic
+    def grad_tile(typingctx, Xp, n, G, d0, c0, out):
+        sig = types.void(Xp, n, G, d0, c0, out)
+
+        def codegen(context, builder, signature, args):
+            xp, n_, g, d0_, c0_, out_ = args
+            x_type, _, g_type, _, _, out_type = signature.args
+            element, vector = _lanes_of(context, x_type)
+            lanes = vector.count
+            intp = context.get_value_type(types.intp)
+            xa = context.make_array(x_type)(context, builder, xp)
+            ga = context.make_array(g_type)(context, builder, g)
+            oa = context.make_array(out_type)(context, builder, out_)
+            x_row = _row_length(context, builder, x_type, xa)
+            g_row = _row_length(context, builder, g_type, ga)
+            out_row = _row_length(context, builder, out_type, oa)
+            acc = _accumulators(builder, vector, TILE_CLASSES * n_vectors)
+            with cgutils.for_range(builder, n_) as loop:
+                s = loop.index
+                x_at = builder.add(builder.mul(s, x_row), d0_)
+                xs = [builder.load(_vector_at(builder, xa.data, builder.add(
+                    x_at, ir.Constant(intp, v * lanes)), vector), align=1)
+                    for v in range(n_vectors)]
+                g_at = builder.add(builder.mul(s, g_row), c0_)
+                for c in range(TILE_CLASSES):
+                    gc = builder.load(builder.gep(ga.data, [builder.add(
+                        g_at, ir.Constant(intp, c))]))
+                    gv = _splat(builder, gc, vector)
+                    for v in range(n_vectors):
+                        slot = acc[c * n_vectors + v]
+                        builder.store(_fma(builder, gv, xs[v], builder.load(slot)), slot)
+            for c in range(TILE_CLASSES):
+                out_at = builder.add(builder.mul(builder.add(c0_, ir.Constant(intp, c)),
+                                                 out_row), d0_)
+                for v in range(n_vectors):
+                    ptr = _vector_at(builder, oa.data, builder.add(
+                        out_at, ir.Constant(intp, v * lanes)), vector)
+                    total = builder.fadd(builder.load(ptr, align=1),
+                                         builder.load(acc[c * n_vectors + v]))
+                    builder.store(total, ptr, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return grad_tile
+
+
+_grad_tile_wide = _make_grad_tile(GRAD_VECTORS)
+_grad_tile_narrow = _make_grad_tile(1)
+
+
+@intrinsic
+def _score_tile(typingctx, Xp, s0, W, c0, n_vectors, S):
+    """``score_tile(Xp, s0, W, c0, n_vectors, S)``: for the SCORE_SAMPLES rows s0.. of Xp and
+    the TILE_CLASSES rows c0.. of W, ``S[s, c] = sum_{d < n_vectors * lanes} Xp[s, d] W[c, d]``,
+    each sum kept in one vector of lanes across d and reduced by a fixed halving tree.
+    Xp (P, D), W (C, D), S (P, C), one float dtype."""
+    sig = types.void(Xp, s0, W, c0, n_vectors, S)
+
+    def codegen(context, builder, signature, args):
+        xp, s0_, w, c0_, nv, s_out = args
+        x_type, _, w_type, _, _, s_type = signature.args
+        element, vector = _lanes_of(context, x_type)
+        lanes = vector.count
+        intp = context.get_value_type(types.intp)
+        xa = context.make_array(x_type)(context, builder, xp)
+        wa = context.make_array(w_type)(context, builder, w)
+        sa = context.make_array(s_type)(context, builder, s_out)
+        x_row = _row_length(context, builder, x_type, xa)
+        w_row = _row_length(context, builder, w_type, wa)
+        s_row = _row_length(context, builder, s_type, sa)
+        x_starts = [builder.mul(builder.add(s0_, ir.Constant(intp, s)), x_row)
+                    for s in range(SCORE_SAMPLES)]
+        w_starts = [builder.mul(builder.add(c0_, ir.Constant(intp, c)), w_row)
+                    for c in range(TILE_CLASSES)]
+        acc = _accumulators(builder, vector, SCORE_SAMPLES * TILE_CLASSES)
+        with cgutils.for_range(builder, nv) as loop:
+            d = builder.mul(loop.index, ir.Constant(intp, lanes))
+            xs = [builder.load(_vector_at(builder, xa.data, builder.add(start, d), vector),
+                               align=1) for start in x_starts]
+            for c in range(TILE_CLASSES):
+                wv = builder.load(_vector_at(builder, wa.data, builder.add(w_starts[c], d),
+                                             vector), align=1)
+                for s in range(SCORE_SAMPLES):
+                    slot = acc[s * TILE_CLASSES + c]
+                    builder.store(_fma(builder, xs[s], wv, builder.load(slot)), slot)
+        for s in range(SCORE_SAMPLES):
+            s_at = builder.add(builder.mul(builder.add(s0_, ir.Constant(intp, s)), s_row), c0_)
+            for c in range(TILE_CLASSES):
+                total = _horizontal_sum(builder, builder.load(acc[s * TILE_CLASSES + c]))
+                builder.store(total, builder.gep(sa.data, [builder.add(
+                    s_at, ir.Constant(intp, c))]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_row(typingctx, X, i):
+    """Ask for every cache line of row i of X (N, D) to be brought into L2 (``prefetcht1``)."""
+    sig = types.void(X, i)
+
+    def codegen(context, builder, signature, args):
+        x_type = signature.args[0]
+        xa = context.make_array(x_type)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        byte_ptr = ir.IntType(8).as_pointer()
+        row = _row_length(context, builder, x_type, xa)
+        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]), byte_ptr)
+        row_bytes = builder.mul(row, ir.Constant(intp, x_type.dtype.bitwidth // 8))
+        n_lines = builder.udiv(builder.add(row_bytes, ir.Constant(intp, 63)),
+                               ir.Constant(intp, 64))
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        with cgutils.for_range(builder, n_lines) as loop:
+            line = builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, 64))])
+            builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
+                              ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(fastmath=FAST, cache=True)
+def _panel_scores(Xp, n_rows, W, S, X, rows, next_lo, next_hi):
+    """S[s, c] = Xp[s] . W[c] for s < n_rows (rounded up to SCORE_SAMPLES; rows past n_rows
+    must be finite and are ignored): the tiles over whole vectors, then the leftover classes
+    and features with plain loops. Along the way, prefetch the rows ``rows[next_lo:next_hi]``
+    of X, the next panel, SCORE_SAMPLES rows per tile so the requests are spread out."""
+    C, D = W.shape
+    lanes = VECTOR_BYTES // Xp.itemsize
+    n_vec = D // lanes
+    d_tail = n_vec * lanes
+    c_tiles = C - C % TILE_CLASSES
+    n_next = next_hi - next_lo
+    n_blocks = (n_rows + SCORE_SAMPLES - 1) // SCORE_SAMPLES
+    per_block = (n_next + n_blocks - 1) // n_blocks
+    for block in range(n_blocks):
+        s0 = block * SCORE_SAMPLES
+        for j in range(next_lo + block * per_block, min(next_hi, next_lo + (block + 1) * per_block)):
+            _prefetch_row(X, rows[j])
+        for c0 in range(0, c_tiles, TILE_CLASSES):
+            _score_tile(Xp, s0, W, c0, n_vec, S)
+        for s in range(s0, s0 + SCORE_SAMPLES):
+            x = Xp[s]
+            for c in range(c_tiles, C):
+                w = W[c]
+                acc = W.dtype.type(0)
+                for d in range(D):
+                    acc += x[d] * w[d]
+                S[s, c] = acc
+            for c in range(c_tiles):
+                w = W[c]
+                acc = S[s, c]
+                for d in range(d_tail, D):
+                    acc += x[d] * w[d]
+                S[s, c] = acc
+
+
+@njit(fastmath=FAST, cache=True)
+def _panel_gradient(Xp, n_rows, G, part_W):
+    """part_W (C, D) += G[:n_rows]^T Xp[:n_rows]: register tiles of TILE_CLASSES classes x
+    GRAD_VECTORS (then 1) vectors of features, leftover classes and features with plain
+    loops."""
+    C, D = part_W.shape
+    lanes = VECTOR_BYTES // Xp.itemsize
+    wide = GRAD_VECTORS * lanes
+    d_wide = D - D % wide
+    d_narrow = D - D % lanes
+    c_tiles = C - C % TILE_CLASSES
+    for d0 in range(0, d_wide, wide):
+        for c0 in range(0, c_tiles, TILE_CLASSES):
+            _grad_tile_wide(Xp, n_rows, G, d0, c0, part_W)
+    for d0 in range(d_wide, d_narrow, lanes):
+        for c0 in range(0, c_tiles, TILE_CLASSES):
+            _grad_tile_narrow(Xp, n_rows, G, d0, c0, part_W)
+    for s in range(n_rows):
+        x = Xp[s]
+        for c in range(c_tiles):
+            g = G[s, c]
+            row = part_W[c]
+            for d in range(d_narrow, D):
+                row[d] += g * x[d]
+        for c in range(c_tiles, C):
+            g = G[s, c]
+            row = part_W[c]
+            for d in range(D):
+                row[d] += g * x[d]
+
+
+
+
+@njit(cache=True)
+def _chunk_grad_v8(X, y, sample_weight, rows, lo, hi, inv_batch, W, b, part_W, part_b,
+                   after_lo, after_hi, Xp, S, G, z, G_row):
+    """Partial gradient of samples ``rows[lo:hi]`` in panels of up to PANEL samples: copy the
+    panel's rows of X into the contiguous Xp (P, D), the scores with the register-tiled kernel
+    into S (P, C) while prefetching the next panel's rows (after the last panel, those of
+    ``rows[after_lo:after_hi]``, the first panel of this chunk in the next step), the softmax
+    and loss per sample with ``G[s] = s_i (p - onehot) / B`` in W's dtype, then
+    part_W += G^T Xp with the register-tiled gradient kernel. Xp, S, G, z, G_row are the
+    caller's scratch."""
+    C, D = W.shape
+    part_W[:, :] = 0
+    part_b[:] = 0
+    loss = 0.0
+    for p0 in range(lo, hi, PANEL):
+        n_rows = min(PANEL, hi - p0)
+        for s in range(n_rows):
+            source = X[rows[p0 + s]]
+            packed = Xp[s]
+            for d in range(D):
+                packed[d] = source[d]
+        if p0 + PANEL < hi:
+            next_lo, next_hi = p0 + PANEL, min(hi, p0 + 2 * PANEL)
+        else:
+            next_lo, next_hi = after_lo, min(after_hi, after_lo + PANEL)
+        _panel_scores(Xp, n_rows, W, S, X, rows, next_lo, next_hi)
+        for s in range(n_rows):
+            i = rows[p0 + s]
+            for c in range(C):
+                z[c] = S[s, c] + b[c]
+            loss += _softmax_row(z, y[i], sample_weight[i], G_row)
+            for c in range(C):
+                g = W.dtype.type(G_row[c] * inv_batch)
+                G[s, c] = g
+                part_b[c] += g
+        _panel_gradient(Xp, n_rows, G, part_W)
+    return loss
+
+
+@njit(cache=True)
+def _panel_scratch(T, C, D, dtype):
+    """Per-chunk scratch of the v8 kernel: packed rows (zeroed once, so the rows past a short
+    panel that the score tile reads are finite), scores, scaled gradient of the scores, and
+    the softmax's float64 rows."""
+    rows = (PANEL + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
+    Xp = np.zeros((T, rows, D), dtype)
+    S = np.zeros((T, rows, C), dtype)
+    G = np.zeros((T, rows, C), dtype)
+    z = np.zeros((T, C))
+    G_row = np.zeros((T, C))
+    return Xp, S, G, z, G_row
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v8(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v8: v7's step structure around the packed, register-tiled chunk kernel."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    grad_rows = np.empty((T, D), W.dtype)
+    Xp, S, G, z, G_row = _panel_scratch(T, C, D, W.dtype)
+    if T == 1:
+        loss_sum = 0.0
+        for t in range(n_steps):
+            start = t * batch_size
+            stop = min(start + batch_size, M)
+            loss_sum += _chunk_grad_v8(X, y, sample_weight, perm, start, stop,
+                                       1.0 / (stop - start), W, b, parts_W[0], parts_b[0],
+                                       stop, min(stop + batch_size, M), Xp[0], S[0], G[0],
+                                       z[0], G_row[0])
+            _apply_update_rows(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum,
+                               alpha, grad_rows[0])
+        return loss_sum
+    W_copy = np.empty((T, C, D), W.dtype)
+    b_copy = np.empty((T, C), W.dtype)
+    vel_W_copy = np.empty((T, C, D), W.dtype)
+    vel_b_copy = np.empty((T, C), W.dtype)
+    grads_W = np.empty((2, T, C, D), W.dtype)
+    grads_b = np.empty((2, T, C), W.dtype)
+    for k in range(T):
+        W_copy[k] = W
+        b_copy[k] = b
+        vel_W_copy[k] = vel_W
+        vel_b_copy[k] = vel_b
+    chunk_loss = np.zeros(T)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(start + batch_size, M)
+        inv_batch = 1.0 / (stop - start)
+        now = t % 2
+        before = 1 - now
+        for k in prange(T):
+            if t > 0:
+                _apply_update_rows(W_copy[k], b_copy[k], vel_W_copy[k], vel_b_copy[k],
+                                   grads_W[before], grads_b[before], lr_steps[t - 1],
+                                   momentum, alpha, grad_rows[k])
+            lo, hi = _chunk_bounds(start, stop, k, T)
+            after_lo, after_hi = _chunk_bounds(stop, min(stop + batch_size, M), k, T)
+            chunk_loss[k] = _chunk_grad_v8(X, y, sample_weight, perm, lo, hi, inv_batch,
+                                           W_copy[k], b_copy[k], grads_W[now, k],
+                                           grads_b[now, k], after_lo, after_hi, Xp[k], S[k],
+                                           G[k], z[k], G_row[k])
+        for k in range(T):
+            loss_sum += chunk_loss[k]
+    if n_steps > 0:
+        last = (n_steps - 1) % 2
+        W[...] = W_copy[0]
+        b[...] = b_copy[0]
+        vel_W[...] = vel_W_copy[0]
+        vel_b[...] = vel_b_copy[0]
+        _apply_update_rows(W, b, vel_W, vel_b, grads_W[last], grads_b[last],
+                           lr_steps[n_steps - 1], momentum, alpha, grad_rows[0])
+    return loss_sum
+
+
 # --- the chosen kernels -----------------------------------------------------------------------
 
 KERNEL_VERSIONS = {
@@ -655,24 +1078,28 @@ KERNEL_VERSIONS = {
     "v5-blocked-2x4": sgd_epoch_v5,
     "v6-one-sync": sgd_epoch_v6,
     "v7-vector-update": sgd_epoch_v7,
+    "v8-register-tiles": sgd_epoch_v8,
 }
 
-sgd_epoch = sgd_epoch_v7
+sgd_epoch = sgd_epoch_v8
 
 
 @njit(parallel=True, cache=True)
 def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     """Mean weighted cross-entropy of the batch X (B, D), its gradient into grad_W (C, D),
-    grad_b (C,); T = parts_W.shape[0] sample chunks reduced in fixed order."""
+    grad_b (C,); T = parts_W.shape[0] sample chunks (the v8 chunk kernel) reduced in fixed
+    order."""
     T, C, D = parts_W.shape
     B = X.shape[0]
     rows = np.arange(B)
+    Xp, S, G, z, G_row = _panel_scratch(T, C, D, W.dtype)
     chunk_loss = np.zeros(T)
     inv_batch = 1.0 / B
     for k in prange(T):
         lo, hi = _chunk_bounds(0, B, k, T)
-        chunk_loss[k] = _chunk_grad_v5(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
-                                       parts_W[k], parts_b[k])
+        chunk_loss[k] = _chunk_grad_v8(X, y, sample_weight, rows, lo, hi, inv_batch, W, b,
+                                       parts_W[k], parts_b[k], hi, hi, Xp[k], S[k], G[k],
+                                       z[k], G_row[k])
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for k in range(T):
@@ -698,11 +1125,19 @@ def _reduce_parts(parts_W, parts_b, grad_W, grad_b):
 
 @njit(cache=True)
 def _scores_rows(X, W, b, lo, hi, out):
-    """out[lo:hi] = X[lo:hi] W^T + b through the 2-class x 4-sample kernel; a last partial
-    block repeats its last row."""
+    """out[lo:hi] = X[lo:hi] W^T + b: the register-tiled score kernel on the rows of X in
+    place for whole blocks of SCORE_SAMPLES rows, the 2-class x 4-sample kernel for the last
+    partial block (repeating its last row)."""
     C = W.shape[0]
+    whole = lo + (hi - lo) // SCORE_SAMPLES * SCORE_SAMPLES
+    if whole > lo:
+        block = out[lo:whole]
+        _panel_scores(X[lo:whole], whole - lo, W, block, X, np.empty(0, np.int64), 0, 0)
+        for s in range(whole - lo):
+            for c in range(C):
+                block[s, c] += b[c]
     Z = np.empty((4, C))
-    for j in range(lo, hi, 4):
+    for j in range(whole, hi, 4):
         n_live = min(4, hi - j)
         _scores_block4x2(X[j], X[j + min(1, n_live - 1)], X[j + min(2, n_live - 1)],
                          X[j + min(3, n_live - 1)], W, b, Z)
