@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .backends import AUTO_ORDER, default_n_threads
+from .backends import AUTO_ORDER, default_n_threads, get_backend
 from .data import load_mnist
 from .errors import FastlrError, ModelFileError
 from .explain import PAIR_EPOCHS, explain
@@ -234,6 +234,9 @@ def cmd_train(args):
         early_stopping=args.early_stopping, preprocessing="deskew" if args.deskew else None)
     if args.history:
         check_history_path(args.history)
+    if _compiles_on_first_run(get_backend(args.backend)):
+        print("fastlr: compiling the Numba kernels for this machine (about 20 s, once; later "
+              "runs load them from the cache)", file=sys.stderr, flush=True)
     show_progress = not args.no_progress and not args.json
     bar = None
     if show_progress:
@@ -311,6 +314,16 @@ def cmd_train(args):
     if args.history:
         print(f"  history         {args.history}")
     return 0
+
+
+def _compiles_on_first_run(backend):
+    """True if ``backend`` is numba and its epoch kernel is not in Numba's on-disk cache yet
+    (so the first epoch will include the compilation)."""
+    try:
+        index = backend.sgd_epoch._cache._cache_file._index_path
+    except AttributeError:  # another backend, or a numba without this cache layout
+        return False
+    return not os.path.exists(index)
 
 
 # --- evaluate ------------------------------------------------------------------------------------
