@@ -854,6 +854,18 @@ def _score_tile(typingctx, Xp, s0, W, c0, n_vectors, S):
     return sig, codegen
 
 
+def _emit_prefetch(builder, base, n_lines):
+    """``prefetcht1`` the n_lines cache lines from the byte pointer base on."""
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [base.type, i32, i32, i32]),
+        "llvm.prefetch.p0")
+    with cgutils.for_range(builder, n_lines) as loop:
+        line = builder.gep(base, [builder.mul(loop.index, ir.Constant(n_lines.type, 64))])
+        builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
+                          ir.Constant(i32, 1)])
+
+
 @intrinsic
 def _prefetch_row(typingctx, X, i):
     """Ask for every cache line of row i of X (N, D) to be brought into L2 (``prefetcht1``)."""
@@ -863,20 +875,36 @@ def _prefetch_row(typingctx, X, i):
         x_type = signature.args[0]
         xa = context.make_array(x_type)(context, builder, args[0])
         intp = context.get_value_type(types.intp)
-        byte_ptr = ir.IntType(8).as_pointer()
         row = _row_length(context, builder, x_type, xa)
-        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]), byte_ptr)
+        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]),
+                               ir.IntType(8).as_pointer())
         row_bytes = builder.mul(row, ir.Constant(intp, x_type.dtype.bitwidth // 8))
         n_lines = builder.udiv(builder.add(row_bytes, ir.Constant(intp, 63)),
                                ir.Constant(intp, 64))
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        with cgutils.for_range(builder, n_lines) as loop:
-            line = builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, 64))])
-            builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
-                              ir.Constant(i32, 1)])
+        _emit_prefetch(builder, base, n_lines)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_span(typingctx, X, i, lo, n):
+    """Ask for the cache lines of X[i, lo:lo + n] (X (N, D)) to be brought into L2
+    (``prefetcht1``): one line per 64 bytes from the first element, and one more for a span
+    that does not start on a line (a prefetch never faults)."""
+    sig = types.void(X, i, lo, n)
+
+    def codegen(context, builder, signature, args):
+        x_type = signature.args[0]
+        xa = context.make_array(x_type)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        row = _row_length(context, builder, x_type, xa)
+        start = builder.add(builder.mul(args[1], row), args[2])
+        base = builder.bitcast(builder.gep(xa.data, [start]), ir.IntType(8).as_pointer())
+        n_bytes = builder.mul(args[3], ir.Constant(intp, x_type.dtype.bitwidth // 8))
+        n_lines = builder.add(builder.udiv(n_bytes, ir.Constant(intp, 64)),
+                              ir.Constant(intp, 1))
+        _emit_prefetch(builder, base, n_lines)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -1068,6 +1096,225 @@ def sgd_epoch_v8(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     return loss_sum
 
 
+# --- v9: the threads split the features --------------------------------------------------------
+
+PREFETCH_ROWS = 8   # how far ahead in perm the packing asks for half rows of X (v9)
+
+
+@njit(fastmath=FAST, cache=True)
+def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k):
+    """Pack the half rows ``X[perm[start:stop], d_lo:d_hi]`` into Xp (P, D_k) and write the
+    partial scores ``S_k[s, c] = Xp[s] . W_k[c]`` (the columns of Xp and W_k past
+    d_hi - d_lo are zero), SCORE_SAMPLES rows at a time: pack them, asking for the half rows
+    PREFETCH_ROWS further on in perm (into the next step at the end of a batch), then the
+    register tiles on them while they are in L1."""
+    C, Dk = W_k.shape
+    M = perm.shape[0]
+    n = stop - start
+    width = d_hi - d_lo
+    lanes = VECTOR_BYTES // Xp.itemsize
+    n_vec = Dk // lanes
+    d_tail = n_vec * lanes
+    c_tiles = C - C % TILE_CLASSES
+    for s0 in range(0, n, SCORE_SAMPLES):
+        ahead = start + s0 + PREFETCH_ROWS
+        for j in range(ahead, min(M, ahead + SCORE_SAMPLES)):
+            _prefetch_span(X, perm[j], d_lo, width)
+        for s in range(s0, min(n, s0 + SCORE_SAMPLES)):
+            # A view that starts at d_lo: indexing the row at d_lo + d instead costs a
+            # negative-index check per element and the copy no longer vectorizes (2.6x slower).
+            source = X[perm[start + s], d_lo:d_hi]
+            packed = Xp[s]
+            for d in range(width):
+                packed[d] = source[d]
+        for c0 in range(0, c_tiles, TILE_CLASSES):
+            _score_tile(Xp, s0, W_k, c0, n_vec, S_k)
+        for s in range(s0, s0 + SCORE_SAMPLES):
+            x = Xp[s]
+            for c in range(c_tiles, C):
+                w = W_k[c]
+                acc = W_k.dtype.type(0)
+                for d in range(Dk):
+                    acc += x[d] * w[d]
+                S_k[s, c] = acc
+            for c in range(c_tiles):
+                w = W_k[c]
+                acc = S_k[s, c]
+                for d in range(d_tail, Dk):
+                    acc += x[d] * w[d]
+                S_k[s, c] = acc
+
+
+@njit(cache=True)
+def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, G, z, G_row, grad_b,
+                    with_loss):
+    """The full scores of the batch ``perm[start:start + n]``, summed from the T partial
+    score blocks S_parts (T, P, C) in order k = 0..T-1 in float64 plus b; per sample the
+    softmax and ``G[s] = s_i (p - onehot) / B`` in W's dtype; ``grad_b = sum_s G[s]`` in
+    order. Returns the batch's sum of s_i l_i if ``with_loss`` (else 0: the log is not
+    needed)."""
+    T = S_parts.shape[0]
+    C = b.shape[0]
+    inv_batch = 1.0 / n
+    for c in range(C):
+        grad_b[c] = 0
+    loss = 0.0
+    for s in range(n):
+        for c in range(C):
+            acc = np.float64(S_parts[0, s, c])
+            for k in range(1, T):
+                acc += S_parts[k, s, c]
+            z[c] = acc + b[c]
+        i = perm[start + s]
+        if with_loss:
+            loss += _softmax_row(z, y[i], sample_weight[i], G_row)
+        else:
+            _softmax_row(z, y[i], sample_weight[i], G_row)
+        for c in range(C):
+            g = b.dtype.type(G_row[c] * inv_batch)
+            G[s, c] = g
+            grad_b[c] += g
+    return loss
+
+
+@njit(cache=True)
+def _column_update(Xp, n, G, grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momentum, alpha):
+    """The thread's columns of the gradient, ``grad_k = G[:n]^T Xp[:n]`` in panels of PANEL
+    rows (register tiles), then the SGD step on its columns of W and on its copy of b:
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha; the arithmetic
+    of ``_apply_update_rows``."""
+    C, Dk = W_k.shape
+    for c in range(C):
+        row = grad_k[c]
+        for d in range(Dk):
+            row[d] = 0
+    for p0 in range(0, n, PANEL):
+        rows = min(PANEL, n - p0)
+        _panel_gradient(Xp[p0:p0 + rows], rows, G[p0:p0 + rows], grad_k)
+    lr_ = W_k.dtype.type(lr)
+    mu = W_k.dtype.type(momentum)
+    al = W_k.dtype.type(alpha)
+    for c in range(C):
+        w = W_k[c]
+        g_row = grad_k[c]
+        if momentum != 0.0:
+            v = vel_k[c]
+            for d in range(Dk):
+                g = g_row[d] + al * w[d] + mu * v[d]
+                v[d] = g
+                w[d] -= lr_ * g
+        else:
+            for d in range(Dk):
+                w[d] -= lr_ * (g_row[d] + al * w[d])
+    for c in range(C):
+        g = grad_b[c]
+        if momentum != 0.0:
+            g += mu * vel_b_k[c]
+            vel_b_k[c] = g
+        b_k[c] -= lr_ * g
+
+
+@njit(cache=True)
+def _column_step(t, k, n_steps, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
+                 alpha, d_lo, d_hi, W_k, vel_k, grad_k, b_k, vel_b_k, grad_b, Xp, S_parts, G,
+                 z, G_row):
+    """Thread k's share of pipeline stage t: finish step t-1 (softmax from the T partial
+    scores, the gradient of its columns from its packed half rows, the update of its columns
+    and of its copy of b), then start step t (pack its half rows, its partial scores).
+    Returns step t-1's sum of s_i l_i from thread 0, else 0."""
+    M = perm.shape[0]
+    loss = 0.0
+    if t > 0:
+        start = (t - 1) * batch_size
+        n = min(start + batch_size, M) - start
+        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, G,
+                               z, G_row, grad_b, k == 0)
+        _column_update(Xp, n, G, grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1],
+                       momentum, alpha)
+    if t < n_steps:
+        start = t * batch_size
+        _column_scores(X, perm, start, min(start + batch_size, M), d_lo, d_hi, Xp, W_k,
+                       S_parts[t % 2, k])
+    return loss
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v9: thread k owns the columns ``_column_slice(D, k, T)`` of W, in a contiguous private
+    buffer with its velocity, and reads only those columns of X. A step is pipelined over two
+    fork-joins: in stage t each thread finishes step t-1 and starts step t, so the only data
+    crossing cores are the T partial score blocks (P, C), double-buffered by step parity.
+    Every thread runs the softmax and the bias update on the same inputs, so their copies of
+    b stay bitwise equal; the loss comes from thread 0."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    if n_steps == 0:
+        return 0.0
+    dtype = W.dtype
+    lanes = VECTOR_BYTES // W.itemsize
+    width = 0
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        width = max(width, d_hi - d_lo)
+    width = (width + lanes - 1) // lanes * lanes
+    rows = (min(batch_size, M) + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
+    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
+    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xp: they add exact
+    # zeros to the scores and their gradient and update are zero.
+    W_cols = np.zeros((T, C, width), dtype)
+    vel_cols = np.zeros((T, C, width), dtype)
+    grad_cols = np.zeros((T, C, width), dtype)
+    Xp = np.zeros((T, rows, width), dtype)
+    S_parts = np.zeros((2, T, rows, C), dtype)
+    G = np.zeros((T, rows, C), dtype)
+    b_cols = np.zeros((T, c_pad), dtype)
+    vel_b_cols = np.zeros((T, c_pad), dtype)
+    grad_b = np.zeros((T, c_pad), dtype)
+    z = np.zeros((T, c_pad))
+    G_row = np.zeros((T, c_pad))
+    bounds = np.zeros((T, 2), np.int64)
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        bounds[k, 0] = d_lo
+        bounds[k, 1] = d_hi
+        for c in range(C):
+            for d in range(d_lo, d_hi):
+                W_cols[k, c, d - d_lo] = W[c, d]
+                vel_cols[k, c, d - d_lo] = vel_W[c, d]
+            b_cols[k, c] = b[c]
+            vel_b_cols[k, c] = vel_b[c]
+    step_loss = np.zeros(T)
+    loss_sum = 0.0
+    if T == 1:
+        for t in range(n_steps + 1):
+            loss_sum += _column_step(t, 0, n_steps, X, y, sample_weight, perm, lr_steps,
+                                     batch_size, momentum, alpha, 0, D, W_cols[0],
+                                     vel_cols[0], grad_cols[0], b_cols[0, :C],
+                                     vel_b_cols[0, :C], grad_b[0, :C], Xp[0], S_parts,
+                                     G[0], z[0, :C], G_row[0, :C])
+    else:
+        for t in range(n_steps + 1):
+            for k in prange(T):
+                step_loss[k] = _column_step(t, k, n_steps, X, y, sample_weight, perm, lr_steps,
+                                            batch_size, momentum, alpha, bounds[k, 0],
+                                            bounds[k, 1], W_cols[k], vel_cols[k], grad_cols[k],
+                                            b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C],
+                                            Xp[k], S_parts, G[k], z[k, :C], G_row[k, :C])
+            loss_sum += step_loss[0]
+    for k in range(T):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W[c, d] = W_cols[k, c, d - d_lo]
+                vel_W[c, d] = vel_cols[k, c, d - d_lo]
+    for c in range(C):
+        b[c] = b_cols[0, c]
+        vel_b[c] = vel_b_cols[0, c]
+    return loss_sum
+
+
 # --- the chosen kernels -----------------------------------------------------------------------
 
 KERNEL_VERSIONS = {
@@ -1079,6 +1326,7 @@ KERNEL_VERSIONS = {
     "v6-one-sync": sgd_epoch_v6,
     "v7-vector-update": sgd_epoch_v7,
     "v8-register-tiles": sgd_epoch_v8,
+    "v9-column-split": sgd_epoch_v9,
 }
 
 sgd_epoch = sgd_epoch_v8
