@@ -1099,15 +1099,17 @@ def sgd_epoch_v8(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
 # --- v9: the threads split the features --------------------------------------------------------
 
 PREFETCH_ROWS = 8   # how far ahead in perm the packing asks for half rows of X (v9)
+PREFETCH_LEAD = 32  # how many of the next step's half rows the gradient asks for (v9)
 
 
 @njit(fastmath=FAST, cache=True)
-def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k):
+def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k, cursor):
     """Pack the half rows ``X[perm[start:stop], d_lo:d_hi]`` into Xp (P, D_k) and write the
     partial scores ``S_k[s, c] = Xp[s] . W_k[c]`` (the columns of Xp and W_k past
-    d_hi - d_lo are zero), SCORE_SAMPLES rows at a time: pack them, asking for the half rows
-    PREFETCH_ROWS further on in perm (into the next step at the end of a batch), then the
-    register tiles on them while they are in L1."""
+    d_hi - d_lo are zero), SCORE_SAMPLES rows at a time: pack them, then the register tiles
+    on them while they are in L1. Before each block, make sure the half rows up to
+    PREFETCH_ROWS further on in perm have been asked for (``cursor[0]``: the first row not
+    yet asked for; ``_column_gradient`` usually got there first)."""
     C, Dk = W_k.shape
     M = perm.shape[0]
     n = stop - start
@@ -1117,9 +1119,10 @@ def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k):
     d_tail = n_vec * lanes
     c_tiles = C - C % TILE_CLASSES
     for s0 in range(0, n, SCORE_SAMPLES):
-        ahead = start + s0 + PREFETCH_ROWS
-        for j in range(ahead, min(M, ahead + SCORE_SAMPLES)):
+        target = min(M, start + s0 + PREFETCH_ROWS + SCORE_SAMPLES)
+        for j in range(cursor[0], target):
             _prefetch_span(X, perm[j], d_lo, width)
+        cursor[0] = max(cursor[0], target)
         for s in range(s0, min(n, s0 + SCORE_SAMPLES)):
             # A view that starts at d_lo: indexing the row at d_lo + d instead costs a
             # negative-index check per element and the copy no longer vectorizes (2.6x slower).
@@ -1145,52 +1148,160 @@ def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k):
                 S_k[s, c] = acc
 
 
+@intrinsic
+def _two_to(typingctx, k):
+    """2.0 ** k as a float64 for an integer -1022 <= k <= 1023: the exponent field, set
+    directly (one shift and a bitcast, so a loop around it still vectorizes)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(bits, ir.DoubleType())
+
+    return sig, codegen
+
+
+LOG2_E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm): k LN2_HI is exact
+LN2_LO = 1.90821492927058770002e-10
+
+
 @njit(cache=True)
-def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, G, z, G_row, grad_b,
-                    with_loss):
-    """The full scores of the batch ``perm[start:start + n]``, summed from the T partial
-    score blocks S_parts (T, P, C) in order k = 0..T-1 in float64 plus b; per sample the
-    softmax and ``G[s] = s_i (p - onehot) / B`` in W's dtype; ``grad_b = sum_s G[s]`` in
-    order. Returns the batch's sum of s_i l_i if ``with_loss`` (else 0: the log is not
-    needed)."""
+def _exp_nonpositive(x):
+    """exp(x) in float64 for x <= 0, within 2 ulp, in plain IEEE operations that a loop can
+    vectorize (a call to libm's exp cannot be): x = k ln2 + r with |r| <= ln2 / 2 (Cody-Waite),
+    exp(r) by its Taylor polynomial to degree 13 (remainder < 5e-18), times 2^k. Below -708
+    (exp < 3e-308, nothing next to the row maximum's 1) x is clamped there; a NaN stays NaN."""
+    if x < -708.0:
+        x = -708.0
+    kf = np.floor(x * LOG2_E + 0.5)
+    r = (x - kf * LN2_HI) - kf * LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k = np.int64(kf) if kf >= -1022.0 else np.int64(-1022)
+    return p * _two_to(k)
+
+
+@njit(cache=True)
+def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max, row_total, G,
+                    grad_b, loss_lo, loss_hi):
+    """The full scores of the batch ``perm[start:start + n]``, ``Z = sum_k S_parts[k] + b``
+    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the
+    vectorized ``_exp_nonpositive`` over the whole batch at once; ``G[s] = s_i (p - onehot)
+    / B`` in W's dtype and ``grad_b = sum_s G[s]`` in order. Returns the sum of s_i l_i over
+    the samples [loss_lo, loss_hi) of the batch (the threads share the logs)."""
     T = S_parts.shape[0]
     C = b.shape[0]
     inv_batch = 1.0 / n
-    for c in range(C):
-        grad_b[c] = 0
-    loss = 0.0
     for s in range(n):
         for c in range(C):
             acc = np.float64(S_parts[0, s, c])
             for k in range(1, T):
                 acc += S_parts[k, s, c]
-            z[c] = acc + b[c]
-        i = perm[start + s]
-        if with_loss:
-            loss += _softmax_row(z, y[i], sample_weight[i], G_row)
-        else:
-            _softmax_row(z, y[i], sample_weight[i], G_row)
+            Z[s, c] = acc + b[c]
+    for s in range(n):
+        m = Z[s, 0]
+        for c in range(1, C):
+            if Z[s, c] > m:
+                m = Z[s, c]
+        row_max[s] = m
         for c in range(C):
-            g = b.dtype.type(G_row[c] * inv_batch)
+            E[s, c] = Z[s, c] - m
+    flat = E.reshape(E.size)
+    for j in range(n * C):
+        flat[j] = _exp_nonpositive(flat[j])
+    for c in range(C):
+        grad_b[c] = 0
+    for s in range(n):
+        total = 0.0
+        for c in range(C):
+            total += E[s, c]
+        row_total[s] = total
+        inv_total = 1.0 / total
+        i = perm[start + s]
+        weight = np.float64(sample_weight[i])
+        y_i = y[i]
+        for c in range(C):
+            p = weight * E[s, c] * inv_total
+            if c == y_i:
+                p -= weight
+            g = b.dtype.type(p * inv_batch)
             G[s, c] = g
             grad_b[c] += g
+    loss = 0.0
+    for s in range(loss_lo, loss_hi):
+        i = perm[start + s]
+        loss += sample_weight[i] * (row_max[s] + np.log(row_total[s]) - Z[s, y[i]])
     return loss
 
 
-@njit(cache=True)
-def _column_update(Xp, n, G, grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momentum, alpha):
-    """The thread's columns of the gradient, ``grad_k = G[:n]^T Xp[:n]`` in panels of PANEL
-    rows (register tiles), then the SGD step on its columns of W and on its copy of b:
-    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha; the arithmetic
-    of ``_apply_update_rows``."""
-    C, Dk = W_k.shape
+@njit(fastmath=FAST, cache=True)
+def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
+    """``grad_k = G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
+    between the tiles, ask for the half rows ``X[perm[cursor[0]:next_stop], d_lo:d_lo +
+    width]`` (the next step's), spread evenly, so the memory works while the tiles do."""
+    C, Dk = grad_k.shape
+    lanes = VECTOR_BYTES // Xp.itemsize
+    wide = GRAD_VECTORS * lanes
+    d_wide = Dk - Dk % wide
+    d_narrow = Dk - Dk % lanes
+    c_tiles = C - C % TILE_CLASSES
     for c in range(C):
         row = grad_k[c]
         for d in range(Dk):
             row[d] = 0
+    n_panels = (n + PANEL - 1) // PANEL
+    n_slots = n_panels * ((d_narrow + wide - 1) // wide)
+    per_slot = (next_stop - cursor[0] + n_slots - 1) // max(1, n_slots)
     for p0 in range(0, n, PANEL):
         rows = min(PANEL, n - p0)
-        _panel_gradient(Xp[p0:p0 + rows], rows, G[p0:p0 + rows], grad_k)
+        panel = Xp[p0:p0 + rows]
+        g_panel = G[p0:p0 + rows]
+        for d0 in range(0, d_narrow, wide):
+            target = min(next_stop, cursor[0] + per_slot)
+            for j in range(cursor[0], target):
+                _prefetch_span(X, perm[j], d_lo, width)
+            cursor[0] = max(cursor[0], target)
+            if d0 < d_wide:
+                for c0 in range(0, c_tiles, TILE_CLASSES):
+                    _grad_tile_wide(panel, rows, g_panel, d0, c0, grad_k)
+            else:
+                for d1 in range(d0, d_narrow, lanes):
+                    for c0 in range(0, c_tiles, TILE_CLASSES):
+                        _grad_tile_narrow(panel, rows, g_panel, d1, c0, grad_k)
+        for s in range(rows):
+            x = panel[s]
+            for c in range(c_tiles):
+                g = g_panel[s, c]
+                row = grad_k[c]
+                for d in range(d_narrow, Dk):
+                    row[d] += g * x[d]
+            for c in range(c_tiles, C):
+                g = g_panel[s, c]
+                row = grad_k[c]
+                for d in range(Dk):
+                    row[d] += g * x[d]
+
+
+@njit(cache=True)
+def _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momentum, alpha):
+    """The SGD step on the thread's columns of W and on its copy of b:
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha; the arithmetic
+    of ``_apply_update_rows``."""
+    C, Dk = W_k.shape
     lr_ = W_k.dtype.type(lr)
     mu = W_k.dtype.type(momentum)
     al = W_k.dtype.type(alpha)
@@ -1215,26 +1326,30 @@ def _column_update(Xp, n, G, grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momen
 
 
 @njit(cache=True)
-def _column_step(t, k, n_steps, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
+def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
                  alpha, d_lo, d_hi, W_k, vel_k, grad_k, b_k, vel_b_k, grad_b, Xp, S_parts, G,
-                 z, G_row):
+                 Z, E, row_max, row_total, cursor):
     """Thread k's share of pipeline stage t: finish step t-1 (softmax from the T partial
-    scores, the gradient of its columns from its packed half rows, the update of its columns
-    and of its copy of b), then start step t (pack its half rows, its partial scores).
-    Returns step t-1's sum of s_i l_i from thread 0, else 0."""
+    scores, the gradient of its columns from its packed half rows while the next step's half
+    rows are fetched, the update of its columns and of its copy of b), then start step t
+    (pack its half rows, its partial scores). Returns its share of step t-1's sum of
+    s_i l_i."""
     M = perm.shape[0]
     loss = 0.0
     if t > 0:
         start = (t - 1) * batch_size
         n = min(start + batch_size, M) - start
-        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, G,
-                               z, G_row, grad_b, k == 0)
-        _column_update(Xp, n, G, grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1],
-                       momentum, alpha)
+        loss_lo, loss_hi = _chunk_bounds(0, n, k, T)
+        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, Z,
+                               E, row_max, row_total, G, grad_b, loss_lo, loss_hi)
+        _column_gradient(Xp, n, G, grad_k, X, perm, cursor,
+                         min(start + n + min(batch_size, PREFETCH_LEAD), M), d_lo, d_hi - d_lo)
+        _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1], momentum,
+                       alpha)
     if t < n_steps:
         start = t * batch_size
         _column_scores(X, perm, start, min(start + batch_size, M), d_lo, d_hi, Xp, W_k,
-                       S_parts[t % 2, k])
+                       S_parts[t % 2, k], cursor)
     return loss
 
 
@@ -1242,11 +1357,11 @@ def _column_step(t, k, n_steps, X, y, sample_weight, perm, lr_steps, batch_size,
 def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
                  alpha, parts_W, parts_b):
     """v9: thread k owns the columns ``_column_slice(D, k, T)`` of W, in a contiguous private
-    buffer with its velocity, and reads only those columns of X. A step is pipelined over two
-    fork-joins: in stage t each thread finishes step t-1 and starts step t, so the only data
-    crossing cores are the T partial score blocks (P, C), double-buffered by step parity.
-    Every thread runs the softmax and the bias update on the same inputs, so their copies of
-    b stay bitwise equal; the loss comes from thread 0."""
+    buffer with its velocity, and reads only those columns of X. Steps are pipelined, one
+    fork-join each: in stage t each thread finishes step t-1 and starts step t, so the only
+    data crossing cores are the T partial score blocks (P, C), double-buffered by step
+    parity. Every thread runs the softmax and the bias update on the same inputs, so their
+    copies of b stay bitwise equal; the loss is summed over T row chunks in order."""
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
@@ -1269,11 +1384,14 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     Xp = np.zeros((T, rows, width), dtype)
     S_parts = np.zeros((2, T, rows, C), dtype)
     G = np.zeros((T, rows, C), dtype)
+    Z = np.zeros((T, rows, C))
+    E = np.zeros((T, rows, C))
+    row_max = np.zeros((T, rows + 8))
+    row_total = np.zeros((T, rows + 8))
     b_cols = np.zeros((T, c_pad), dtype)
     vel_b_cols = np.zeros((T, c_pad), dtype)
     grad_b = np.zeros((T, c_pad), dtype)
-    z = np.zeros((T, c_pad))
-    G_row = np.zeros((T, c_pad))
+    cursor = np.zeros((T, 8), np.int64)
     bounds = np.zeros((T, 2), np.int64)
     for k in range(T):
         d_lo, d_hi = _column_slice(D, k, T)
@@ -1285,24 +1403,24 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
                 vel_cols[k, c, d - d_lo] = vel_W[c, d]
             b_cols[k, c] = b[c]
             vel_b_cols[k, c] = vel_b[c]
-    step_loss = np.zeros(T)
+    step_loss = np.zeros((T, 8))
     loss_sum = 0.0
-    if T == 1:
-        for t in range(n_steps + 1):
-            loss_sum += _column_step(t, 0, n_steps, X, y, sample_weight, perm, lr_steps,
-                                     batch_size, momentum, alpha, 0, D, W_cols[0],
-                                     vel_cols[0], grad_cols[0], b_cols[0, :C],
-                                     vel_b_cols[0, :C], grad_b[0, :C], Xp[0], S_parts,
-                                     G[0], z[0, :C], G_row[0, :C])
-    else:
-        for t in range(n_steps + 1):
+    for t in range(n_steps + 1):
+        if T == 1:
+            step_loss[0, 0] = _column_step(
+                t, 0, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
+                alpha, bounds[0, 0], bounds[0, 1], W_cols[0], vel_cols[0], grad_cols[0],
+                b_cols[0, :C], vel_b_cols[0, :C], grad_b[0, :C], Xp[0], S_parts, G[0], Z[0],
+                E[0], row_max[0], row_total[0], cursor[0])
+        else:
             for k in prange(T):
-                step_loss[k] = _column_step(t, k, n_steps, X, y, sample_weight, perm, lr_steps,
-                                            batch_size, momentum, alpha, bounds[k, 0],
-                                            bounds[k, 1], W_cols[k], vel_cols[k], grad_cols[k],
-                                            b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C],
-                                            Xp[k], S_parts, G[k], z[k, :C], G_row[k, :C])
-            loss_sum += step_loss[0]
+                step_loss[k, 0] = _column_step(
+                    t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_size,
+                    momentum, alpha, bounds[k, 0], bounds[k, 1], W_cols[k], vel_cols[k],
+                    grad_cols[k], b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C], Xp[k],
+                    S_parts, G[k], Z[k], E[k], row_max[k], row_total[k], cursor[k])
+        for k in range(T):
+            loss_sum += step_loss[k, 0]
     for k in range(T):
         d_lo = bounds[k, 0]
         for c in range(C):
@@ -1329,7 +1447,7 @@ KERNEL_VERSIONS = {
     "v9-column-split": sgd_epoch_v9,
 }
 
-sgd_epoch = sgd_epoch_v8
+sgd_epoch = sgd_epoch_v9
 
 
 @njit(parallel=True, cache=True)
