@@ -5,24 +5,27 @@ K = 4 samples in a register block.
 
 The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
 ------------------------------------------------------------------------------------
-``sgd_epoch``       the whole epoch in compiled code: walk ``perm`` in steps of B; per step,
-                    each of T contiguous chunks of the batch works through its samples in
-                    panels of up to 64: it copies the panel's rows of X into a contiguous
-                    buffer, computes the scores with a register-tiled kernel (4 samples x 5
-                    classes), the stable softmax and the loss, and its partial gradient
-                    (T, C, D) with a register-tiled kernel (5 classes x 64 features held in
-                    registers across the whole panel); while it computes a panel's scores it
-                    prefetches the next panel's rows. The T partials are summed in the order
-                    k = 0..T-1 and the momentum / L2 / learning-rate update is applied. No
-                    Python runs between steps.
+``sgd_epoch``       the whole epoch in compiled code (v9): thread k of T owns a contiguous
+                    range of the D features, a private copy of those columns of W and of
+                    their velocity, and reads only those columns of X. Per step it packs its
+                    half rows of the batch into a contiguous panel and computes its partial
+                    scores (B, C) with a register-tiled kernel (4 samples x 5 classes); after
+                    the fork-join every thread sums the T partial scores in the order
+                    k = 0..T-1, runs the stable softmax (a vectorizable exp) and computes the
+                    gradient of its own columns with a register-tiled kernel (5 classes x 64
+                    features held in registers across 64-row panels), fetching the next
+                    step's half rows meanwhile, and updates its columns. Steps are pipelined,
+                    one fork-join each; only the partial scores (2.5 KB at B = 64) cross
+                    cores. No Python runs between steps.
 ``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
 ``predict_scores``  X W^T + b with the same score tiles, T row chunks.
 
-The partition depends on T alone (chunk k is rows [k B / T, (k+1) B / T)), never on the
-thread pool, so a given T always gives the same bits. float32 is the fast path; float64 runs
-the same code (8 lanes instead of 16). Fast-math is limited to reassociation and contraction,
-and only in the score and gradient loops; the tiles use explicit FMAs and a fixed reduction
-tree; softmax, the loss and the update keep strict IEEE semantics.
+The partition depends on T alone (v9: columns ``_column_slice(D, k, T)``; v1-v8 and the other
+kernels: chunk k is rows [k B / T, (k+1) B / T)), never on the thread pool, so a given T always
+gives the same bits. float32 is the fast path; float64 runs the same code (8 lanes instead of
+16). Fast-math is limited to reassociation and contraction, and only in the score and gradient
+loops; the tiles use explicit FMAs and a fixed reduction tree; softmax, the loss and the update
+keep strict IEEE semantics.
 
 The register tiles are LLVM vector IR emitted through ``numba.core.extending.intrinsic``
 (``_score_tile``, ``_make_grad_tile``): Numba keeps a local array of accumulators in memory,
@@ -50,7 +53,14 @@ re-timed beside it (v7 numbers in brackets):
     v6-one-sync             58     47     58     27   one prange per step, private W copies
     v7-vector-update        58     35     59     27   the update vectorized
     v8-register-tiles       41     30     40     21   register tiles, packed panels,
-                          [(53)   (40)   (51)   (26)]  prefetch of the next panel (chosen)
+                          [(53)   (40)   (51)   (26)]  prefetch of the next panel
+    v9-column-split         37     23     38     20   threads split the features; one exp
+                          [(43)   (29)   (41)   (22)]  per lane; prefetch in the gradient
+                                                      (chosen)
+
+v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
+93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm 103 / 196 GFLOP/s).
+At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24).
 
 Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
 its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
@@ -74,17 +84,44 @@ thread and step ~15 us of tiles and softmax, ~2 us of redundant update, ~1.7 us 
 and ~5 us reading the other thread's 31 KB partial gradient across cores (an experiment that
 read only its own partial ran 26.7 instead of 32 ms).
 
-Tried and dropped: 8-sample blocks (no faster than 4), 2-class gradient blocks in plain Numba
-(40 vs 48 GFLOP/s), slicing the gradient over D (37-43 vs 48 GFLOP/s), software prefetch of
-the next 4-sample block's rows in v7 (57-61 vs 52-54 ms); splitting the columns of W and X
-between the threads instead of the samples (each thread updates its own columns from a
-gradient over the whole batch, one thread sums the T partial scores and runs the softmax; no
-partial gradient crosses cores): first cut 65 / 85 ms at batch 64 on 1 / 2 threads, because
-its column slices are non-contiguous arrays to Numba (the copies and zeroing stop
-vectorizing) and prefetching a whole next batch of half rows thrashes L2; not pursued.
+Why v9: v8 splits the samples, so at T = 2 every step each thread read the other's 31 KB
+partial gradient across cores (~5 us) and both ran the whole update. v9 splits the features:
+each thread's gradient and update cover only its columns and stay in its own cache; what
+crosses cores is the partial scores. Its softmax runs redundantly in every thread (each needs
+all of G), so it had to get cheap: ``_exp_nonpositive`` (Cody-Waite reduction, degree-13
+Taylor polynomial, 2^k by setting the exponent bits, within 2 ulp of libm) vectorizes over
+the whole batch where a call to libm's exp cannot (softmax 4.5 -> ~1 ms per epoch per
+thread), and each thread takes the logs of the loss for 1/T of the rows. Its sums differ from
+v8's (scores are summed over column blocks) within the tolerances.
 
-Compile time: first call in float32, empty cache: sgd_epoch 11.1 s (v7: 8.4 s),
-loss_and_grad 4.2 s, predict_scores 3.9 s; ``cache=True`` makes it
+Where v9's time goes at T = 2 (per thread, per epoch, batch 1024): packing the half rows and
+the score tiles 12-13 ms, of which the tiles alone (rows in cache) are 5 ms and the packing
+alone (no tiles) 12 ms: the scores pass is bound by reading X in permutation order from DRAM
+(188 MB per epoch at ~16 GB/s for rows of 1.6 KB; sequential reads reach 31 GB/s); gradient
+and update 4.7 ms; softmax ~1 ms. Fetching the next step's first 32 half rows during the
+gradient overlaps some of the memory time with the tiles. At T = 1 the whole batch is packed
+(3.2 MB at batch 1024, in L3, not L2), which v8 avoids with 64-row panels, yet v9 is still a
+little faster there because of the softmax.
+
+The v9 steps, batch 64 / 1024 on 2 threads: first cut 34.0 / 32.2 ms; the copy into the panel
+indexed ``row[d_lo + d]`` (a negative-index check per element: the copy stopped vectorizing and
+took 2.6x as long) instead of a view starting at d_lo: 25.1 / 22.7; the vectorizable exp and
+the prefetch in the gradient: 23.0 / 20.0.
+
+Tried and dropped in v9: prefetching the whole next batch during the gradient (batch 1024, 2
+threads: 25.2 instead of 22.7 ms: 1.6 MB per thread thrashes L2), so it asks for 32 rows
+(``PREFETCH_LEAD``; 32 to 256 measured within noise, 64 no better); the packing's prefetch
+distance (``PREFETCH_ROWS`` 4 to 64: 11.8-12.8 ms for pack and tiles alone, no trend).
+
+Tried and dropped before v9: 8-sample blocks (no faster than 4), 2-class gradient blocks in
+plain Numba (40 vs 48 GFLOP/s), slicing the gradient over D (37-43 vs 48 GFLOP/s), software
+prefetch of the next 4-sample block's rows in v7 (57-61 vs 52-54 ms); a first column split on
+v7's kernels with non-contiguous column slices (copies and zeroing stopped vectorizing) and a
+whole next batch prefetched: 65 / 85 ms at batch 64 on 1 / 2 threads; v9 is that idea with
+contiguous per-thread buffers and a bounded prefetch.
+
+Compile time: first call in float32, empty cache: sgd_epoch (v9) 18 s (v8: 11-12 s, v7:
+8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel); ``cache=True`` makes it
 0.1 s in the next process. Import compiles (or loads) one tiny parallel probe and raises
 ImportError if numba cannot compile here, so the registry falls back.
 """
