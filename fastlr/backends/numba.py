@@ -5,24 +5,27 @@ K = 4 samples in a register block.
 
 The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
 ------------------------------------------------------------------------------------
-``sgd_epoch``       the whole epoch in compiled code: walk ``perm`` in steps of B; per step,
-                    each of T contiguous chunks of the batch works through its samples in
-                    panels of up to 64: it copies the panel's rows of X into a contiguous
-                    buffer, computes the scores with a register-tiled kernel (4 samples x 5
-                    classes), the stable softmax and the loss, and its partial gradient
-                    (T, C, D) with a register-tiled kernel (5 classes x 64 features held in
-                    registers across the whole panel); while it computes a panel's scores it
-                    prefetches the next panel's rows. The T partials are summed in the order
-                    k = 0..T-1 and the momentum / L2 / learning-rate update is applied. No
-                    Python runs between steps.
+``sgd_epoch``       the whole epoch in compiled code (v9): thread k of T owns a contiguous
+                    range of the D features, a private copy of those columns of W and of
+                    their velocity, and reads only those columns of X. Per step it packs its
+                    half rows of the batch into a contiguous panel and computes its partial
+                    scores (B, C) with a register-tiled kernel (4 samples x 5 classes); after
+                    the fork-join every thread sums the T partial scores in the order
+                    k = 0..T-1, runs the stable softmax (a vectorizable exp) and computes the
+                    gradient of its own columns with a register-tiled kernel (5 classes x 64
+                    features held in registers across 64-row panels), fetching the next
+                    step's half rows meanwhile, and updates its columns. Steps are pipelined,
+                    one fork-join each; only the partial scores (2.5 KB at B = 64) cross
+                    cores. No Python runs between steps.
 ``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
 ``predict_scores``  X W^T + b with the same score tiles, T row chunks.
 
-The partition depends on T alone (chunk k is rows [k B / T, (k+1) B / T)), never on the
-thread pool, so a given T always gives the same bits. float32 is the fast path; float64 runs
-the same code (8 lanes instead of 16). Fast-math is limited to reassociation and contraction,
-and only in the score and gradient loops; the tiles use explicit FMAs and a fixed reduction
-tree; softmax, the loss and the update keep strict IEEE semantics.
+The partition depends on T alone (v9: columns ``_column_slice(D, k, T)``; v1-v8 and the other
+kernels: chunk k is rows [k B / T, (k+1) B / T)), never on the thread pool, so a given T always
+gives the same bits. float32 is the fast path; float64 runs the same code (8 lanes instead of
+16). Fast-math is limited to reassociation and contraction, and only in the score and gradient
+loops; the tiles use explicit FMAs and a fixed reduction tree; softmax, the loss and the update
+keep strict IEEE semantics.
 
 The register tiles are LLVM vector IR emitted through ``numba.core.extending.intrinsic``
 (``_score_tile``, ``_make_grad_tile``): Numba keeps a local array of accumulators in memory,
@@ -50,7 +53,14 @@ re-timed beside it (v7 numbers in brackets):
     v6-one-sync             58     47     58     27   one prange per step, private W copies
     v7-vector-update        58     35     59     27   the update vectorized
     v8-register-tiles       41     30     40     21   register tiles, packed panels,
-                          [(53)   (40)   (51)   (26)]  prefetch of the next panel (chosen)
+                          [(53)   (40)   (51)   (26)]  prefetch of the next panel
+    v9-column-split         37     23     38     20   threads split the features; one exp
+                          [(43)   (29)   (41)   (22)]  per lane; prefetch in the gradient
+                                                      (chosen)
+
+v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
+93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm 103 / 196 GFLOP/s).
+At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24).
 
 Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
 its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
@@ -74,17 +84,44 @@ thread and step ~15 us of tiles and softmax, ~2 us of redundant update, ~1.7 us 
 and ~5 us reading the other thread's 31 KB partial gradient across cores (an experiment that
 read only its own partial ran 26.7 instead of 32 ms).
 
-Tried and dropped: 8-sample blocks (no faster than 4), 2-class gradient blocks in plain Numba
-(40 vs 48 GFLOP/s), slicing the gradient over D (37-43 vs 48 GFLOP/s), software prefetch of
-the next 4-sample block's rows in v7 (57-61 vs 52-54 ms); splitting the columns of W and X
-between the threads instead of the samples (each thread updates its own columns from a
-gradient over the whole batch, one thread sums the T partial scores and runs the softmax; no
-partial gradient crosses cores): first cut 65 / 85 ms at batch 64 on 1 / 2 threads, because
-its column slices are non-contiguous arrays to Numba (the copies and zeroing stop
-vectorizing) and prefetching a whole next batch of half rows thrashes L2; not pursued.
+Why v9: v8 splits the samples, so at T = 2 every step each thread read the other's 31 KB
+partial gradient across cores (~5 us) and both ran the whole update. v9 splits the features:
+each thread's gradient and update cover only its columns and stay in its own cache; what
+crosses cores is the partial scores. Its softmax runs redundantly in every thread (each needs
+all of G), so it had to get cheap: ``_exp_nonpositive`` (Cody-Waite reduction, degree-13
+Taylor polynomial, 2^k by setting the exponent bits, within 2 ulp of libm) vectorizes over
+the whole batch where a call to libm's exp cannot (softmax 4.5 -> ~1 ms per epoch per
+thread), and each thread takes the logs of the loss for 1/T of the rows. Its sums differ from
+v8's (scores are summed over column blocks) within the tolerances.
 
-Compile time: first call in float32, empty cache: sgd_epoch 11.1 s (v7: 8.4 s),
-loss_and_grad 4.2 s, predict_scores 3.9 s; ``cache=True`` makes it
+Where v9's time goes at T = 2 (per thread, per epoch, batch 1024): packing the half rows and
+the score tiles 12-13 ms, of which the tiles alone (rows in cache) are 5 ms and the packing
+alone (no tiles) 12 ms: the scores pass is bound by reading X in permutation order from DRAM
+(188 MB per epoch at ~16 GB/s for rows of 1.6 KB; sequential reads reach 31 GB/s); gradient
+and update 4.7 ms; softmax ~1 ms. Fetching the next step's first 32 half rows during the
+gradient overlaps some of the memory time with the tiles. At T = 1 the whole batch is packed
+(3.2 MB at batch 1024, in L3, not L2), which v8 avoids with 64-row panels, yet v9 is still a
+little faster there because of the softmax.
+
+The v9 steps, batch 64 / 1024 on 2 threads: first cut 34.0 / 32.2 ms; the copy into the panel
+indexed ``row[d_lo + d]`` (a negative-index check per element: the copy stopped vectorizing and
+took 2.6x as long) instead of a view starting at d_lo: 25.1 / 22.7; the vectorizable exp and
+the prefetch in the gradient: 23.0 / 20.0.
+
+Tried and dropped in v9: prefetching the whole next batch during the gradient (batch 1024, 2
+threads: 25.2 instead of 22.7 ms: 1.6 MB per thread thrashes L2), so it asks for 32 rows
+(``PREFETCH_LEAD``; 32 to 256 measured within noise, 64 no better); the packing's prefetch
+distance (``PREFETCH_ROWS`` 4 to 64: 11.8-12.8 ms for pack and tiles alone, no trend).
+
+Tried and dropped before v9: 8-sample blocks (no faster than 4), 2-class gradient blocks in
+plain Numba (40 vs 48 GFLOP/s), slicing the gradient over D (37-43 vs 48 GFLOP/s), software
+prefetch of the next 4-sample block's rows in v7 (57-61 vs 52-54 ms); a first column split on
+v7's kernels with non-contiguous column slices (copies and zeroing stopped vectorizing) and a
+whole next batch prefetched: 65 / 85 ms at batch 64 on 1 / 2 threads; v9 is that idea with
+contiguous per-thread buffers and a bounded prefetch.
+
+Compile time: first call in float32, empty cache: sgd_epoch (v9) 18 s (v8: 11-12 s, v7:
+8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel); ``cache=True`` makes it
 0.1 s in the next process. Import compiles (or loads) one tiny parallel probe and raises
 ImportError if numba cannot compile here, so the registry falls back.
 """
@@ -854,6 +891,18 @@ def _score_tile(typingctx, Xp, s0, W, c0, n_vectors, S):
     return sig, codegen
 
 
+def _emit_prefetch(builder, base, n_lines):
+    """``prefetcht1`` the n_lines cache lines from the byte pointer base on."""
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [base.type, i32, i32, i32]),
+        "llvm.prefetch.p0")
+    with cgutils.for_range(builder, n_lines) as loop:
+        line = builder.gep(base, [builder.mul(loop.index, ir.Constant(n_lines.type, 64))])
+        builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
+                          ir.Constant(i32, 1)])
+
+
 @intrinsic
 def _prefetch_row(typingctx, X, i):
     """Ask for every cache line of row i of X (N, D) to be brought into L2 (``prefetcht1``)."""
@@ -863,20 +912,36 @@ def _prefetch_row(typingctx, X, i):
         x_type = signature.args[0]
         xa = context.make_array(x_type)(context, builder, args[0])
         intp = context.get_value_type(types.intp)
-        byte_ptr = ir.IntType(8).as_pointer()
         row = _row_length(context, builder, x_type, xa)
-        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]), byte_ptr)
+        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]),
+                               ir.IntType(8).as_pointer())
         row_bytes = builder.mul(row, ir.Constant(intp, x_type.dtype.bitwidth // 8))
         n_lines = builder.udiv(builder.add(row_bytes, ir.Constant(intp, 63)),
                                ir.Constant(intp, 64))
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        with cgutils.for_range(builder, n_lines) as loop:
-            line = builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, 64))])
-            builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
-                              ir.Constant(i32, 1)])
+        _emit_prefetch(builder, base, n_lines)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_span(typingctx, X, i, lo, n):
+    """Ask for the cache lines of X[i, lo:lo + n] (X (N, D)) to be brought into L2
+    (``prefetcht1``): one line per 64 bytes from the first element, and one more for a span
+    that does not start on a line (a prefetch never faults)."""
+    sig = types.void(X, i, lo, n)
+
+    def codegen(context, builder, signature, args):
+        x_type = signature.args[0]
+        xa = context.make_array(x_type)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        row = _row_length(context, builder, x_type, xa)
+        start = builder.add(builder.mul(args[1], row), args[2])
+        base = builder.bitcast(builder.gep(xa.data, [start]), ir.IntType(8).as_pointer())
+        n_bytes = builder.mul(args[3], ir.Constant(intp, x_type.dtype.bitwidth // 8))
+        n_lines = builder.add(builder.udiv(n_bytes, ir.Constant(intp, 64)),
+                              ir.Constant(intp, 1))
+        _emit_prefetch(builder, base, n_lines)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -1068,6 +1133,343 @@ def sgd_epoch_v8(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     return loss_sum
 
 
+# --- v9: the threads split the features --------------------------------------------------------
+
+PREFETCH_ROWS = 8   # how far ahead in perm the packing asks for half rows of X (v9)
+PREFETCH_LEAD = 32  # how many of the next step's half rows the gradient asks for (v9)
+
+
+@njit(fastmath=FAST, cache=True)
+def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k, cursor):
+    """Pack the half rows ``X[perm[start:stop], d_lo:d_hi]`` into Xp (P, D_k) and write the
+    partial scores ``S_k[s, c] = Xp[s] . W_k[c]`` (the columns of Xp and W_k past
+    d_hi - d_lo are zero), SCORE_SAMPLES rows at a time: pack them, then the register tiles
+    on them while they are in L1. Before each block, make sure the half rows up to
+    PREFETCH_ROWS further on in perm have been asked for (``cursor[0]``: the first row not
+    yet asked for; ``_column_gradient`` usually got there first)."""
+    C, Dk = W_k.shape
+    M = perm.shape[0]
+    n = stop - start
+    width = d_hi - d_lo
+    lanes = VECTOR_BYTES // Xp.itemsize
+    n_vec = Dk // lanes
+    d_tail = n_vec * lanes
+    c_tiles = C - C % TILE_CLASSES
+    for s0 in range(0, n, SCORE_SAMPLES):
+        target = min(M, start + s0 + PREFETCH_ROWS + SCORE_SAMPLES)
+        for j in range(cursor[0], target):
+            _prefetch_span(X, perm[j], d_lo, width)
+        cursor[0] = max(cursor[0], target)
+        for s in range(s0, min(n, s0 + SCORE_SAMPLES)):
+            # A view that starts at d_lo: indexing the row at d_lo + d instead costs a
+            # negative-index check per element and the copy no longer vectorizes (2.6x slower).
+            source = X[perm[start + s], d_lo:d_hi]
+            packed = Xp[s]
+            for d in range(width):
+                packed[d] = source[d]
+        for c0 in range(0, c_tiles, TILE_CLASSES):
+            _score_tile(Xp, s0, W_k, c0, n_vec, S_k)
+        for s in range(s0, s0 + SCORE_SAMPLES):
+            x = Xp[s]
+            for c in range(c_tiles, C):
+                w = W_k[c]
+                acc = W_k.dtype.type(0)
+                for d in range(Dk):
+                    acc += x[d] * w[d]
+                S_k[s, c] = acc
+            for c in range(c_tiles):
+                w = W_k[c]
+                acc = S_k[s, c]
+                for d in range(d_tail, Dk):
+                    acc += x[d] * w[d]
+                S_k[s, c] = acc
+
+
+@intrinsic
+def _two_to(typingctx, k):
+    """2.0 ** k as a float64 for an integer -1022 <= k <= 1023: the exponent field, set
+    directly (one shift and a bitcast, so a loop around it still vectorizes)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(bits, ir.DoubleType())
+
+    return sig, codegen
+
+
+LOG2_E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm): k LN2_HI is exact
+LN2_LO = 1.90821492927058770002e-10
+
+
+@njit(cache=True)
+def _exp_nonpositive(x):
+    """exp(x) in float64 for x <= 0, within 2 ulp, in plain IEEE operations that a loop can
+    vectorize (a call to libm's exp cannot be): x = k ln2 + r with |r| <= ln2 / 2 (Cody-Waite),
+    exp(r) by its Taylor polynomial to degree 13 (remainder < 5e-18), times 2^k. Below -708
+    (exp < 3e-308, nothing next to the row maximum's 1) x is clamped there; a NaN stays NaN."""
+    if x < -708.0:
+        x = -708.0
+    kf = np.floor(x * LOG2_E + 0.5)
+    r = (x - kf * LN2_HI) - kf * LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k = np.int64(kf) if kf >= -1022.0 else np.int64(-1022)
+    return p * _two_to(k)
+
+
+@njit(cache=True)
+def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max, row_total, G,
+                    grad_b, loss_lo, loss_hi):
+    """The full scores of the batch ``perm[start:start + n]``, ``Z = sum_k S_parts[k] + b``
+    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the
+    vectorized ``_exp_nonpositive`` over the whole batch at once; ``G[s] = s_i (p - onehot)
+    / B`` in W's dtype and ``grad_b = sum_s G[s]`` in order. Returns the sum of s_i l_i over
+    the samples [loss_lo, loss_hi) of the batch (the threads share the logs)."""
+    T = S_parts.shape[0]
+    C = b.shape[0]
+    inv_batch = 1.0 / n
+    for s in range(n):
+        for c in range(C):
+            acc = np.float64(S_parts[0, s, c])
+            for k in range(1, T):
+                acc += S_parts[k, s, c]
+            Z[s, c] = acc + b[c]
+    for s in range(n):
+        m = Z[s, 0]
+        for c in range(1, C):
+            if Z[s, c] > m:
+                m = Z[s, c]
+        row_max[s] = m
+        for c in range(C):
+            E[s, c] = Z[s, c] - m
+    flat = E.reshape(E.size)
+    for j in range(n * C):
+        flat[j] = _exp_nonpositive(flat[j])
+    for c in range(C):
+        grad_b[c] = 0
+    for s in range(n):
+        total = 0.0
+        for c in range(C):
+            total += E[s, c]
+        row_total[s] = total
+        inv_total = 1.0 / total
+        i = perm[start + s]
+        weight = np.float64(sample_weight[i])
+        y_i = y[i]
+        for c in range(C):
+            p = weight * E[s, c] * inv_total
+            if c == y_i:
+                p -= weight
+            g = b.dtype.type(p * inv_batch)
+            G[s, c] = g
+            grad_b[c] += g
+    loss = 0.0
+    for s in range(loss_lo, loss_hi):
+        i = perm[start + s]
+        loss += sample_weight[i] * (row_max[s] + np.log(row_total[s]) - Z[s, y[i]])
+    return loss
+
+
+@njit(fastmath=FAST, cache=True)
+def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
+    """``grad_k = G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
+    between the tiles, ask for the half rows ``X[perm[cursor[0]:next_stop], d_lo:d_lo +
+    width]`` (the next step's), spread evenly, so the memory works while the tiles do."""
+    C, Dk = grad_k.shape
+    lanes = VECTOR_BYTES // Xp.itemsize
+    wide = GRAD_VECTORS * lanes
+    d_wide = Dk - Dk % wide
+    d_narrow = Dk - Dk % lanes
+    c_tiles = C - C % TILE_CLASSES
+    for c in range(C):
+        row = grad_k[c]
+        for d in range(Dk):
+            row[d] = 0
+    n_panels = (n + PANEL - 1) // PANEL
+    n_slots = n_panels * ((d_narrow + wide - 1) // wide)
+    per_slot = (next_stop - cursor[0] + n_slots - 1) // max(1, n_slots)
+    for p0 in range(0, n, PANEL):
+        rows = min(PANEL, n - p0)
+        panel = Xp[p0:p0 + rows]
+        g_panel = G[p0:p0 + rows]
+        for d0 in range(0, d_narrow, wide):
+            target = min(next_stop, cursor[0] + per_slot)
+            for j in range(cursor[0], target):
+                _prefetch_span(X, perm[j], d_lo, width)
+            cursor[0] = max(cursor[0], target)
+            if d0 < d_wide:
+                for c0 in range(0, c_tiles, TILE_CLASSES):
+                    _grad_tile_wide(panel, rows, g_panel, d0, c0, grad_k)
+            else:
+                for d1 in range(d0, d_narrow, lanes):
+                    for c0 in range(0, c_tiles, TILE_CLASSES):
+                        _grad_tile_narrow(panel, rows, g_panel, d1, c0, grad_k)
+        for s in range(rows):
+            x = panel[s]
+            for c in range(c_tiles):
+                g = g_panel[s, c]
+                row = grad_k[c]
+                for d in range(d_narrow, Dk):
+                    row[d] += g * x[d]
+            for c in range(c_tiles, C):
+                g = g_panel[s, c]
+                row = grad_k[c]
+                for d in range(Dk):
+                    row[d] += g * x[d]
+
+
+@njit(cache=True)
+def _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momentum, alpha):
+    """The SGD step on the thread's columns of W and on its copy of b:
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha; the arithmetic
+    of ``_apply_update_rows``."""
+    C, Dk = W_k.shape
+    lr_ = W_k.dtype.type(lr)
+    mu = W_k.dtype.type(momentum)
+    al = W_k.dtype.type(alpha)
+    for c in range(C):
+        w = W_k[c]
+        g_row = grad_k[c]
+        if momentum != 0.0:
+            v = vel_k[c]
+            for d in range(Dk):
+                g = g_row[d] + al * w[d] + mu * v[d]
+                v[d] = g
+                w[d] -= lr_ * g
+        else:
+            for d in range(Dk):
+                w[d] -= lr_ * (g_row[d] + al * w[d])
+    for c in range(C):
+        g = grad_b[c]
+        if momentum != 0.0:
+            g += mu * vel_b_k[c]
+            vel_b_k[c] = g
+        b_k[c] -= lr_ * g
+
+
+@njit(cache=True)
+def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
+                 alpha, d_lo, d_hi, W_k, vel_k, grad_k, b_k, vel_b_k, grad_b, Xp, S_parts, G,
+                 Z, E, row_max, row_total, cursor):
+    """Thread k's share of pipeline stage t: finish step t-1 (softmax from the T partial
+    scores, the gradient of its columns from its packed half rows while the next step's half
+    rows are fetched, the update of its columns and of its copy of b), then start step t
+    (pack its half rows, its partial scores). Returns its share of step t-1's sum of
+    s_i l_i."""
+    M = perm.shape[0]
+    loss = 0.0
+    if t > 0:
+        start = (t - 1) * batch_size
+        n = min(start + batch_size, M) - start
+        loss_lo, loss_hi = _chunk_bounds(0, n, k, T)
+        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, Z,
+                               E, row_max, row_total, G, grad_b, loss_lo, loss_hi)
+        _column_gradient(Xp, n, G, grad_k, X, perm, cursor,
+                         min(start + n + min(batch_size, PREFETCH_LEAD), M), d_lo, d_hi - d_lo)
+        _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1], momentum,
+                       alpha)
+    if t < n_steps:
+        start = t * batch_size
+        _column_scores(X, perm, start, min(start + batch_size, M), d_lo, d_hi, Xp, W_k,
+                       S_parts[t % 2, k], cursor)
+    return loss
+
+
+@njit(parallel=True, cache=True)
+def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """v9: thread k owns the columns ``_column_slice(D, k, T)`` of W, in a contiguous private
+    buffer with its velocity, and reads only those columns of X. Steps are pipelined, one
+    fork-join each: in stage t each thread finishes step t-1 and starts step t, so the only
+    data crossing cores are the T partial score blocks (P, C), double-buffered by step
+    parity. Every thread runs the softmax and the bias update on the same inputs, so their
+    copies of b stay bitwise equal; the loss is summed over T row chunks in order."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    if n_steps == 0:
+        return 0.0
+    dtype = W.dtype
+    lanes = VECTOR_BYTES // W.itemsize
+    width = 0
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        width = max(width, d_hi - d_lo)
+    width = (width + lanes - 1) // lanes * lanes
+    rows = (min(batch_size, M) + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
+    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
+    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xp: they add exact
+    # zeros to the scores and their gradient and update are zero.
+    W_cols = np.zeros((T, C, width), dtype)
+    vel_cols = np.zeros((T, C, width), dtype)
+    grad_cols = np.zeros((T, C, width), dtype)
+    Xp = np.zeros((T, rows, width), dtype)
+    S_parts = np.zeros((2, T, rows, C), dtype)
+    G = np.zeros((T, rows, C), dtype)
+    Z = np.zeros((T, rows, C))
+    E = np.zeros((T, rows, C))
+    row_max = np.zeros((T, rows + 8))
+    row_total = np.zeros((T, rows + 8))
+    b_cols = np.zeros((T, c_pad), dtype)
+    vel_b_cols = np.zeros((T, c_pad), dtype)
+    grad_b = np.zeros((T, c_pad), dtype)
+    cursor = np.zeros((T, 8), np.int64)
+    bounds = np.zeros((T, 2), np.int64)
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        bounds[k, 0] = d_lo
+        bounds[k, 1] = d_hi
+        for c in range(C):
+            for d in range(d_lo, d_hi):
+                W_cols[k, c, d - d_lo] = W[c, d]
+                vel_cols[k, c, d - d_lo] = vel_W[c, d]
+            b_cols[k, c] = b[c]
+            vel_b_cols[k, c] = vel_b[c]
+    step_loss = np.zeros((T, 8))
+    loss_sum = 0.0
+    for t in range(n_steps + 1):
+        if T == 1:
+            step_loss[0, 0] = _column_step(
+                t, 0, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
+                alpha, bounds[0, 0], bounds[0, 1], W_cols[0], vel_cols[0], grad_cols[0],
+                b_cols[0, :C], vel_b_cols[0, :C], grad_b[0, :C], Xp[0], S_parts, G[0], Z[0],
+                E[0], row_max[0], row_total[0], cursor[0])
+        else:
+            for k in prange(T):
+                step_loss[k, 0] = _column_step(
+                    t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_size,
+                    momentum, alpha, bounds[k, 0], bounds[k, 1], W_cols[k], vel_cols[k],
+                    grad_cols[k], b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C], Xp[k],
+                    S_parts, G[k], Z[k], E[k], row_max[k], row_total[k], cursor[k])
+        for k in range(T):
+            loss_sum += step_loss[k, 0]
+    for k in range(T):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W[c, d] = W_cols[k, c, d - d_lo]
+                vel_W[c, d] = vel_cols[k, c, d - d_lo]
+    for c in range(C):
+        b[c] = b_cols[0, c]
+        vel_b[c] = vel_b_cols[0, c]
+    return loss_sum
+
+
 # --- the chosen kernels -----------------------------------------------------------------------
 
 KERNEL_VERSIONS = {
@@ -1079,9 +1481,10 @@ KERNEL_VERSIONS = {
     "v6-one-sync": sgd_epoch_v6,
     "v7-vector-update": sgd_epoch_v7,
     "v8-register-tiles": sgd_epoch_v8,
+    "v9-column-split": sgd_epoch_v9,
 }
 
-sgd_epoch = sgd_epoch_v8
+sgd_epoch = sgd_epoch_v9
 
 
 @njit(parallel=True, cache=True)
