@@ -83,9 +83,11 @@ def max_threads():
 
 cdef extern from *:
     """
-    /* The two loops that do nearly all the arithmetic, in C so that GCC can compile each
-       twice (target_clones): for x86-64-v3 (AVX2 + FMA) and for the x86-64 baseline. The
-       dynamic loader picks the clone the CPU runs, so one build runs on every x86-64. */
+    /* The loops that do nearly all the arithmetic, in C so that GCC can compile each twice
+       (target_clones): for x86-64-v3 (AVX2 + FMA) and for the x86-64 baseline. The dynamic
+       loader picks the clone the CPU runs, so one build runs on every x86-64. Vectors are GCC
+       vector extensions of 32 bytes holding independent partial sums, so the loops are
+       vectorized by construction without reassociating a float sum (no -ffast-math). */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
     #define FASTLR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
     #else
@@ -93,102 +95,167 @@ cdef extern from *:
     #endif
     #include <string.h>
 
-    /* z_i (C,) = W x_i + b for four samples x_i (D,), W (C, D) row-major. Two classes at a
-       time share each load of x: 8 accumulators, each a 32-byte vector of independent partial
-       sums (GCC vector extensions), so the D loop is vectorized by construction without
-       reassociating a float sum (no -ffast-math), and the lanes are summed in a fixed order:
-       the result does not depend on the vector width of the clone that runs. An odd last
-       class is computed twice. */
-    #define FASTLR_SCORES4(T, SUFFIX)                                                       \
+    /* Register tiles: the scores keep SCORE_CLASSES classes x 2 samples of accumulators (10 of
+       16 ymm registers; per vector of D, 7 loads feed 10 FMAs), the gradient GRAD_CLASSES
+       classes x 1 vector of D (each x load and each broadcast g feed the tile). */
+    enum { FASTLR_SCORE_CLASSES = 5, FASTLR_GRAD_CLASSES = 10 };
+    /* The rows of X are scattered (a random permutation) and mostly in DRAM: when the scores
+       of samples j, j+1 start, the rows of samples j+AHEAD, j+AHEAD+1 are prefetched, one
+       prefetcht1 per cache line (into L2: prefetcht0 was ~20% slower, the hardware
+       prefetchers alone ~25% slower). */
+    enum { FASTLR_AHEAD = 8 };
+
+    #define FASTLR_KERNELS(T, SUFFIX)                                                       \
     typedef T fastlr_vec_##SUFFIX __attribute__((vector_size(32)));                         \
     static inline fastlr_vec_##SUFFIX fastlr_load_##SUFFIX(const T *p) {                    \
         fastlr_vec_##SUFFIX v;                                                              \
         memcpy(&v, p, sizeof v);                                                            \
         return v;                                                                           \
     }                                                                                       \
-    FASTLR_CLONES static void fastlr_scores4_##SUFFIX(                                      \
-            const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, const T *const x[4],       \
-            T *const z[4]) {                                                                \
-        enum { LANES = 32 / sizeof(T) };                                                    \
-        const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                             \
+    static inline void fastlr_store_##SUFFIX(T *p, fastlr_vec_##SUFFIX v) {                 \
+        memcpy(p, &v, sizeof v);                                                            \
+    }                                                                                       \
+                                                                                            \
+    /* z (n, C) = x_j W^T + b for the n samples x_j = xs[j] (D,), W (C, D) row-major. Two  \
+       samples and SCORE_CLASSES classes per pass over D; the lanes of each accumulator are \
+       summed in a fixed order. A short tile repeats its last sample or class, writing the \
+       same value twice. The rows xs[n .. n + n_ahead - 1] come next and are prefetched. */ \
+    FASTLR_CLONES static void fastlr_scores_##SUFFIX(                                       \
+            const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, const T *const *xs,        \
+            Py_ssize_t n, Py_ssize_t n_ahead, T *z) {                                       \
+        enum { LANES = 32 / sizeof(T), LINE = 64 / sizeof(T), K = FASTLR_SCORE_CLASSES };   \
         Py_ssize_t d_main = D - D % LANES;                                                  \
-        for (Py_ssize_t c0 = 0; c0 < C; c0 += 2) {                                          \
-            Py_ssize_t c1 = c0 + 1 < C ? c0 + 1 : c0;                                       \
-            const T *w0 = W + c0 * D, *w1 = W + c1 * D;                                     \
-            fastlr_vec_##SUFFIX acc[8] = {{0}};                                             \
-            for (Py_ssize_t d = 0; d < d_main; d += LANES) {                                \
-                fastlr_vec_##SUFFIX u = fastlr_load_##SUFFIX(w0 + d);                       \
-                fastlr_vec_##SUFFIX v = fastlr_load_##SUFFIX(w1 + d);                       \
-                fastlr_vec_##SUFFIX xv = fastlr_load_##SUFFIX(x0 + d);                      \
-                acc[0] += u * xv; acc[4] += v * xv;                                         \
-                xv = fastlr_load_##SUFFIX(x1 + d);                                          \
-                acc[1] += u * xv; acc[5] += v * xv;                                         \
-                xv = fastlr_load_##SUFFIX(x2 + d);                                          \
-                acc[2] += u * xv; acc[6] += v * xv;                                         \
-                xv = fastlr_load_##SUFFIX(x3 + d);                                          \
-                acc[3] += u * xv; acc[7] += v * xv;                                         \
-            }                                                                               \
-            for (Py_ssize_t k = 0; k < D - d_main; k++) {                                   \
-                T u = w0[d_main + k], v = w1[d_main + k];                                   \
-                for (int i = 0; i < 4; i++) {                                               \
-                    acc[i][k] += u * x[i][d_main + k];                                      \
-                    acc[4 + i][k] += v * x[i][d_main + k];                                  \
+        for (Py_ssize_t j = 0; j < n; j += 2) {                                             \
+            Py_ssize_t j1 = j + 1 < n ? j + 1 : j;                                          \
+            const T *x0 = xs[j], *x1 = xs[j1];                                              \
+            for (Py_ssize_t f = j + FASTLR_AHEAD; f < j + FASTLR_AHEAD + 2; f++)            \
+                if (f < n + n_ahead)                                                        \
+                    for (Py_ssize_t d = 0; d < D; d += LINE)                                \
+                        __builtin_prefetch(xs[f] + d, 0, 2);                                \
+            for (Py_ssize_t c0 = 0; c0 < C; c0 += K) {                                      \
+                Py_ssize_t cs[K];                                                           \
+                const T *w[K];                                                              \
+                fastlr_vec_##SUFFIX acc0[K], acc1[K];                                       \
+                for (int k = 0; k < K; k++) {                                               \
+                    cs[k] = c0 + k < C ? c0 + k : C - 1;                                    \
+                    w[k] = W + cs[k] * D;                                                   \
+                    acc0[k] = (fastlr_vec_##SUFFIX){0};                                     \
+                    acc1[k] = (fastlr_vec_##SUFFIX){0};                                     \
                 }                                                                           \
-            }                                                                               \
-            for (int i = 0; i < 4; i++) {                                                   \
-                T s0 = 0, s1 = 0;                                                           \
-                for (int k = 0; k < LANES; k++) {                                           \
-                    s0 += acc[i][k];                                                        \
-                    s1 += acc[4 + i][k];                                                    \
+                for (Py_ssize_t d = 0; d < d_main; d += LANES) {                            \
+                    fastlr_vec_##SUFFIX a = fastlr_load_##SUFFIX(x0 + d);                   \
+                    fastlr_vec_##SUFFIX e = fastlr_load_##SUFFIX(x1 + d);                   \
+                    _Pragma("GCC unroll 16")                                                \
+                    for (int k = 0; k < K; k++) {                                           \
+                        fastlr_vec_##SUFFIX u = fastlr_load_##SUFFIX(w[k] + d);             \
+                        acc0[k] += u * a;                                                   \
+                        acc1[k] += u * e;                                                   \
+                    }                                                                       \
                 }                                                                           \
-                z[i][c0] = s0 + b[c0];                                                      \
-                z[i][c1] = s1 + b[c1];                                                      \
+                for (Py_ssize_t t = 0; t < D - d_main; t++) {                               \
+                    for (int k = 0; k < K; k++) {                                           \
+                        acc0[k][t] += w[k][d_main + t] * x0[d_main + t];                    \
+                        acc1[k][t] += w[k][d_main + t] * x1[d_main + t];                    \
+                    }                                                                       \
+                }                                                                           \
+                for (int k = 0; k < K; k++) {                                               \
+                    T s0 = 0, s1 = 0;                                                       \
+                    for (int t = 0; t < LANES; t++) {                                       \
+                        s0 += acc0[k][t];                                                   \
+                        s1 += acc1[k][t];                                                   \
+                    }                                                                       \
+                    z[j * C + cs[k]] = s0 + b[cs[k]];                                       \
+                    z[j1 * C + cs[k]] = s1 + b[cs[k]];                                      \
+                }                                                                           \
             }                                                                               \
         }                                                                                   \
-    }
-
-    /* gW (C, D) += sum_i g_i x_i^T and gb (C,) += sum_i g_i over four samples. */
-    #define FASTLR_ACCUMULATE4(T, SUFFIX)                                                   \
-    FASTLR_CLONES static void fastlr_accumulate4_##SUFFIX(                                  \
-            T *gW, T *gb, Py_ssize_t C, Py_ssize_t D, const T *const x[4],                 \
+    }                                                                                       \
+                                                                                            \
+    /* gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples            \
+       x_j = xs[j] (D,), g (n, C). A tile of GRAD_CLASSES rows x one vector of gW stays in \
+       registers for all n samples; every element adds its n terms one sample at a time, in \
+       order, whatever the vector width. */                                                 \
+    FASTLR_CLONES static void fastlr_accumulate_##SUFFIX(                                   \
+            T *gW, T *gb, Py_ssize_t C, Py_ssize_t D, const T *const *xs, Py_ssize_t n,    \
             const T *g) {                                                                   \
-        const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];                             \
+        enum { LANES = 32 / sizeof(T), K = FASTLR_GRAD_CLASSES };                           \
+        Py_ssize_t d_main = D - D % LANES;                                                  \
+        Py_ssize_t c0 = 0;                                                                  \
+        for (; c0 + K <= C; c0 += K) {                                                      \
+            T *rows = gW + c0 * D;                                                          \
+            const T *gc = g + c0;                                                           \
+            for (Py_ssize_t d = 0; d < d_main; d += LANES) {                                \
+                fastlr_vec_##SUFFIX acc[K];                                                 \
+                _Pragma("GCC unroll 16")                                                    \
+                for (int k = 0; k < K; k++)                                                 \
+                    acc[k] = fastlr_load_##SUFFIX(rows + k * D + d);                        \
+                for (Py_ssize_t j = 0; j < n; j++) {                                        \
+                    fastlr_vec_##SUFFIX xv = fastlr_load_##SUFFIX(xs[j] + d);               \
+                    const T *gj = gc + j * C;                                               \
+                    _Pragma("GCC unroll 16")                                                \
+                    for (int k = 0; k < K; k++)                                             \
+                        acc[k] += gj[k] * xv;                                               \
+                }                                                                           \
+                _Pragma("GCC unroll 16")                                                    \
+                for (int k = 0; k < K; k++)                                                 \
+                    fastlr_store_##SUFFIX(rows + k * D + d, acc[k]);                        \
+            }                                                                               \
+            for (Py_ssize_t d = d_main; d < D; d++)                                         \
+                for (int k = 0; k < K; k++) {                                               \
+                    T s = rows[k * D + d];                                                  \
+                    for (Py_ssize_t j = 0; j < n; j++)                                      \
+                        s += gc[j * C + k] * xs[j][d];                                      \
+                    rows[k * D + d] = s;                                                    \
+                }                                                                           \
+        }                                                                                   \
+        for (; c0 < C; c0++) {                                                              \
+            T *row = gW + c0 * D;                                                           \
+            for (Py_ssize_t d = 0; d < D; d++) {                                            \
+                T s = row[d];                                                               \
+                for (Py_ssize_t j = 0; j < n; j++)                                          \
+                    s += g[j * C + c0] * xs[j][d];                                          \
+                row[d] = s;                                                                 \
+            }                                                                               \
+        }                                                                                   \
         for (Py_ssize_t c = 0; c < C; c++) {                                                \
-            T h0 = g[c], h1 = g[C + c], h2 = g[2 * C + c], h3 = g[3 * C + c];               \
-            T *row = gW + c * D;                                                            \
-            for (Py_ssize_t d = 0; d < D; d++)                                              \
-                row[d] += h0 * x0[d] + h1 * x1[d] + h2 * x2[d] + h3 * x3[d];                \
-            gb[c] += h0 + h1 + h2 + h3;                                                     \
+            T s = gb[c];                                                                    \
+            for (Py_ssize_t j = 0; j < n; j++)                                              \
+                s += g[j * C + c];                                                          \
+            gb[c] = s;                                                                      \
         }                                                                                   \
     }
 
-    FASTLR_SCORES4(float, float)
-    FASTLR_SCORES4(double, double)
-    FASTLR_ACCUMULATE4(float, float)
-    FASTLR_ACCUMULATE4(double, double)
+    FASTLR_KERNELS(float, float)
+    FASTLR_KERNELS(double, double)
     """
-    void fastlr_scores4_float(const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
-                              const float** x, float** z) noexcept nogil
-    void fastlr_scores4_double(const double* W, const double* b, Py_ssize_t C, Py_ssize_t D,
-                               const double** x, double** z) noexcept nogil
-    void fastlr_accumulate4_float(float* gW, float* gb, Py_ssize_t C, Py_ssize_t D,
-                                  const float** x, const float* g) noexcept nogil
-    void fastlr_accumulate4_double(double* gW, double* gb, Py_ssize_t C, Py_ssize_t D,
-                                   const double** x, const double* g) noexcept nogil
+    void fastlr_scores_float(const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
+                             const float** xs, Py_ssize_t n, Py_ssize_t n_ahead,
+                             float* z) noexcept nogil
+    void fastlr_scores_double(const double* W, const double* b, Py_ssize_t C, Py_ssize_t D,
+                              const double** xs, Py_ssize_t n, Py_ssize_t n_ahead,
+                              double* z) noexcept nogil
+    void fastlr_accumulate_float(float* gW, float* gb, Py_ssize_t C, Py_ssize_t D,
+                                 const float** xs, Py_ssize_t n, const float* g) noexcept nogil
+    void fastlr_accumulate_double(double* gW, double* gb, Py_ssize_t C, Py_ssize_t D,
+                                  const double** xs, Py_ssize_t n,
+                                  const double* g) noexcept nogil
+    enum: FASTLR_AHEAD
 
 
 cdef enum:
-    # Samples whose dot products share each load of a row of W.
-    SAMPLE_BLOCK = 4
+    # Samples per block: their scores, then their gradient, while their rows are in L2.
+    SAMPLE_BLOCK = 64
 
 
-cdef inline void _scores4(const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
-                          const floating** x, floating** z) noexcept nogil:
-    """z[i] (C,) = W x[i] + b for four samples x[i] (D,); W (C, D), b (C,)."""
+cdef inline void _scores(const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
+                         const floating** xs, Py_ssize_t n, Py_ssize_t n_ahead,
+                         floating* z) noexcept nogil:
+    """z (n, C) = x_j W^T + b for the n samples x_j = xs[j] (D,); W (C, D), b (C,). The
+    n_ahead rows xs[n], xs[n + 1], ... (the samples that come next) are prefetched."""
     if floating is float:
-        fastlr_scores4_float(W, b, C, D, x, z)
+        fastlr_scores_float(W, b, C, D, xs, n, n_ahead, z)
     else:
-        fastlr_scores4_double(W, b, C, D, x, z)
+        fastlr_scores_double(W, b, C, D, xs, n, n_ahead, z)
 
 
 cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
@@ -213,14 +280,15 @@ cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
     return m + log(total) - z_label
 
 
-cdef inline void _accumulate4(floating* gW, floating* gb, Py_ssize_t C, Py_ssize_t D,
-                              const floating** x, const floating* g) noexcept nogil:
-    """gW (C, D) += sum_i g[i] x[i]^T and gb (C,) += sum_i g[i] over four samples; g is
-    (4, C)."""
+cdef inline void _accumulate(floating* gW, floating* gb, Py_ssize_t C, Py_ssize_t D,
+                             const floating** xs, Py_ssize_t n,
+                             const floating* g) noexcept nogil:
+    """gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples
+    x_j = xs[j] (D,); g is (n, C)."""
     if floating is float:
-        fastlr_accumulate4_float(gW, gb, C, D, x, g)
+        fastlr_accumulate_float(gW, gb, C, D, xs, n, g)
     else:
-        fastlr_accumulate4_double(gW, gb, C, D, x, g)
+        fastlr_accumulate_double(gW, gb, C, D, xs, n, g)
 
 
 cdef inline const floating* _row(const floating* X, const int64_t* rows, Py_ssize_t i,
@@ -231,39 +299,48 @@ cdef inline const floating* _row(const floating* X, const int64_t* rows, Py_ssiz
     return X + i * D
 
 
+cdef inline Py_ssize_t _scratch_size(Py_ssize_t C) noexcept nogil:
+    """Values of scratch per thread: the block's scores (SAMPLE_BLOCK, C), padded to whole
+    cache lines so that threads share none."""
+    return (SAMPLE_BLOCK * C + 15) // 16 * 16
+
+
 cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw,
                          const int64_t* rows, Py_ssize_t lo, Py_ssize_t hi,
                          const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
-                         double inv_batch, floating* gW, floating* gb,
-                         floating* scratch) noexcept nogil:
+                         double inv_batch, floating* gW, floating* gb, floating* scratch,
+                         const int64_t* next_rows, Py_ssize_t n_next) noexcept nogil:
     """Gradient of samples lo..hi-1 of a batch of size 1/inv_batch into gW (C, D), gb (C,)
-    (overwritten), in blocks of four; return their sum of ``s_i l_i``. ``scratch`` holds
-    SAMPLE_BLOCK * C values. A short last block repeats its last sample with zero weight."""
+    (overwritten), in blocks of SAMPLE_BLOCK samples; return their sum of ``s_i l_i``.
+    ``scratch`` holds _scratch_size(C) values. The rows X[next_rows[k]], k < n_next, come
+    after this chunk (the thread's next chunk) and are prefetched."""
     cdef double loss = 0.0
-    cdef Py_ssize_t i, j, n, r
-    cdef const floating* xs[SAMPLE_BLOCK]
-    cdef floating* zs[SAMPLE_BLOCK]
+    cdef Py_ssize_t i, j, n, n_ahead
+    cdef const floating* xs[SAMPLE_BLOCK + FASTLR_AHEAD + 1]
     cdef int64_t idx
-    for j in range(SAMPLE_BLOCK):
-        zs[j] = scratch + j * C
     memset(gW, 0, C * D * sizeof(floating))
     memset(gb, 0, C * sizeof(floating))
     i = lo
     while i < hi:
         n = min(<Py_ssize_t>SAMPLE_BLOCK, hi - i)
-        for j in range(SAMPLE_BLOCK):
-            xs[j] = _row(X, rows, i + min(j, n - 1), D)
-        _scores4(W, b, C, D, xs, zs)
-        for j in range(SAMPLE_BLOCK):
-            if j < n:
-                r = i + j
-                idx = rows[r] if rows != NULL else r
-                loss += sw[idx] * _softmax_delta(scratch + j * C, C, y[idx],
-                                                 sw[idx] * inv_batch)
+        for j in range(n):
+            xs[j] = _row(X, rows, i + j, D)
+        n_ahead = 0
+        while n_ahead < FASTLR_AHEAD + 1:
+            j = i + n + n_ahead
+            if j < hi:
+                xs[n + n_ahead] = _row(X, rows, j, D)
+            elif j - hi < n_next:
+                xs[n + n_ahead] = X + next_rows[j - hi] * D
             else:
-                memset(scratch + j * C, 0, C * sizeof(floating))
-        _accumulate4(gW, gb, C, D, xs, scratch)
-        i += SAMPLE_BLOCK
+                break
+            n_ahead += 1
+        _scores(W, b, C, D, xs, n, n_ahead, scratch)
+        for j in range(n):
+            idx = rows[i + j] if rows != NULL else i + j
+            loss += sw[idx] * _softmax_delta(scratch + j * C, C, y[idx], sw[idx] * inv_batch)
+        _accumulate(gW, gb, C, D, xs, n, scratch)
+        i += n
     return loss
 
 
@@ -302,16 +379,14 @@ cdef inline void _sgd_update(floating* W, floating* vel, const floating* grad,
 cdef inline void _predict_block(const floating* X, const floating* W, const floating* b,
                                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t block,
                                 floating* out) noexcept nogil:
-    """Scores of rows 4 block .. 4 block + 3 of X (N, D) into out (N, C); a short last block
-    repeats its last row, writing the same values twice."""
+    """Scores of rows SAMPLE_BLOCK block .. SAMPLE_BLOCK (block + 1) - 1 of X (N, D) (fewer
+    in the last block) into out (N, C)."""
     cdef const floating* xs[SAMPLE_BLOCK]
-    cdef floating* zs[SAMPLE_BLOCK]
-    cdef Py_ssize_t i, j
-    for j in range(SAMPLE_BLOCK):
-        i = min(block * SAMPLE_BLOCK + j, N - 1)
-        xs[j] = X + i * D
-        zs[j] = out + i * C
-    _scores4(W, b, C, D, xs, zs)
+    cdef Py_ssize_t j, start = block * SAMPLE_BLOCK
+    cdef Py_ssize_t n = min(<Py_ssize_t>SAMPLE_BLOCK, N - start)
+    for j in range(n):
+        xs[j] = X + (start + j) * D
+    _scores(W, b, C, D, xs, n, 0, out + start * C)
 
 
 def predict_scores(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
@@ -343,7 +418,7 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
     cdef double inv_batch = 1.0 / B
     cdef double loss = 0.0
     cdef double* chunk_loss = <double*>malloc(T * sizeof(double))
-    cdef floating* scratch = <floating*>malloc(T * SAMPLE_BLOCK * C * sizeof(floating))
+    cdef floating* scratch = <floating*>malloc(T * _scratch_size(C) * sizeof(floating))
     if chunk_loss == NULL or scratch == NULL:
         free(chunk_loss)
         free(scratch)
@@ -359,7 +434,7 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
                                              B * chunk // T, B * (chunk + 1) // T,
                                              &W[0, 0], &b[0], C, D, inv_batch,
                                              &parts_W[chunk, 0, 0], &parts_b[chunk, 0],
-                                             scratch + tid * SAMPLE_BLOCK * C)
+                                             scratch + tid * _scratch_size(C), NULL, 0)
             chunk = chunk + team
         fastlr_barrier()
         chunk = tid
@@ -390,13 +465,17 @@ cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const
     cdef Py_ssize_t CD = C * D
     cdef Py_ssize_t start = step * batch_size
     cdef Py_ssize_t n_batch = min(batch_size, M - start)
+    # The same chunk of the next step, to prefetch its rows.
+    cdef Py_ssize_t n_next = max(0, min(batch_size, M - start - batch_size))
     cdef Py_ssize_t chunk = tid
     cdef Py_ssize_t j0, j1
     while chunk < T:
+        j0 = n_next * chunk // T
+        j1 = n_next * (chunk + 1) // T
         chunk_loss[chunk] += _batch_chunk(
             X, y, sw, perm + start, n_batch * chunk // T, n_batch * (chunk + 1) // T, W, b, C,
             D, 1.0 / n_batch, parts_W + chunk * CD, parts_b + chunk * C,
-            scratch + tid * SAMPLE_BLOCK * C)
+            scratch + tid * _scratch_size(C), perm + start + batch_size + j0, j1 - j0)
         chunk += team
     fastlr_barrier()
     chunk = tid
@@ -428,7 +507,7 @@ cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
     if M == 0:
         return 0.0
     cdef double* chunk_loss = <double*>malloc(T * sizeof(double))
-    cdef floating* scratch = <floating*>malloc(T * SAMPLE_BLOCK * C * sizeof(floating))
+    cdef floating* scratch = <floating*>malloc(T * _scratch_size(C) * sizeof(floating))
     if chunk_loss == NULL or scratch == NULL:
         free(chunk_loss)
         free(scratch)
