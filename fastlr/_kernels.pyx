@@ -83,71 +83,67 @@ def max_threads():
 
 cdef extern from *:
     """
-    /* The loops that do nearly all the arithmetic, in C so that GCC can compile each twice
-       (target_clones): for x86-64-v3 (AVX2 + FMA) and for the x86-64 baseline. The dynamic
-       loader picks the clone the CPU runs, so one build runs on every x86-64. Vectors are GCC
-       vector extensions of 32 bytes holding independent partial sums, so the loops are
-       vectorized by construction without reassociating a float sum (no -ffast-math). */
+    /* The loops that do nearly all the arithmetic, in C. They are compiled three times and
+       the fastest the CPU runs is picked when the module is imported, so one build runs on
+       every x86-64: for x86-64-v4 (AVX-512, 32 registers of 64 bytes: bigger register tiles),
+       and with target_clones for x86-64-v3 (AVX2 + FMA, 16 registers of 32 bytes) and for
+       the x86-64 baseline. Vectors are GCC vector extensions holding independent partial
+       sums, so the loops are vectorized by construction without reassociating a float sum
+       (no -ffast-math). */
+    #include <string.h>
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
     #define FASTLR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #define FASTLR_HAVE_V4 1
+    #define FASTLR_V4 __attribute__((target("arch=x86-64-v4")))
     #else
     #define FASTLR_CLONES
+    #define FASTLR_HAVE_V4 0
     #endif
-    #include <string.h>
 
-    /* Register tiles: the scores keep SCORE_CLASSES classes x 2 samples of accumulators (10 of
-       16 ymm registers; per vector of D, 7 loads feed 10 FMAs), the gradient GRAD_CLASSES
-       classes x 1 vector of D (each x load and each broadcast g feed the tile). */
-    enum { FASTLR_SCORE_CLASSES = 5, FASTLR_GRAD_CLASSES = 10 };
-    /* The rows of X are scattered (a random permutation) and mostly in DRAM: when the scores
-       of samples j, j+1 start, the rows of samples j+AHEAD, j+AHEAD+1 are prefetched, one
-       prefetcht1 per cache line (into L2: prefetcht0 was ~20% slower, the hardware
-       prefetchers alone ~25% slower). */
-    enum { FASTLR_AHEAD = 8 };
+    #define FASTLR_LOAD(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+    #define FASTLR_STORE(p, v) do { __typeof__(v) v_ = (v); memcpy((p), &v_, sizeof v_); } while (0)
 
-    #define FASTLR_KERNELS(T, SUFFIX)                                                       \
-    typedef T fastlr_vec_##SUFFIX __attribute__((vector_size(32)));                         \
-    static inline fastlr_vec_##SUFFIX fastlr_load_##SUFFIX(const T *p) {                    \
-        fastlr_vec_##SUFFIX v;                                                              \
-        memcpy(&v, p, sizeof v);                                                            \
-        return v;                                                                           \
-    }                                                                                       \
-    static inline void fastlr_store_##SUFFIX(T *p, fastlr_vec_##SUFFIX v) {                 \
-        memcpy(p, &v, sizeof v);                                                            \
-    }                                                                                       \
+    /* The rows of X are scattered (a random permutation) and mostly in DRAM. While the
+       gradient of a block is accumulated (compute-bound), the rows of up to AHEAD samples that
+       come next are prefetched into L2 (prefetcht1, one per cache line), so that the
+       scores of the next block, which would wait on DRAM, find them there. */
+    enum { FASTLR_AHEAD = 64 };
+
+    /* The kernels for one float type T and one instruction set ISA (function attribute ATTR,
+       vectors of VBYTES bytes). Register tiles: the scores keep SK classes x 2 samples of
+       accumulators, the gradient GK classes x one vector of D. */
+    #define FASTLR_KERNELS(T, SUFFIX, ISA, ATTR, VBYTES, SK, GK)                            \
+    typedef T fastlr_##ISA##_##SUFFIX __attribute__((vector_size(VBYTES)));                 \
                                                                                             \
     /* z (n, C) = x_j W^T + b for the n samples x_j = xs[j] (D,), W (C, D) row-major. Two  \
-       samples and SCORE_CLASSES classes per pass over D; the lanes of each accumulator are \
-       summed in a fixed order. A short tile repeats its last sample or class, writing the \
-       same value twice. The rows xs[n .. n + n_ahead - 1] come next and are prefetched. */ \
-    FASTLR_CLONES static void fastlr_scores_##SUFFIX(                                       \
+       samples and SK classes per pass over D (per vector of D, SK + 2 loads feed 2 SK      \
+       FMAs); the lanes of each accumulator are summed in a fixed order. A short tile       \
+       repeats its last sample or class, writing the same value twice. */                   \
+    ATTR static void fastlr_scores_##ISA##_##SUFFIX(                                        \
             const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, const T *const *xs,        \
-            Py_ssize_t n, Py_ssize_t n_ahead, T *z) {                                       \
-        enum { LANES = 32 / sizeof(T), LINE = 64 / sizeof(T), K = FASTLR_SCORE_CLASSES };   \
+            Py_ssize_t n, T *z) {                                                           \
+        typedef fastlr_##ISA##_##SUFFIX V;                                                  \
+        enum { LANES = VBYTES / sizeof(T), K = SK };                                        \
         Py_ssize_t d_main = D - D % LANES;                                                  \
         for (Py_ssize_t j = 0; j < n; j += 2) {                                             \
             Py_ssize_t j1 = j + 1 < n ? j + 1 : j;                                          \
             const T *x0 = xs[j], *x1 = xs[j1];                                              \
-            for (Py_ssize_t f = j + FASTLR_AHEAD; f < j + FASTLR_AHEAD + 2; f++)            \
-                if (f < n + n_ahead)                                                        \
-                    for (Py_ssize_t d = 0; d < D; d += LINE)                                \
-                        __builtin_prefetch(xs[f] + d, 0, 2);                                \
             for (Py_ssize_t c0 = 0; c0 < C; c0 += K) {                                      \
                 Py_ssize_t cs[K];                                                           \
                 const T *w[K];                                                              \
-                fastlr_vec_##SUFFIX acc0[K], acc1[K];                                       \
+                V acc0[K], acc1[K];                                                         \
                 for (int k = 0; k < K; k++) {                                               \
                     cs[k] = c0 + k < C ? c0 + k : C - 1;                                    \
                     w[k] = W + cs[k] * D;                                                   \
-                    acc0[k] = (fastlr_vec_##SUFFIX){0};                                     \
-                    acc1[k] = (fastlr_vec_##SUFFIX){0};                                     \
+                    acc0[k] = (V){0};                                                       \
+                    acc1[k] = (V){0};                                                       \
                 }                                                                           \
                 for (Py_ssize_t d = 0; d < d_main; d += LANES) {                            \
-                    fastlr_vec_##SUFFIX a = fastlr_load_##SUFFIX(x0 + d);                   \
-                    fastlr_vec_##SUFFIX e = fastlr_load_##SUFFIX(x1 + d);                   \
+                    V a = FASTLR_LOAD(V, x0 + d);                                           \
+                    V e = FASTLR_LOAD(V, x1 + d);                                           \
                     _Pragma("GCC unroll 16")                                                \
                     for (int k = 0; k < K; k++) {                                           \
-                        fastlr_vec_##SUFFIX u = fastlr_load_##SUFFIX(w[k] + d);             \
+                        V u = FASTLR_LOAD(V, w[k] + d);                                     \
                         acc0[k] += u * a;                                                   \
                         acc1[k] += u * e;                                                   \
                     }                                                                       \
@@ -172,25 +168,30 @@ cdef extern from *:
     }                                                                                       \
                                                                                             \
     /* gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples            \
-       x_j = xs[j] (D,), g (n, C). A tile of GRAD_CLASSES rows x one vector of gW stays in \
-       registers for all n samples; every element adds its n terms one sample at a time, in \
-       order, whatever the vector width. */                                                 \
-    FASTLR_CLONES static void fastlr_accumulate_##SUFFIX(                                   \
+       x_j = xs[j] (D,), g (n, C). A tile of GK rows x one vector of gW stays in registers  \
+       for all n samples (per sample, one x load and GK broadcasts of g feed GK FMAs);     \
+       every element adds its n terms one sample at a time, in order, whatever the vector  \
+       width. The rows xs[n .. n + n_ahead - 1] come next and are prefetched. */           \
+    ATTR static void fastlr_accumulate_##ISA##_##SUFFIX(                                    \
             T *gW, T *gb, Py_ssize_t C, Py_ssize_t D, const T *const *xs, Py_ssize_t n,    \
-            const T *g) {                                                                   \
-        enum { LANES = 32 / sizeof(T), K = FASTLR_GRAD_CLASSES };                           \
+            Py_ssize_t n_ahead, const T *g) {                                               \
+        typedef fastlr_##ISA##_##SUFFIX V;                                                  \
+        enum { LANES = VBYTES / sizeof(T), LINE = 64 / sizeof(T), K = GK };                 \
         Py_ssize_t d_main = D - D % LANES;                                                  \
         Py_ssize_t c0 = 0;                                                                  \
         for (; c0 + K <= C; c0 += K) {                                                      \
             T *rows = gW + c0 * D;                                                          \
             const T *gc = g + c0;                                                           \
             for (Py_ssize_t d = 0; d < d_main; d += LANES) {                                \
-                fastlr_vec_##SUFFIX acc[K];                                                 \
+                V acc[K];                                                                   \
+                if (c0 == 0 && d % LINE == 0)                                               \
+                    for (Py_ssize_t r = 0; r < n_ahead; r++)                                \
+                        __builtin_prefetch(xs[n + r] + d, 0, 2);                            \
                 _Pragma("GCC unroll 16")                                                    \
                 for (int k = 0; k < K; k++)                                                 \
-                    acc[k] = fastlr_load_##SUFFIX(rows + k * D + d);                        \
+                    acc[k] = FASTLR_LOAD(V, rows + k * D + d);                              \
                 for (Py_ssize_t j = 0; j < n; j++) {                                        \
-                    fastlr_vec_##SUFFIX xv = fastlr_load_##SUFFIX(xs[j] + d);               \
+                    V xv = FASTLR_LOAD(V, xs[j] + d);                                       \
                     const T *gj = gc + j * C;                                               \
                     _Pragma("GCC unroll 16")                                                \
                     for (int k = 0; k < K; k++)                                             \
@@ -198,7 +199,7 @@ cdef extern from *:
                 }                                                                           \
                 _Pragma("GCC unroll 16")                                                    \
                 for (int k = 0; k < K; k++)                                                 \
-                    fastlr_store_##SUFFIX(rows + k * D + d, acc[k]);                        \
+                    FASTLR_STORE(rows + k * D + d, acc[k]);                                 \
             }                                                                               \
             for (Py_ssize_t d = d_main; d < D; d++)                                         \
                 for (int k = 0; k < K; k++) {                                               \
@@ -223,23 +224,115 @@ cdef extern from *:
                 s += g[j * C + c];                                                          \
             gb[c] = s;                                                                      \
         }                                                                                   \
+    }                                                                                       \
+                                                                                            \
+    /* out[j] = parts[0, j] + parts[1, j] + ... + parts[T-1, j] for j in j0..j1-1, in that \
+       order (T = n_parts, rows stride apart). out may be parts itself (row 0). */          \
+    ATTR static void fastlr_sum_parts_##ISA##_##SUFFIX(                                     \
+            const T *parts, Py_ssize_t n_parts, Py_ssize_t stride, Py_ssize_t j0,           \
+            Py_ssize_t j1, T *out) {                                                        \
+        if (out != parts)                                                                   \
+            for (Py_ssize_t j = j0; j < j1; j++)                                            \
+                out[j] = parts[j];                                                          \
+        for (Py_ssize_t t = 1; t < n_parts; t++)                                            \
+            for (Py_ssize_t j = j0; j < j1; j++)                                            \
+                out[j] += parts[t * stride + j];                                            \
+    }                                                                                       \
+                                                                                            \
+    /* v = momentum v + (grad + alpha W); W -= lr v for j in j0..j1-1 (v untouched when    \
+       momentum is 0), in float64 and rounded once, as the reference does. */               \
+    ATTR static void fastlr_sgd_update_##ISA##_##SUFFIX(                                    \
+            T *W, T *vel, const T *grad, Py_ssize_t j0, Py_ssize_t j1, double lr,           \
+            double momentum, double alpha) {                                                \
+        if (momentum != 0) {                                                                \
+            for (Py_ssize_t j = j0; j < j1; j++) {                                          \
+                double v = momentum * vel[j] + ((double)grad[j] + alpha * W[j]);            \
+                vel[j] = (T)v;                                                              \
+                W[j] = (T)(W[j] - lr * v);                                                  \
+            }                                                                               \
+        } else {                                                                            \
+            for (Py_ssize_t j = j0; j < j1; j++)                                            \
+                W[j] = (T)(W[j] - lr * ((double)grad[j] + alpha * W[j]));                   \
+        }                                                                                   \
     }
 
-    FASTLR_KERNELS(float, float)
-    FASTLR_KERNELS(double, double)
+    /* x86-64-v3 and baseline: 5 x 2 score tiles (10 of 16 ymm registers), 10-class gradient
+       tiles. */
+    FASTLR_KERNELS(float, float, v3, FASTLR_CLONES, 32, 5, 10)
+    FASTLR_KERNELS(double, double, v3, FASTLR_CLONES, 32, 5, 10)
+    #if FASTLR_HAVE_V4
+    /* x86-64-v4: 10 x 2 score tiles (20 of 32 zmm registers: W is read once per two samples
+       instead of twice), 10-class gradient tiles of 64-byte vectors. */
+    FASTLR_KERNELS(float, float, v4, FASTLR_V4, 64, 10, 10)
+    FASTLR_KERNELS(double, double, v4, FASTLR_V4, 64, 10, 10)
+    #endif
+
+    /* Which kernels run: 4 for x86-64-v4, 3 for the target_clones pair. */
+    static int fastlr_isa_level = 3;
+    static void fastlr_pick_isa(void) {
+    #if FASTLR_HAVE_V4
+        __builtin_cpu_init();
+        fastlr_isa_level = __builtin_cpu_supports("x86-64-v4") ? 4 : 3;
+    #endif
+    }
+
+    #if FASTLR_HAVE_V4
+    #define FASTLR_DISPATCH(NAME, SUFFIX, ...)                                               \
+        if (fastlr_isa_level == 4) fastlr_##NAME##_v4_##SUFFIX(__VA_ARGS__);                \
+        else fastlr_##NAME##_v3_##SUFFIX(__VA_ARGS__);
+    #else
+    #define FASTLR_DISPATCH(NAME, SUFFIX, ...) fastlr_##NAME##_v3_##SUFFIX(__VA_ARGS__);
+    #endif
+    #define FASTLR_ENTRY_POINTS(T, SUFFIX)                                                  \
+    static void fastlr_scores_##SUFFIX(const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, \
+            const T *const *xs, Py_ssize_t n, T *z) {                                       \
+        FASTLR_DISPATCH(scores, SUFFIX, W, b, C, D, xs, n, z)                               \
+    }                                                                                       \
+    static void fastlr_accumulate_##SUFFIX(T *gW, T *gb, Py_ssize_t C, Py_ssize_t D,        \
+            const T *const *xs, Py_ssize_t n, Py_ssize_t n_ahead, const T *g) {             \
+        FASTLR_DISPATCH(accumulate, SUFFIX, gW, gb, C, D, xs, n, n_ahead, g)                \
+    }                                                                                       \
+    static void fastlr_sum_parts_##SUFFIX(const T *parts, Py_ssize_t n_parts,               \
+            Py_ssize_t stride, Py_ssize_t j0, Py_ssize_t j1, T *out) {                      \
+        FASTLR_DISPATCH(sum_parts, SUFFIX, parts, n_parts, stride, j0, j1, out)             \
+    }                                                                                       \
+    static void fastlr_sgd_update_##SUFFIX(T *W, T *vel, const T *grad, Py_ssize_t j0,      \
+            Py_ssize_t j1, double lr, double momentum, double alpha) {                      \
+        FASTLR_DISPATCH(sgd_update, SUFFIX, W, vel, grad, j0, j1, lr, momentum, alpha)      \
+    }
+    FASTLR_ENTRY_POINTS(float, float)
+    FASTLR_ENTRY_POINTS(double, double)
     """
     void fastlr_scores_float(const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
-                             const float** xs, Py_ssize_t n, Py_ssize_t n_ahead,
-                             float* z) noexcept nogil
+                             const float** xs, Py_ssize_t n, float* z) noexcept nogil
     void fastlr_scores_double(const double* W, const double* b, Py_ssize_t C, Py_ssize_t D,
-                              const double** xs, Py_ssize_t n, Py_ssize_t n_ahead,
-                              double* z) noexcept nogil
+                              const double** xs, Py_ssize_t n, double* z) noexcept nogil
     void fastlr_accumulate_float(float* gW, float* gb, Py_ssize_t C, Py_ssize_t D,
-                                 const float** xs, Py_ssize_t n, const float* g) noexcept nogil
+                                 const float** xs, Py_ssize_t n, Py_ssize_t n_ahead,
+                                 const float* g) noexcept nogil
     void fastlr_accumulate_double(double* gW, double* gb, Py_ssize_t C, Py_ssize_t D,
-                                  const double** xs, Py_ssize_t n,
+                                  const double** xs, Py_ssize_t n, Py_ssize_t n_ahead,
                                   const double* g) noexcept nogil
+    void fastlr_sum_parts_float(const float* parts, Py_ssize_t n_parts, Py_ssize_t stride,
+                                Py_ssize_t j0, Py_ssize_t j1, float* out) noexcept nogil
+    void fastlr_sum_parts_double(const double* parts, Py_ssize_t n_parts, Py_ssize_t stride,
+                                 Py_ssize_t j0, Py_ssize_t j1, double* out) noexcept nogil
+    void fastlr_sgd_update_float(float* W, float* vel, const float* grad, Py_ssize_t j0,
+                                 Py_ssize_t j1, double lr, double momentum,
+                                 double alpha) noexcept nogil
+    void fastlr_sgd_update_double(double* W, double* vel, const double* grad, Py_ssize_t j0,
+                                  Py_ssize_t j1, double lr, double momentum,
+                                  double alpha) noexcept nogil
     enum: FASTLR_AHEAD
+    int fastlr_isa_level
+    void fastlr_pick_isa() noexcept nogil
+
+fastlr_pick_isa()
+
+
+def _set_isa_level(int level):
+    global fastlr_isa_level
+    fastlr_isa_level = level
 
 
 cdef enum:
@@ -248,14 +341,12 @@ cdef enum:
 
 
 cdef inline void _scores(const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
-                         const floating** xs, Py_ssize_t n, Py_ssize_t n_ahead,
-                         floating* z) noexcept nogil:
-    """z (n, C) = x_j W^T + b for the n samples x_j = xs[j] (D,); W (C, D), b (C,). The
-    n_ahead rows xs[n], xs[n + 1], ... (the samples that come next) are prefetched."""
+                         const floating** xs, Py_ssize_t n, floating* z) noexcept nogil:
+    """z (n, C) = x_j W^T + b for the n samples x_j = xs[j] (D,); W (C, D), b (C,)."""
     if floating is float:
-        fastlr_scores_float(W, b, C, D, xs, n, n_ahead, z)
+        fastlr_scores_float(W, b, C, D, xs, n, z)
     else:
-        fastlr_scores_double(W, b, C, D, xs, n, n_ahead, z)
+        fastlr_scores_double(W, b, C, D, xs, n, z)
 
 
 cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
@@ -274,21 +365,24 @@ cdef inline double _softmax_delta(floating* z, Py_ssize_t C, int64_t label,
         e = exp(z[c] - m)
         z[c] = <floating>e
         total += e
+    # One division per sample instead of one per class.
+    cdef double p_scale = scale / total
     for c in range(C):
-        z[c] = <floating>(scale * (z[c] / total))
+        z[c] = <floating>(p_scale * z[c])
     z[label] = <floating>(z[label] - scale)
     return m + log(total) - z_label
 
 
 cdef inline void _accumulate(floating* gW, floating* gb, Py_ssize_t C, Py_ssize_t D,
-                             const floating** xs, Py_ssize_t n,
+                             const floating** xs, Py_ssize_t n, Py_ssize_t n_ahead,
                              const floating* g) noexcept nogil:
     """gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples
-    x_j = xs[j] (D,); g is (n, C)."""
+    x_j = xs[j] (D,); g is (n, C). The n_ahead rows xs[n], xs[n + 1], ... (the samples that
+    come next) are prefetched meanwhile."""
     if floating is float:
-        fastlr_accumulate_float(gW, gb, C, D, xs, n, g)
+        fastlr_accumulate_float(gW, gb, C, D, xs, n, n_ahead, g)
     else:
-        fastlr_accumulate_double(gW, gb, C, D, xs, n, g)
+        fastlr_accumulate_double(gW, gb, C, D, xs, n, n_ahead, g)
 
 
 cdef inline const floating* _row(const floating* X, const int64_t* rows, Py_ssize_t i,
@@ -316,7 +410,7 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
     after this chunk (the thread's next chunk) and are prefetched."""
     cdef double loss = 0.0
     cdef Py_ssize_t i, j, n, n_ahead
-    cdef const floating* xs[SAMPLE_BLOCK + FASTLR_AHEAD + 1]
+    cdef const floating* xs[SAMPLE_BLOCK + FASTLR_AHEAD]
     cdef int64_t idx
     memset(gW, 0, C * D * sizeof(floating))
     memset(gb, 0, C * sizeof(floating))
@@ -326,7 +420,7 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
         for j in range(n):
             xs[j] = _row(X, rows, i + j, D)
         n_ahead = 0
-        while n_ahead < FASTLR_AHEAD + 1:
+        while n_ahead < FASTLR_AHEAD:
             j = i + n + n_ahead
             if j < hi:
                 xs[n + n_ahead] = _row(X, rows, j, D)
@@ -335,11 +429,11 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
             else:
                 break
             n_ahead += 1
-        _scores(W, b, C, D, xs, n, n_ahead, scratch)
+        _scores(W, b, C, D, xs, n, scratch)
         for j in range(n):
             idx = rows[i + j] if rows != NULL else i + j
             loss += sw[idx] * _softmax_delta(scratch + j * C, C, y[idx], sw[idx] * inv_batch)
-        _accumulate(gW, gb, C, D, xs, n, scratch)
+        _accumulate(gW, gb, C, D, xs, n, n_ahead, scratch)
         i += n
     return loss
 
@@ -348,15 +442,10 @@ cdef inline void _sum_parts(const floating* parts, Py_ssize_t T, Py_ssize_t stri
                             Py_ssize_t j0, Py_ssize_t j1, floating* out) noexcept nogil:
     """out[j] = parts[0, j] + parts[1, j] + ... + parts[T-1, j] for j in j0..j1-1, in that
     order. ``out`` may be ``parts`` itself (row 0)."""
-    cdef Py_ssize_t t, j
-    cdef const floating* part
-    if out != parts:
-        for j in range(j0, j1):
-            out[j] = parts[j]
-    for t in range(1, T):
-        part = parts + t * stride
-        for j in range(j0, j1):
-            out[j] += part[j]
+    if floating is float:
+        fastlr_sum_parts_float(parts, T, stride, j0, j1, out)
+    else:
+        fastlr_sum_parts_double(parts, T, stride, j0, j1, out)
 
 
 cdef inline void _sgd_update(floating* W, floating* vel, const floating* grad,
@@ -364,16 +453,10 @@ cdef inline void _sgd_update(floating* W, floating* vel, const floating* grad,
                              double alpha) noexcept nogil:
     """v = momentum v + (grad + alpha W); W -= lr v for j in j0..j1-1 (v untouched when
     momentum is 0). Computed in float64 and rounded once, as the reference does."""
-    cdef Py_ssize_t j
-    cdef double v
-    if momentum != 0:
-        for j in range(j0, j1):
-            v = momentum * vel[j] + (grad[j] + alpha * W[j])
-            vel[j] = <floating>v
-            W[j] = <floating>(W[j] - lr * v)
+    if floating is float:
+        fastlr_sgd_update_float(W, vel, grad, j0, j1, lr, momentum, alpha)
     else:
-        for j in range(j0, j1):
-            W[j] = <floating>(W[j] - lr * (grad[j] + alpha * W[j]))
+        fastlr_sgd_update_double(W, vel, grad, j0, j1, lr, momentum, alpha)
 
 
 cdef inline void _predict_block(const floating* X, const floating* W, const floating* b,
@@ -386,7 +469,7 @@ cdef inline void _predict_block(const floating* X, const floating* W, const floa
     cdef Py_ssize_t n = min(<Py_ssize_t>SAMPLE_BLOCK, N - start)
     for j in range(n):
         xs[j] = X + (start + j) * D
-    _scores(W, b, C, D, xs, n, 0, out + start * C)
+    _scores(W, b, C, D, xs, n, out + start * C)
 
 
 def predict_scores(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
