@@ -108,6 +108,13 @@ cdef extern from *:
        come next are prefetched into L2 (prefetcht1, one per cache line), so that the
        scores of the next block, which would wait on DRAM, find them there. */
     enum { FASTLR_AHEAD = 64 };
+    /* Samples per block (SAMPLE_BLOCK in the Cython code). */
+    enum { FASTLR_BLOCK = 64 };
+    /* The scores walk D in spans of this many bytes of each row of W, every pair of samples of
+       the block through one span before the next, so the span of W (10 rows: 10 KB) stays in
+       L1 instead of streaming all of W (31 KB, the size of L1) from L2 for every pair. The
+       accumulators wait in memory between spans: the sums are the same, in the same order. */
+    enum { FASTLR_SCORE_SPAN = 1024 };
 
     /* The kernels for one float type T and one instruction set ISA (function attribute ATTR,
        vectors of VBYTES bytes). Register tiles: the scores keep SK classes x 2 samples of
@@ -123,42 +130,63 @@ cdef extern from *:
             const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, const T *const *xs,        \
             Py_ssize_t n, T *z) {                                                           \
         typedef fastlr_##ISA##_##SUFFIX V;                                                  \
-        enum { LANES = VBYTES / sizeof(T), K = SK };                                        \
+        enum { LANES = VBYTES / sizeof(T), K = SK,                                          \
+               SPAN = FASTLR_SCORE_SPAN / sizeof(T) };                                      \
+        V acc[(FASTLR_BLOCK + 1) / 2][2 * K];                                               \
         Py_ssize_t d_main = D - D % LANES;                                                  \
-        for (Py_ssize_t j = 0; j < n; j += 2) {                                             \
-            Py_ssize_t j1 = j + 1 < n ? j + 1 : j;                                          \
-            const T *x0 = xs[j], *x1 = xs[j1];                                              \
-            for (Py_ssize_t c0 = 0; c0 < C; c0 += K) {                                      \
-                Py_ssize_t cs[K];                                                           \
-                const T *w[K];                                                              \
-                V acc0[K], acc1[K];                                                         \
-                for (int k = 0; k < K; k++) {                                               \
-                    cs[k] = c0 + k < C ? c0 + k : C - 1;                                    \
-                    w[k] = W + cs[k] * D;                                                   \
-                    acc0[k] = (V){0};                                                       \
-                    acc1[k] = (V){0};                                                       \
-                }                                                                           \
-                for (Py_ssize_t d = 0; d < d_main; d += LANES) {                            \
-                    V a = FASTLR_LOAD(V, x0 + d);                                           \
-                    V e = FASTLR_LOAD(V, x1 + d);                                           \
+        for (Py_ssize_t c0 = 0; c0 < C; c0 += K) {                                          \
+            Py_ssize_t cs[K];                                                               \
+            const T *w[K];                                                                  \
+            for (int k = 0; k < K; k++) {                                                   \
+                cs[k] = c0 + k < C ? c0 + k : C - 1;                                        \
+                w[k] = W + cs[k] * D;                                                       \
+            }                                                                               \
+            for (Py_ssize_t q0 = 0; q0 < d_main; q0 += SPAN) {                              \
+                Py_ssize_t q1 = q0 + SPAN < d_main ? q0 + SPAN : d_main;                    \
+                for (Py_ssize_t j = 0; j < n; j += 2) {                                     \
+                    const T *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];                   \
+                    V *a0 = acc[j / 2], *a1 = acc[j / 2] + K;                               \
+                    V acc0[K], acc1[K];                                                     \
                     _Pragma("GCC unroll 16")                                                \
                     for (int k = 0; k < K; k++) {                                           \
-                        V u = FASTLR_LOAD(V, w[k] + d);                                     \
-                        acc0[k] += u * a;                                                   \
-                        acc1[k] += u * e;                                                   \
+                        acc0[k] = q0 ? a0[k] : (V){0};                                      \
+                        acc1[k] = q0 ? a1[k] : (V){0};                                      \
+                    }                                                                       \
+                    for (Py_ssize_t d = q0; d < q1; d += LANES) {                           \
+                        V u0 = FASTLR_LOAD(V, x0 + d);                                      \
+                        V u1 = FASTLR_LOAD(V, x1 + d);                                      \
+                        _Pragma("GCC unroll 16")                                            \
+                        for (int k = 0; k < K; k++) {                                       \
+                            V u = FASTLR_LOAD(V, w[k] + d);                                 \
+                            acc0[k] += u * u0;                                              \
+                            acc1[k] += u * u1;                                              \
+                        }                                                                   \
+                    }                                                                       \
+                    _Pragma("GCC unroll 16")                                                \
+                    for (int k = 0; k < K; k++) {                                           \
+                        a0[k] = acc0[k];                                                    \
+                        a1[k] = acc1[k];                                                    \
                     }                                                                       \
                 }                                                                           \
+            }                                                                               \
+            for (Py_ssize_t j = 0; j < n; j += 2) {                                         \
+                Py_ssize_t j1 = j + 1 < n ? j + 1 : j;                                      \
+                const T *x0 = xs[j], *x1 = xs[j1];                                          \
+                V *a0 = acc[j / 2], *a1 = acc[j / 2] + K;                                   \
+                if (d_main == 0)                                                            \
+                    for (int k = 0; k < K; k++)                                             \
+                        a0[k] = a1[k] = (V){0};                                             \
                 for (Py_ssize_t t = 0; t < D - d_main; t++) {                               \
                     for (int k = 0; k < K; k++) {                                           \
-                        acc0[k][t] += w[k][d_main + t] * x0[d_main + t];                    \
-                        acc1[k][t] += w[k][d_main + t] * x1[d_main + t];                    \
+                        a0[k][t] += w[k][d_main + t] * x0[d_main + t];                      \
+                        a1[k][t] += w[k][d_main + t] * x1[d_main + t];                      \
                     }                                                                       \
                 }                                                                           \
                 for (int k = 0; k < K; k++) {                                               \
                     T s0 = 0, s1 = 0;                                                       \
                     for (int t = 0; t < LANES; t++) {                                       \
-                        s0 += acc0[k][t];                                                   \
-                        s1 += acc1[k][t];                                                   \
+                        s0 += a0[k][t];                                                     \
+                        s1 += a1[k][t];                                                     \
                     }                                                                       \
                     z[j * C + cs[k]] = s0 + b[cs[k]];                                       \
                     z[j1 * C + cs[k]] = s1 + b[cs[k]];                                      \
@@ -324,6 +352,7 @@ cdef extern from *:
                                   Py_ssize_t j1, double lr, double momentum,
                                   double alpha) noexcept nogil
     enum: FASTLR_AHEAD
+    enum: FASTLR_BLOCK
     int fastlr_isa_level
     void fastlr_pick_isa() noexcept nogil
 
@@ -337,7 +366,7 @@ def _set_isa_level(int level):
 
 cdef enum:
     # Samples per block: their scores, then their gradient, while their rows are in L2.
-    SAMPLE_BLOCK = 64
+    SAMPLE_BLOCK = FASTLR_BLOCK
 
 
 cdef inline void _scores(const floating* W, const floating* b, Py_ssize_t C, Py_ssize_t D,
