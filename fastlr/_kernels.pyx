@@ -92,14 +92,17 @@ cdef extern from *:
        (no -ffast-math). */
     #include <string.h>
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FASTLR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-    #define FASTLR_HAVE_V4 1
+    #define FASTLR_MULTI_ISA 1
+    #define FASTLR_V3 __attribute__((target("arch=x86-64-v3")))
     #define FASTLR_V4 __attribute__((target("arch=x86-64-v4")))
     #else
-    #define FASTLR_CLONES
-    #define FASTLR_HAVE_V4 0
+    #define FASTLR_MULTI_ISA 0
     #endif
 
+    /* Keeps a loaded vector in a register: without it GCC folds the load of a row of W into
+       both FMAs that use it, loading it twice (a load-bound loop). */
+    #define FASTLR_IN_REGISTER(v) __asm__("" : "+x"(v))
+    #define FASTLR_ANYWHERE(v) ((void)0)
     #define FASTLR_LOAD(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
     #define FASTLR_STORE(p, v) do { __typeof__(v) v_ = (v); memcpy((p), &v_, sizeof v_); } while (0)
 
@@ -108,6 +111,13 @@ cdef extern from *:
        come next are prefetched into L2 (prefetcht1, one per cache line), so that the
        scores of the next block, which would wait on DRAM, find them there. */
     enum { FASTLR_AHEAD = 64 };
+    /* The label and weight of a sample that comes next, which would otherwise be a cache
+       miss on the path from a sample's scores to its delta. */
+    static inline void fastlr_prefetch(const void *p) {
+    #if defined(__GNUC__)
+        __builtin_prefetch(p, 0, 2);
+    #endif
+    }
     /* Samples per block (SAMPLE_BLOCK in the Cython code). */
     enum { FASTLR_BLOCK = 64 };
     /* The scores walk D in spans of this many bytes of each row of W, every pair of samples of
@@ -119,8 +129,23 @@ cdef extern from *:
     /* The kernels for one float type T and one instruction set ISA (function attribute ATTR,
        vectors of VBYTES bytes). Register tiles: the scores keep SK classes x 2 samples of
        accumulators, the gradient GK classes x one vector of D. */
-    #define FASTLR_KERNELS(T, SUFFIX, ISA, ATTR, VBYTES, SK, GK)                            \
+    #define FASTLR_KERNELS(T, SUFFIX, ISA, ATTR, VBYTES, SK, GK, KEEP)                      \
     typedef T fastlr_##ISA##_##SUFFIX __attribute__((vector_size(VBYTES)));                 \
+                                                                                            \
+    /* The lanes of v summed pairwise, halving the vector each time (a fixed order that    \
+       vectorizes; a serial sum of 16 lanes was a chain of 16 dependent adds). */           \
+    ATTR static inline T fastlr_lane_sum_##ISA##_##SUFFIX(fastlr_##ISA##_##SUFFIX v) {      \
+        enum { LANES = VBYTES / sizeof(T) };                                                \
+        T l[LANES];                                                                         \
+        memcpy(l, &v, sizeof v);                                                            \
+        _Pragma("GCC unroll 8")                                                             \
+        for (int w = LANES / 2; w > 0; w /= 2) {                                            \
+            _Pragma("GCC unroll 16")                                                        \
+            for (int i = 0; i < w; i++)                                                     \
+                l[i] += l[i + w];                                                           \
+        }                                                                                   \
+        return l[0];                                                                        \
+    }                                                                                       \
                                                                                             \
     /* z (n, C) = x_j W^T + b for the n samples x_j = xs[j] (D,), W (C, D) row-major. Two  \
        samples and SK classes per pass over D (per vector of D, SK + 2 loads feed 2 SK      \
@@ -158,6 +183,7 @@ cdef extern from *:
                         _Pragma("GCC unroll 16")                                            \
                         for (int k = 0; k < K; k++) {                                       \
                             V u = FASTLR_LOAD(V, w[k] + d);                                 \
+                            KEEP(u);                                                        \
                             acc0[k] += u * u0;                                              \
                             acc1[k] += u * u1;                                              \
                         }                                                                   \
@@ -183,13 +209,8 @@ cdef extern from *:
                     }                                                                       \
                 }                                                                           \
                 for (int k = 0; k < K; k++) {                                               \
-                    T s0 = 0, s1 = 0;                                                       \
-                    for (int t = 0; t < LANES; t++) {                                       \
-                        s0 += a0[k][t];                                                     \
-                        s1 += a1[k][t];                                                     \
-                    }                                                                       \
-                    z[j * C + cs[k]] = s0 + b[cs[k]];                                       \
-                    z[j1 * C + cs[k]] = s1 + b[cs[k]];                                      \
+                    z[j * C + cs[k]] = fastlr_lane_sum_##ISA##_##SUFFIX(a0[k]) + b[cs[k]];  \
+                    z[j1 * C + cs[k]] = fastlr_lane_sum_##ISA##_##SUFFIX(a1[k]) + b[cs[k]]; \
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
@@ -284,32 +305,41 @@ cdef extern from *:
         }                                                                                   \
     }
 
-    /* x86-64-v3 and baseline: 5 x 2 score tiles (10 of 16 ymm registers), 10-class gradient
-       tiles. */
-    FASTLR_KERNELS(float, float, v3, FASTLR_CLONES, 32, 5, 10)
-    FASTLR_KERNELS(double, double, v3, FASTLR_CLONES, 32, 5, 10)
-    #if FASTLR_HAVE_V4
+    /* The x86-64 baseline (SSE2, 16 registers of 16 bytes), wherever this is compiled. */
+    FASTLR_KERNELS(float, float, base, , 16, 5, 10, FASTLR_ANYWHERE)
+    FASTLR_KERNELS(double, double, base, , 16, 5, 10, FASTLR_ANYWHERE)
+    #if FASTLR_MULTI_ISA
+    /* x86-64-v3: 5 x 2 score tiles (10 of 16 ymm registers), 10-class gradient tiles. */
+    FASTLR_KERNELS(float, float, v3, FASTLR_V3, 32, 5, 10, FASTLR_IN_REGISTER)
+    FASTLR_KERNELS(double, double, v3, FASTLR_V3, 32, 5, 10, FASTLR_IN_REGISTER)
     /* x86-64-v4: 10 x 2 score tiles (20 of 32 zmm registers: W is read once per two samples
        instead of twice), 10-class gradient tiles of 64-byte vectors. */
-    FASTLR_KERNELS(float, float, v4, FASTLR_V4, 64, 10, 10)
-    FASTLR_KERNELS(double, double, v4, FASTLR_V4, 64, 10, 10)
+    FASTLR_KERNELS(float, float, v4, FASTLR_V4, 64, 10, 10, FASTLR_IN_REGISTER)
+    FASTLR_KERNELS(double, double, v4, FASTLR_V4, 64, 10, 10, FASTLR_IN_REGISTER)
     #endif
 
-    /* Which kernels run: 4 for x86-64-v4, 3 for the target_clones pair. */
-    static int fastlr_isa_level = 3;
-    static void fastlr_pick_isa(void) {
-    #if FASTLR_HAVE_V4
+    /* Which kernels run: 4 (x86-64-v4), 3 (x86-64-v3) or 1 (baseline), the best this CPU
+       (and its operating system) supports, or a lower level set for a comparison. */
+    static int fastlr_isa_level = 1;
+    static int fastlr_best_isa_level(void) {
+    #if FASTLR_MULTI_ISA
         __builtin_cpu_init();
-        fastlr_isa_level = __builtin_cpu_supports("x86-64-v4") ? 4 : 3;
+        if (__builtin_cpu_supports("x86-64-v4"))
+            return 4;
+        if (__builtin_cpu_supports("x86-64-v3"))
+            return 3;
     #endif
+        return 1;
     }
+    static void fastlr_pick_isa(void) { fastlr_isa_level = fastlr_best_isa_level(); }
 
-    #if FASTLR_HAVE_V4
+    #if FASTLR_MULTI_ISA
     #define FASTLR_DISPATCH(NAME, SUFFIX, ...)                                               \
         if (fastlr_isa_level == 4) fastlr_##NAME##_v4_##SUFFIX(__VA_ARGS__);                \
-        else fastlr_##NAME##_v3_##SUFFIX(__VA_ARGS__);
+        else if (fastlr_isa_level == 3) fastlr_##NAME##_v3_##SUFFIX(__VA_ARGS__);           \
+        else fastlr_##NAME##_base_##SUFFIX(__VA_ARGS__);
     #else
-    #define FASTLR_DISPATCH(NAME, SUFFIX, ...) fastlr_##NAME##_v3_##SUFFIX(__VA_ARGS__);
+    #define FASTLR_DISPATCH(NAME, SUFFIX, ...) fastlr_##NAME##_base_##SUFFIX(__VA_ARGS__);
     #endif
     #define FASTLR_ENTRY_POINTS(T, SUFFIX)                                                  \
     static void fastlr_scores_##SUFFIX(const T *W, const T *b, Py_ssize_t C, Py_ssize_t D, \
@@ -353,6 +383,7 @@ cdef extern from *:
                                   double alpha) noexcept nogil
     enum: FASTLR_AHEAD
     enum: FASTLR_BLOCK
+    void fastlr_prefetch(const void* p) noexcept nogil
     int fastlr_isa_level
     void fastlr_pick_isa() noexcept nogil
 
@@ -452,11 +483,14 @@ cdef double _batch_chunk(const floating* X, const int64_t* y, const floating* sw
         while n_ahead < FASTLR_AHEAD:
             j = i + n + n_ahead
             if j < hi:
-                xs[n + n_ahead] = _row(X, rows, j, D)
+                idx = rows[j] if rows != NULL else j
             elif j - hi < n_next:
-                xs[n + n_ahead] = X + next_rows[j - hi] * D
+                idx = next_rows[j - hi]
             else:
                 break
+            xs[n + n_ahead] = X + idx * D
+            fastlr_prefetch(&y[idx])
+            fastlr_prefetch(&sw[idx])
             n_ahead += 1
         _scores(W, b, C, D, xs, n, scratch)
         for j in range(n):
