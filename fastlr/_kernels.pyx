@@ -6,36 +6,65 @@ Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T thread
 
 The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
 -----------
-``sgd_epoch``       one epoch of minibatch SGD. Each step splits its minibatch into T chunks
-                    (boundaries ``B t / T``, so they depend on T alone); thread t writes the
-                    gradient of its chunk into parts_W[t] (C, D), parts_b[t] (C,); after a
-                    barrier each thread sums the T parts in the order t = 0..T-1 over its own
-                    slice of the C*D weights and applies the (momentum, L2) update there.
-                    Same inputs and same T give bitwise the same model.
+``sgd_epoch``       one epoch of minibatch SGD in one parallel region. Each step splits its
+                    minibatch into T chunks (boundaries ``B t / T``, so they depend on T
+                    alone); thread t writes the gradient of its chunk into parts_W[t] (C, D),
+                    parts_b[t] (C,); after a barrier each thread sums the T parts in the order
+                    t = 0..T-1 over its own slice of the C*D weights and applies the (momentum,
+                    L2) update there; a barrier; the next step.
 ``loss_and_grad``   the same first phase for one batch, then the fixed-order sum into grad_W.
-``predict_scores``  ``X W^T + b``, blocks of four rows spread over threads with prange.
+``predict_scores``  ``X W^T + b``, blocks of SAMPLE_BLOCK rows spread over threads with prange.
 
-Per block of four samples: scores of two classes at a time (each x load feeds two rows of W,
-each W load four samples), a stable softmax and log-sum-exp in float64, then the rank-1
-updates of the four samples fused into one pass over each row of the (C, D) gradient. The two
-inner loops are C (GCC vector extensions, 32-byte vectors of independent partial sums, so no
--ffast-math is needed and the sum order is fixed by the source) compiled twice with
-``target_clones``: x86-64-v3 (AVX2 + FMA) and the x86-64 baseline, chosen at load time.
+A thread's chunk goes in blocks of SAMPLE_BLOCK = 64 samples: the block's scores (register
+tiles of 10 classes x 2 samples; W walked in 1 KB spans that stay in L1), a stable softmax and
+log-sum-exp in float64, then the block's gradient with a tile of 10 rows x one vector of gW
+held in registers across all 64 samples (stored once per block, not once per sample). While
+the gradient, which is compute-bound, runs, the rows of the next 64 samples (the next block,
+or the thread's chunk of the next step) are prefetched into L2: the rows are scattered by the
+permutation and the scores would otherwise wait on DRAM. The hot loops are C (GCC vector
+extensions: vectors of independent partial sums, so no -ffast-math; softmax, loss and update
+are plain IEEE arithmetic) compiled three times: x86-64-v4 (AVX-512, 64-byte vectors, 32
+registers), x86-64-v3 (AVX2 + FMA, 5 x 2 score tiles) and the x86-64 baseline (SSE2); the best
+the CPU supports is picked at import (``isa_level``, ``set_isa_level`` to compare).
 
-Measured (MNIST epoch, float32, 2-core AMD EPYC Zen 4, a shared machine at load ~5; CPU time
-of one thread, median of 7; see ``bench/bench_cython.py`` for wall times against NumPy):
+Reproducibility: every sum has an order fixed in the source, so the same inputs, the same T
+and the same ISA level give bitwise the same model. The gradient adds its terms sample by
+sample in batch order whatever the vector width, but the lane sums of the scores and the use
+of FMA differ between ISA levels, so a v4 and a v3 CPU round differently (well within the
+tolerances of ``fastlr/backends/check.py``); ``set_isa_level(3)`` reproduces a v3 CPU.
 
-- one parallel region for the whole epoch with an OpenMP barrier between steps, against a
-  new region per step (``sgd_epoch_region_per_step``), batch 64, wall ms/epoch, two runs on
-  the oversubscribed machine: 1 thread 127 / 72 vs 133 / 64, 2 threads 255 / 648 vs
-  488 / 404. Under that load the comparison is noise-bound (a descheduled thread stalls
-  every barrier either way); the single region is kept because it does one fork/join per
-  epoch instead of 938. To be re-measured on a quiet machine.
-- x86-64-v3 clone against the baseline build (no clones): 60-64 vs 122-127 ms CPU per epoch
-  at batch 64 and 1024. An extra x86-64-v4 (AVX-512) clone: 61-65, no gain, not kept.
-- scores loop with a 3-D accumulator array left to the auto-vectorizer: GCC kept it in memory
-  (2 FMAs in the loop); explicit vector types: 8 register FMAs per iteration.
-- software prefetch of the next block's (scattered) rows: about 10% slower, dropped.
+Measured: MNIST epoch (60000 x 784, float32), wall ms, median of 5 with the NumPy loop and
+each variant interleaved in one run, 2-core AMD EPYC Zen 4 VM (NumPy sgemm ~100 GFLOP/s on one
+thread). The machine is shared and its memory speed drifts by up to 2x between runs, so only
+numbers from one run are compared.
+
+- Starting point (per 4 samples: scores of 2 classes x 4 samples, then the 4 rank-1 updates
+  read-modify-writing every row of gW): batch 64 1 thr 74, 2 thr 102; batch 1024 1 thr 58.
+- Register-tiled gradient, blocks of 64 samples: batch 64 1 thr 59, batch 1024 1 thr 53.
+  Scores then wait on DRAM (perf: the x loads).
+- Prefetching whole rows 8 samples ahead while the scores run, batch 1024 1 thr: prefetcht1
+  (into L2) 38, prefetcht2 42, none 49; prefetcht0 and prefetchnta no better than none; only
+  the first 2-8 lines of each row (to start the hardware prefetcher) 45; distance 4-32
+  samples: all the same. Prefetching during
+  the gradient pass instead: batch 1024 1 thr 48 -> 37, batch 64 2 thr 32 -> 25; with both,
+  no better than the gradient pass alone, so only that is kept.
+- x86-64-v4 kernels against x86-64-v3 (same build, ``set_isa_level``), ms: batch 64 1 thr
+  33.1 vs 36.2, 2 thr 23.0 vs 23.7; batch 256 2 thr 17.3 vs 18.4; batch 1024 1 thr 30.4 vs
+  32.0, 2 thr 16.0 vs 16.8. Kept. The baseline: 76 / 44 / 38 / 71 / 36.
+- Rows of W loaded once per two samples (an empty asm keeps the vector in a register; GCC
+  had folded the load into both FMAs): scores alone, 64 x 784 in cache, 46 -> 73 GFLOP/s (v3).
+  W walked in spans that fit L1: ~5% per epoch. Labels and weights of the next samples
+  prefetched (their loads stalled the softmax): ~10%.
+- Synchronization, one region per epoch against a region per step
+  (``sgd_epoch_region_per_step``): batch 64 1 thr 33.4 vs 34.6, 2 thr 23.3 vs 23.8; batch
+  256 2 thr 17.4 vs 17.6; batch 1024 2 thr 15.7 vs 15.6: equal within noise; one region kept.
+- Tried and dropped: packing the block's rows into a contiguous buffer during the scores for
+  the gradient pass (no gain: the strided stores cost what the reads saved); splitting the
+  columns of W between threads instead of the samples (W, vel_W and the gradient never leave
+  their core; one barrier per block; every thread does the softmax of every sample): batch 64
+  2 thr 31.6 vs 27.1, batch 1024 2 thr 25.5 vs 19.6, slower.
+- Where the time goes now (perf, batch 1024, 1 thread): scores and gradient ~35% each (the
+  gradient pass near the FMA limit), the softmax with libm exp/log ~25%.
 """
 
 from cython cimport floating
@@ -91,7 +120,8 @@ cdef extern from *:
        sums, so the loops are vectorized by construction without reassociating a float sum
        (no -ffast-math). */
     #include <string.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__linux__)
     #define FASTLR_MULTI_ISA 1
     #define FASTLR_V3 __attribute__((target("arch=x86-64-v3")))
     #define FASTLR_V4 __attribute__((target("arch=x86-64-v4")))
@@ -386,12 +416,25 @@ cdef extern from *:
     void fastlr_prefetch(const void* p) noexcept nogil
     int fastlr_isa_level
     void fastlr_pick_isa() noexcept nogil
+    int fastlr_best_isa_level() noexcept nogil
 
 fastlr_pick_isa()
 
 
-def _set_isa_level(int level):
+def isa_level():
+    """The instruction set the kernels run: 4 (x86-64-v4, AVX-512), 3 (x86-64-v3, AVX2 + FMA)
+    or 1 (the x86-64 baseline)."""
+    return fastlr_isa_level
+
+
+def set_isa_level(int level):
+    """Run the kernels for instruction set ``level`` (4, 3 or 1) from now on, in this process:
+    to compare them, or to reproduce bitwise the results of a CPU with a lower level. Raises
+    ValueError for a level this CPU cannot run."""
     global fastlr_isa_level
+    if level not in (1, 3, 4) or level > fastlr_best_isa_level():
+        raise ValueError(f"ISA level {level} is not one of 1, 3, 4 up to "
+                         f"{fastlr_best_isa_level()}, the best this CPU runs")
     fastlr_isa_level = level
 
 
