@@ -9,8 +9,8 @@ on any x86-64 CPU. The loops that do the arithmetic are compiled three times ins
 (GCC ``target("arch=x86-64-v4")`` and ``target("arch=x86-64-v3")`` function attributes, plus
 the baseline, see ``fastlr/_kernels.pyx``) and the module picks at import the best one the CPU
 and its operating system support (``__builtin_cpu_supports``). Measured on the build machine
-(AMD EPYC Zen 4, MNIST epoch, wall ms): batch 64 one thread v4 33, v3 36, baseline 76; batch
-1024 one thread 30, 32, 71. ``-march=native`` would match here but could crash (SIGILL) on an
+(AMD EPYC Zen 4, MNIST epoch, wall ms): batch 64 one thread v4 29, v3 34, baseline 76; batch
+1024 one thread 26, 31, 72. ``-march=native`` would match here but could crash (SIGILL) on an
 older CPU. Other compilers, GCC before 12, or GCC off x86-64 Linux build the baseline kernels only.
 """
 

@@ -18,8 +18,8 @@ The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
 A thread's chunk goes in blocks of SAMPLE_BLOCK = 64 samples: the block's scores (register
 tiles of 10 classes x 2 samples; W walked in 1 KB spans that stay in L1), a stable softmax and
 log-sum-exp in float64 (the block's exponentials vectorized, within 2 ulp of libm's), then the
-block's gradient with a tile of 10 rows x one vector of gW
-held in registers across all 64 samples (stored once per block, not once per sample). While
+block's gradient with a tile of 10 rows x one vector of gW held in registers across all 64
+samples (stored once per block, not once per sample). While
 the gradient, which is compute-bound, runs, the rows of the next 64 samples (the next block,
 or the thread's chunk of the next step) are prefetched into L2: the rows are scattered by the
 permutation and the scores would otherwise wait on DRAM. The hot loops are C (GCC vector
@@ -46,19 +46,23 @@ numbers from one run are compared.
 - Prefetching whole rows 8 samples ahead while the scores run, batch 1024 1 thr: prefetcht1
   (into L2) 38, prefetcht2 42, none 49; prefetcht0 and prefetchnta no better than none; only
   the first 2-8 lines of each row (to start the hardware prefetcher) 45; distance 4-32
-  samples: all the same. Prefetching during
-  the gradient pass instead: batch 1024 1 thr 48 -> 37, batch 64 2 thr 32 -> 25; with both,
-  no better than the gradient pass alone, so only that is kept.
-- x86-64-v4 kernels against x86-64-v3 (same build, ``set_isa_level``), ms: batch 64 1 thr
-  33.1 vs 36.2, 2 thr 23.0 vs 23.7; batch 256 2 thr 17.3 vs 18.4; batch 1024 1 thr 30.4 vs
-  32.0, 2 thr 16.0 vs 16.8. Kept. The baseline: 76 / 44 / 38 / 71 / 36.
+  samples: all the same. Prefetching the next 64 rows during the gradient pass instead:
+  batch 1024 1 thr 48 -> 37, batch 64 2 thr 32 -> 25; both together no better than the
+  gradient pass alone, so only that is kept.
+- x86-64-v4 kernels against x86-64-v3 and the baseline (same build, ``set_isa_level``; the
+  final kernels, momentum 0), ms: batch 64 1 thr 29.3 / 33.7 / 75.9, 2 thr 22.7 / 26.0 /
+  53.3; batch 256 2 thr 18.8 / 24.3 / 54.9; batch 1024 1 thr 26.2 / 31.1 / 72.4, 2 thr 17.5 /
+  23.2 / 55.7. v4 kept as the first choice (earlier, with W loaded twice per two samples,
+  it won only 3-9%).
 - Rows of W loaded once per two samples (an empty asm keeps the vector in a register; GCC
   had folded the load into both FMAs): scores alone, 64 x 784 in cache, 46 -> 73 GFLOP/s (v3).
   W walked in spans that fit L1: ~5% per epoch. Labels and weights of the next samples
   prefetched (their loads stalled the softmax): ~10%.
 - Synchronization, one region per epoch against a region per step
-  (``sgd_epoch_region_per_step``): batch 64 1 thr 33.4 vs 34.6, 2 thr 23.3 vs 23.8; batch
-  256 2 thr 17.4 vs 17.6; batch 1024 2 thr 15.7 vs 15.6: equal within noise; one region kept.
+  (``sgd_epoch_region_per_step``), final kernels: batch 64 1 thr 29.3 vs 29.7, 2 thr 22.7 vs
+  21.9; batch 256 2 thr 18.8 vs 19.1; batch 1024 1 thr 26.2 vs 26.8, 2 thr 17.5 vs 17.5:
+  equal within the noise of this machine (the 938 fork/joins cost about what the 938 extra
+  barriers do); the single region is kept.
 - Tried and dropped: packing the block's rows into a contiguous buffer during the scores for
   the gradient pass (no gain: the strided stores cost what the reads saved); splitting the
   columns of W between threads instead of the samples (W, vel_W and the gradient never leave
@@ -71,7 +75,7 @@ numbers from one run are compared.
   pass), momentum 0: batch 64 1 thr 30.1 -> 28.7, 2 thr 20.1 -> 18.2; batch 1024 2 thr 18.5
   -> 14.3.
 - Where the time goes now (perf, 1 thread): scores ~40% (still partly waiting on DRAM), the
-  gradient ~35% (near the FMA limit), the update ~8% at batch 64.
+  gradient ~35% (near the FMA limit), the update ~8% at batch 64 with momentum.
 """
 
 from cython cimport floating
