@@ -88,3 +88,64 @@ print(json.dumps({'message': message, 'available': available_backends(), 'auto':
     assert got["available"] == ["numpy"]
     assert got["auto"] == "numpy"
     assert "pip install -e ." in got["reason"]
+
+
+def test_every_instruction_set_level_matches_the_reference():
+    """The kernels of each ISA level this CPU runs (the best one is picked at import; the
+    others would run on older CPUs) agree with the reference, on a batch that exercises the
+    short tiles: odd samples, classes not a multiple of the tile, D not a multiple of the
+    vector."""
+    from fastlr.backends import reference
+    from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
+    backend = get_backend("cython")
+    best = backend.isa_level()
+    levels = [level for level in (1, 3, 4) if level <= best]
+    rng = np.random.default_rng(3)
+    n, d, c = 131, 795, 13
+    X = rng.random((n, d))
+    y = rng.integers(0, c, n).astype(np.int64)
+    sw = rng.uniform(0.5, 2.0, n)
+    W = rng.standard_normal((c, d)) * 0.05
+    b = rng.standard_normal(c) * 0.05
+    perm = rng.permutation(n).astype(np.int64)
+    lr_steps = np.full(-(-n // 40), 0.2)
+    ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
+    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
+    ref_W, ref_b = W.copy(), b.copy()
+    reference.sgd_epoch(X, y, sw, perm, ref_W, ref_b, np.zeros_like(W), np.zeros_like(b),
+                        lr_steps, 40, 0.5, 1e-3, None, None)
+    try:
+        for level in levels:
+            backend.set_isa_level(level)
+            for dtype in (np.float32, np.float64):
+                cast = [a.astype(dtype) for a in (X, sw, W, b)]
+                Xd, swd, Wd, bd = cast
+                grad_W, grad_b = np.empty_like(Wd), np.empty_like(bd)
+                parts_W = np.zeros((2, c, d), dtype)
+                parts_b = np.zeros((2, c), dtype)
+                loss = backend.loss_and_grad(Xd, y, swd, Wd, bd, grad_W, grad_b, parts_W,
+                                             parts_b)
+                tol = TOLERANCE[np.dtype(dtype)]
+                assert scaled_error(loss, ref_loss) <= tol, (level, dtype)
+                assert scaled_error(grad_W, ref_grad_W) <= tol, (level, dtype)
+                assert scaled_error(grad_b, ref_grad_b) <= tol, (level, dtype)
+                W1, b1 = Wd.copy(), bd.copy()
+                backend.sgd_epoch(Xd, y, swd, perm, W1, b1, np.zeros_like(Wd),
+                                  np.zeros_like(bd), lr_steps, 40, 0.5, 1e-3, parts_W, parts_b)
+                tol = TRAJECTORY_TOLERANCE[np.dtype(dtype)]
+                assert scaled_error(W1, ref_W) <= tol, (level, dtype)
+                assert scaled_error(b1, ref_b) <= tol, (level, dtype)
+                scores = np.empty((n, c), dtype)
+                backend.predict_scores(Xd, Wd, bd, scores, 2)
+                assert scaled_error(scores, X @ W.T + b) <= TOLERANCE[np.dtype(dtype)]
+    finally:
+        backend.set_isa_level(best)
+
+
+def test_set_isa_level_refuses_a_level_the_cpu_cannot_run():
+    backend = get_backend("cython")
+    with pytest.raises(ValueError):
+        backend.set_isa_level(2)
+    if backend.isa_level() < 4:
+        with pytest.raises(ValueError):
+            backend.set_isa_level(4)

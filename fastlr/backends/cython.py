@@ -19,6 +19,10 @@ sgd_epoch = _kernels.sgd_epoch
 OPENMP_ENABLED = _kernels.OPENMP_ENABLED
 #: The most threads an OpenMP parallel region would start here.
 MAX_THREADS = _kernels.max_threads()
+#: ``isa_level()``: the instruction set the kernels run (4 x86-64-v4, 3 x86-64-v3, 1 baseline),
+#: the best this CPU supports unless ``set_isa_level`` chose a lower one.
+isa_level = _kernels.isa_level
+set_isa_level = _kernels.set_isa_level
 
 #: The synchronization variants side by side, for ``python -m fastlr bench --kernels all``:
 #: one OpenMP parallel region per epoch with a barrier between steps (the one ``sgd_epoch``
