@@ -874,6 +874,6 @@ def sgd_epoch_region_per_step(const floating[:, ::1] X, const int64_t[::1] y,
                               Py_ssize_t batch_size, double momentum, double alpha,
                               floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
     """sgd_epoch with a new parallel region for every step instead of one per epoch: the
-    same result, kept for ``bench/bench_cython.py`` to measure the difference."""
+    same result, kept for ``python -m fastlr bench --kernels all`` to measure the difference."""
     return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
                       momentum, alpha, parts_W, parts_b, True)

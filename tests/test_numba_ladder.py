@@ -1,7 +1,8 @@
 """Every rung of the Numba optimization ladder computes the reference's epoch.
 
 ``fastlr.backends.numba.KERNEL_VERSIONS`` keeps the superseded kernels next to the chosen one so
-each step of the optimization can be timed (bench/bench_numba.py); this file keeps them honest.
+each step of the optimization can be timed (`python -m fastlr bench --kernels all`); this file
+keeps them honest.
 """
 
 import numpy as np
