@@ -130,7 +130,7 @@ import numpy as np
 
 try:
     from llvmlite import ir
-    from numba import njit, prange, types
+    from numba import get_num_threads, njit, prange, types
     from numba.core import cgutils
     from numba.core.extending import intrinsic
 except ImportError as exc:  # the registry reads ImportError as "not available"
@@ -1233,16 +1233,16 @@ def _exp_nonpositive(x):
 
 
 @njit(cache=True)
-def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max, row_total, G,
-                    grad_b, loss_lo, loss_hi):
-    """The full scores of the batch ``perm[start:start + n]``, ``Z = sum_k S_parts[k] + b``
-    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the
-    vectorized ``_exp_nonpositive`` over the whole batch at once; ``G[s] = s_i (p - onehot)
-    / B`` in W's dtype and ``grad_b = sum_s G[s]`` in order. Returns the sum of s_i l_i over
-    the samples [loss_lo, loss_hi) of the batch (the threads share the logs)."""
+def _column_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E, row_max,
+                    row_total, G, grad_b, loss_lo, loss_hi):
+    """The full scores of the samples ``perm[start:start + n]`` (a batch, or a panel of one
+    for v10), ``Z = sum_k S_parts[k] + b`` summed in order k = 0..T-1 in float64 into Z
+    (P, C); the stable softmax with the vectorized ``_exp_nonpositive`` over all n samples at
+    once; ``G[s] = s_i (p - onehot) * inv_batch`` in W's dtype and ``grad_b += G[s]`` for
+    s in order. Returns the sum of s_i l_i over the samples [loss_lo, loss_hi) of the n (the
+    threads share the logs)."""
     T = S_parts.shape[0]
     C = b.shape[0]
-    inv_batch = 1.0 / n
     for s in range(n):
         for c in range(C):
             acc = np.float64(S_parts[0, s, c])
@@ -1260,8 +1260,6 @@ def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max,
     flat = E.reshape(E.size)
     for j in range(n * C):
         flat[j] = _exp_nonpositive(flat[j])
-    for c in range(C):
-        grad_b[c] = 0
     for s in range(n):
         total = 0.0
         for c in range(C):
@@ -1287,7 +1285,7 @@ def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max,
 
 @njit(fastmath=FAST, cache=True)
 def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
-    """``grad_k = G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
+    """``grad_k += G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
     between the tiles, ask for the half rows ``X[perm[cursor[0]:next_stop], d_lo:d_lo +
     width]`` (the next step's), spread evenly, so the memory works while the tiles do."""
     C, Dk = grad_k.shape
@@ -1296,10 +1294,6 @@ def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
     d_wide = Dk - Dk % wide
     d_narrow = Dk - Dk % lanes
     c_tiles = C - C % TILE_CLASSES
-    for c in range(C):
-        row = grad_k[c]
-        for d in range(Dk):
-            row[d] = 0
     n_panels = (n + PANEL - 1) // PANEL
     n_slots = n_panels * ((d_narrow + wide - 1) // wide)
     per_slot = (next_stop - cursor[0] + n_slots - 1) // max(1, n_slots)
@@ -1377,8 +1371,10 @@ def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_si
         start = (t - 1) * batch_size
         n = min(start + batch_size, M) - start
         loss_lo, loss_hi = _chunk_bounds(0, n, k, T)
-        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, Z,
-                               E, row_max, row_total, G, grad_b, loss_lo, loss_hi)
+        grad_b[:] = 0
+        grad_k[:, :] = 0
+        loss = _column_softmax(S_parts[(t - 1) % 2], n, 1.0 / n, b_k, y, sample_weight, perm,
+                               start, Z, E, row_max, row_total, G, grad_b, loss_lo, loss_hi)
         _column_gradient(Xp, n, G, grad_k, X, perm, cursor,
                          min(start + n + min(batch_size, PREFETCH_LEAD), M), d_lo, d_hi - d_lo)
         _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1], momentum,
@@ -1469,6 +1465,184 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         vel_b[c] = vel_b_cols[0, c]
     return loss_sum
 
+# --- v10: one parallel region per epoch, the threads meet once per panel ---------------------
+
+SYNC_PANEL = 128  # samples per meeting of the threads (v10): 200 KB of half rows per thread
+
+@intrinsic
+def _publish(typingctx, flags, j, value):
+    """``flags[j] = value`` as an atomic store with release ordering: every store before it
+    is visible to a thread that reads ``value`` with acquire ordering. flags: int64 array."""
+    sig = types.void(flags, j, value)
+
+    def codegen(context, builder, signature, args):
+        fa = context.make_array(signature.args[0])(context, builder, args[0])
+        builder.store_atomic(args[2], builder.gep(fa.data, [args[1]]), "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _wait_until(typingctx, flags, j, value):
+    """Spin (``pause`` between tries) until ``flags[j] >= value``, read with acquire
+    ordering."""
+    sig = types.void(flags, j, value)
+
+    def codegen(context, builder, signature, args):
+        fa = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(fa.data, [args[1]])
+        pause = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+        spin = builder.append_basic_block("spin")
+        wait = builder.append_basic_block("wait")
+        done = builder.append_basic_block("done")
+        builder.branch(spin)
+        builder.position_at_end(spin)
+        seen = builder.load_atomic(ptr, "acquire", 8)
+        builder.cbranch(builder.icmp_signed(">=", seen, args[2]), done, wait)
+        builder.position_at_end(wait)
+        builder.call(pause, [])
+        builder.branch(spin)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _panel_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                  d_lo, d_hi, W_k, vel_k, grad_k, b_k, vel_b_k, grad_b, Xq, S_ring, G, Z, E,
+                  row_max, row_total, cursor, flags):
+    """Thread k's whole epoch in v10. Per step, per panel of SYNC_PANEL samples: pack its half
+    rows into Xq and its partial scores into S_ring[q % 2, k] (q counts the panels of the
+    epoch), publish ``flags[8 k] = q + 1``, wait until every thread has published panel q,
+    then the panel's softmax from the T partials (summed in order k = 0..T-1) and the
+    gradient of its columns from Xq while the half rows are still in L2; after the last
+    panel, the update. A thread overwrites S_ring[q % 2, k] at panel q + 2 only after the
+    others published panel q + 1, which they do after reading panel q. Returns its share of
+    the epoch's sum of s_i l_i."""
+    M = perm.shape[0]
+    width = d_hi - d_lo
+    n_steps = (M + batch_size - 1) // batch_size
+    loss = 0.0
+    q = 0
+    for t in range(n_steps):
+        start = t * batch_size
+        n = min(start + batch_size, M) - start
+        inv_batch = 1.0 / n
+        grad_b[:] = 0
+        grad_k[:, :] = 0
+        for p0 in range(0, n, SYNC_PANEL):
+            rows = min(SYNC_PANEL, n - p0)
+            lo = start + p0
+            _column_scores(X, perm, lo, lo + rows, d_lo, d_hi, Xq, W_k, S_ring[q % 2, k],
+                           cursor)
+            _publish(flags, 8 * k, np.int64(q + 1))
+            for j in range(T):
+                _wait_until(flags, 8 * j, np.int64(q + 1))
+            loss_lo, loss_hi = _chunk_bounds(0, rows, k, T)
+            loss += _column_softmax(S_ring[q % 2], rows, inv_batch, b_k, y, sample_weight,
+                                    perm, lo, Z, E, row_max, row_total, G, grad_b, loss_lo,
+                                    loss_hi)
+            _column_gradient(Xq, rows, G, grad_k, X, perm, cursor,
+                             min(lo + rows + PREFETCH_LEAD, M), d_lo, width)
+            q += 1
+        _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t], momentum, alpha)
+    return loss
+
+
+def sgd_epoch_v10(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                  alpha, parts_W, parts_b):
+    """v10: v9's column split and buffers, but the whole epoch is one parallel region
+    (``_panel_epoch``): the threads meet once per panel of SYNC_PANEL samples instead of
+    forking and joining once per step, and the packed half rows are used for the gradient
+    while they are in L2 (v9 packed the whole batch: 1.6 MB per thread at B = 1024). Same
+    bits as v9 for W and b; the loss is summed in another order. The threads spin on each
+    other, so all T must run at once: with more chunks than Numba has threads, v9 runs
+    instead. (A Python function: Numba's thread count read inside a kernel would keep it out
+    of the cache.)"""
+    args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+            alpha, parts_W, parts_b)
+    if parts_W.shape[0] > get_num_threads():
+        return sgd_epoch_v9(*args)
+    return _panel_epoch(*args)
+
+
+@njit(parallel=True, cache=True)
+def _panel_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """The kernel of ``sgd_epoch_v10``, for T at most Numba's thread count."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    if n_steps == 0:
+        return 0.0
+    dtype = W.dtype
+    lanes = VECTOR_BYTES // W.itemsize
+    width = 0
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        width = max(width, d_hi - d_lo)
+    width = (width + lanes - 1) // lanes * lanes
+    rows = SYNC_PANEL
+    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
+    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xq: they add exact
+    # zeros to the scores and their gradient and update are zero.
+    W_cols = np.zeros((T, C, width), dtype)
+    vel_cols = np.zeros((T, C, width), dtype)
+    grad_cols = np.zeros((T, C, width), dtype)
+    Xq = np.zeros((T, rows, width), dtype)
+    S_ring = np.zeros((2, T, rows, C), dtype)
+    flags = np.zeros(8 * T, np.int64)
+    G = np.zeros((T, rows, C), dtype)
+    Z = np.zeros((T, rows, C))
+    E = np.zeros((T, rows, C))
+    row_max = np.zeros((T, rows + 8))
+    row_total = np.zeros((T, rows + 8))
+    b_cols = np.zeros((T, c_pad), dtype)
+    vel_b_cols = np.zeros((T, c_pad), dtype)
+    grad_b = np.zeros((T, c_pad), dtype)
+    cursor = np.zeros((T, 8), np.int64)
+    bounds = np.zeros((T, 2), np.int64)
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        bounds[k, 0] = d_lo
+        bounds[k, 1] = d_hi
+        for c in range(C):
+            for d in range(d_lo, d_hi):
+                W_cols[k, c, d - d_lo] = W[c, d]
+                vel_cols[k, c, d - d_lo] = vel_W[c, d]
+            b_cols[k, c] = b[c]
+            vel_b_cols[k, c] = vel_b[c]
+    thread_loss = np.zeros((T, 8))
+    if T == 1:
+        thread_loss[0, 0] = _panel_thread(
+            0, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha, bounds[0, 0],
+            bounds[0, 1], W_cols[0], vel_cols[0], grad_cols[0], b_cols[0, :C], vel_b_cols[0, :C],
+            grad_b[0, :C], Xq[0], S_ring, G[0], Z[0], E[0], row_max[0], row_total[0], cursor[0],
+            flags)
+    else:
+        for k in prange(T):
+            thread_loss[k, 0] = _panel_thread(
+                k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                bounds[k, 0], bounds[k, 1], W_cols[k], vel_cols[k], grad_cols[k],
+                b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C], Xq[k], S_ring, G[k], Z[k],
+                E[k], row_max[k], row_total[k], cursor[k], flags)
+    loss_sum = 0.0
+    for k in range(T):
+        loss_sum += thread_loss[k, 0]
+    for k in range(T):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W[c, d] = W_cols[k, c, d - d_lo]
+                vel_W[c, d] = vel_cols[k, c, d - d_lo]
+    for c in range(C):
+        b[c] = b_cols[0, c]
+        vel_b[c] = vel_b_cols[0, c]
+    return loss_sum
+
 
 # --- the chosen kernels -----------------------------------------------------------------------
 
@@ -1482,6 +1656,7 @@ KERNEL_VERSIONS = {
     "v7-vector-update": sgd_epoch_v7,
     "v8-register-tiles": sgd_epoch_v8,
     "v9-column-split": sgd_epoch_v9,
+    "v10-panel-sync": sgd_epoch_v10,
 }
 
 sgd_epoch = sgd_epoch_v9
