@@ -76,3 +76,24 @@ def test_vectorizable_exp_is_within_two_ulp_of_libm():
     assert 0.0 <= exp(-1e4) < 1e-300
     assert exp(-np.inf) < 1e-300
     assert np.isnan(exp(np.nan))
+
+
+@pytest.mark.parametrize("batch_size", [7, 64, 300])
+def test_panel_sync_epoch_is_bitwise_the_column_split_epoch(batch_size):
+    """v10 only changes where v9's threads meet (once per panel of SYNC_PANEL samples instead
+    of a fork-join per step) and runs the same tiles and sums in the same order: the same W, b and loss.
+    T = 2, so the spinning path runs wherever Numba has two threads (with T = 3 on a 2-core
+    machine the ladder test above checks v10's fallback to v9)."""
+    import numba
+
+    n_threads = min(2, numba.get_num_threads())
+    rng = np.random.default_rng(19)
+    X, y, sw, W, b = make_problem(rng, 700, 784, 10, np.float32, weighted=True)
+    perms = [rng.permutation(700).astype(np.int64) for _ in range(2)]
+    v9 = run_epochs(_Version("v9-column-split"), X, y, sw, W, b, perms, batch_size, 0.1, 0.9,
+                    1e-4, n_threads)
+    v10 = run_epochs(_Version("v10-panel-sync"), X, y, sw, W, b, perms, batch_size, 0.1, 0.9,
+                     1e-4, n_threads)
+    np.testing.assert_array_equal(v10[0], v9[0])
+    np.testing.assert_array_equal(v10[1], v9[1])
+    np.testing.assert_array_equal(v10[2], v9[2])

@@ -5,22 +5,24 @@ K = 4 samples in a register block.
 
 The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
 ------------------------------------------------------------------------------------
-``sgd_epoch``       the whole epoch in compiled code (v9): thread k of T owns a contiguous
-                    range of the D features, a private copy of those columns of W and of
-                    their velocity, and reads only those columns of X. Per step it packs its
-                    half rows of the batch into a contiguous panel and computes its partial
-                    scores (B, C) with a register-tiled kernel (4 samples x 5 classes); after
-                    the fork-join every thread sums the T partial scores in the order
-                    k = 0..T-1, runs the stable softmax (a vectorizable exp) and computes the
-                    gradient of its own columns with a register-tiled kernel (5 classes x 64
-                    features held in registers across 64-row panels), fetching the next
-                    step's half rows meanwhile, and updates its columns. Steps are pipelined,
-                    one fork-join each; only the partial scores (2.5 KB at B = 64) cross
-                    cores. No Python runs between steps.
+``sgd_epoch``       the whole epoch in compiled code, in one parallel region (v10): thread k
+                    of T owns a contiguous range of the D features, a private copy of those
+                    columns of W and of their velocity, and reads only those columns of X.
+                    Per panel of 128 samples of a batch it packs its half rows into a
+                    contiguous panel and computes its partial scores with a register-tiled
+                    kernel (4 samples x 5 classes), publishes them (an atomic flag) and waits
+                    for the other threads' partials of the panel; then every thread sums the
+                    T partial scores in the order k = 0..T-1, runs the stable softmax (a
+                    vectorizable exp) and adds the panel's gradient of its own columns with a
+                    register-tiled kernel (5 classes x 64 features held in registers across
+                    64-row panels) while the half rows are in L2; after a batch's last panel
+                    it updates its columns. Only the partial scores (5 KB per panel) cross
+                    cores. No Python runs between steps. (v9: the same work with one
+                    fork-join per step and the whole batch packed.)
 ``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
 ``predict_scores``  X W^T + b with the same score tiles, T row chunks.
 
-The partition depends on T alone (v9: columns ``_column_slice(D, k, T)``; v1-v8 and the other
+The partition depends on T alone (v9, v10: columns ``_column_slice(D, k, T)``; v1-v8 and the other
 kernels: chunk k is rows [k B / T, (k+1) B / T)), never on the thread pool, so a given T always
 gives the same bits. float32 is the fast path; float64 runs the same code (8 lanes instead of
 16). Fast-math is limited to reassociation and contraction, and only in the score and gradient
@@ -56,11 +58,19 @@ re-timed beside it (v7 numbers in brackets):
                           [(53)   (40)   (51)   (26)]  prefetch of the next panel
     v9-column-split         37     23     38     20   threads split the features; one exp
                           [(43)   (29)   (41)   (22)]  per lane; prefetch in the gradient
-                                                      (chosen)
+    v10-panel-sync          39     20     36     20   one parallel region per epoch, threads
+                          [(39)   (23)   (38)   (20)]  meet per 128-sample panel (chosen)
 
 v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
 93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm 103 / 196 GFLOP/s).
-At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24).
+At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24). v10 and v9 (in brackets): medians of 7 in a
+quiet ``bench/bench_numba.py`` run with both side by side (NumPy beside them: 96 / 97 ms at
+batch 64, 76 / 64 ms at batch 1024; sgemm 103 / 206 GFLOP/s): 38.7 / 19.6 / 36.0 / 19.8
+against 38.6 / 23.4 / 38.4 / 20.3. When another process takes CPU time, both suffer: in
+disturbed runs v9 at batch 64 on 2 threads took 32.6-39.3 ms against v10's 21.4-24.0, but one
+harness run had v10 at 31.7 ms at batch 1024 on 2 threads (v9 24.2; the same v10 as the
+harness's "numba" engine took 21.3 in that run): a descheduled thread stalls the other at the
+next panel.
 
 Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
 its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
@@ -120,17 +130,38 @@ v7's kernels with non-contiguous column slices (copies and zeroing stopped vecto
 whole next batch prefetched: 65 / 85 ms at batch 64 on 1 / 2 threads; v9 is that idea with
 contiguous per-thread buffers and a bounded prefetch.
 
-Compile time: first call in float32, empty cache: sgd_epoch (v9) 18 s (v8: 11-12 s, v7:
-8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel); ``cache=True`` makes it
-0.1 s in the next process. Import compiles (or loads) one tiny parallel probe and raises
-ImportError if numba cannot compile here, so the registry falls back.
+Why v10: v9 forks and joins once per step (938 times an epoch at batch 64) and at batch 1024
+packs the whole batch of half rows (1.6 MB per thread, more than the 1 MB L2) before the
+gradient reads them again. v10 runs the epoch as one ``prange`` over the T threads; the
+threads meet once per panel of SYNC_PANEL = 128 samples through per-thread atomic counters
+(``_publish``: a release store; ``_wait_until``: acquire loads with ``pause``), the partial
+scores double-buffered by panel parity, and each panel's gradient is taken from the packed
+half rows while they are in L2. It runs v9's tiles and sums in v9's order, so W, b and the
+loss are v9's bit for bit (tested). Since the threads spin on each other, all T must run at
+once: ``sgd_epoch_v10`` is a Python function that runs v9 when T exceeds Numba's thread
+count (reading that count inside a kernel keeps it out of the cache). Batch 64 on 2 threads
+gains the fork-joins (~2 ms); batch 1024 does not move (20 ms): the scores pass still waits
+on DRAM for X, and the gradient from L2 gains nothing measurable over v9's from L3.
+
+Tried and dropped in v10 (batch 1024, 2 threads, beside v9 in the same run): a ring of 64
+packed rows for the scores and packing the half rows again from X for the gradient (33.3 ms
+against v9's 25.6: the re-read comes from L3 at DRAM-like speed); v9 with its gradient over
+the panels in reverse order, so the most recently packed are read first (22.5 against 21.8,
+within noise); for v10, SYNC_PANEL 64 / 128 / 256 with 32 to 128 rows asked for during the
+gradient: 20.0-20.9 ms at batch 1024 and 20.9-22.2 at batch 64, no clear trend (128 and 32
+kept).
+
+Compile time: first call in float32, empty cache: sgd_epoch (v10) 18 s, v9 18 s (v8: 11-12 s,
+v7: 8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel);
+``cache=True`` makes it 0.1 s in the next process. Import compiles (or loads) one tiny parallel
+probe and raises ImportError if numba cannot compile here, so the registry falls back.
 """
 
 import numpy as np
 
 try:
     from llvmlite import ir
-    from numba import njit, prange, types
+    from numba import get_num_threads, njit, prange, types
     from numba.core import cgutils
     from numba.core.extending import intrinsic
 except ImportError as exc:  # the registry reads ImportError as "not available"
@@ -1233,16 +1264,16 @@ def _exp_nonpositive(x):
 
 
 @njit(cache=True)
-def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max, row_total, G,
-                    grad_b, loss_lo, loss_hi):
-    """The full scores of the batch ``perm[start:start + n]``, ``Z = sum_k S_parts[k] + b``
-    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the
-    vectorized ``_exp_nonpositive`` over the whole batch at once; ``G[s] = s_i (p - onehot)
-    / B`` in W's dtype and ``grad_b = sum_s G[s]`` in order. Returns the sum of s_i l_i over
-    the samples [loss_lo, loss_hi) of the batch (the threads share the logs)."""
+def _column_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E, row_max,
+                    row_total, G, grad_b, loss_lo, loss_hi, loss):
+    """The full scores of the samples ``perm[start:start + n]`` (a batch, or a panel of one
+    for v10), ``Z = sum_k S_parts[k] + b`` summed in order k = 0..T-1 in float64 into Z
+    (P, C); the stable softmax with the vectorized ``_exp_nonpositive`` over all n samples at
+    once; ``G[s] = s_i (p - onehot) * inv_batch`` in W's dtype and ``grad_b += G[s]`` for
+    s in order. Returns ``loss`` plus s_i l_i for the samples [loss_lo, loss_hi) of the n,
+    added in order (the threads share the logs)."""
     T = S_parts.shape[0]
     C = b.shape[0]
-    inv_batch = 1.0 / n
     for s in range(n):
         for c in range(C):
             acc = np.float64(S_parts[0, s, c])
@@ -1260,8 +1291,6 @@ def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max,
     flat = E.reshape(E.size)
     for j in range(n * C):
         flat[j] = _exp_nonpositive(flat[j])
-    for c in range(C):
-        grad_b[c] = 0
     for s in range(n):
         total = 0.0
         for c in range(C):
@@ -1278,7 +1307,6 @@ def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max,
             g = b.dtype.type(p * inv_batch)
             G[s, c] = g
             grad_b[c] += g
-    loss = 0.0
     for s in range(loss_lo, loss_hi):
         i = perm[start + s]
         loss += sample_weight[i] * (row_max[s] + np.log(row_total[s]) - Z[s, y[i]])
@@ -1287,7 +1315,7 @@ def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max,
 
 @njit(fastmath=FAST, cache=True)
 def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
-    """``grad_k = G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
+    """``grad_k += G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
     between the tiles, ask for the half rows ``X[perm[cursor[0]:next_stop], d_lo:d_lo +
     width]`` (the next step's), spread evenly, so the memory works while the tiles do."""
     C, Dk = grad_k.shape
@@ -1296,10 +1324,6 @@ def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
     d_wide = Dk - Dk % wide
     d_narrow = Dk - Dk % lanes
     c_tiles = C - C % TILE_CLASSES
-    for c in range(C):
-        row = grad_k[c]
-        for d in range(Dk):
-            row[d] = 0
     n_panels = (n + PANEL - 1) // PANEL
     n_slots = n_panels * ((d_narrow + wide - 1) // wide)
     per_slot = (next_stop - cursor[0] + n_slots - 1) // max(1, n_slots)
@@ -1377,8 +1401,11 @@ def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_si
         start = (t - 1) * batch_size
         n = min(start + batch_size, M) - start
         loss_lo, loss_hi = _chunk_bounds(0, n, k, T)
-        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, Z,
-                               E, row_max, row_total, G, grad_b, loss_lo, loss_hi)
+        grad_b[:] = 0
+        grad_k[:, :] = 0
+        loss = _column_softmax(S_parts[(t - 1) % 2], n, 1.0 / n, b_k, y, sample_weight, perm,
+                               start, Z, E, row_max, row_total, G, grad_b, loss_lo, loss_hi,
+                               0.0)
         _column_gradient(Xp, n, G, grad_k, X, perm, cursor,
                          min(start + n + min(batch_size, PREFETCH_LEAD), M), d_lo, d_hi - d_lo)
         _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1], momentum,
@@ -1469,6 +1496,188 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         vel_b[c] = vel_b_cols[0, c]
     return loss_sum
 
+# --- v10: one parallel region per epoch, the threads meet once per panel ---------------------
+
+SYNC_PANEL = 128  # samples per meeting of the threads (v10): 200 KB of half rows per thread
+
+@intrinsic
+def _publish(typingctx, flags, j, value):
+    """``flags[j] = value`` as an atomic store with release ordering: every store before it
+    is visible to a thread that reads ``value`` with acquire ordering. flags: int64 array."""
+    sig = types.void(flags, j, value)
+
+    def codegen(context, builder, signature, args):
+        fa = context.make_array(signature.args[0])(context, builder, args[0])
+        builder.store_atomic(args[2], builder.gep(fa.data, [args[1]]), "release", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _wait_until(typingctx, flags, j, value):
+    """Spin (``pause`` between tries) until ``flags[j] >= value``, read with acquire
+    ordering."""
+    sig = types.void(flags, j, value)
+
+    def codegen(context, builder, signature, args):
+        fa = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(fa.data, [args[1]])
+        pause = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+        spin = builder.append_basic_block("spin")
+        wait = builder.append_basic_block("wait")
+        done = builder.append_basic_block("done")
+        builder.branch(spin)
+        builder.position_at_end(spin)
+        seen = builder.load_atomic(ptr, "acquire", 8)
+        builder.cbranch(builder.icmp_signed(">=", seen, args[2]), done, wait)
+        builder.position_at_end(wait)
+        builder.call(pause, [])
+        builder.branch(spin)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _panel_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                  d_lo, d_hi, W_k, vel_k, grad_k, b_k, vel_b_k, grad_b, Xq, S_ring, G, Z, E,
+                  row_max, row_total, cursor, flags, step_loss):
+    """Thread k's whole epoch in v10. Per step, per panel of SYNC_PANEL samples: pack its half
+    rows into Xq and its partial scores into S_ring[q % 2, k] (q counts the panels of the
+    epoch), publish ``flags[8 k] = q + 1``, wait until every thread has published panel q,
+    then the panel's softmax from the T partials (summed in order k = 0..T-1) and the
+    gradient of its columns from Xq while the half rows are still in L2; after the last
+    panel, the update. A thread overwrites S_ring[q % 2, k] at panel q + 2 only after the
+    others published panel q + 1, which they do after reading panel q. Its share of step t's sum
+    of s_i l_i (the samples of its chunk of the batch, in order, as in v9) goes to
+    ``step_loss[t, k]``."""
+    M = perm.shape[0]
+    width = d_hi - d_lo
+    n_steps = (M + batch_size - 1) // batch_size
+    q = 0
+    for t in range(n_steps):
+        start = t * batch_size
+        n = min(start + batch_size, M) - start
+        inv_batch = 1.0 / n
+        chunk_lo, chunk_hi = _chunk_bounds(0, n, k, T)
+        loss = 0.0
+        grad_b[:] = 0
+        grad_k[:, :] = 0
+        for p0 in range(0, n, SYNC_PANEL):
+            rows = min(SYNC_PANEL, n - p0)
+            lo = start + p0
+            _column_scores(X, perm, lo, lo + rows, d_lo, d_hi, Xq, W_k, S_ring[q % 2, k],
+                           cursor)
+            _publish(flags, 8 * k, np.int64(q + 1))
+            for j in range(T):
+                _wait_until(flags, 8 * j, np.int64(q + 1))
+            loss_lo = min(rows, max(0, chunk_lo - p0))
+            loss_hi = max(loss_lo, min(rows, chunk_hi - p0))
+            loss = _column_softmax(S_ring[q % 2], rows, inv_batch, b_k, y, sample_weight,
+                                   perm, lo, Z, E, row_max, row_total, G, grad_b, loss_lo,
+                                   loss_hi, loss)
+            _column_gradient(Xq, rows, G, grad_k, X, perm, cursor,
+                             min(lo + rows + PREFETCH_LEAD, M), d_lo, width)
+            q += 1
+        _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t], momentum, alpha)
+        step_loss[t, k] = loss
+
+
+def sgd_epoch_v10(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                  alpha, parts_W, parts_b):
+    """v10: v9's column split and buffers, but the whole epoch is one parallel region
+    (``_panel_epoch``): the threads meet once per panel of SYNC_PANEL samples instead of
+    forking and joining once per step, and the packed half rows are used for the gradient
+    while they are in L2 (v9 packed the whole batch: 1.6 MB per thread at B = 1024). Same
+    bits as v9, the loss included. The threads spin on each
+    other, so all T must run at once: with more chunks than Numba has threads, v9 runs
+    instead. (A Python function: Numba's thread count read inside a kernel would keep it out
+    of the cache.)"""
+    args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+            alpha, parts_W, parts_b)
+    if parts_W.shape[0] > get_num_threads():
+        return sgd_epoch_v9(*args)
+    return _panel_epoch(*args)
+
+
+@njit(parallel=True, cache=True)
+def _panel_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                 alpha, parts_W, parts_b):
+    """The kernel of ``sgd_epoch_v10``, for T at most Numba's thread count."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    if n_steps == 0:
+        return 0.0
+    dtype = W.dtype
+    lanes = VECTOR_BYTES // W.itemsize
+    width = 0
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        width = max(width, d_hi - d_lo)
+    width = (width + lanes - 1) // lanes * lanes
+    rows = SYNC_PANEL
+    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
+    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xq: they add exact
+    # zeros to the scores and their gradient and update are zero.
+    W_cols = np.zeros((T, C, width), dtype)
+    vel_cols = np.zeros((T, C, width), dtype)
+    grad_cols = np.zeros((T, C, width), dtype)
+    Xq = np.zeros((T, rows, width), dtype)
+    S_ring = np.zeros((2, T, rows, C), dtype)
+    flags = np.zeros(8 * T, np.int64)
+    G = np.zeros((T, rows, C), dtype)
+    Z = np.zeros((T, rows, C))
+    E = np.zeros((T, rows, C))
+    row_max = np.zeros((T, rows + 8))
+    row_total = np.zeros((T, rows + 8))
+    b_cols = np.zeros((T, c_pad), dtype)
+    vel_b_cols = np.zeros((T, c_pad), dtype)
+    grad_b = np.zeros((T, c_pad), dtype)
+    cursor = np.zeros((T, 8), np.int64)
+    bounds = np.zeros((T, 2), np.int64)
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        bounds[k, 0] = d_lo
+        bounds[k, 1] = d_hi
+        for c in range(C):
+            for d in range(d_lo, d_hi):
+                W_cols[k, c, d - d_lo] = W[c, d]
+                vel_cols[k, c, d - d_lo] = vel_W[c, d]
+            b_cols[k, c] = b[c]
+            vel_b_cols[k, c] = vel_b[c]
+    step_loss = np.zeros((n_steps, T))
+    if T == 1:
+        _panel_thread(
+            0, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha, bounds[0, 0],
+            bounds[0, 1], W_cols[0], vel_cols[0], grad_cols[0], b_cols[0, :C], vel_b_cols[0, :C],
+            grad_b[0, :C], Xq[0], S_ring, G[0], Z[0], E[0], row_max[0], row_total[0], cursor[0],
+            flags, step_loss)
+    else:
+        for k in prange(T):
+            _panel_thread(
+                k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                bounds[k, 0], bounds[k, 1], W_cols[k], vel_cols[k], grad_cols[k],
+                b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C], Xq[k], S_ring, G[k], Z[k],
+                E[k], row_max[k], row_total[k], cursor[k], flags, step_loss)
+    loss_sum = 0.0
+    for t in range(n_steps):
+        for k in range(T):
+            loss_sum += step_loss[t, k]
+    for k in range(T):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W[c, d] = W_cols[k, c, d - d_lo]
+                vel_W[c, d] = vel_cols[k, c, d - d_lo]
+    for c in range(C):
+        b[c] = b_cols[0, c]
+        vel_b[c] = vel_b_cols[0, c]
+    return loss_sum
+
 
 # --- the chosen kernels -----------------------------------------------------------------------
 
@@ -1482,9 +1691,10 @@ KERNEL_VERSIONS = {
     "v7-vector-update": sgd_epoch_v7,
     "v8-register-tiles": sgd_epoch_v8,
     "v9-column-split": sgd_epoch_v9,
+    "v10-panel-sync": sgd_epoch_v10,
 }
 
-sgd_epoch = sgd_epoch_v9
+sgd_epoch = sgd_epoch_v10
 
 
 @njit(parallel=True, cache=True)
