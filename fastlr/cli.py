@@ -317,10 +317,11 @@ def cmd_train(args):
 
 
 def _compiles_on_first_run(backend):
-    """True if ``backend`` is numba and its epoch kernel is not in Numba's on-disk cache yet
-    (so the first epoch will include the compilation)."""
+    """True if ``backend`` is numba and its kernels are not in Numba's on-disk cache yet (so
+    the first epoch will include the compilation). ``predict_scores`` stands for them all:
+    every training run compiles it with the epoch kernel."""
     try:
-        index = backend.sgd_epoch._cache._cache_file._index_path
+        index = backend.predict_scores._cache._cache_file._index_path
     except AttributeError:  # another backend, or a numba without this cache layout
         return False
     return not os.path.exists(index)

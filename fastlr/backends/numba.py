@@ -38,8 +38,8 @@ packed panel, the scores and their gradient: 64 x D + 2 x 64 x C floats per thre
 per call, not per step, because the contract's signature has no place for it and an
 allocation is negligible against an epoch.
 
-The ladder (``KERNEL_VERSIONS``; timed by ``python -m fastlr bench --kernels all`` and
-``bench/bench_numba.py``, checked by ``tests/test_numba_ladder.py``). ms per 60000-sample
+The ladder (``KERNEL_VERSIONS``; timed by ``python -m fastlr bench --kernels all``, checked
+by ``tests/test_numba_ladder.py``). ms per 60000-sample
 MNIST epoch, float32, median of 5, on a 2-core AMD EPYC Zen 4 whose NumPy sgemm runs at
 103 (1 thread) / 191-205 (2 threads) GFLOP/s; the NumPy reference takes 96-106 ms at batch
 64 and 77-98 / 67-76 ms at batch 1024. v1-v7 from one run, v8 from a later run with v7
@@ -64,7 +64,8 @@ re-timed beside it (v7 numbers in brackets):
 v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
 93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm 103 / 196 GFLOP/s).
 At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24). v10 and v9 (in brackets): medians of 7 in a
-quiet ``bench/bench_numba.py`` run with both side by side (NumPy beside them: 96 / 97 ms at
+quiet run with both side by side (the ladder script since folded into
+``python -m fastlr bench --kernels all``) (NumPy beside them: 96 / 97 ms at
 batch 64, 76 / 64 ms at batch 1024; sgemm 103 / 206 GFLOP/s): 38.7 / 19.6 / 36.0 / 19.8
 against 38.6 / 23.4 / 38.4 / 20.3. When another process takes CPU time, both suffer: in
 disturbed runs v9 at batch 64 on 2 threads took 32.6-39.3 ms against v10's 21.4-24.0, but one
@@ -161,7 +162,7 @@ import numpy as np
 
 try:
     from llvmlite import ir
-    from numba import get_num_threads, njit, prange, types
+    from numba import get_num_threads, njit, prange, threading_layer, types
     from numba.core import cgutils
     from numba.core.extending import intrinsic
 except ImportError as exc:  # the registry reads ImportError as "not available"
@@ -1598,7 +1599,11 @@ def sgd_epoch_v10(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     of the cache.)"""
     args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
             alpha, parts_W, parts_b)
-    if parts_W.shape[0] > get_num_threads():
+    # The threads spin on each other, so each chunk needs a thread of its own running at the
+    # same time: the OpenMP and workqueue layers give every chunk of a prange its own thread;
+    # TBB's work stealing may run two chunks one after the other on one thread, which would
+    # never finish.
+    if parts_W.shape[0] > get_num_threads() or threading_layer() not in ("omp", "workqueue"):
         return sgd_epoch_v9(*args)
     return _panel_epoch(*args)
 
