@@ -9,6 +9,7 @@ import json
 import math
 import os
 import struct
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -202,7 +203,7 @@ class SoftmaxRegression:
         Seeds the permutations (and the validation split). Same seed, same thread count:
         bitwise the same model.
     verbose : bool, default False
-        Print one line per epoch.
+        Write one line per epoch (loss and accuracy) to stderr.
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the training data and stop when its accuracy has
         not improved for ``n_iter_no_change`` epochs; the best weights are kept. Not used by
@@ -479,11 +480,13 @@ class SoftmaxRegression:
 
     @staticmethod
     def _print_epoch(record):
+        """One progress line per epoch on stderr, asked for with ``verbose=True``."""
         line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
                 f"train accuracy {record['train_accuracy']:.4f}")
         if "val_accuracy" in record:
             line += f", validation accuracy {record['val_accuracy']:.4f}"
-        print(line, flush=True)
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
     # --- prediction -----------------------------------------------------------------------------
 
