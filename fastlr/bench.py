@@ -22,10 +22,36 @@ One epoch is ``4 N D C`` floating-point operations (the forward scores and the w
 a multiply and an add each), 1.88 GFLOP for MNIST. ``of peak`` is the achieved GFLOP/s over the
 sgemm GFLOP/s at the same thread count.
 
-Example, ``python -m fastlr bench --quick`` on the 2-core AMD EPYC (Zen 4) this project is
-developed on (see the README for a full run)::
+Example: rows of one ``python -m fastlr bench --kernels all`` run on the 2-core AMD EPYC
+(Zen 4) this project is developed on (the whole table is in the README and docs/bench.json)::
 
-    (filled in from a real run)
+    machine   AMD EPYC, 2 cores
+    versions  fastlr 0.1.0, python 3.11.7, numpy 2.4.6, numba 0.68.1, cython 3.3.1, torch 2.13.0+cpu, scikit-learn 1.9.1
+    blas      openblas 0.3.30 (2 threads); openblas 0.3.31.188.0 (2 threads)
+    numba     threading layer omp
+    ceiling   sgemm 103 GFLOP/s on 1 thread, 204 GFLOP/s on 2 threads; memory read 32.3 GB/s
+    one epoch = 4*N*D*C = 1.88 GFLOP
+
+    engine                 batch thr   ms/epoch [min - max]       samples/s  GFLOP/s vs numpy of peak compile s
+    -----------------------------------------------------------------------------------------------------------
+    numpy                     64   1       91.2 [91.0 - 93.6]       657,849     20.6    1.00x     20%      0.00
+    numba                     64   1       36.5 [36.0 - 37.1]     1,643,951     51.6    2.50x     50%      0.02
+    cython                    64   1       29.3 [28.4 - 29.5]     2,050,107     64.3    3.12x     62%      0.00
+    numba:v10-panel-sync      64   1       42.0 [40.2 - 45.9]     1,427,317     44.8    2.17x     43%      0.00
+    numpy                     64   2       97.0 [95.8 - 102.4]      618,791     19.4    1.00x     10%      0.00
+    numba                     64   2       23.2 [22.5 - 23.5]     2,584,500     81.0    4.18x     40%      0.00
+    cython                    64   2       24.0 [23.2 - 24.2]     2,502,412     78.5    4.04x     39%      0.00
+    numba:v10-panel-sync      64   2       24.7 [24.2 - 26.1]     2,428,651     76.2    3.92x     37%      0.00
+    numpy                   1024   1       83.2 [81.0 - 84.6]       721,014     22.6    1.00x     22%      0.00
+    numba                   1024   1       37.7 [37.3 - 40.0]     1,591,056     49.9    2.21x     48%      0.00
+    cython                  1024   1       26.1 [26.0 - 26.9]     2,302,847     72.2    3.19x     70%      0.00
+    numpy                   1024   2       69.2 [67.5 - 71.4]       866,470     27.2    1.00x     13%      0.00
+    numba                   1024   2       19.6 [19.4 - 20.5]     3,068,553     96.2    3.54x     47%      0.11
+    cython                  1024   2       13.9 [13.6 - 16.3]     4,301,411    134.9    4.96x     66%      0.00
+    torch                     64   1      311.5 [310.1 - 313.5]     192,640      6.0    0.29x      6%      0.02
+    torch                     64   2      336.2 [277.5 - 344.0]     178,447      5.6    0.29x      3%      0.00
+    sklearn-lbfgs          60000   2       99.1 [96.4 - 100.7]      605,236     19.0        -      9%         -
+    ...
 """
 
 import importlib.util
