@@ -20,6 +20,7 @@ import numpy as np
 
 from . import sgd
 from .backends import AUTO_ORDER, available_backends, default_n_threads, get_backend
+from .backends import reference
 from .errors import (DataConversionWarning, DataError, DataTypeError, ModelFileError,
                      NotFittedError, sklearn_compatible)
 from .preprocess import PREPROCESSING, apply_preprocessing
@@ -513,17 +514,11 @@ class SoftmaxRegression:
     def predict_log_proba(self, X):
         """Log class probabilities (N, C), columns in the order of ``classes_``."""
         scores = self._scores(X)
-        scores -= scores.max(axis=1, keepdims=True)
-        scores -= np.log(np.exp(scores).sum(axis=1, keepdims=True))
-        return scores
+        return scores - reference.log_sum_exp(scores)[:, None]
 
     def predict_proba(self, X):
         """Class probabilities (N, C), columns in the order of ``classes_``."""
-        scores = self._scores(X)
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=1, keepdims=True)
-        return scores
+        return reference.softmax(self._scores(X))
 
     def predict(self, X):
         """The most probable label of each row of X."""

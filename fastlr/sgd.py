@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from .backends import reference
 from .errors import DivergenceError
 
 LR_SCHEDULES = ("constant", "linear")
@@ -43,9 +44,7 @@ def predict_scores(backend, X, W, b, n_threads):
 def evaluate(backend, X, y, W, b, n_threads, sample_weight=None):
     """Mean (weighted) cross-entropy and accuracy of the model (W, b) on X, y."""
     scores = predict_scores(backend, X, W, b, n_threads).astype(np.float64)
-    m = scores.max(axis=1)
-    log_norm = m + np.log(np.exp(scores - m[:, None]).sum(axis=1))
-    losses = log_norm - scores[np.arange(len(y)), y]
+    losses = reference.cross_entropy(scores, y)
     correct = scores.argmax(axis=1) == y
     if sample_weight is None:
         return float(losses.mean()), float(correct.mean())
