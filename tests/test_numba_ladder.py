@@ -5,6 +5,10 @@ each step of the optimization can be timed (`python -m fastlr bench --kernels al
 keeps them honest.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -97,3 +101,46 @@ def test_panel_sync_epoch_is_bitwise_the_column_split_epoch(batch_size):
     np.testing.assert_array_equal(v10[0], v9[0])
     np.testing.assert_array_equal(v10[1], v9[1])
     np.testing.assert_array_equal(v10[2], v9[2])
+
+
+SPINNING_SCRIPT = """
+import numpy as np
+from fastlr.backends import numba as numba_backend, reference
+from fastlr.backends.check import TRAJECTORY_TOLERANCE, scaled_error
+
+assert numba_backend._threads_run_at_once(3), "the spinning path would not run"
+rng = np.random.default_rng(23)
+n, d, c = 50, 40, 3
+X = rng.random((n, d))
+y = rng.integers(0, c, n).astype(np.int64)
+sw = rng.uniform(0.0, 2.0, n)
+W0 = rng.standard_normal((c, d)) * 0.1
+b0 = rng.standard_normal(c) * 0.1
+perm = rng.permutation(n).astype(np.int64)
+for batch_size in (2, 7, 64):
+    results = []
+    for backend, dtype, T in ((reference, np.float64, 1), (numba_backend, np.float32, 3)):
+        W, b = W0.astype(dtype), b0.astype(dtype)
+        vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
+        lr_steps = np.full(-(-n // batch_size), 0.1)
+        loss = backend.sgd_epoch(X.astype(dtype), y, sw.astype(dtype), perm, W, b, vel_W, vel_b,
+                                 lr_steps, batch_size, 0.9, 1e-3, np.zeros((T, c, d), dtype),
+                                 np.zeros((T, c), dtype))
+        results.append((W, b, np.array(loss)))
+    for got, expected in zip(results[1], results[0]):
+        error = scaled_error(got, expected)
+        assert error <= TRAJECTORY_TOLERANCE[np.dtype(np.float32)], (batch_size, error)
+print("ok")
+"""
+
+
+def test_sample_split_epoch_spins_correctly_with_more_threads_than_cores():
+    """v11's threads meet twice per step by spinning on flags. In a fresh interpreter with
+    NUMBA_NUM_THREADS=3, T = 3 takes that path even on a 2-core machine (a thread that is
+    descheduled only slows the others down), with batch sizes that give a thread an empty
+    chunk (2), an uneven one (7) and one larger than the data (64)."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="3")
+    done = subprocess.run([sys.executable, "-c", SPINNING_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
