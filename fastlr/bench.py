@@ -531,12 +531,13 @@ def format_report(report):
     lines.append(f"ceiling   sgemm {ceiling}; memory read {machine['read_gbps']:.1f} GB/s")
     lines.append(f"one epoch = 4*N*D*C = {report['flops_per_epoch'] / 1e9:.2f} GFLOP")
     lines.append("")
-    header = (f"{'engine':<22}{'batch':>6}{'thr':>4}  {'ms/epoch':>9} {'[min - max]':<17}"
+    width = max([22] + [len(row["backend"]) + 1 for row in report["results"]])
+    header = (f"{'engine':<{width}}{'batch':>6}{'thr':>4}  {'ms/epoch':>9} {'[min - max]':<17}"
               f"{'samples/s':>10}{'GFLOP/s':>9}{'vs numpy':>9}{'of peak':>8}{'compile s':>10}")
     lines += [header, "-" * len(header)]
     for row in report["results"]:
         if row["ms_per_epoch"] is None:
-            lines.append(f"{row['backend']:<22}{row['batch_size']:>6}{row['threads']:>4}  "
+            lines.append(f"{row['backend']:<{width}}{row['batch_size']:>6}{row['threads']:>4}  "
                          f"ERROR: {row['error']}")
             continue
         spread = f"[{row['ms_min']:.1f} - {row['ms_max']:.1f}]"
@@ -545,7 +546,7 @@ def format_report(report):
         peak = (f"{row['fraction_of_peak']:.0%}" if row["fraction_of_peak"] is not None
                 else "-")
         compile_s = f"{row['compile_s']:.2f}" if row["compile_s"] is not None else "-"
-        lines.append(f"{row['backend']:<22}{row['batch_size']:>6}{row['threads']:>4}  "
+        lines.append(f"{row['backend']:<{width}}{row['batch_size']:>6}{row['threads']:>4}  "
                      f"{row['ms_per_epoch']:>9.1f} {spread:<17}{row['samples_per_s']:>10,.0f}"
                      f"{row['gflops']:>9.1f}{speedup:>9}{peak:>8}{compile_s:>10}")
     if report["time_to_accuracy"]:
