@@ -5,26 +5,24 @@ K = 4 samples in a register block.
 
 The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py``)
 ------------------------------------------------------------------------------------
-``sgd_epoch``       the whole epoch in compiled code, in one parallel region (v10): thread k
-                    of T owns a contiguous range of the D features, a private copy of those
-                    columns of W and of their velocity, and reads only those columns of X.
-                    Per panel of 128 samples of a batch it packs its half rows into a
-                    contiguous panel and computes its partial scores with a register-tiled
-                    kernel (4 samples x 5 classes), publishes them (an atomic flag) and waits
-                    for the other threads' partials of the panel; then every thread sums the
-                    T partial scores in the order k = 0..T-1, runs the stable softmax (a
-                    vectorizable exp) and adds the panel's gradient of its own columns with a
-                    register-tiled kernel (5 classes x 64 features held in registers across
-                    64-row panels) while the half rows are in L2; after a batch's last panel
-                    it updates its columns. Only the partial scores (5 KB per panel) cross
-                    cores. No Python runs between steps. (v9: the same work with one
-                    fork-join per step and the whole batch packed.)
-``loss_and_grad``   one batch with the same chunk kernel, partials reduced in fixed order.
-``predict_scores``  X W^T + b with the same score tiles, T row chunks.
+``sgd_epoch``       the whole epoch in compiled code, in one parallel region (v11): thread k
+                    of T takes the k-th contiguous chunk of every minibatch, in blocks of 64
+                    samples: the block's scores with register tiles (4 samples x 5 classes)
+                    that read the rows of X where they are, the stable softmax (a
+                    vectorizable exp), then the block's gradient into the thread's partial
+                    gradient with a register tile of 10 classes x 2 vectors held across all 64
+                    samples; as that tile sweeps the features, sample s asks for the same
+                    columns of the row that takes its place in the next block (``prefetcht1``),
+                    so the next rows arrive while the FMAs run. Then the threads meet (atomic
+                    flags), each sums the T partials in order k = 0..T-1 over its slice of the
+                    weights and applies the update there (thread 0 also the bias), and they
+                    meet again, with W whole for the next step. No Python runs between steps.
+``loss_and_grad``   one batch with v8's chunk kernel (packed panels), partials reduced in fixed order.
+``predict_scores``  X W^T + b with the 4 x 5 score tiles on the rows in place, T row chunks.
 
-The partition depends on T alone (v9, v10: columns ``_column_slice(D, k, T)``; v1-v8 and the other
-kernels: chunk k is rows [k B / T, (k+1) B / T)), never on the thread pool, so a given T always
-gives the same bits. float32 is the fast path; float64 runs the same code (8 lanes instead of
+The partition depends on T alone (v9, v10: columns ``_column_slice(D, k, T)``; v1-v8, v11 and the
+other kernels: chunk k is rows [k B / T, (k+1) B / T)), never on the thread pool, so a given T
+always gives the same bits. float32 is the fast path; float64 runs the same code (8 lanes instead of
 16). Fast-math is limited to reassociation and contraction, and only in the score and gradient
 loops; the tiles use explicit FMAs and a fixed reduction tree; softmax, the loss and the update
 keep strict IEEE semantics.
@@ -59,9 +57,14 @@ re-timed beside it (v7 numbers in brackets):
     v9-column-split         37     23     38     20   threads split the features; one exp
                           [(43)   (29)   (41)   (22)]  per lane; prefetch in the gradient
     v10-panel-sync          39     20     36     20   one parallel region per epoch, threads
-                          [(39)   (23)   (38)   (20)]  meet per 128-sample panel (chosen)
+                          [(39)   (23)   (38)   (20)]  meet per 128-sample panel
+    v11-sample-split        26     18     25     13   threads split the samples again; rows
+                          [(38)   (20)   (38)   (20)]  read in place, next block asked for
+                                                      line by line in the gradient (chosen)
 
-v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
+v11 and v10 (in brackets): the ``bench --kernels all`` run the README shows (NumPy beside them:
+95 / 96 ms at batch 64, 80 / 67 ms at batch 1024; sgemm 104 / 203 GFLOP/s; batch 256: v11 25.4 /
+14.1 ms, v10 37.9 / 19.6). v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
 93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm 103 / 196 GFLOP/s).
 At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24). v10 and v9 (in brackets): medians of 7 in a
 quiet run with both side by side (the ladder script since folded into
@@ -152,8 +155,43 @@ within noise); for v10, SYNC_PANEL 64 / 128 / 256 with 32 to 128 rows asked for 
 gradient: 20.0-20.9 ms at batch 1024 and 20.9-22.2 at batch 64, no clear trend (128 and 32
 kept).
 
-Compile time: first call in float32, empty cache: sgd_epoch (v10) 18 s, v9 18 s (v8: 11-12 s,
-v7: 8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel);
+Why v11: v10 stayed at 20 ms at batch 1024 on 2 threads (47% of sgemm) while the Cython kernel,
+which splits the samples and reads rows of X in place, took 14. v11 does what it does, in
+Numba: each thread takes its chunk of the batch in blocks of BLOCK = 64 samples and the tiles
+read the rows through the block's list of row numbers (``_gather_score_tile``,
+``_make_gather_grad_tile``): no packing copy, whole 3 KB rows instead of 1.6 KB half rows, and
+the softmax of a sample runs in one thread only. The gradient tile covers 10 classes x 2
+vectors, so one sweep over D reads each row once. W is shared; after a step's partial
+gradients the threads meet, each sums the T partials into the update of its slice of W, and
+they meet again. First cut beside v10 and Cython in one run (batch 64 / 1024, 1 / 2 threads):
+v11 38.6 / 22.7 / 32.0 / 16.1 ms, v10 36.5 / 20.5 / 35.3 / 19.9, Cython 28.5 / 19.6 / 26.0 / 13.6.
+
+With every row in cache (the permutation replaced by ``arange(N) % 64``), that first cut took
+28.4 ms at batch 64 on 1 thread and Cython 26.9: v11 lost 10 ms to DRAM where Cython lost 1.6.
+Its prefetch asked for three whole next rows (147 lines) between gradient tiles; Zen 4 tracks
+only a few dozen misses per core, so the bursts likely stalled. Measured side by side (batch 64 / 1024,
+1 thread; 1024 on 2 threads): whole rows in bursts 44.5 / 40.2 / 21.4 ms; before each gradient
+tile, its columns of all 64 next rows 39.0 / 32.5 / 19.9; inside the tile, at sample s, its
+columns of the s-th next row (kept) 37.8 / 30.1 / 18.9; no prefetch at all (another run) 42.2 /
+36.9. Then the update: indexing ``W[lo + j]`` costs a negative-index check per element and the
+loops stopped vectorizing, 8 us per step; over views that start at lo (``_flat_update``) 1 us:
+batch 64, 1 thread, rows in cache, 29.6 -> 22.8 ms.
+
+Tried and dropped in v11: asking for rows 32, 64 or 128 samples further ahead than the next
+block (no trend within noise); blocks of 32 or 128 samples (no trend); the second meeting per
+step (removed for timing only: 16.9 against 16.7 ms at batch 64 on 2 threads, 13.0 against 13.0
+at 1024, so a scheme with one meeting and a redundant update per thread has nothing to win).
+
+Where v11's time goes: with the rows in cache it takes 20.3 ms at batch 1024 on 1 thread and
+11.4 on 2, against 24.6 and 13.2 reading them from DRAM in permutation order; on one thread a
+64-sample block costs 9.8 us of scores and 9.4 of gradient (both ~100 GFLOP/s, the one-thread
+sgemm rate), 2.1 of softmax and, per step, 1.2 of update. The README run: batch 64 / 256 / 1024
+on 1 thread 26.2 / 25.4 / 24.6 ms (3.6x / 3.5x / 3.3x NumPy, 69-74% of sgemm), on 2 threads 17.5
+/ 14.1 / 13.2 (5.4x / 6.1x / 5.0x, 53% / 66% / 70%). Like v10 it spins, so with more chunks
+than Numba runs at once v9 runs instead.
+
+Compile time: first call in float32, empty cache: sgd_epoch (v11, T = 2) 20 s, v10 18 s, v9 18 s
+(v8: 11-12 s, v7: 8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel);
 ``cache=True`` makes it 0.1 s in the next process. Import compiles (or loads) one tiny parallel
 probe and raises ImportError if numba cannot compile here, so the registry falls back.
 """
