@@ -17,7 +17,8 @@ The kernels (contract in ``fastlr/backends/__init__.py``, math in ``reference.py
                     flags), each sums the T partials in order k = 0..T-1 over its slice of the
                     weights and applies the update there (thread 0 also the bias), and they
                     meet again, with W whole for the next step. No Python runs between steps.
-``loss_and_grad``   one batch with v8's chunk kernel (packed panels), partials reduced in fixed order.
+``loss_and_grad``   one batch with v8's chunk kernel (packed panels), partials reduced in
+                    fixed order.
 ``predict_scores``  X W^T + b with the 4 x 5 score tiles on the rows in place, T row chunks.
 
 The partition depends on T alone (v9, v10: columns ``_column_slice(D, k, T)``; v1-v8, v11 and the
@@ -64,17 +65,16 @@ re-timed beside it (v7 numbers in brackets):
 
 v11 and v10 (in brackets): the ``bench --kernels all`` run the README shows (NumPy beside them:
 95 / 96 ms at batch 64, 80 / 67 ms at batch 1024; sgemm 104 / 203 GFLOP/s; batch 256: v11 25.4 /
-14.1 ms, v10 37.9 / 19.6). v9 and v8 (in brackets) from one standalone run later still (NumPy in the harness beside it:
-93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm 103 / 196 GFLOP/s).
-At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24). v10 and v9 (in brackets): medians of 7 in a
-quiet run with both side by side (the ladder script since folded into
-``python -m fastlr bench --kernels all``) (NumPy beside them: 96 / 97 ms at
-batch 64, 76 / 64 ms at batch 1024; sgemm 103 / 206 GFLOP/s): 38.7 / 19.6 / 36.0 / 19.8
-against 38.6 / 23.4 / 38.4 / 20.3. When another process takes CPU time, both suffer: in
-disturbed runs v9 at batch 64 on 2 threads took 32.6-39.3 ms against v10's 21.4-24.0, but one
-harness run had v10 at 31.7 ms at batch 1024 on 2 threads (v9 24.2; the same v10 as the
-harness's "numba" engine took 21.3 in that run): a descheduled thread stalls the other at the
-next panel.
+14.1 ms, v10 37.9 / 19.6). v9 and v8 (in brackets) from one standalone run later still (NumPy in
+the harness beside it: 93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm
+103 / 196 GFLOP/s). At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24). v10 and v9 (in brackets):
+medians of 7 in a quiet run with both side by side (the ladder script since folded into
+``python -m fastlr bench --kernels all``) (NumPy beside them: 96 / 97 ms at batch 64, 76 / 64 ms at batch
+1024; sgemm 103 / 206 GFLOP/s): 38.7 / 19.6 / 36.0 / 19.8 against 38.6 / 23.4 / 38.4 / 20.3.
+When another process takes CPU time, both suffer: in disturbed runs v9 at batch 64 on 2 threads
+took 32.6-39.3 ms against v10's 21.4-24.0, but one harness run had v10 at 31.7 ms at batch 1024
+on 2 threads (v9 24.2; the same v10 as the harness's "numba" engine took 21.3 in that run): a
+descheduled thread stalls the other at the next panel.
 
 Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
 its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
@@ -169,13 +169,13 @@ v11 38.6 / 22.7 / 32.0 / 16.1 ms, v10 36.5 / 20.5 / 35.3 / 19.9, Cython 28.5 / 1
 With every row in cache (the permutation replaced by ``arange(N) % 64``), that first cut took
 28.4 ms at batch 64 on 1 thread and Cython 26.9: v11 lost 10 ms to DRAM where Cython lost 1.6.
 Its prefetch asked for three whole next rows (147 lines) between gradient tiles; Zen 4 tracks
-only a few dozen misses per core, so the bursts likely stalled. Measured side by side (batch 64 / 1024,
-1 thread; 1024 on 2 threads): whole rows in bursts 44.5 / 40.2 / 21.4 ms; before each gradient
-tile, its columns of all 64 next rows 39.0 / 32.5 / 19.9; inside the tile, at sample s, its
-columns of the s-th next row (kept) 37.8 / 30.1 / 18.9; no prefetch at all (another run) 42.2 /
-36.9. Then the update: indexing ``W[lo + j]`` costs a negative-index check per element and the
-loops stopped vectorizing, 8 us per step; over views that start at lo (``_flat_update``) 1 us:
-batch 64, 1 thread, rows in cache, 29.6 -> 22.8 ms.
+only a few dozen misses per core, so the bursts likely stalled. Measured side by side (batch 64
+/ 1024, 1 thread; 1024 on 2 threads): whole rows in bursts 44.5 / 40.2 / 21.4 ms; before each
+gradient tile, its columns of all 64 next rows 39.0 / 32.5 / 19.9; inside the tile, at sample s,
+its columns of the s-th next row (kept) 37.8 / 30.1 / 18.9; no prefetch at all (another run)
+42.2 / 36.9. Then the update: indexing ``W[lo + j]`` costs a negative-index check per element
+and the loops stopped vectorizing, 8 us per step; over views that start at lo (``_flat_update``)
+1 us: batch 64, 1 thread, rows in cache, 29.6 -> 22.8 ms.
 
 Tried and dropped in v11: asking for rows 32, 64 or 128 samples further ahead than the next
 block (no trend within noise); blocks of 32 or 128 samples (no trend); the second meeting per
@@ -191,9 +191,9 @@ on 1 thread 26.2 / 25.4 / 24.6 ms (3.6x / 3.5x / 3.3x NumPy, 69-74% of sgemm), o
 than Numba runs at once v9 runs instead.
 
 Compile time: first call in float32, empty cache: sgd_epoch (v11, T = 2) 20 s, v10 18 s, v9 18 s
-(v8: 11-12 s, v7: 8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk kernel);
-``cache=True`` makes it 0.1 s in the next process. Import compiles (or loads) one tiny parallel
-probe and raises ImportError if numba cannot compile here, so the registry falls back.
+(v8: 11-12 s, v7: 8.4 s), loss_and_grad 4.2 s, predict_scores 3.9 s (both still on v8's chunk
+kernel); ``cache=True`` makes it 0.1 s in the next process. Import compiles (or loads) one tiny
+parallel probe and raises ImportError if numba cannot compile here, so the registry falls back.
 """
 
 import numpy as np
@@ -1412,12 +1412,12 @@ def _exp_nonpositive(x):
 @njit(cache=True)
 def _column_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E, row_max,
                     row_total, G, grad_b, loss_lo, loss_hi, loss):
-    """The full scores of the samples ``perm[start:start + n]`` (a batch, or a panel of one
-    for v10), ``Z = sum_k S_parts[k] + b`` summed in order k = 0..T-1 in float64 into Z
-    (P, C); the stable softmax with the vectorized ``_exp_nonpositive`` over all n samples at
-    once; ``G[s] = s_i (p - onehot) * inv_batch`` in W's dtype and ``grad_b += G[s]`` for
-    s in order. Returns ``loss`` plus s_i l_i for the samples [loss_lo, loss_hi) of the n,
-    added in order (the threads share the logs)."""
+    """The full scores of the samples ``perm[start:start + n]`` (a batch for v9, a panel for
+    v10, a block of one thread's chunk for v11, with T = 1 part), ``Z = sum_k S_parts[k] + b``
+    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the vectorized
+    ``_exp_nonpositive`` over all n samples at once; ``G[s] = s_i (p - onehot) * inv_batch`` in
+    W's dtype and ``grad_b += G[s]`` for s in order. Returns ``loss`` plus s_i l_i for the
+    samples [loss_lo, loss_hi) of the n, added in order (the threads share the logs)."""
     T = S_parts.shape[0]
     C = b.shape[0]
     for s in range(n):
