@@ -1125,6 +1125,26 @@ def _prefetch_span(typingctx, X, i, lo, n):
 
 
 @njit(fastmath=FAST, cache=True)
+def _score_leftovers(x, W, z, c_tiles, d_tail):
+    """What the score tiles leave of one sample's scores z (C,): whole dot products x . W[c]
+    for the classes from c_tiles on, and the features from d_tail on for the classes before
+    (added to the tile's sums in z)."""
+    C, D = W.shape
+    for c in range(c_tiles, C):
+        w = W[c]
+        acc = W.dtype.type(0)
+        for d in range(D):
+            acc += x[d] * w[d]
+        z[c] = acc
+    for c in range(c_tiles):
+        w = W[c]
+        acc = z[c]
+        for d in range(d_tail, D):
+            acc += x[d] * w[d]
+        z[c] = acc
+
+
+@njit(fastmath=FAST, cache=True)
 def _panel_scores(Xp, n_rows, W, S, X, rows, next_lo, next_hi):
     """S[s, c] = Xp[s] . W[c] for s < n_rows (rounded up to SCORE_SAMPLES; rows past n_rows
     must be finite and are ignored): the tiles over whole vectors, then the leftover classes
@@ -1145,19 +1165,7 @@ def _panel_scores(Xp, n_rows, W, S, X, rows, next_lo, next_hi):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _score_tile(Xp, s0, W, c0, n_vec, S)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            x = Xp[s]
-            for c in range(c_tiles, C):
-                w = W[c]
-                acc = W.dtype.type(0)
-                for d in range(D):
-                    acc += x[d] * w[d]
-                S[s, c] = acc
-            for c in range(c_tiles):
-                w = W[c]
-                acc = S[s, c]
-                for d in range(d_tail, D):
-                    acc += x[d] * w[d]
-                S[s, c] = acc
+            _score_leftovers(Xp[s], W, S[s], c_tiles, d_tail)
 
 
 @njit(fastmath=FAST, cache=True)
@@ -1347,19 +1355,7 @@ def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k, cursor):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _score_tile(Xp, s0, W_k, c0, n_vec, S_k)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            x = Xp[s]
-            for c in range(c_tiles, C):
-                w = W_k[c]
-                acc = W_k.dtype.type(0)
-                for d in range(Dk):
-                    acc += x[d] * w[d]
-                S_k[s, c] = acc
-            for c in range(c_tiles):
-                w = W_k[c]
-                acc = S_k[s, c]
-                for d in range(d_tail, Dk):
-                    acc += x[d] * w[d]
-                S_k[s, c] = acc
+            _score_leftovers(Xp[s], W_k, S_k[s], c_tiles, d_tail)
 
 
 @intrinsic
@@ -1859,19 +1855,7 @@ def _gather_scores(X, rows, n, W, S):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _gather_score_tile(X, rows, s0, W, c0, n_vec, S)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            x = X[rows[s]]
-            for c in range(c_tiles, C):
-                w = W[c]
-                acc = W.dtype.type(0)
-                for d in range(D):
-                    acc += x[d] * w[d]
-                S[s, c] = acc
-            for c in range(c_tiles):
-                w = W[c]
-                acc = S[s, c]
-                for d in range(d_tail, D):
-                    acc += x[d] * w[d]
-                S[s, c] = acc
+            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail)
 
 
 @njit(fastmath=FAST, cache=True)
