@@ -38,11 +38,13 @@ per call, not per step, because the contract's signature has no place for it and
 allocation is negligible against an epoch.
 
 The ladder (``KERNEL_VERSIONS``; timed by ``python -m fastlr bench --kernels all``, checked
-by ``tests/test_numba_ladder.py``). ms per 60000-sample
-MNIST epoch, float32, median of 5, on a 2-core AMD EPYC Zen 4 whose NumPy sgemm runs at
-103 (1 thread) / 191-205 (2 threads) GFLOP/s; the NumPy reference takes 96-106 ms at batch
-64 and 77-98 / 67-76 ms at batch 1024. v1-v7 from one run, v8 from a later run with v7
-re-timed beside it (v7 numbers in brackets):
+by ``tests/test_numba_ladder.py``). v1-v3 and v4-v5 repeat their step loops around different
+chunk kernels on purpose: a Numba function that takes another as an argument, or closes over
+it, is not loaded from the cache in a new process (tried), and every rung should load like the
+chosen one. ms per 60000-sample MNIST epoch, float32, median of 5, on a 2-core AMD EPYC
+Zen 4 whose NumPy sgemm runs at 103 (1 thread) / 191-205 (2 threads) GFLOP/s; the NumPy
+reference takes 96-106 ms at batch 64 and 77-98 / 67-76 ms at batch 1024. v1-v7 from one
+run, v8 from a later run with v7 re-timed beside it (v7 numbers in brackets):
 
     version               batch 64      batch 1024    what it changed
                           1 thr  2 thr  1 thr  2 thr
@@ -69,12 +71,12 @@ v11 and v10 (in brackets): the ``bench --kernels all`` run the README shows (Num
 the harness beside it: 93 ms at batch 64 on 1 and 2 threads, 84 / 65 ms at batch 1024; sgemm
 103 / 196 GFLOP/s). At batch 256 v9 takes 37 / 20 ms (v8: 40 / 24). v10 and v9 (in brackets):
 medians of 7 in a quiet run with both side by side (the ladder script since folded into
-``python -m fastlr bench --kernels all``) (NumPy beside them: 96 / 97 ms at batch 64, 76 / 64 ms at batch
-1024; sgemm 103 / 206 GFLOP/s): 38.7 / 19.6 / 36.0 / 19.8 against 38.6 / 23.4 / 38.4 / 20.3.
-When another process takes CPU time, both suffer: in disturbed runs v9 at batch 64 on 2 threads
-took 32.6-39.3 ms against v10's 21.4-24.0, but one harness run had v10 at 31.7 ms at batch 1024
-on 2 threads (v9 24.2; the same v10 as the harness's "numba" engine took 21.3 in that run): a
-descheduled thread stalls the other at the next panel.
+``python -m fastlr bench --kernels all``) (NumPy beside them: 96 / 97 ms at batch 64, 76 / 64 ms
+at batch 1024; sgemm 103 / 206 GFLOP/s): 38.7 / 19.6 / 36.0 / 19.8 against 38.6 / 23.4 / 38.4 /
+20.3. When another process takes CPU time, both suffer: in disturbed runs v9 at batch 64 on 2
+threads took 32.6-39.3 ms against v10's 21.4-24.0, but one harness run had v10 at 31.7 ms at
+batch 1024 on 2 threads (v9 24.2; the same v10 as the harness's "numba" engine took 21.3 in that
+run): a descheduled thread stalls the other at the next panel.
 
 Why v8: in isolation (a packed 64-row panel in cache) its score tile runs at 105 GFLOP/s and
 its gradient tile at 112 GFLOP/s, against v5's 69 and 48: the gradient is no longer a
@@ -1559,6 +1561,58 @@ def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_si
     return loss
 
 
+@njit(cache=True)
+def _split_columns(W, b, vel_W, vel_b, T):
+    """The private buffers of the column split (v9, v10): thread k's columns
+    ``_column_slice(D, k, T)`` of W and vel_W in ``W_cols[k]``, ``vel_cols[k]`` (T, C, width),
+    width the widest slice rounded up to whole vectors; columns past a thread's slice stay
+    zero, so they add exact zeros to the scores and get a zero gradient and update. Each
+    thread's copies of b and vel_b are padded to whole cache lines. Returns W_cols, vel_cols,
+    grad_cols (zeros), b_cols, vel_b_cols, grad_b (zeros) and the slice bounds (T, 2)."""
+    C, D = W.shape
+    dtype = W.dtype
+    lanes = VECTOR_BYTES // W.itemsize
+    bounds = np.zeros((T, 2), np.int64)
+    width = 0
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        bounds[k, 0] = d_lo
+        bounds[k, 1] = d_hi
+        width = max(width, d_hi - d_lo)
+    width = (width + lanes - 1) // lanes * lanes
+    c_pad = (C + lanes - 1) // lanes * lanes
+    W_cols = np.zeros((T, C, width), dtype)
+    vel_cols = np.zeros((T, C, width), dtype)
+    b_cols = np.zeros((T, c_pad), dtype)
+    vel_b_cols = np.zeros((T, c_pad), dtype)
+    for k in range(T):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W_cols[k, c, d - d_lo] = W[c, d]
+                vel_cols[k, c, d - d_lo] = vel_W[c, d]
+            b_cols[k, c] = b[c]
+            vel_b_cols[k, c] = vel_b[c]
+    return (W_cols, vel_cols, np.zeros((T, C, width), dtype), b_cols, vel_b_cols,
+            np.zeros((T, c_pad), dtype), bounds)
+
+
+@njit(cache=True)
+def _join_columns(W_cols, vel_cols, b_cols, vel_b_cols, bounds, W, b, vel_W, vel_b):
+    """Write the threads' columns back into W and vel_W, and thread 0's copies of b and vel_b
+    (all threads' are bitwise equal) into b and vel_b."""
+    C = W.shape[0]
+    for k in range(W_cols.shape[0]):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W[c, d] = W_cols[k, c, d - d_lo]
+                vel_W[c, d] = vel_cols[k, c, d - d_lo]
+    for c in range(C):
+        b[c] = b_cols[0, c]
+        vel_b[c] = vel_b_cols[0, c]
+
+
 @njit(parallel=True, cache=True)
 def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
                  alpha, parts_W, parts_b):
@@ -1574,19 +1628,11 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     if n_steps == 0:
         return 0.0
     dtype = W.dtype
-    lanes = VECTOR_BYTES // W.itemsize
-    width = 0
-    for k in range(T):
-        d_lo, d_hi = _column_slice(D, k, T)
-        width = max(width, d_hi - d_lo)
-    width = (width + lanes - 1) // lanes * lanes
+    W_cols, vel_cols, grad_cols, b_cols, vel_b_cols, grad_b, bounds = _split_columns(
+        W, b, vel_W, vel_b, T)
+    width = W_cols.shape[2]
     rows = (min(batch_size, M) + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
-    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
-    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xp: they add exact
-    # zeros to the scores and their gradient and update are zero.
-    W_cols = np.zeros((T, C, width), dtype)
-    vel_cols = np.zeros((T, C, width), dtype)
-    grad_cols = np.zeros((T, C, width), dtype)
+    # Columns past a thread's slice stay zero in Xp too.
     Xp = np.zeros((T, rows, width), dtype)
     S_parts = np.zeros((2, T, rows, C), dtype)
     G = np.zeros((T, rows, C), dtype)
@@ -1594,21 +1640,7 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     E = np.zeros((T, rows, C))
     row_max = np.zeros((T, rows + 8))
     row_total = np.zeros((T, rows + 8))
-    b_cols = np.zeros((T, c_pad), dtype)
-    vel_b_cols = np.zeros((T, c_pad), dtype)
-    grad_b = np.zeros((T, c_pad), dtype)
     cursor = np.zeros((T, 8), np.int64)
-    bounds = np.zeros((T, 2), np.int64)
-    for k in range(T):
-        d_lo, d_hi = _column_slice(D, k, T)
-        bounds[k, 0] = d_lo
-        bounds[k, 1] = d_hi
-        for c in range(C):
-            for d in range(d_lo, d_hi):
-                W_cols[k, c, d - d_lo] = W[c, d]
-                vel_cols[k, c, d - d_lo] = vel_W[c, d]
-            b_cols[k, c] = b[c]
-            vel_b_cols[k, c] = vel_b[c]
     step_loss = np.zeros((T, 8))
     loss_sum = 0.0
     for t in range(n_steps + 1):
@@ -1627,15 +1659,7 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
                     S_parts, G[k], Z[k], E[k], row_max[k], row_total[k], cursor[k])
         for k in range(T):
             loss_sum += step_loss[k, 0]
-    for k in range(T):
-        d_lo = bounds[k, 0]
-        for c in range(C):
-            for d in range(d_lo, bounds[k, 1]):
-                W[c, d] = W_cols[k, c, d - d_lo]
-                vel_W[c, d] = vel_cols[k, c, d - d_lo]
-    for c in range(C):
-        b[c] = b_cols[0, c]
-        vel_b[c] = vel_b_cols[0, c]
+    _join_columns(W_cols, vel_cols, b_cols, vel_b_cols, bounds, W, b, vel_W, vel_b)
     return loss_sum
 
 # --- v10: one parallel region per epoch, the threads meet once per panel ---------------------
@@ -1763,20 +1787,11 @@ def _panel_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     if n_steps == 0:
         return 0.0
     dtype = W.dtype
-    lanes = VECTOR_BYTES // W.itemsize
-    width = 0
-    for k in range(T):
-        d_lo, d_hi = _column_slice(D, k, T)
-        width = max(width, d_hi - d_lo)
-    width = (width + lanes - 1) // lanes * lanes
+    W_cols, vel_cols, grad_cols, b_cols, vel_b_cols, grad_b, bounds = _split_columns(
+        W, b, vel_W, vel_b, T)
     rows = SYNC_PANEL
-    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
-    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xq: they add exact
-    # zeros to the scores and their gradient and update are zero.
-    W_cols = np.zeros((T, C, width), dtype)
-    vel_cols = np.zeros((T, C, width), dtype)
-    grad_cols = np.zeros((T, C, width), dtype)
-    Xq = np.zeros((T, rows, width), dtype)
+    # Columns past a thread's slice stay zero in Xq too.
+    Xq = np.zeros((T, rows, W_cols.shape[2]), dtype)
     S_ring = np.zeros((2, T, rows, C), dtype)
     flags = np.zeros(8 * T, np.int64)
     G = np.zeros((T, rows, C), dtype)
@@ -1784,48 +1799,19 @@ def _panel_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     E = np.zeros((T, rows, C))
     row_max = np.zeros((T, rows + 8))
     row_total = np.zeros((T, rows + 8))
-    b_cols = np.zeros((T, c_pad), dtype)
-    vel_b_cols = np.zeros((T, c_pad), dtype)
-    grad_b = np.zeros((T, c_pad), dtype)
     cursor = np.zeros((T, 8), np.int64)
-    bounds = np.zeros((T, 2), np.int64)
-    for k in range(T):
-        d_lo, d_hi = _column_slice(D, k, T)
-        bounds[k, 0] = d_lo
-        bounds[k, 1] = d_hi
-        for c in range(C):
-            for d in range(d_lo, d_hi):
-                W_cols[k, c, d - d_lo] = W[c, d]
-                vel_cols[k, c, d - d_lo] = vel_W[c, d]
-            b_cols[k, c] = b[c]
-            vel_b_cols[k, c] = vel_b[c]
     step_loss = np.zeros((n_steps, T))
-    if T == 1:
+    for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
         _panel_thread(
-            0, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha, bounds[0, 0],
-            bounds[0, 1], W_cols[0], vel_cols[0], grad_cols[0], b_cols[0, :C], vel_b_cols[0, :C],
-            grad_b[0, :C], Xq[0], S_ring, G[0], Z[0], E[0], row_max[0], row_total[0], cursor[0],
-            flags, step_loss)
-    else:
-        for k in prange(T):
-            _panel_thread(
-                k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
-                bounds[k, 0], bounds[k, 1], W_cols[k], vel_cols[k], grad_cols[k],
-                b_cols[k, :C], vel_b_cols[k, :C], grad_b[k, :C], Xq[k], S_ring, G[k], Z[k],
-                E[k], row_max[k], row_total[k], cursor[k], flags, step_loss)
+            k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+            bounds[k, 0], bounds[k, 1], W_cols[k], vel_cols[k], grad_cols[k], b_cols[k, :C],
+            vel_b_cols[k, :C], grad_b[k, :C], Xq[k], S_ring, G[k], Z[k], E[k], row_max[k],
+            row_total[k], cursor[k], flags, step_loss)
     loss_sum = 0.0
     for t in range(n_steps):
         for k in range(T):
             loss_sum += step_loss[t, k]
-    for k in range(T):
-        d_lo = bounds[k, 0]
-        for c in range(C):
-            for d in range(d_lo, bounds[k, 1]):
-                W[c, d] = W_cols[k, c, d - d_lo]
-                vel_W[c, d] = vel_cols[k, c, d - d_lo]
-    for c in range(C):
-        b[c] = b_cols[0, c]
-        vel_b[c] = vel_b_cols[0, c]
+    _join_columns(W_cols, vel_cols, b_cols, vel_b_cols, bounds, W, b, vel_W, vel_b)
     return loss_sum
 
 
@@ -2056,16 +2042,10 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
     flags = np.zeros(8 * T, np.int64)
     step_loss = np.zeros((n_steps, T))
-    if T == 1:
-        _sample_thread(0, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
-                       W, b, vel_W, vel_b, parts_W, parts_b, rows[0], ahead[0], S[0], G[0],
-                       Z[0], E[0], row_max[0], row_total[0], grad[0], flags, step_loss)
-    else:
-        for k in prange(T):
-            _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum,
-                           alpha, W, b, vel_W, vel_b, parts_W, parts_b, rows[k], ahead[k],
-                           S[k], G[k], Z[k], E[k], row_max[k], row_total[k], grad[k], flags,
-                           step_loss)
+    for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
+        _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                       W, b, vel_W, vel_b, parts_W, parts_b, rows[k], ahead[k], S[k], G[k],
+                       Z[k], E[k], row_max[k], row_total[k], grad[k], flags, step_loss)
     loss_sum = 0.0
     for t in range(n_steps):
         for k in range(T):
