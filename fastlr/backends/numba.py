@@ -1457,6 +1457,15 @@ def _column_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, 
     return loss
 
 
+@njit(cache=True)
+def _softmax_scratch(T, rows, C, dtype):
+    """Per-thread scratch of ``_column_softmax`` for up to ``rows`` samples: G (T, rows, C) in
+    W's dtype, the float64 scores Z and exponentials E (T, rows, C), and the row maxima and
+    sums (T, rows + 8: no two threads' rows on one cache line)."""
+    return (np.zeros((T, rows, C), dtype), np.zeros((T, rows, C)), np.zeros((T, rows, C)),
+            np.zeros((T, rows + 8)), np.zeros((T, rows + 8)))
+
+
 @njit(fastmath=FAST, cache=True)
 def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
     """``grad_k += G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
@@ -1635,11 +1644,7 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     # Columns past a thread's slice stay zero in Xp too.
     Xp = np.zeros((T, rows, width), dtype)
     S_parts = np.zeros((2, T, rows, C), dtype)
-    G = np.zeros((T, rows, C), dtype)
-    Z = np.zeros((T, rows, C))
-    E = np.zeros((T, rows, C))
-    row_max = np.zeros((T, rows + 8))
-    row_total = np.zeros((T, rows + 8))
+    G, Z, E, row_max, row_total = _softmax_scratch(T, rows, C, dtype)
     cursor = np.zeros((T, 8), np.int64)
     step_loss = np.zeros((T, 8))
     loss_sum = 0.0
@@ -1794,11 +1799,7 @@ def _panel_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     Xq = np.zeros((T, rows, W_cols.shape[2]), dtype)
     S_ring = np.zeros((2, T, rows, C), dtype)
     flags = np.zeros(8 * T, np.int64)
-    G = np.zeros((T, rows, C), dtype)
-    Z = np.zeros((T, rows, C))
-    E = np.zeros((T, rows, C))
-    row_max = np.zeros((T, rows + 8))
-    row_total = np.zeros((T, rows + 8))
+    G, Z, E, row_max, row_total = _softmax_scratch(T, rows, C, dtype)
     cursor = np.zeros((T, 8), np.int64)
     step_loss = np.zeros((n_steps, T))
     for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
@@ -2034,11 +2035,7 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     rows = np.zeros((T, BLOCK + 16), np.int64)
     ahead = np.zeros((T, BLOCK + 16), np.int64)
     S = np.zeros((T, 1, BLOCK, C), dtype)
-    G = np.zeros((T, BLOCK, C), dtype)
-    Z = np.zeros((T, BLOCK, C))
-    E = np.zeros((T, BLOCK, C))
-    row_max = np.zeros((T, BLOCK + 8))
-    row_total = np.zeros((T, BLOCK + 8))
+    G, Z, E, row_max, row_total = _softmax_scratch(T, BLOCK, C, dtype)
     grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
     flags = np.zeros(8 * T, np.int64)
     step_loss = np.zeros((n_steps, T))
