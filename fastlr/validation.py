@@ -48,7 +48,7 @@ class Interval:
                                                           self.closed in ("right", "neither"))):
             return False
         return self.high is None or value < self.high or (value == self.high and
-                                                          self.closed in ("left", "both"))
+                                                          self.closed in ("right", "both"))
 
     def parse(self, text):
         """The number ``text`` spells, as int or float; ValueError if it spells none."""
