@@ -28,12 +28,13 @@ def new_figure(width, height):
     return fig
 
 
-def save_figure(fig, path, dpi=100):
+def save_figure(fig, path, dpi=100, bbox_inches="tight"):
     """Write ``fig`` to ``path`` atomically, in the format its extension names (PNG without
-    one), creating the parent directory."""
+    one), creating the parent directory; returns ``path`` as a Path."""
     path = Path(path)
     with atomic_write(path) as fh:
-        fig.savefig(fh, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(fh, format=path.suffix[1:].lower() or "png", dpi=dpi,
+                    bbox_inches=bbox_inches)
     return path
 
 
