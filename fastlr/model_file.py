@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._version import __version__
 from .atomic import atomic_write
 from .backends import AUTO_ORDER
 from .errors import InvalidParameterError, ModelFileError
@@ -66,7 +67,6 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
     ModelFileError
         If the classes are neither numbers nor strings.
     """
-    from . import __version__
     plain_classes = classes
     if classes.dtype.kind == "O":  # labels given as Python objects: store them plainly
         plain_classes = np.array(classes.tolist())
