@@ -43,6 +43,10 @@ def add_data_dir(parser):
                              "else download")
 
 
+def add_model(parser):
+    parser.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+
+
 def add_backend(parser):
     parser.add_argument("--backend", choices=param_choices("backend"), default="auto",
                         help="kernel implementation; auto takes the fastest available "

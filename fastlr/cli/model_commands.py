@@ -7,7 +7,7 @@ import numpy as np
 from ..data import load_mnist
 from ..model import SoftmaxRegression
 from ..preprocess import deskew
-from .common import add_data_dir
+from .common import add_data_dir, add_model
 
 
 def add_commands(commands):
@@ -15,7 +15,7 @@ def add_commands(commands):
     evaluate = commands.add_parser(
         "evaluate", help="test accuracy and per-class accuracy of a saved model",
         description="Score a model saved by `train --out` on the MNIST test set.")
-    evaluate.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+    add_model(evaluate)
     add_data_dir(evaluate)
     evaluate.add_argument("--deskew", action="store_true",
                           help="deskew the test images before the model sees them (a model "
@@ -31,7 +31,7 @@ def add_commands(commands):
                     "scaled into 20x20 and centred by its centre of mass in 28x28); .npy "
                     "arrays and IDX files holding one 28x28 image or a batch, with uint8 "
                     "pixels 0-255 or float pixels in [0, 1].")
-    predict.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+    add_model(predict)
     predict.add_argument("inputs", metavar="FILE", nargs="+",
                          help="images (.png, .jpg), .npy arrays or IDX files")
     predict.add_argument("--json", action="store_true",

@@ -6,7 +6,8 @@ from ..data import load_mnist
 from ..errors import ModelFileError
 from ..explain import PAIR_EPOCHS, explain
 from ..model import SoftmaxRegression
-from .common import Parser, UsageError, add_backend, add_data_dir, add_seed, positive_int
+from .common import (Parser, UsageError, add_backend, add_data_dir, add_model, add_seed,
+                     positive_int)
 
 
 def add_commands(commands):
@@ -15,22 +16,14 @@ def add_commands(commands):
         "plot", help="figures of a saved model: its weights or its training curves",
         description="Draw a figure of a model saved by `train --out`, as a PNG file.")
     figures = plot.add_subparsers(dest="figure", metavar="FIGURE", parser_class=Parser)
-    weights = figures.add_parser(
-        "weights", help="the 10 weight vectors as 28x28 images",
-        description="Draw each class's weights as the image they multiply: blue pixels vote "
-                    "for the class, red ones against.")
-    weights.add_argument("model", metavar="MODEL", help="a model file written by train --out")
-    weights.add_argument("--out", default="weights.png", metavar="FILE.png",
-                         help="where to write the figure (default: %(default)s)")
-    weights.set_defaults(handler=cmd_plot_weights)
-    curves = figures.add_parser(
-        "curves", help="loss and accuracy over the epochs",
-        description="Plot the training and test loss and accuracy after every epoch, from the "
-                    "history stored in the model file.")
-    curves.add_argument("model", metavar="MODEL", help="a model file written by train --out")
-    curves.add_argument("--out", default="curves.png", metavar="FILE.png",
-                        help="where to write the figure (default: %(default)s)")
-    curves.set_defaults(handler=cmd_plot_curves)
+    _add_figure(figures, "weights", cmd_plot_weights,
+                help="the 10 weight vectors as 28x28 images",
+                description="Draw each class's weights as the image they multiply: blue pixels "
+                            "vote for the class, red ones against.")
+    _add_figure(figures, "curves", cmd_plot_curves,
+                help="loss and accuracy over the epochs",
+                description="Plot the training and test loss and accuracy after every epoch, "
+                            "from the history stored in the model file.")
     plot.set_defaults(handler=lambda args: _missing_figure(plot))
 
     explain = commands.add_parser(
@@ -40,7 +33,7 @@ def add_commands(commands):
                     "with the mistakes themselves, and, for each of the 45 pairs of digits, how "
                     "well a two-class linear model separates them. Takes some 10-30 s with the "
                     "numpy backend.")
-    explain.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+    add_model(explain)
     add_data_dir(explain)
     explain.add_argument("--out", default="report", metavar="DIR",
                          help="directory for report.md and its PNG figures (default: "
@@ -53,6 +46,15 @@ def add_commands(commands):
     add_backend(explain)
     add_seed(explain, help="seed of the pairwise models (default: %(default)s)")
     explain.set_defaults(handler=cmd_explain)
+
+
+def _add_figure(figures, name, handler, help, description):
+    """``plot NAME MODEL [--out NAME.png]``, drawn by ``handler``."""
+    figure = figures.add_parser(name, help=help, description=description)
+    add_model(figure)
+    figure.add_argument("--out", default=f"{name}.png", metavar="FILE.png",
+                        help="where to write the figure (default: %(default)s)")
+    figure.set_defaults(handler=handler)
 
 
 def _missing_figure(parser):
