@@ -145,6 +145,11 @@ class SoftmaxRegression:
         """Raise InvalidParameterError (a ValueError) for a parameter outside its constraints."""
         check_params(self.get_params())
 
+    def _prepare_features(self, X, dtype=None, n_features=None):
+        """X (N, D) checked, converted and preprocessed, for training or prediction."""
+        return apply_preprocessing(self.preprocessing,
+                                   check_features(X, dtype=dtype, n_features=n_features))
+
     def _prepare(self, X, y, *, classes=None, known_as=None, dtype=None, n_features=None):
         """X checked and preprocessed, y checked and encoded: the one way input enters a model.
 
@@ -156,8 +161,7 @@ class SoftmaxRegression:
         -------
         X : (N, D) float array, y_encoded : (N,) int64 indices into classes, classes : (C,)
         """
-        X = apply_preprocessing(self.preprocessing,
-                                check_features(X, dtype=dtype, n_features=n_features))
+        X = self._prepare_features(X, dtype=dtype, n_features=n_features)
         y = check_labels(y, X.shape[0])
         if classes is None:
             classes, y_encoded = unique_labels(y)
@@ -334,8 +338,7 @@ class SoftmaxRegression:
         if not self.__sklearn_is_fitted__():
             raise sklearn_compatible(NotFittedError)(
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
-        X = check_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
-        X = apply_preprocessing(self.preprocessing, X)
+        X = self._prepare_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
         backend_name = getattr(self, "backend_", "auto")
         backend = get_backend(backend_name if backend_name in available_backends() else "auto")
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,

@@ -175,3 +175,25 @@ def test_ctrl_c_during_training_saves_the_model(tmp_path):
     from fastlr import SoftmaxRegression
     model = SoftmaxRegression.load(out)
     assert len(model.history_) >= 1 and model.coef_.shape == (10, 784)
+
+
+def test_help_and_version_load_no_heavy_module():
+    code = ("import sys\nfrom fastlr.cli import build_parser, main\n"
+            "build_parser().format_help()\n"
+            "print(sorted(m for m in ('numba', 'matplotlib', 'tqdm', 'PIL', 'sklearn') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    from fastlr._version import __version__
+    assert run_cli("--version").stdout.strip() == f"fastlr {__version__}"
+
+
+def test_the_compile_notice_asks_the_backend():
+    from types import SimpleNamespace
+
+    from fastlr.cli.train import _compiles_on_first_run
+    assert _compiles_on_first_run(SimpleNamespace(first_run_compiles=lambda: True))
+    assert not _compiles_on_first_run(SimpleNamespace(first_run_compiles=lambda: False))
+    assert not _compiles_on_first_run(SimpleNamespace())
