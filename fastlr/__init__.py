@@ -7,7 +7,8 @@ errors fastlr raises for problems a user can fix.
 from ._version import __version__
 from .backends import available_backends
 from .data import load_mnist
-from .errors import BackendError, DataError, DivergenceError, FastlrError, ModelFileError
+from .errors import (BackendError, DataError, DivergenceError, FastlrError, InvalidParameterError,
+                     ModelFileError)
 from .model import SoftmaxRegression
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "DataError",
     "BackendError",
     "ModelFileError",
+    "InvalidParameterError",
     "DivergenceError",
     "__version__",
 ]
