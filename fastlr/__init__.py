@@ -4,12 +4,12 @@ Public API: :class:`SoftmaxRegression`, :func:`load_mnist`, :func:`available_bac
 errors fastlr raises for problems a user can fix.
 """
 
+from ._version import __version__
 from .backends import available_backends
 from .data import load_mnist
-from .errors import BackendError, DataError, DivergenceError, FastlrError, ModelFileError
+from .errors import (BackendError, DataError, DivergenceError, FastlrError, InvalidParameterError,
+                     ModelFileError)
 from .model import SoftmaxRegression
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SoftmaxRegression",
@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "BackendError",
     "ModelFileError",
+    "InvalidParameterError",
     "DivergenceError",
     "__version__",
 ]

@@ -576,6 +576,8 @@ def plot_report(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_figure
+
     fig, ax = plt.subplots(figsize=(10, 5.5))
     lines = {}
     for row in report["results"]:
@@ -610,6 +612,6 @@ def plot_report(report, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, bbox_inches=None)
     plt.close(fig)
     return path

@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import DataError
 
 UBYTE = 0x08
@@ -141,20 +141,7 @@ def write_idx(path, array, compress=None):
         compress = path.suffix == ".gz"
     if compress:
         raw = gzip.compress(raw, mtime=0)
-    _atomic_write(path, raw)
-
-
-def _atomic_write(path, raw):
-    """Write bytes to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, raw)
 
 
 def _sha256_of_content(raw):
@@ -249,7 +236,7 @@ def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True
             if digest != MNIST_SHA256[stem]:
                 errors.append(f"{url}: checksum mismatch (got sha256 {digest[:12]}...)")
                 continue
-            _atomic_write(dest / (stem + ".gz"), raw)
+            write_bytes(dest / (stem + ".gz"), raw)
             break
         else:
             raise DataError(f"could not download {stem}: " + "; ".join(errors))

@@ -55,3 +55,7 @@ def sklearn_compatible(cls):
 def _with_sklearn_base(cls, sklearn_cls):
     return type(cls.__name__, (cls, sklearn_cls), {"__module__": cls.__module__,
                                                    "__doc__": cls.__doc__})
+
+
+class InvalidParameterError(FastlrError, ValueError):
+    """A hyperparameter (of the estimator, a flag, or a model file's metadata) is not allowed."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .model import SoftmaxRegression
 from .preprocess import apply_preprocessing
 
@@ -264,7 +265,7 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
     report = _report_markdown(model, model_name, numbers, gallery_pairs, files,
                               len(y_train), len(y_test))
     files["report"] = out_dir / "report.md"
-    files["report"].write_text(report)
+    atomic.write_text(files["report"], report)
     numbers["files"] = files
     return numbers
 

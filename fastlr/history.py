@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from .atomic import write_text
 from .errors import DataError
 
 HISTORY_FORMATS = (".csv", ".json")
@@ -33,7 +34,8 @@ def check_history_path(path):
 
 
 def write_history(path, history):
-    """Write ``history`` to ``path``, as CSV (one row per epoch) or JSON (a list of records)."""
+    """Write ``history`` to ``path``, atomically, as CSV (one row per epoch) or JSON (a list of
+    records); returns ``path`` as a Path."""
     suffix = check_history_path(path)
     if suffix == ".json":
         text = json.dumps(history, indent=1) + "\n"
@@ -46,7 +48,4 @@ def write_history(path, history):
         writer.writeheader()
         writer.writerows(history)
         text = buffer.getvalue()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return write_text(path, text)

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .atomic import atomic_write
 from .preprocess import image_side
 
 WEIGHT_CMAP = "RdBu"
@@ -27,11 +28,13 @@ def new_figure(width, height):
     return fig
 
 
-def save_figure(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` (PNG by extension), creating the parent directory."""
+def save_figure(fig, path, dpi=100, bbox_inches="tight"):
+    """Write ``fig`` to ``path`` atomically, in the format its extension names (PNG without
+    one), creating the parent directory; returns ``path`` as a Path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:].lower() or "png", dpi=dpi,
+                    bbox_inches=bbox_inches)
     return path
 
 

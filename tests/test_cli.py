@@ -5,26 +5,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args, env=None):
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "fastlr", *args], capture_output=True,
-                          text=True, env=full_env, cwd=ROOT, timeout=600)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from conftest import ROOT, assert_one_line_error, run_cli, write_small_dataset
 
 
 def test_train_one_epoch_json(tmp_path):
@@ -151,7 +134,6 @@ def test_predict_bad_inputs_are_one_line(tmp_path, mnist_model):
 # --- training mishaps ----------------------------------------------------------------------------
 
 def test_diverging_learning_rate_is_one_line(tmp_path):
-    from test_data import write_small_dataset
     write_small_dataset(tmp_path)
     result = run_cli("train", "--data-dir", str(tmp_path), "--lr", "1e39", "--backend", "numpy",
                      "--no-progress")
@@ -159,7 +141,6 @@ def test_diverging_learning_rate_is_one_line(tmp_path):
 
 
 def test_corrupt_idx_in_data_dir_is_one_line(tmp_path):
-    from test_data import write_small_dataset
     write_small_dataset(tmp_path, compress=False)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(b"\x12\x34" + path.read_bytes()[2:])
@@ -194,3 +175,25 @@ def test_ctrl_c_during_training_saves_the_model(tmp_path):
     from fastlr import SoftmaxRegression
     model = SoftmaxRegression.load(out)
     assert len(model.history_) >= 1 and model.coef_.shape == (10, 784)
+
+
+def test_help_and_version_load_no_heavy_module():
+    code = ("import sys\nfrom fastlr.cli import build_parser, main\n"
+            "build_parser().format_help()\n"
+            "print(sorted(m for m in ('numba', 'matplotlib', 'tqdm', 'PIL', 'sklearn') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    from fastlr._version import __version__
+    assert run_cli("--version").stdout.strip() == f"fastlr {__version__}"
+
+
+def test_the_compile_notice_asks_the_backend():
+    from types import SimpleNamespace
+
+    from fastlr.cli.train import _compiles_on_first_run
+    assert _compiles_on_first_run(SimpleNamespace(first_run_compiles=lambda: True))
+    assert not _compiles_on_first_run(SimpleNamespace(first_run_compiles=lambda: False))
+    assert not _compiles_on_first_run(SimpleNamespace())

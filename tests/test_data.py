@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_small_dataset
 
 from fastlr import DataError, data, load_mnist
 
@@ -76,19 +77,6 @@ def test_load_mnist_shapes_scaling_and_labels():
     raw = load_mnist(MNIST_DIR, dtype=np.uint8)[0]
     assert raw.dtype == np.uint8 and raw.max() == 255
     np.testing.assert_array_equal(raw[:5] / np.float32(255), X_train[:5])
-
-
-def write_small_dataset(directory, n_train=30, n_test=10, side=4, compress=True):
-    rng = np.random.default_rng(1)
-    suffix = ".gz" if compress else ""
-    images = {"train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
-              "t10k": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8)}
-    labels = {"train": rng.integers(0, 3, n_train, dtype=np.uint8),
-              "t10k": rng.integers(0, 3, n_test, dtype=np.uint8)}
-    for split in ("train", "t10k"):
-        data.write_idx(Path(directory) / f"{split}-images-idx3-ubyte{suffix}", images[split])
-        data.write_idx(Path(directory) / f"{split}-labels-idx1-ubyte{suffix}", labels[split])
-    return images, labels
 
 
 @pytest.mark.parametrize("compress", [True, False])

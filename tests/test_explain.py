@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 
 from fastlr import DataError, SoftmaxRegression, load_mnist
 from fastlr import plots
 from fastlr.explain import (confusion_matrix, explain, most_confused, pairwise_separability,
                             template_correlations)
 from fastlr.history import write_history
-
-from test_cli import assert_one_line_error, run_cli
 
 MNIST_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 

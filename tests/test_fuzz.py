@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fastlr import DataError, ModelFileError, SoftmaxRegression
 from fastlr.data import parse_idx, read_idx
 
-FUZZ = settings(max_examples=200, deadline=2000,
+FUZZ = settings(max_examples=200,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

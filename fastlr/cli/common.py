@@ -1,0 +1,93 @@
+"""What every command shares: the parser class, common flags, exit codes, one-line user errors.
+
+Every problem a user can fix (a missing file, a bad flag value, bad data, a diverging learning
+rate) is printed by :func:`run` as one line on stderr, without a traceback, with a non-zero exit
+code. Flag values are checked by the constraints in :mod:`fastlr.validation`, the estimator's own.
+"""
+
+import argparse
+import os
+import sys
+
+from ..backends import default_n_threads
+from ..errors import FastlrError
+from ..validation import (POSITIVE_WHOLE, PARAMETER_CONSTRAINTS, Options, argument_type,
+                          param_type)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad command line; argparse's message, printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised as :class:`UsageError`, to print as one line."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def param_choices(name):
+    """The values a parameter allows when it is one of a fixed set (for argparse ``choices``)."""
+    options = [c for c in PARAMETER_CONSTRAINTS[name] if isinstance(c, Options)]
+    return options[0].choices
+
+
+def add_data_dir(parser):
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="a directory with the four MNIST files (plain or .gz); default: "
+                             "$FASTLR_DATA, the checkout's data/mnist, ~/.cache/fastlr/mnist, "
+                             "else download")
+
+
+def add_model(parser):
+    parser.add_argument("model", metavar="MODEL", help="a model file written by train --out")
+
+
+def add_backend(parser):
+    parser.add_argument("--backend", choices=param_choices("backend"), default="auto",
+                        help="kernel implementation; auto takes the fastest available "
+                             "(default: %(default)s)")
+    parser.add_argument("--threads", type=param_type("n_threads"), default=None,
+                        help=f"threads for the kernels (default: all {default_n_threads()} "
+                             f"cores)")
+
+
+def add_seed(parser, help):
+    parser.add_argument("--seed", type=param_type("random_state"), default=0, help=help)
+
+
+# The argparse type of a count that sets no estimator parameter (repeats, a benchmark's epochs):
+# a whole number >= 1, by the same rule as ``epochs``.
+positive_int = argument_type(POSITIVE_WHOLE)
+
+
+def run(parser, argv):
+    """Parse ``argv`` and run its command; user errors become one line on stderr.
+
+    Returns
+    -------
+    int
+        The exit code: 0, :data:`EXIT_ERROR`, :data:`EXIT_USAGE` or :data:`EXIT_INTERRUPTED`.
+    """
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return args.handler(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except FastlrError as exc:
+        print(f"fastlr: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("fastlr: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR

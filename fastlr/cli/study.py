@@ -1,0 +1,101 @@
+"""``fastlr plot`` and ``fastlr explain``: figures and a report on what a saved model learned."""
+
+import os
+
+from ..data import load_mnist
+from ..errors import ModelFileError
+from ..explain import PAIR_EPOCHS, explain
+from ..model import SoftmaxRegression
+from .common import (Parser, UsageError, add_backend, add_data_dir, add_model, add_seed,
+                     positive_int)
+
+
+def add_commands(commands):
+    """Add ``plot`` (weights, curves) and ``explain`` to the subcommands ``commands``."""
+    plot = commands.add_parser(
+        "plot", help="figures of a saved model: its weights or its training curves",
+        description="Draw a figure of a model saved by `train --out`, as a PNG file.")
+    figures = plot.add_subparsers(dest="figure", metavar="FIGURE", parser_class=Parser)
+    _add_figure(figures, "weights", cmd_plot_weights,
+                help="the 10 weight vectors as 28x28 images",
+                description="Draw each class's weights as the image they multiply: blue pixels "
+                            "vote for the class, red ones against.")
+    _add_figure(figures, "curves", cmd_plot_curves,
+                help="loss and accuracy over the epochs",
+                description="Plot the training and test loss and accuracy after every epoch, "
+                            "from the history stored in the model file.")
+    plot.set_defaults(handler=lambda args: _missing_figure(plot))
+
+    explain = commands.add_parser(
+        "explain", help="a report on what the model learned and why it works",
+        description="Write report.md and its figures: the weights, the class means beside "
+                    "them, the confusion matrix, per-class accuracy, the most confused pairs "
+                    "with the mistakes themselves, and, for each of the 45 pairs of digits, how "
+                    "well a two-class linear model separates them. Takes some 10-30 s with the "
+                    "numpy backend.")
+    add_model(explain)
+    add_data_dir(explain)
+    explain.add_argument("--out", default="report", metavar="DIR",
+                         help="directory for report.md and its PNG figures (default: "
+                              "%(default)s)")
+    explain.add_argument("--deskew", action="store_true",
+                         help="deskew the images before the model and the pairwise models see "
+                              "them (a model trained with --deskew does so by itself)")
+    explain.add_argument("--pair-epochs", type=positive_int, default=None,
+                         help=f"epochs of each pairwise model (default: {PAIR_EPOCHS})")
+    add_backend(explain)
+    add_seed(explain, help="seed of the pairwise models (default: %(default)s)")
+    explain.set_defaults(handler=cmd_explain)
+
+
+def _add_figure(figures, name, handler, help, description):
+    """``plot NAME MODEL [--out NAME.png]``, drawn by ``handler``."""
+    figure = figures.add_parser(name, help=help, description=description)
+    add_model(figure)
+    figure.add_argument("--out", default=f"{name}.png", metavar="FILE.png",
+                        help="where to write the figure (default: %(default)s)")
+    figure.set_defaults(handler=handler)
+
+
+def _missing_figure(parser):
+    raise UsageError(f"{parser.prog}: choose a figure: weights or curves (see --help)")
+
+
+def _load_with_history(path):
+    model = SoftmaxRegression.load(path)
+    if not model.history_:
+        raise ModelFileError(f"{path}: the model file holds no training history")
+    return model
+
+
+def cmd_plot_weights(args):
+    from ..plots import save_figure, weights_figure
+    model = SoftmaxRegression.load(args.model)
+    deskewed = ", deskewed pixels" if model.preprocessing == "deskew" else ""
+    figure = weights_figure(model.coef_, model.classes_,
+                            title=f"weights of {os.path.basename(args.model)}{deskewed}")
+    print(f"wrote {save_figure(figure, args.out)}")
+    return 0
+
+
+def cmd_plot_curves(args):
+    from ..plots import curves_figure, save_figure
+    model = _load_with_history(args.model)
+    eval_label = "validation" if model.early_stopping else "test"
+    figure = curves_figure(model.history_, eval_label=eval_label,
+                           title=f"training of {os.path.basename(args.model)}")
+    print(f"wrote {save_figure(figure, args.out)}")
+    return 0
+
+
+def cmd_explain(args):
+    model = SoftmaxRegression.load(args.model)
+    X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
+    numbers = explain(model, X_train, y_train, X_test, y_test, args.out,
+                      model_name=os.path.basename(args.model), deskew=args.deskew,
+                      pair_epochs=args.pair_epochs or PAIR_EPOCHS, backend=args.backend,
+                      n_threads=args.threads, random_state=args.seed)
+    print(numbers["paragraph"])
+    print(f"wrote {numbers['files']['report']} and {len(numbers['files']) - 1} figures in "
+          f"{numbers['seconds']:.1f} s")
+    return 0

@@ -1,0 +1,220 @@
+"""The model file format: an ``.npz`` archive of plain arrays and JSON metadata, never a pickle.
+
+An archive holds four members:
+
+- ``coef`` (C, D) and ``intercept`` (C,): float32 or float64 weights;
+- ``classes`` (C,): the labels, numbers or fixed-width strings, sorted and distinct;
+- ``metadata``: a 0-d unicode array holding JSON: the format and its version, the fastlr
+  version, the hyperparameters, the preprocessing the weights expect of their input, the number
+  of features, the backend and thread count used, and the per-epoch training history.
+
+:func:`write_model` writes it through :func:`fastlr.atomic.atomic_write`, so a model file is
+the complete new model or the untouched old one. :func:`read_model` reads member by member with
+NumPy's header parser and never unpickles (the equivalent of ``allow_pickle=False``): an object
+array is refused before its bytes are read, each member's declared size must match what the
+archive holds, and the hyperparameters in the metadata must pass the same constraints as the
+estimator's (:mod:`fastlr.validation`). Loading a model file never runs code.
+"""
+
+import json
+import math
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._version import __version__
+from .atomic import atomic_write
+from .backends import AUTO_ORDER
+from .errors import InvalidParameterError, ModelFileError
+from .validation import check_params
+
+MODEL_FORMAT = "fastlr-model"
+MODEL_FORMAT_VERSION = 1
+
+# What a model file says about the input its weights expect: the pixel scale, and the steps
+# (``preprocessing``) applied to every X before the weights see it.
+PIXEL_SCALE = "x / 255, in [0, 1]"
+
+# Model files larger than this are refused before anything is read: a softmax model over
+# MNIST takes 60 kB, and a hostile archive must not make the reader allocate gigabytes.
+MAX_MODEL_BYTES = 1 << 30
+MAX_MODEL_MEMBERS = 16
+
+
+@dataclass
+class ModelContents:
+    """What a model file holds, checked: the arrays, the parameters and the training record."""
+
+    coef: np.ndarray        # (C, D) float32 or float64
+    intercept: np.ndarray   # (C,) same dtype
+    classes: np.ndarray     # (C,) sorted distinct numbers or strings
+    params: dict            # the estimator's constructor parameters
+    backend: str            # the backend that trained it (numpy if unknown here)
+    n_threads: int          # the thread count it trained with, or None
+    history: list           # one dict per epoch
+    metadata: dict          # the whole JSON metadata, as read
+
+
+def write_model(path, *, coef, intercept, classes, params, backend, n_threads, history):
+    """Write a model file to ``path``, atomically; returns ``path`` as a Path.
+
+    Raises
+    ------
+    ModelFileError
+        If the classes are neither numbers nor strings.
+    """
+    plain_classes = classes
+    if classes.dtype.kind == "O":  # labels given as Python objects: store them plainly
+        plain_classes = np.array(classes.tolist())
+    if plain_classes.dtype.kind not in "biufU" or plain_classes.shape != classes.shape:
+        raise ModelFileError(f"cannot save classes of dtype {classes.dtype}; use numbers or "
+                             f"strings")
+    preprocessing = params.get("preprocessing")
+    metadata = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "fastlr_version": __version__,
+        "params": params,
+        "preprocessing": {"pixel_scale": PIXEL_SCALE,
+                          "steps": [preprocessing] if preprocessing else []},
+        "n_features_in": int(coef.shape[1]),
+        "backend": backend,
+        "n_threads": n_threads,
+        "history": history,
+    }
+    text = json.dumps(metadata, default=_json_default)
+    with atomic_write(path) as fh:
+        np.savez(fh, coef=coef, intercept=intercept, classes=plain_classes,
+                 metadata=np.array(text))
+    return Path(path)
+
+
+def read_model(path):
+    """Read and check the model file at ``path``; returns its :class:`ModelContents`.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, truncated, not a fastlr model, of a newer format, holds
+        anything but plain arrays, or its hyperparameters are not allowed values.
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
+    missing = {"coef", "intercept", "classes", "metadata"} - set(arrays)
+    if missing:
+        raise ModelFileError(f"{path}: not a fastlr model file (missing "
+                             f"{', '.join(sorted(missing))})")
+    metadata = _parse_metadata(arrays["metadata"], path)
+    coef, intercept, classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+    if (coef.ndim != 2 or coef.dtype not in (np.float32, np.float64)
+            or intercept.shape != (coef.shape[0],) or intercept.dtype != coef.dtype
+            or classes.shape != (coef.shape[0],) or coef.shape[0] < 2
+            or coef.shape[1] < 1 or metadata.get("n_features_in") != coef.shape[1]):
+        raise ModelFileError(f"{path}: inconsistent model arrays (coef {coef.shape}, "
+                             f"intercept {intercept.shape}, classes {classes.shape})")
+    if classes.dtype.kind not in "biufU" or not np.array_equal(np.unique(classes), classes):
+        raise ModelFileError(f"{path}: the classes must be distinct sorted numbers or strings")
+    if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+        raise ModelFileError(f"{path}: the weights are not finite")
+    params = metadata.get("params")
+    history = metadata.get("history", [])
+    if not isinstance(params, dict) or not isinstance(history, list):
+        raise ModelFileError(f"{path}: the metadata lacks the hyperparameters or history")
+    try:
+        check_params(params)
+    except InvalidParameterError as exc:
+        raise ModelFileError(f"{path}: the metadata holds a bad hyperparameter: {exc}") from None
+    backend = metadata.get("backend")
+    n_threads = metadata.get("n_threads")
+    return ModelContents(
+        coef=np.ascontiguousarray(coef), intercept=np.ascontiguousarray(intercept),
+        classes=classes, params=params, history=history, metadata=metadata,
+        backend=backend if backend in AUTO_ORDER else "numpy",
+        n_threads=n_threads if isinstance(n_threads, int) and n_threads >= 1 else None)
+
+
+def _parse_metadata(metadata_array, path):
+    """The JSON metadata of a model file, checked for the format and its version."""
+    if metadata_array.dtype.kind != "U" or metadata_array.ndim != 0:
+        raise ModelFileError(f"{path}: not a fastlr model file (no JSON metadata)")
+    try:
+        metadata = json.loads(str(metadata_array))
+    except (ValueError, RecursionError):
+        raise ModelFileError(f"{path}: the metadata is not valid JSON") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a fastlr model file")
+    version = metadata.get("format_version")
+    if version != MODEL_FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {version!r} is not supported "
+                             f"(this fastlr reads version {MODEL_FORMAT_VERSION})")
+    return metadata
+
+
+def _read_npz(path):
+    """The arrays of an .npz archive, read without pickle and checked against their sizes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_MODEL_MEMBERS:
+                raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} members)")
+            if sum(info.file_size for info in infos) > MAX_MODEL_BYTES:
+                raise ModelFileError(f"{path}: too large for a fastlr model file")
+            arrays = {}
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise ModelFileError(f"{path}: not a fastlr model file (member "
+                                         f"{info.filename!r} is not an array)")
+                with archive.open(info) as fh:
+                    arrays[info.filename[:-4]] = _read_npy_member(fh, info, path)
+            return arrays
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a directory, not a model file") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
+            UnicodeDecodeError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_npy_member(fh, info, path):
+    """One .npy member: its header parsed, object dtypes refused, its length checked."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ModelFileError(f"{path}: unsupported .npy version {version} in "
+                             f"{info.filename!r}")
+    if dtype.hasobject:
+        raise ModelFileError(f"{path}: {info.filename!r} holds a pickled object array; "
+                             f"refused, since loading it could run code")
+    n_bytes = math.prod(shape) * dtype.itemsize
+    header_bytes = 6 + 2 + (2 if version == (1, 0) else 4)
+    if n_bytes > info.file_size:
+        raise ModelFileError(f"{path}: truncated: {info.filename!r} declares shape {shape} "
+                             f"but holds {info.file_size - header_bytes} bytes or fewer")
+    raw = fh.read(n_bytes)
+    if len(raw) != n_bytes:
+        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {len(raw)} of "
+                             f"{n_bytes} bytes")
+    array = np.frombuffer(raw, dtype=dtype)
+    if fortran_order:
+        return array.reshape(shape[::-1]).T.copy()
+    return array.reshape(shape).copy()
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.random.Generator):
+        return None
+    raise TypeError(f"cannot store {type(value).__name__} in a model file")
