@@ -318,13 +318,9 @@ def cmd_train(args):
 
 def _compiles_on_first_run(backend):
     """True if ``backend`` is numba and its kernels are not in Numba's on-disk cache yet (so
-    the first epoch will include the compilation). ``predict_scores`` stands for them all:
-    every training run compiles it with the epoch kernel."""
-    try:
-        index = backend.predict_scores._cache._cache_file._index_path
-    except AttributeError:  # another backend, or a numba without this cache layout
-        return False
-    return not os.path.exists(index)
+    the first epoch will include the compilation)."""
+    first_run_compiles = getattr(backend, "first_run_compiles", None)
+    return first_run_compiles is not None and first_run_compiles()
 
 
 # --- evaluate ------------------------------------------------------------------------------------
