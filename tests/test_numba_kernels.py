@@ -117,6 +117,13 @@ W = np.full((10, 784), 0.01)
 b = np.zeros(10)
 out = np.zeros((5, 10))
 nb.predict_scores(np.ones((5, 784)), W, b, out, 1)
+if {run_epoch}:
+    X = np.ones((8, 784), np.float32)
+    W32, b32 = W.astype(np.float32), b.astype(np.float32)
+    nb.sgd_epoch(X, np.zeros(8, np.int64), np.ones(8, np.float32), np.arange(8), W32, b32,
+                 np.zeros_like(W32), np.zeros_like(b32), np.full(2, 0.1), 4, 0.0, 0.0,
+                 np.zeros((1, 10, 784), np.float32), np.zeros((1, 10), np.float32))
+    nb.predict_scores(X, W32, b32, np.zeros((8, 10), np.float32), 1)
 stats = nb.predict_scores.stats
 print(json.dumps({"first_run_compiles": compiles, "misses": sum(stats.cache_misses.values()),
                   "hits": sum(stats.cache_hits.values()), "cache_path": stats.cache_path,
@@ -132,10 +139,12 @@ def _copy_package(tmp_path):
     return tmp_path / "fastlr"
 
 
-def _run(tmp_path, env, prelude=""):
+def _run(tmp_path, env, prelude="", run_epoch=False):
+    """Run CACHE_SCRIPT (and a float32 epoch if run_epoch) in a new process; its report."""
     import json
 
-    done = subprocess.run([sys.executable, "-c", prelude + CACHE_SCRIPT], cwd=tmp_path, env=env,
+    script = prelude + CACHE_SCRIPT.replace("{run_epoch}", str(run_epoch))
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -160,12 +169,13 @@ def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     expected = first["score"]
     assert expected == pytest.approx(7.84)
 
-    again = _run(tmp_path, env)
-    assert again["hits"] == 1 and again["misses"] == 0
+    again = _run(tmp_path, env, run_epoch=True)
+    assert again["hits"] == 1
 
     _edit(package / "backends" / "numba_ladder" / "v01_naive.py", '"""v1, naive:',
           '"""v1, naive (edited):')
     after_lab_edit = _run(tmp_path, env)
+    assert not after_lab_edit["first_run_compiles"]  # the epoch and predict_scores are cached
     assert after_lab_edit["hits"] == 1 and after_lab_edit["misses"] == 0
 
     _edit(package / "backends" / "numba" / "tiles.py",
@@ -173,7 +183,7 @@ def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
           "            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail)\n"
           "    S[0, 0] = 100.0\n")
     after_edit = _run(tmp_path, env)
-    assert after_edit["misses"] == 1
+    assert after_edit["first_run_compiles"] and after_edit["misses"] == 1
     assert after_edit["score"] == 100.0
 
 
