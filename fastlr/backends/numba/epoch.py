@@ -162,8 +162,6 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    if n_steps == 0:
-        return 0.0
     rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
     flags = np.zeros(8 * T, np.int64)
     step_loss = np.zeros((n_steps, T))
@@ -182,8 +180,6 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    if n_steps == 0:
-        return 0.0
     rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
     step_loss = np.zeros((n_steps, T))
     for t in range(n_steps):

@@ -72,9 +72,9 @@ def _exp_nonpositive(x):
 @njit(cache=True)
 def _block_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E, row_max,
                     row_total, G, grad_b, loss_lo, loss_hi, loss):
-    """The full scores of the samples ``perm[start:start + n]`` (a batch for v9, a panel for
-    v10, a block of one thread's chunk for v11, with T = 1 part), ``Z = sum_k S_parts[k] + b``
-    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the vectorized
+    """The full scores of the samples ``perm[start:start + n]`` (in the epoch a block of one
+    thread's chunk, T = 1 part; the lab's column split sums T parts), ``Z = sum_k S_parts[k] +
+    b`` summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the vectorized
     ``_exp_nonpositive`` over all n samples at once; ``G[s] = s_i (p - onehot) * inv_batch`` in
     W's dtype and ``grad_b += G[s]`` for s in order. Returns ``loss`` plus s_i l_i for the
     samples [loss_lo, loss_hi) of the n, added in order (the threads share the logs)."""

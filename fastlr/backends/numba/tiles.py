@@ -152,7 +152,7 @@ def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga, g_row, d0_,
 
 def _make_gather_grad_tile(n_classes, n_vectors):
     """An intrinsic ``gather_grad_tile(X, rows, n, G, d0, c0, out, overwrite, ahead,
-    n_ahead)`` (v11): for the n_classes classes c0.. and the n_vectors vectors of features
+    n_ahead)``: for the n_classes classes c0.. and the n_vectors vectors of features
     from d0, ``out[c, d] = [out[c, d] +] sum_{s < n} G[s, c] X[rows[s], d]`` (``overwrite``
     true: no ``out[c, d] +``), the rows of X read where they are. At sample s < n_ahead it
     asks for the same columns of row ``ahead[s]`` of X (a sample of the next block), so a
@@ -235,8 +235,10 @@ def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, 
 
 @intrinsic
 def _gather_score_tile(typingctx, X, rows, s0, W, c0, n_vectors, S):
-    """``gather_score_tile(X, rows, s0, W, c0, n_vectors, S)`` (v11): ``_score_tile`` on the
-    rows ``rows[s0 + s]`` of X (N, D), read where they are."""
+    """``gather_score_tile(X, rows, s0, W, c0, n_vectors, S)``: for the SCORE_SAMPLES rows
+    ``rows[s0 + s]`` of X (N, D), read where they are, and the TILE_CLASSES rows c0.. of W,
+    ``S[s0 + s, c] = sum_{d < n_vectors * lanes} X[rows[s0 + s], d] W[c, d]``. rows int64,
+    W (C, D), S (P, C), one float dtype."""
     sig = types.void(X, rows, s0, W, c0, n_vectors, S)
 
     def codegen(context, builder, signature, args):

@@ -18,6 +18,7 @@ from numba import njit, prange
 from ..numba.partition import _aligned_slice, _chunk_bounds
 from ..numba.softmax import _block_softmax, _softmax_scratch
 from ..numba.tiles import FAST, SCORE_SAMPLES, TILE_CLASSES, VECTOR_BYTES, _score_leftovers
+from ..numba.update import _sgd_step
 from .v08_register_tiles import (
     GRAD_VECTORS, PANEL, _grad_tile_narrow, _grad_tile_wide, _prefetch_span, _score_tile)
 
@@ -108,31 +109,11 @@ def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
 
 @njit(cache=True)
 def _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momentum, alpha):
-    """The SGD step on the thread's columns of W and on its copy of b:
-    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha; the arithmetic
-    of ``_apply_update_rows``."""
-    C, Dk = W_k.shape
-    lr_ = W_k.dtype.type(lr)
-    mu = W_k.dtype.type(momentum)
-    al = W_k.dtype.type(alpha)
-    for c in range(C):
-        w = W_k[c]
-        g_row = grad_k[c]
-        if momentum != 0.0:
-            v = vel_k[c]
-            for d in range(Dk):
-                g = g_row[d] + al * w[d] + mu * v[d]
-                v[d] = g
-                w[d] -= lr_ * g
-        else:
-            for d in range(Dk):
-                w[d] -= lr_ * (g_row[d] + al * w[d])
-    for c in range(C):
-        g = grad_b[c]
-        if momentum != 0.0:
-            g += mu * vel_b_k[c]
-            vel_b_k[c] = g
-        b_k[c] -= lr_ * g
+    """The SGD step (``fastlr.backends.numba.update``) on the thread's columns of W, row by
+    row, and on its copy of b."""
+    for c in range(W_k.shape[0]):
+        _sgd_step(W_k[c], vel_k[c], grad_k[c], lr, momentum, alpha)
+    _sgd_step(b_k, vel_b_k, grad_b, lr, momentum, 0.0)
 
 
 @njit(cache=True)
