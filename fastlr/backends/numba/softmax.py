@@ -13,8 +13,8 @@ softmax must see an inf or a NaN when the weights diverge, so the driver can rep
 """
 
 import numpy as np
-from numba import njit, types
 from llvmlite import ir
+from numba import njit, types
 from numba.core.extending import intrinsic
 
 
@@ -33,11 +33,7 @@ def _two_to(typingctx, k):
 
 
 LOG2_E = 1.4426950408889634
-
-
 LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm): k LN2_HI is exact
-
-
 LN2_LO = 1.90821492927058770002e-10
 
 

@@ -26,8 +26,6 @@ from .v07_vector_update import _apply_update_rows
 
 
 PANEL = 64          # samples packed at a time: 64 rows of MNIST are 200 KB, at home in L2
-
-
 GRAD_VECTORS = 4    # vectors of features of the wide gradient tile: 5 x 4 accumulators
 
 
@@ -60,8 +58,6 @@ def _make_grad_tile(n_vectors):
 
 
 _grad_tile_wide = _make_grad_tile(GRAD_VECTORS)
-
-
 _grad_tile_narrow = _make_grad_tile(1)
 
 

@@ -24,8 +24,6 @@ from .v08_register_tiles import (
 
 
 PREFETCH_ROWS = 8   # how far ahead in perm the packing asks for half rows of X (v9)
-
-
 PREFETCH_LEAD = 32  # how many of the next step's half rows the gradient asks for (v9)
 
 
