@@ -388,6 +388,9 @@ def prepare_data(data_dir=None, seed=0):
 def kernel_versions(backend_name):
     """(name, sgd_epoch) of each kernel version a backend keeps side by side (the Numba
     optimization ladder, the Cython synchronization variants), in order."""
+    if backend_name == "numba":  # the lab lives apart from the production backend
+        from .backends.numba_ladder import KERNEL_VERSIONS
+        return list(KERNEL_VERSIONS.items())
     return list(getattr(get_backend(backend_name), "KERNEL_VERSIONS", {}).items())
 
 

@@ -10,61 +10,11 @@ import numpy as np
 import pytest
 
 from fastlr.backends import available_backends, get_backend, reference
-from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
+from fastlr.backends.check import TRAJECTORY_TOLERANCE
+
+from conftest import assert_matches, in_float64, make_problem, run_epochs, run_loss_and_grad
 
 FAST_BACKENDS = [name for name in available_backends() if name != "numpy"]
-
-
-def assert_matches(actual, expected, dtype, table=TOLERANCE):
-    """|actual - expected| <= tol * max(1, max|expected|), the tolerance of ``dtype`` in
-    ``table`` (``fastlr/backends/check.py`` holds the tables, shared with the benchmarks)."""
-    error = scaled_error(actual, expected)
-    assert error <= table[np.dtype(dtype)], f"scaled error {error:.3g}"
-
-
-def make_problem(rng, n, d, c, dtype, weight_scale=0.1, weighted=False):
-    X = rng.random((n, d)).astype(dtype)
-    y = rng.integers(0, c, size=n).astype(np.int64)
-    W = (rng.standard_normal((c, d)) * weight_scale).astype(dtype)
-    b = (rng.standard_normal(c) * weight_scale).astype(dtype)
-    if weighted:
-        sw = rng.uniform(0.0, 3.0, size=n).astype(dtype)
-    else:
-        sw = np.ones(n, dtype=dtype)
-    return X, y, sw, W, b
-
-
-def in_float64(X, y, sw, W, b):
-    """The same problem in float64, for the reference."""
-    return X.astype(np.float64), y, sw.astype(np.float64), W.astype(np.float64), b.astype(
-        np.float64)
-
-
-def run_loss_and_grad(backend, X, y, sw, W, b, n_threads=1):
-    c, d = W.shape
-    grad_W = np.full_like(W, np.nan)
-    grad_b = np.full_like(b, np.nan)
-    parts_W = np.zeros((n_threads, c, d), dtype=W.dtype)
-    parts_b = np.zeros((n_threads, c), dtype=W.dtype)
-    loss = backend.loss_and_grad(X, y, sw, W, b, grad_W, grad_b, parts_W, parts_b)
-    return loss, grad_W, grad_b
-
-
-def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, n_threads=1):
-    """Run len(perms) epochs with a linearly decaying learning rate; return W, b, losses."""
-    W, b = W.copy(), b.copy()
-    vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
-    c, d = W.shape
-    parts_W = np.zeros((n_threads, c, d), dtype=W.dtype)
-    parts_b = np.zeros((n_threads, c), dtype=W.dtype)
-    steps = -(-len(perms[0]) // batch_size)
-    lr_all = lr * (1.0 - np.arange(steps * len(perms)) / (steps * len(perms)))
-    losses = []
-    for epoch, perm in enumerate(perms):
-        lr_steps = np.ascontiguousarray(lr_all[epoch * steps:(epoch + 1) * steps])
-        losses.append(backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
-                                        batch_size, momentum, alpha, parts_W, parts_b))
-    return W, b, np.array(losses)
 
 
 # --- the reference against mathematics ---------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Numba backend: the production softmax-regression kernels, compiled with @njit.
+
+Shapes: N samples, D features, C classes, B batch, T threads.
+
+The contract (``fastlr/backends/__init__.py``; the math in ``reference.py``):
+
+``sgd_epoch``        the whole epoch in compiled code, one parallel region (``epoch.py``)
+``loss_and_grad``    one batch's mean loss and gradient (``predict.py``)
+``predict_scores``   X W^T + b (``predict.py``)
+
+The files, by job: ``tiles.py`` the register tiles in LLVM vector IR (scores, gradient,
+prefetch), ``softmax.py`` the vectorizable exp, the softmax and the loss, ``update.py`` the one
+SGD update (momentum and L2), ``sync.py`` the atomic flags and barrier of the threads,
+``partition.py`` which samples and weights each thread takes, ``epoch.py`` the chosen epoch,
+``predict.py`` the scores and ``loss_and_grad``, ``_cache.py`` the on-disk cache keyed by all of
+these sources. The variants tried on the way, and why each was kept or dropped, are the lab in
+``fastlr/backends/numba_ladder``; the measurements are in docs/kernels.md.
+
+float32 is the fast path; float64 runs the same code (8 lanes instead of 16). Importing this
+package compiles (or loads) one tiny parallel probe and raises ImportError if Numba cannot
+compile here, so the registry falls back.
+"""
+
+try:
+    import numpy as np
+    from numba import njit, prange
+except ImportError as exc:  # the registry reads ImportError as "not available"
+    raise ImportError(f"numba is not installed ({exc})") from exc
+
+from . import _cache
+
+_cache.register()  # before any kernel is defined: the locator is chosen at decoration
+
+from .epoch import _sample_epoch, sgd_epoch  # noqa: E402
+from .predict import loss_and_grad, predict_scores  # noqa: E402
+
+name = "numba"
+
+
+def first_run_compiles():
+    """Whether the first training run in this process will compile kernels.
+
+    Returns
+    -------
+    bool
+        True if the kernels a training run needs (the chosen epoch and ``predict_scores``) have
+        no fresh entry in Numba's on-disk cache yet, so the first epoch includes their
+        compilation (about 20 s); False once they are cached.
+    """
+    return _cache.first_run_compiles((_sample_epoch, predict_scores))
+
+
+@njit(parallel=True, cache=True)
+def _parallel_probe(a):
+    for k in prange(a.shape[0]):
+        a[k] = k
+
+
+try:
+    _parallel_probe(np.zeros(2))
+except Exception as exc:  # no working compiler or threading layer on this machine
+    raise ImportError(f"numba is installed but cannot compile here ({exc})") from exc

@@ -1,0 +1,223 @@
+"""The chosen SGD epoch: the threads split the samples of every batch, in one parallel region.
+
+Shapes: N samples, D features, C classes, B batch, T threads (``parts_W.shape[0]``).
+
+``sgd_epoch`` runs the whole epoch in compiled code. Thread k takes the k-th contiguous chunk
+of every minibatch, in blocks of BLOCK samples: the block's scores with the register tiles that
+read the rows of X where they are, its softmax, then its gradient into the thread's partial
+gradient ``parts_W[k]`` while the next block's rows are asked for line by line. Then the
+threads meet, each sums the T partials in order k = 0..T-1 over its slice of the weights and
+applies the update there (thread 0 also the bias), and they meet again, with W whole for the
+next step. No Python runs between steps, and a given T gives the same bits on every run.
+
+Why this one won (the measurements are in docs/kernels.md and docs/bench.json): splitting the
+samples and reading rows in place needs no packing copy and runs each sample's softmax in one
+thread; one parallel region per epoch saves a fork-join per step; the earlier rungs (columns
+split between threads, packed panels, one fork-join per step) are in
+``fastlr/backends/numba_ladder``.
+
+The threads spin on each other, so all T must run at once. When they cannot (T above Numba's
+thread count, or the TBB layer), ``sgd_epoch`` runs ``_stepwise_epoch`` instead: the same
+chunk gradients and the same update, with a fork-join in place of each meeting. It computes
+the same arithmetic in the same order, so it gives the same bits; it is only slower.
+
+The scratch (row lists, scores, softmax rows, the update's gradient slice) is allocated once
+per epoch, not per step: the contract's signature has no place for it, and an allocation is
+negligible against an epoch.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .partition import _aligned_slice, _chunk_bounds
+from .softmax import _block_softmax, _softmax_scratch
+from .sync import _barrier, _threads_run_at_once
+from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores
+from .update import _update_bias, _update_slice
+
+BLOCK = 64  # samples of a thread's chunk taken together: 64 rows of MNIST are 200 KB
+
+
+@njit(cache=True)
+def _stream_rows(perm, batch_size, k, T, t, offset, count, out):
+    """``out[:got]``: the rows of thread k's stream of samples (its chunk of step t, then its
+    chunk of step t + 1, ...) from ``offset`` samples into step t's chunk on; returns
+    got <= count (fewer at the end of the epoch)."""
+    M = perm.shape[0]
+    got = 0
+    while got < count:
+        start = t * batch_size
+        if start >= M:
+            break
+        lo, hi = _chunk_bounds(start, min(start + batch_size, M), k, T)
+        if offset >= hi - lo:
+            offset -= hi - lo
+            t += 1
+            continue
+        m = min(count - got, hi - lo - offset)
+        for s in range(m):
+            out[got + s] = perm[lo + offset + s]
+        got += m
+        offset += m
+    return got
+
+
+@njit(cache=True)
+def _epoch_scratch(T, C, D, dtype):
+    """Per-thread scratch of the epoch, each row padded so no two threads share a cache line:
+    the block's row numbers and the next block's (T, BLOCK + 16) int64, the block's scores
+    S (T, 1, BLOCK, C), the softmax's G, Z, E, row maxima and sums, and the update's gradient
+    slice (T, C D / T + 16 + lanes)."""
+    rows = np.zeros((T, BLOCK + 16), np.int64)
+    ahead = np.zeros((T, BLOCK + 16), np.int64)
+    S = np.zeros((T, 1, BLOCK, C), dtype)
+    lanes = VECTOR_BYTES // S.itemsize
+    G, Z, E, row_max, row_total = _softmax_scratch(T, BLOCK, C, dtype)
+    grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
+    return rows, ahead, S, G, Z, E, row_max, row_total, grad
+
+
+@njit(cache=True)
+def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W, part_b,
+                    rows, ahead, S, G, Z, E, row_max, row_total):
+    """Thread k's partial gradient of step t at the current W, into part_W (C, D) and part_b
+    (C,), block by block of BLOCK samples: the block's scores straight from the rows of X, its
+    softmax, its gradient while the next block's rows are asked for. Returns the chunk's sum
+    of s_i l_i."""
+    M = perm.shape[0]
+    start = t * batch_size
+    stop = min(start + batch_size, M)
+    inv_batch = 1.0 / (stop - start)
+    lo, hi = _chunk_bounds(start, stop, k, T)
+    loss = 0.0
+    part_b[:] = 0
+    if hi == lo:
+        part_W[:, :] = 0
+    for p0 in range(lo, hi, BLOCK):
+        n = min(BLOCK, hi - p0)
+        for s in range(n):
+            rows[s] = perm[p0 + s]
+        for s in range(n, (n + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES):
+            rows[s] = rows[n - 1]
+        _gather_scores(X, rows, n, W, S[0])
+        loss = _block_softmax(S, n, inv_batch, b, y, sample_weight, perm, p0, Z, E, row_max,
+                              row_total, G, part_b, 0, n, loss)
+        n_ahead = _stream_rows(perm, batch_size, k, T, t, p0 - lo + n, n, ahead)
+        # The first block overwrites the part: no pass to clear it.
+        _gather_gradient(X, rows, n, G, part_W, p0 == lo, ahead, n_ahead)
+    return loss
+
+
+@njit(cache=True)
+def _update_share(k, T, lr, momentum, alpha, W, b, vel_W, vel_b, parts_W, parts_b, grad):
+    """Thread k's share of a step's update: its slice of the flat W from the T partial
+    gradients, and the bias if k is 0."""
+    C, D = W.shape
+    lo, hi = _aligned_slice(C * D, k, T)
+    _update_slice(W.reshape(C * D), vel_W.reshape(C * D), parts_W.reshape((T, C * D)), lo, hi,
+                  lr, momentum, alpha, grad)
+    if k == 0:
+        _update_bias(b, vel_b, parts_b, lr, momentum, grad)
+
+
+@njit(cache=True)
+def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                   W, b, vel_W, vel_b, parts_W, parts_b, rows, ahead, S, G, Z, E, row_max,
+                   row_total, grad, flags, step_loss):
+    """Thread k's whole epoch: per step its chunk gradient, a meeting, its share of the
+    update, a meeting, after which W is whole again. Its sum of s_i l_i for step t goes to
+    ``step_loss[t, k]``."""
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    meetings = 0
+    for t in range(n_steps):
+        step_loss[t, k] = _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b,
+                                          parts_W[k], parts_b[k], rows, ahead, S, G, Z, E,
+                                          row_max, row_total)
+        if T > 1:
+            meetings += 1
+            _barrier(flags, k, T, meetings)
+        _update_share(k, T, lr_steps[t], momentum, alpha, W, b, vel_W, vel_b, parts_W, parts_b,
+                      grad)
+        if T > 1:
+            meetings += 1
+            _barrier(flags, k, T, meetings)
+
+
+@njit(cache=True)
+def _sum_losses(step_loss):
+    """The epoch's loss: the (S, T) per-step, per-thread sums added step by step, thread by
+    thread, in order."""
+    total = 0.0
+    for t in range(step_loss.shape[0]):
+        for k in range(step_loss.shape[1]):
+            total += step_loss[t, k]
+    return total
+
+
+@njit(parallel=True, cache=True)
+def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+                  alpha, parts_W, parts_b):
+    """The epoch as one parallel region: T threads that meet through atomic flags."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
+    flags = np.zeros(8 * T, np.int64)
+    step_loss = np.zeros((n_steps, T))
+    for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
+        _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
+                       W, b, vel_W, vel_b, parts_W, parts_b, rows[k], ahead[k], S[k], G[k],
+                       Z[k], E[k], row_max[k], row_total[k], grad[k], flags, step_loss)
+    return _sum_losses(step_loss)
+
+
+@njit(parallel=True, cache=True)
+def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                    momentum, alpha, parts_W, parts_b):
+    """The epoch for threads that may not all run at once: ``_sample_epoch``'s chunk
+    gradients and update, with two fork-joins per step in place of its meetings."""
+    T, C, D = parts_W.shape
+    M = perm.shape[0]
+    n_steps = (M + batch_size - 1) // batch_size
+    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
+    step_loss = np.zeros((n_steps, T))
+    for t in range(n_steps):
+        for k in prange(T):
+            step_loss[t, k] = _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W,
+                                              b, parts_W[k], parts_b[k], rows[k], ahead[k],
+                                              S[k], G[k], Z[k], E[k], row_max[k], row_total[k])
+        for k in prange(T):
+            _update_share(k, T, lr_steps[t], momentum, alpha, W, b, vel_W, vel_b, parts_W,
+                          parts_b, grad[k])
+    return _sum_losses(step_loss)
+
+
+def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+              alpha, parts_W, parts_b):
+    """One epoch of minibatch SGD (the contract in ``fastlr/backends/__init__.py``).
+
+    Parameters
+    ----------
+    X : (N, D) float32 or float64, C-contiguous
+    y : (N,) int64, labels in 0..C-1
+    sample_weight : (N,) X's dtype
+    perm : (M,) int64, the samples of the epoch in order; step t takes
+        ``perm[t*batch_size:(t+1)*batch_size]``
+    W, b, vel_W, vel_b : (C, D), (C,) X's dtype, updated in place
+    lr_steps : (S,) float64, the learning rate of each step
+    batch_size : int
+    momentum, alpha : float, momentum and L2 strength
+    parts_W, parts_b : (T, C, D), (T, C) X's dtype, the per-thread partial gradients; T is the
+        thread count
+
+    Returns
+    -------
+    float
+        The sum of ``s_i l_i`` over the epoch, each loss at the weights of its step.
+    """
+    args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+            alpha, parts_W, parts_b)
+    if _threads_run_at_once(parts_W.shape[0]):
+        return _sample_epoch(*args)
+    return _stepwise_epoch(*args)

@@ -1,0 +1,342 @@
+"""The register tiles: scores and gradients of a block of samples, in LLVM vector IR.
+
+Shapes: N samples, D features, C classes, P rows of a block (its n samples, rounded up to
+SCORE_SAMPLES), lanes = VECTOR_BYTES / itemsize (16 float32 or 8 float64).
+
+``_gather_scores``    S[s, c] = X[rows[s]] . W[c]: score tiles of SCORE_SAMPLES samples x
+                      TILE_CLASSES classes, then the leftover classes and features.
+``_gather_gradient``  part_W [+]= G^T X[rows]: gradient tiles of GATHER_CLASSES classes x
+                      GATHER_VECTORS vectors of features held in registers over the whole
+                      block; as a tile sweeps D, sample s asks for the same columns of the
+                      row that takes its place in the next block (``prefetcht1``), so the
+                      next rows arrive while the FMAs run.
+
+Both read the rows of X where they are, through the block's list of row numbers: no copy into
+a packed panel (the copy, and half rows re-read for a second pass, lost to reading whole rows
+in place). Numba cannot hold an array of accumulators in registers (a local array lives in
+memory, so a loop over one cannot be FMA-bound); the intrinsics emit the loops as LLVM IR on
+vectors of one 64-byte register with the accumulators in allocas that LLVM promotes to zmm
+registers and explicit ``llvm.fma`` calls, so the rounding does not depend on what the
+optimizer contracts, and the lanes are reduced by a fixed halving tree. The loop bodies are
+vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). The 4 x 5
+score tile feeds 20 FMAs from 9 vector loads; the 10 x 2 gradient tile covers all of MNIST's
+classes, so one sweep over D reads each row once.
+
+Fast-math is limited to reassociation and contraction (``FAST``), in these loops only.
+"""
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+VECTOR_BYTES = 64
+PREFETCH_LOCALITY = 2  # llvm.prefetch locality 2: prefetcht1, into L2
+SCORE_SAMPLES = 4   # samples x classes of the score tile: 9 vector loads feed 20 FMAs
+TILE_CLASSES = 5    # classes of the score tile; C = 10 is two tiles
+GATHER_CLASSES = 10  # classes of the gradient tile: all of MNIST's in one sweep over X
+GATHER_VECTORS = 2   # vectors of features of that tile: 10 x 2 accumulators
+
+
+def _lanes_of(context, array_type):
+    element = context.get_data_type(array_type.dtype)
+    lanes = VECTOR_BYTES // (array_type.dtype.bitwidth // 8)
+    return element, ir.VectorType(element, lanes)
+
+
+def _fma(builder, a, b, c):
+    """a * b + c on vectors, one rounding."""
+    vector = a.type
+    suffix = f"v{vector.count}f{64 if isinstance(vector.element, ir.DoubleType) else 32}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                        "llvm.fma." + suffix)
+    return builder.call(fn, [a, b, c])
+
+
+def _vector_at(builder, base, index, vector):
+    """Pointer to the vector starting at element ``index`` of ``base`` (unaligned)."""
+    return builder.bitcast(builder.gep(base, [index]), vector.as_pointer())
+
+
+def _splat(builder, value, vector):
+    undef = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    return builder.shuffle_vector(first, undef, mask)
+
+
+def _horizontal_sum(builder, value):
+    """Sum of the lanes of a vector by halving: a fixed tree, so a fixed rounding."""
+    width = value.type.count
+    while width > 1:
+        half = width // 2
+        low = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half))))
+        high = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half, width))))
+        value = builder.fadd(low, high)
+        width = half
+    return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+
+
+def _accumulators(builder, vector, count):
+    slots = []
+    for _ in range(count):
+        slot = cgutils.alloca_once(builder, vector)
+        builder.store(ir.Constant(vector, None), slot)
+        slots.append(slot)
+    return slots
+
+
+def _row_length(context, builder, array_type, array):
+    return cgutils.unpack_tuple(builder, array.shape, 2)[1]
+
+
+def _llvm_prefetch(builder):
+    """The ``llvm.prefetch`` function of the module being built."""
+    i32 = ir.IntType(32)
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32,
+                                                       i32]), "llvm.prefetch.p0")
+
+
+def _prefetch_line(builder, fn, pointer):
+    """``prefetcht1`` the cache line of one (byte) pointer: a read, into L2, data."""
+    i32 = ir.IntType(32)
+    builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
+                      ir.Constant(i32, 1)])
+
+
+def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga, g_row, d0_, c0_, oa,
+                    out_row, n_classes, n_vectors, overwrite=None, ask=None):
+    """The body of the gradient tiles: for the n_classes classes c0.. and the n_vectors
+    vectors of features from d0, ``out[c, d] (+)= sum_{s < n} G[s, c] x_s[d]`` with x_s the
+    row of X starting at element ``row_start(s)``, summed over s in order in n_classes x
+    n_vectors accumulators that stay in registers, and written to ``out`` once: added to it,
+    or stored over it where the i1 value ``overwrite`` is true. ``ask(s)``, if given, emits
+    the prefetches to issue at sample s."""
+    element, vector = _lanes_of(context, x_type)
+    lanes = vector.count
+    intp = context.get_value_type(types.intp)
+    acc = _accumulators(builder, vector, n_classes * n_vectors)
+    with cgutils.for_range(builder, n_) as loop:
+        s = loop.index
+        if ask is not None:
+            ask(s)
+        x_at = builder.add(row_start(s), d0_)
+        xs = [builder.load(_vector_at(builder, xa.data, builder.add(
+            x_at, ir.Constant(intp, v * lanes)), vector), align=1) for v in range(n_vectors)]
+        g_at = builder.add(builder.mul(s, g_row), c0_)
+        for c in range(n_classes):
+            gc = builder.load(builder.gep(ga.data, [builder.add(g_at, ir.Constant(intp, c))]))
+            gv = _splat(builder, gc, vector)
+            for v in range(n_vectors):
+                slot = acc[c * n_vectors + v]
+                builder.store(_fma(builder, gv, xs[v], builder.load(slot)), slot)
+    for c in range(n_classes):
+        out_at = builder.add(builder.mul(builder.add(c0_, ir.Constant(intp, c)), out_row), d0_)
+        for v in range(n_vectors):
+            ptr = _vector_at(builder, oa.data, builder.add(out_at, ir.Constant(intp, v * lanes)),
+                             vector)
+            total = builder.load(acc[c * n_vectors + v])
+            added = builder.fadd(builder.load(ptr, align=1), total)
+            if overwrite is not None:
+                added = builder.select(overwrite, total, added)
+            builder.store(added, ptr, align=1)
+
+
+def _make_gather_grad_tile(n_classes, n_vectors):
+    """An intrinsic ``gather_grad_tile(X, rows, n, G, d0, c0, out, overwrite, ahead,
+    n_ahead)``: for the n_classes classes c0.. and the n_vectors vectors of features
+    from d0, ``out[c, d] = [out[c, d] +] sum_{s < n} G[s, c] X[rows[s], d]`` (``overwrite``
+    true: no ``out[c, d] +``), the rows of X read where they are. At sample s < n_ahead it
+    asks for the same columns of row ``ahead[s]`` of X (a sample of the next block), so a
+    sweep of these tiles over all of D asks for every line of those rows, one or two
+    prefetches per 2 n_classes FMAs. X (N, D), rows and ahead int64, G (P, C), out (C, D)."""
+
+    @intrinsic
+    def gather_grad_tile(typingctx, X, rows, n, G, d0, c0, out, overwrite, ahead, n_ahead):
+        sig = types.void(X, rows, n, G, d0, c0, out, overwrite, ahead, n_ahead)
+
+        def codegen(context, builder, signature, args):
+            x_, rows_, n_, g, d0_, c0_, out_, overwrite_, ahead_, n_ahead_ = args
+            x_type, rows_type, _, g_type, _, _, out_type, _, ahead_type, _ = signature.args
+            xa = context.make_array(x_type)(context, builder, x_)
+            ra = context.make_array(rows_type)(context, builder, rows_)
+            aa = context.make_array(ahead_type)(context, builder, ahead_)
+            ga = context.make_array(g_type)(context, builder, g)
+            oa = context.make_array(out_type)(context, builder, out_)
+            x_row = _row_length(context, builder, x_type, xa)
+            intp = context.get_value_type(types.intp)
+            fn = _llvm_prefetch(builder)
+            byte = ir.IntType(8).as_pointer()
+            n_lines = max(1, n_vectors * VECTOR_BYTES // 64)
+
+            def row_start(s):
+                return builder.mul(builder.load(builder.gep(ra.data, [s])), x_row)
+
+            def ask(s):
+                with builder.if_then(builder.icmp_signed("<", s, n_ahead_)):
+                    row = builder.load(builder.gep(aa.data, [s]))
+                    base = builder.bitcast(builder.gep(xa.data, [builder.add(
+                        builder.mul(row, x_row), d0_)]), byte)
+                    for m in range(n_lines):
+                        _prefetch_line(builder, fn, builder.gep(base, [ir.Constant(intp,
+                                                                                    64 * m)]))
+
+            overwrite_bit = builder.icmp_unsigned("!=", overwrite_, ir.Constant(
+                overwrite_.type, 0))
+            _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga,
+                            _row_length(context, builder, g_type, ga), d0_, c0_, oa,
+                            _row_length(context, builder, out_type, oa), n_classes, n_vectors,
+                            overwrite_bit, ask)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return gather_grad_tile
+
+
+def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, c0_, nv,
+                     s_type, sa):
+    """The body of the score tiles: for the SCORE_SAMPLES rows of X starting at the elements
+    ``row_starts`` and the TILE_CLASSES rows c0.. of W,
+    ``S[s0 + s, c] = sum_{d < nv * lanes} x_s[d] W[c, d]``, each sum kept in one vector of
+    lanes across d and reduced by a fixed halving tree."""
+    element, vector = _lanes_of(context, x_type)
+    lanes = vector.count
+    intp = context.get_value_type(types.intp)
+    w_row = _row_length(context, builder, w_type, wa)
+    s_row = _row_length(context, builder, s_type, sa)
+    w_starts = [builder.mul(builder.add(c0_, ir.Constant(intp, c)), w_row)
+                for c in range(TILE_CLASSES)]
+    acc = _accumulators(builder, vector, SCORE_SAMPLES * TILE_CLASSES)
+    with cgutils.for_range(builder, nv) as loop:
+        d = builder.mul(loop.index, ir.Constant(intp, lanes))
+        xs = [builder.load(_vector_at(builder, xa.data, builder.add(start, d), vector), align=1)
+              for start in row_starts]
+        for c in range(TILE_CLASSES):
+            wv = builder.load(_vector_at(builder, wa.data, builder.add(w_starts[c], d), vector),
+                              align=1)
+            for s in range(SCORE_SAMPLES):
+                slot = acc[s * TILE_CLASSES + c]
+                builder.store(_fma(builder, xs[s], wv, builder.load(slot)), slot)
+    for s in range(SCORE_SAMPLES):
+        s_at = builder.add(builder.mul(builder.add(s0_, ir.Constant(intp, s)), s_row), c0_)
+        for c in range(TILE_CLASSES):
+            total = _horizontal_sum(builder, builder.load(acc[s * TILE_CLASSES + c]))
+            builder.store(total, builder.gep(sa.data, [builder.add(s_at, ir.Constant(intp, c))]))
+
+
+@intrinsic
+def _gather_score_tile(typingctx, X, rows, s0, W, c0, n_vectors, S):
+    """``gather_score_tile(X, rows, s0, W, c0, n_vectors, S)``: for the SCORE_SAMPLES rows
+    ``rows[s0 + s]`` of X (N, D), read where they are, and the TILE_CLASSES rows c0.. of W,
+    ``S[s0 + s, c] = sum_{d < n_vectors * lanes} X[rows[s0 + s], d] W[c, d]``. rows int64,
+    W (C, D), S (P, C), one float dtype."""
+    sig = types.void(X, rows, s0, W, c0, n_vectors, S)
+
+    def codegen(context, builder, signature, args):
+        x_, rows_, s0_, w, c0_, nv, s_out = args
+        x_type, rows_type, _, w_type, _, _, s_type = signature.args
+        intp = context.get_value_type(types.intp)
+        xa = context.make_array(x_type)(context, builder, x_)
+        ra = context.make_array(rows_type)(context, builder, rows_)
+        x_row = _row_length(context, builder, x_type, xa)
+        starts = [builder.mul(builder.load(builder.gep(ra.data, [builder.add(
+            s0_, ir.Constant(intp, s))])), x_row) for s in range(SCORE_SAMPLES)]
+        _emit_score_tile(context, builder, x_type, xa, starts, s0_, w_type,
+                         context.make_array(w_type)(context, builder, w), c0_, nv, s_type,
+                         context.make_array(s_type)(context, builder, s_out))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_gather_grad_wide = _make_gather_grad_tile(GATHER_CLASSES, GATHER_VECTORS)
+_gather_grad_narrow = _make_gather_grad_tile(GATHER_CLASSES, 1)
+_gather_grad_class = _make_gather_grad_tile(1, GATHER_VECTORS)
+_gather_grad_class_narrow = _make_gather_grad_tile(1, 1)
+
+
+@njit(fastmath=FAST, cache=True)
+def _score_leftovers(x, W, z, c_tiles, d_tail):
+    """What the score tiles leave of one sample's scores z (C,): whole dot products x . W[c]
+    for the classes from c_tiles on, and the features from d_tail on for the classes before
+    (added to the tile's sums in z)."""
+    C, D = W.shape
+    for c in range(c_tiles, C):
+        w = W[c]
+        acc = W.dtype.type(0)
+        for d in range(D):
+            acc += x[d] * w[d]
+        z[c] = acc
+    for c in range(c_tiles):
+        w = W[c]
+        acc = z[c]
+        for d in range(d_tail, D):
+            acc += x[d] * w[d]
+        z[c] = acc
+
+
+@njit(fastmath=FAST, cache=True)
+def _gather_scores(X, rows, n, W, S):
+    """S[s, c] = X[rows[s]] . W[c] for s < n rounded up to SCORE_SAMPLES (``rows`` holds a
+    valid row there; those scores are ignored): the register tiles over whole vectors, the
+    leftover classes and features with plain loops."""
+    C, D = W.shape
+    lanes = VECTOR_BYTES // X.itemsize
+    n_vec = D // lanes
+    d_tail = n_vec * lanes
+    c_tiles = C - C % TILE_CLASSES
+    for s0 in range(0, n, SCORE_SAMPLES):
+        for c0 in range(0, c_tiles, TILE_CLASSES):
+            _gather_score_tile(X, rows, s0, W, c0, n_vec, S)
+        for s in range(s0, s0 + SCORE_SAMPLES):
+            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail)
+
+
+@njit(fastmath=FAST, cache=True)
+def _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead):
+    """``part_W (C, D) [+]= G[:n]^T X[rows[:n]]`` (``overwrite``: no ``part_W +``) with the
+    gather tiles, sweeping D once per class tile; the first class tile of each sweep step
+    asks for the same columns of the rows ``X[ahead[:n_ahead]]`` (n_ahead <= n), the next
+    block's, so every line of them is asked for once, spread over the whole pass. Leftover
+    features with plain loops."""
+    C, D = part_W.shape
+    lanes = VECTOR_BYTES // X.itemsize
+    wide = GATHER_VECTORS * lanes
+    d_wide = D - D % wide
+    d_narrow = D - D % lanes
+    c_tiles = C - C % GATHER_CLASSES
+    for d0 in range(0, d_wide, wide):
+        ask = n_ahead
+        for c0 in range(0, c_tiles, GATHER_CLASSES):
+            _gather_grad_wide(X, rows, n, G, d0, c0, part_W, overwrite, ahead, ask)
+            ask = 0
+        for c in range(c_tiles, C):
+            _gather_grad_class(X, rows, n, G, d0, c, part_W, overwrite, ahead, ask)
+            ask = 0
+    for d0 in range(d_wide, d_narrow, lanes):
+        ask = n_ahead
+        for c0 in range(0, c_tiles, GATHER_CLASSES):
+            _gather_grad_narrow(X, rows, n, G, d0, c0, part_W, overwrite, ahead, ask)
+            ask = 0
+        for c in range(c_tiles, C):
+            _gather_grad_class_narrow(X, rows, n, G, d0, c, part_W, overwrite, ahead, ask)
+            ask = 0
+    if d_narrow < D:
+        if overwrite:
+            part_W[:, d_narrow:] = 0
+        for s in range(n):
+            x = X[rows[s], d_narrow:]
+            for c in range(C):
+                g = G[s, c]
+                row = part_W[c, d_narrow:]
+                for d in range(D - d_narrow):
+                    row[d] += g * x[d]
