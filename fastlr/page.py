@@ -32,7 +32,6 @@ from .errors import DataError
 from .explain import confusion_matrix
 from .images import BOX, CENTRE, INK_THRESHOLD, SIDE
 from .model import SoftmaxRegression
-from .plots import robust_limit
 
 ASSETS = Path(__file__).with_name("page_assets")
 
@@ -52,6 +51,7 @@ def _float32_base64(array):
 
 
 def _model_entry(model, X_test, y_test, description):
+    from .plots import robust_limit  # matplotlib loads only when a page is written
     return {"coef": _float32_base64(model.coef_),
             "intercept": [float(b) for b in model.intercept_],
             "limit": robust_limit(model.coef_),
