@@ -188,12 +188,14 @@ def browser():
 
 @pytest.fixture
 def open_page(browser, page):
-    """Open the page from disk with the network off; yields (tab, log) where log records every
-    request, console error and uncaught exception."""
+    """Open the page from disk with the network off; yields a function of the viewport (and
+    context options) that returns (tab, log), log recording every request, console error and
+    uncaught exception."""
     contexts = []
 
-    def opener(viewport=WIDE):
-        context = browser.new_context(viewport=viewport, offline=True, device_scale_factor=1)
+    def opener(viewport=WIDE, path=page["path"], **options):
+        options.setdefault("device_scale_factor", 1)
+        context = browser.new_context(viewport=viewport, offline=True, **options)
         contexts.append(context)
         tab = context.new_page()
         log = {"requests": [], "errors": []}
@@ -201,7 +203,7 @@ def open_page(browser, page):
         tab.on("console", lambda message: message.type == "error"
                and log["errors"].append(message.text))
         tab.on("pageerror", lambda error: log["errors"].append(str(error)))
-        tab.goto(page["path"].resolve().as_uri())
+        tab.goto(Path(path).resolve().as_uri())
         return tab, log
 
     yield opener
@@ -274,6 +276,48 @@ def test_drawn_strokes_give_what_predict_gives_on_them(open_page, page, name, tm
     assert f"reads a {shown['label']}" in tab.locator("#verdict").inner_text()
     top_row = tab.locator("#probabilities li.top")
     assert top_row.get_attribute("data-class") == shown["label"]
+    assert log["errors"] == []
+
+
+def test_a_finger_on_a_phone_screen_draws_the_same_digit_predict_reads(open_page, page,
+                                                                       tmp_path):
+    tab, log = open_page(PHONE, has_touch=True, is_mobile=True, device_scale_factor=3)
+    tab.locator("#pad").scroll_into_view_if_needed()
+    box = tab.locator("#pad").bounding_box()
+    touch = tab.context.new_cdp_session(tab)
+    scroll = tab.evaluate("window.scrollY")
+    path = [(0.5, 0.15 + 0.07 * k) for k in range(11)] + [(0.4, 0.8)]
+    for k, (x, y) in enumerate(path):
+        kind = "touchStart" if k == 0 else "touchMove"
+        touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+            {"x": box["x"] + x * box["width"], "y": box["y"] + y * box["height"]}]})
+    touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    settle(tab)
+    shown = tab.evaluate("fastlrPage.current()")
+    assert shown["source"] == "drawing" and shown["label"] is not None
+    assert tab.evaluate("window.scrollY") == scroll          # the finger drew, not scrolled
+    pixels = read_inputs(pad_png(tab, tmp_path / "finger.png"), 784)
+    np.testing.assert_allclose(shown["probabilities"], page["model"].predict_proba(pixels)[0],
+                               atol=PROBABILITY_TOLERANCE)
+    assert log["errors"] == []
+
+
+def test_a_model_of_other_images_and_classes_gets_a_page_without_the_pad(open_page,
+                                                                          tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 256, (400, 12 * 12)).astype(np.float32) / np.float32(255)
+    y = np.array(["cat", "dog", "owl"])[rng.integers(0, 3, 400)]
+    model = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
+    written = write_page(model, X, y, X, y, tmp_path / "animals.html", model_name="animals",
+                         backend="numpy")
+    tab, log = open_page(path=written["path"])
+    assert tab.locator("#no-drawing").is_visible()
+    assert tab.locator("#probabilities li").all_inner_texts()[0].startswith("cat")
+    tab.locator(".mistake").first.click()
+    shown = tab.evaluate("fastlrPage.current()")
+    index = written["data"]["mistakes"]["index"][0]
+    assert shown["label"] == model.predict(X[index:index + 1])[0] != y[index]
+    assert len(shown["pixels"]) == 144
     assert log["errors"] == []
 
 

@@ -578,7 +578,11 @@ function showConfusion() {
         if (strength > 0.55) cell.classList.add("dark");
         cell.classList.add("clickable");
         cell.title = `${n} test images of ${CLASSES[i]} read as ${CLASSES[j]}`;
+        cell.tabIndex = 0;
         cell.addEventListener("click", () => showGallery(i, j));
+        cell.addEventListener("keydown", (event) => {
+          if (event.key === "Enter" || event.key === " ") showGallery(i, j);
+        });
       }
       tr.append(cell);
     });
@@ -643,8 +647,10 @@ function start() {
   $("clear").addEventListener("click", () => { clearPad(); show({source: "empty"}); });
   $("all-mistakes").addEventListener("click", () => showGallery());
   showTemplates(MODEL, "model-weights", "model-caption", "this model");
-  showTemplates(COMPARE, "compare-weights", "compare-caption",
-    `with L2 ${COMPARE.l2}`);
+  showTemplates(COMPARE, "compare-weights", "compare-caption", `with L2 ${COMPARE.l2}`);
+  const change = 100 * (COMPARE.testAccuracy - MODEL.testAccuracy);
+  $("compare-caption").append(` Against this model: ${change < 0 ? "−" : "+"}` +
+    `${Math.abs(change).toFixed(2)} points of test accuracy.`);
   showConfusion();
   showGallery();
   $("footer").textContent = `Written by fastlr ${DATA.fastlr_version}. One file, no network: ` +
