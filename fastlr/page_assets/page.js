@@ -214,7 +214,8 @@ function deskew(image, side) {
   for (let r = 0; r < side; r++) {
     for (let c = 0; c < side; c++) {
       const v = Math.max(image[r * side + c], 0);
-      total += v; rowMoment += r * v; colMoment += c * v; rowSquare += r * r * v; cross += r * c * v;
+      total += v; rowMoment += r * v; colMoment += c * v;
+      rowSquare += r * r * v; cross += r * c * v;
     }
   }
   const hasInk = total > 0;
