@@ -71,6 +71,13 @@ def train_comparison(model, X_train, y_train, *, l2=COMPARE_L2, backend="auto", 
                      random_state=0):
     """The model's hyperparameters with L2 ``l2``, trained on the training data.
 
+    Parameters
+    ----------
+    model : SoftmaxRegression, whose hyperparameters (preprocessing included) are copied
+    X_train : (N, D) raw pixels, y_train : (N,)
+    l2 : float, the comparison's L2 penalty
+    backend, n_threads, random_state : how the comparison is trained
+
     Returns
     -------
     (SoftmaxRegression, seconds)

@@ -619,11 +619,17 @@ function showGallery(trueClass, readClass) {
     gallery.append(button);
   }
   const total = cell ? DATA.confusion[trueClass][readClass] : MISTAKES.total;
-  $("gallery-title").textContent = cell ?
-    `${CLASSES[trueClass]} read as ${CLASSES[readClass]}: ${shown.length} of ${total} ` +
-      `test images, the most confident first.` :
-    `The ${shown.length} most confident of the ${total.toLocaleString("en")} mistakes on the ` +
-      `test set. Click a cell of the matrix for one kind of mistake.`;
+  let title;
+  if (total === 0) {
+    title = "The model reads every test image right.";
+  } else if (cell) {
+    title = `${CLASSES[trueClass]} read as ${CLASSES[readClass]}: ${shown.length} of ` +
+      `${total} test images, the most confident first.`;
+  } else {
+    title = `The ${shown.length} most confident of the ${total.toLocaleString("en")} ` +
+      `mistakes on the test set. Click a cell of the matrix for one kind of mistake.`;
+  }
+  $("gallery-title").textContent = title;
   $("all-mistakes").hidden = !cell;
 }
 
