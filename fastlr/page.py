@@ -62,7 +62,8 @@ def _model_entry(model, X_test, y_test, description):
 
 def _settings(model):
     params = model.get_params()
-    return (f"{len(model.history_) or params['epochs']} epochs of batch {params['batch_size']}, "
+    epochs = len(model.history_) or params["epochs"]
+    return (f"{epochs} epoch{'s' if epochs != 1 else ''} of batch {params['batch_size']}, "
             f"learning rate {params['learning_rate']:g} ({params['lr_schedule']}), "
             f"L2 {params['alpha']:g}")
 
@@ -166,8 +167,9 @@ def page_data(model, X_train, y_train, X_test, y_test, *, model_name="model", co
         description = f"{compare_name or 'the model given'}: {_settings(compare)}"
     proba = model.predict_proba(X_test)
     predicted = classes[proba.argmax(axis=1)]
+    drawing = side == SIDE
     return {
-        "title": model_name,
+        "heading": f"How {model_name} reads {'a digit' if drawing else 'an image'}",
         "fastlr_version": __version__,
         "classes": [str(c) for c in classes.tolist()],
         "side": side,
@@ -175,7 +177,7 @@ def page_data(model, X_train, y_train, X_test, y_test, *, model_name="model", co
         # The recipe of images.mnist_like; the pad is offered only when the model takes its
         # images, as ``fastlr predict`` reads image files only for them.
         "drawing": ({"side": SIDE, "box": BOX, "centre": CENTRE,
-                     "ink_threshold": INK_THRESHOLD} if side == SIDE else None),
+                     "ink_threshold": INK_THRESHOLD} if drawing else None),
         "model": _model_entry(model, X_test, y_test, f"{model_name}: {_settings(model)}"),
         "compare": _model_entry(compare, X_test, y_test, description),
         "n_train": int(len(y_train)),
@@ -195,7 +197,7 @@ def render_page(data):
     """The page's HTML text: ``page_assets/page.html`` with its style, script and data inline."""
     template = (ASSETS / "page.html").read_text(encoding="utf-8")
     parts = {
-        "<!-- fastlr:title -->": html.escape(f"How {data['title']} reads a digit"),
+        "<!-- fastlr:title -->": html.escape(data["heading"]),
         "/* fastlr:style */": (ASSETS / "page.css").read_text(encoding="utf-8"),
         "/* fastlr:script */": (ASSETS / "page.js").read_text(encoding="utf-8"),
         "/* fastlr:data */": _script_json(data),

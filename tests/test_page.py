@@ -114,7 +114,7 @@ def test_page_is_one_small_file_that_asks_for_nothing(page):
 
 
 def test_page_data_json_cannot_end_its_script_element():
-    data = {"title": "</script><script>alert(1)</script>", "classes": ["a&b"]}
+    data = {"heading": "</script><script>alert(1)</script>", "classes": ["a&b"]}
     text = render_page(data)
     start = text.index('id="page-data">') + len('id="page-data">')
     block = text[start:text.index("</script>", start)]
@@ -312,6 +312,8 @@ def test_a_model_of_other_images_and_classes_gets_a_page_without_the_pad(open_pa
                          backend="numpy")
     tab, log = open_page(path=written["path"])
     assert tab.locator("#no-drawing").is_visible()
+    assert tab.title() == "How animals reads an image"
+    assert tab.locator("#draw-heading").inner_text() == "Read a test image"
     assert tab.locator("#probabilities li").all_inner_texts()[0].startswith("cat")
     tab.locator(".mistake").first.click()
     shown = tab.evaluate("fastlrPage.current()")

@@ -383,7 +383,6 @@ function scheduleUpdate() {
 }
 
 function startStroke(event) {
-  if (!DATA.drawing) return;
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
   pen = padPoint(event);
@@ -429,7 +428,7 @@ function loadMistake(k) {
   const small = pixelCanvas();
   paintInk(small, pixels);
   clearPad();
-  padContext.imageSmoothingEnabled = true;
+  padContext.imageSmoothingEnabled = false;   // its pixels as they are
   padContext.drawImage(small, 0, 0, pad.width, pad.height);
   show({source: "test", mistake: k, pixels});
   $("draw-section").scrollIntoView({behavior: "smooth", block: "start"});
@@ -636,7 +635,7 @@ function showGallery(trueClass, readClass) {
 // --- start
 
 function start() {
-  $("title").textContent = `How ${DATA.title} reads a digit`;
+  $("title").textContent = DATA.heading;
   $("summary").textContent = `A linear model: one weight per pixel and class ` +
     `(${CLASSES.length} classes × ${N_PIXELS} pixels, ${SIDE}×${SIDE}) and one bias per class. ` +
     `It reads ${percent(MODEL.testAccuracy, 2)} of the ${DATA.n_test.toLocaleString("en")} ` +
@@ -648,6 +647,8 @@ function start() {
     pad.addEventListener("pointerup", endStroke);
     pad.addEventListener("pointercancel", endStroke);
   } else {
+    $("draw-heading").textContent = "Read a test image";
+    $("drawing-note").hidden = true;
     $("no-drawing").hidden = false;
     pad.classList.add("disabled");
   }
