@@ -42,8 +42,11 @@ ASSETS = Path(__file__).with_name("page_assets")
 COMPARE_L2 = 3e-3
 
 # Misclassified test images kept per cell of the confusion matrix, the most confident first:
-# enough to browse each kind of mistake while keeping an MNIST page well under 1 MB.
+# enough to browse each kind of mistake while keeping an MNIST page well under 1 MB (the
+# default model keeps 449 of its 731 mistakes). At most MAX_MISTAKES in all, so that a model of
+# many classes gets a small page too.
 MISTAKES_PER_CELL = 8
+MAX_MISTAKES = 1000
 
 
 def _float32_base64(array):
@@ -92,8 +95,8 @@ def train_comparison(model, X_train, y_train, *, l2=COMPARE_L2, backend="auto", 
 
 
 def _mistakes(X_test, y_test, classes, proba):
-    """The misclassified test images, at most ``MISTAKES_PER_CELL`` per (true, predicted) cell,
-    the most confident first, ordered by that confidence overall."""
+    """The misclassified test images, at most ``MISTAKES_PER_CELL`` per (true, predicted) cell
+    and ``MAX_MISTAKES`` in all, the most confident first, ordered by that confidence."""
     true_index = np.searchsorted(classes, y_test)
     predicted = proba.argmax(axis=1)
     wrong = np.flatnonzero(predicted != true_index)
@@ -102,7 +105,7 @@ def _mistakes(X_test, y_test, classes, proba):
     kept, per_cell = [], {}
     for index in wrong:
         cell = (true_index[index], predicted[index])
-        if per_cell.get(cell, 0) < MISTAKES_PER_CELL:
+        if per_cell.get(cell, 0) < MISTAKES_PER_CELL and len(kept) < MAX_MISTAKES:
             per_cell[cell] = per_cell.get(cell, 0) + 1
             kept.append(index)
     kept = np.array(kept, dtype=np.int64)

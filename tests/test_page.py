@@ -102,6 +102,17 @@ def test_mistakes_are_misclassified_test_images_most_confident_first(page, mnist
     assert max(cells.values()) == MISTAKES_PER_CELL
 
 
+def test_mistakes_are_capped_in_all(monkeypatch):
+    from fastlr import page as page_module
+    monkeypatch.setattr(page_module, "MAX_MISTAKES", 5)
+    rng = np.random.default_rng(2)
+    X = rng.random((300, 16)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    model = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
+    mistakes = page_data(model, X, y, X, y, backend="numpy")["mistakes"]
+    assert len(mistakes["index"]) == 5 and mistakes["total"] > 5
+
+
 def test_page_is_one_small_file_that_asks_for_nothing(page):
     text = page["path"].read_text(encoding="utf-8")
     assert page["bytes"] < 1_000_000           # MNIST's whole test set behind it
