@@ -219,12 +219,21 @@ def write_page(model, X_train, y_train, X_test, y_test, out, **options):
     -------
     dict
         ``path``, ``bytes``, ``seconds`` and the page's ``data``.
+
+    Raises
+    ------
+    DataError
+        If the data does not fit the model (see :func:`page_data`) or ``out`` cannot be
+        written.
     """
     start = time.perf_counter()
     data = page_data(model, X_train, y_train, X_test, y_test, **options)
     text = render_page(data)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write the page: {exc.strerror or exc}") from None
     return {"path": out, "bytes": len(text.encode("utf-8")), "seconds": time.perf_counter() -
             start, "data": data}

@@ -179,6 +179,9 @@ def test_cli_explain_html_flags_that_do_not_fit_are_one_line_errors(page):
     assert_one_line_error(run_cli("explain", model, "--compare-l2", "0.1"), "--html")
     assert_one_line_error(run_cli("explain", model, "--html", "--compare", model,
                                   "--compare-l2", "0.1"), "not both")
+    directory = str(page["path"].parent)
+    assert_one_line_error(run_cli("explain", model, "--html", "--backend", "numpy", "--out",
+                                  directory), directory, "cannot write the page")
 
 
 # --- in the browser ------------------------------------------------------------------------------
