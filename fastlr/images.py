@@ -8,6 +8,10 @@ scaled, keeping its aspect ratio, to fit a 20x20 box with anti-aliasing; then pl
 their centre of mass at (14.0, 14.0) in pixel-index coordinates, measured on the first
 20,000, so that is where the centre goes.
 
+The explain page (``fastlr/page.py``) repeats :func:`mnist_like` step for step in its script,
+``fastlr/page_assets/page.js``, Pillow's Lanczos resampling included; ``tests/test_page.py``
+checks in a browser that the two agree. A change here is a change there.
+
 Pixel scale: everything is returned as float32 in [0, 1], the scale ``load_mnist`` gives and
 fastlr models are trained on. ``.npy`` arrays of an integer type are read as 0-255 and
 divided by 255; float arrays must already lie in [0, 1]. IDX files are unsigned bytes, 0-255.

@@ -6,6 +6,8 @@ from ..data import load_mnist
 from ..errors import ModelFileError
 from ..explain import PAIR_EPOCHS, explain
 from ..model import SoftmaxRegression
+from ..page import COMPARE_L2
+from ..validation import param_type
 from .common import (Parser, UsageError, add_backend, add_data_dir, add_model, add_seed,
                      positive_int)
 
@@ -35,9 +37,9 @@ def add_commands(commands):
                     "numpy backend.")
     add_model(explain)
     add_data_dir(explain)
-    explain.add_argument("--out", default="report", metavar="DIR",
-                         help="directory for report.md and its PNG figures (default: "
-                              "%(default)s)")
+    explain.add_argument("--out", default=None, metavar="DIR",
+                         help="directory for report.md and its PNG figures (default: report); "
+                              "with --html, the page's file (default: report.html)")
     explain.add_argument("--deskew", action="store_true",
                          help="deskew the images before the model and the pairwise models see "
                               "them (a model trained with --deskew does so by itself)")
@@ -45,6 +47,18 @@ def add_commands(commands):
                          help=f"epochs of each pairwise model (default: {PAIR_EPOCHS})")
     add_backend(explain)
     add_seed(explain, help="seed of the pairwise models (default: %(default)s)")
+    explain.add_argument("--html", action="store_true",
+                         help="write instead one self-contained HTML page (no network needed): "
+                              "draw a digit and watch the model decide, its weights beside "
+                              "those of a small-L2 model, the confusion matrix and the "
+                              "mistakes. --backend, --threads and --seed train the comparison "
+                              "model")
+    explain.add_argument("--compare", metavar="MODEL2",
+                         help="with --html: show this saved model beside, instead of training "
+                              "one")
+    explain.add_argument("--compare-l2", type=param_type("alpha"), default=None,
+                         help=f"with --html: the L2 penalty of the comparison model trained by "
+                              f"the page (default: {COMPARE_L2:g})")
     explain.set_defaults(handler=cmd_explain)
 
 
@@ -89,13 +103,41 @@ def cmd_plot_curves(args):
 
 
 def cmd_explain(args):
+    if args.html:
+        return _explain_page(args)
+    if args.compare or args.compare_l2 is not None:
+        raise UsageError("fastlr explain: --compare and --compare-l2 go with --html")
     model = SoftmaxRegression.load(args.model)
     X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
-    numbers = explain(model, X_train, y_train, X_test, y_test, args.out,
+    numbers = explain(model, X_train, y_train, X_test, y_test, args.out or "report",
                       model_name=os.path.basename(args.model), deskew=args.deskew,
                       pair_epochs=args.pair_epochs or PAIR_EPOCHS, backend=args.backend,
                       n_threads=args.threads, random_state=args.seed)
     print(numbers["paragraph"])
     print(f"wrote {numbers['files']['report']} and {len(numbers['files']) - 1} figures in "
           f"{numbers['seconds']:.1f} s")
+    return 0
+
+
+def _explain_page(args):
+    """``explain --html``: the interactive page of ``fastlr/page.py``."""
+    from ..page import write_page
+    if args.deskew or args.pair_epochs:
+        raise UsageError("fastlr explain --html: --deskew and --pair-epochs belong to the "
+                         "Markdown report; the page runs the model as predict does")
+    if args.compare and args.compare_l2 is not None:
+        raise UsageError("fastlr explain --html: give --compare or --compare-l2, not both")
+    model = SoftmaxRegression.load(args.model)
+    compare = SoftmaxRegression.load(args.compare) if args.compare else None
+    X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
+    options = {"compare_l2": args.compare_l2} if args.compare_l2 is not None else {}
+    page = write_page(model, X_train, y_train, X_test, y_test, args.out or "report.html",
+                      model_name=os.path.basename(args.model), compare=compare,
+                      compare_name=args.compare and os.path.basename(args.compare),
+                      backend=args.backend, n_threads=args.threads, random_state=args.seed,
+                      **options)
+    data = page["data"]
+    print(f"test accuracy {data['model']['test_accuracy']:.2%}; beside it, L2 "
+          f"{data['compare']['l2']:g}: {data['compare']['test_accuracy']:.2%}")
+    print(f"wrote {page['path']} ({page['bytes'] / 1e3:,.0f} kB) in {page['seconds']:.1f} s")
     return 0
