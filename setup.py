@@ -1,7 +1,7 @@
 """Build fastlr's Cython kernels (``fastlr/_kernels.pyx`` and the C in ``fastlr/csrc``); the
 metadata is in pyproject.toml.
 
-Flags: ``-O3``, and ``-fopenmp`` when the compiler has OpenMP (probed by compiling and running
+Flags: ``-O3``, and ``-fopenmp`` when the compiler has OpenMP (probed by compiling and linking
 nothing more than a tiny program); without it the kernels are built serial and
 ``fastlr._kernels.OPENMP_ENABLED`` is False.
 
@@ -17,7 +17,6 @@ CPU. Other compilers, GCC before 12, or GCC off x86-64 Linux build the baseline 
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
