@@ -1,26 +1,25 @@
-"""Build fastlr's Cython kernels (``fastlr/_kernels.pyx``); the metadata is in pyproject.toml.
+"""Build fastlr's Cython kernels (``fastlr/_kernels.pyx`` and the C in ``fastlr/csrc``); the
+metadata is in pyproject.toml.
 
-Flags: ``-O3``, and ``-fopenmp`` when the compiler has OpenMP (probed by compiling and running
+Flags: ``-O3``, and ``-fopenmp`` when the compiler has OpenMP (probed by compiling and linking
 nothing more than a tiny program); without it the kernels are built serial and
 ``fastlr._kernels.OPENMP_ENABLED`` is False.
 
 Instruction set: no ``-march`` flag at all, so the module itself is baseline x86-64 and imports
-on any x86-64 CPU. The loops that do the arithmetic are compiled three times inside the source
-(GCC ``target("arch=x86-64-v4")`` and ``target("arch=x86-64-v3")`` function attributes, plus
-the baseline, see ``fastlr/_kernels.pyx``) and the module picks at import the best one the CPU
-and its operating system support (``__builtin_cpu_supports``). Measured on the build machine
-(AMD EPYC Zen 4, MNIST epoch, wall ms): batch 64 one thread v4 29, v3 34, baseline 76; batch
-1024 one thread 26, 31, 72. ``-march=native`` would match here but could crash (SIGILL) on an
-older CPU. Other compilers, GCC before 12, or GCC off x86-64 Linux build the baseline kernels only.
+on any x86-64 CPU. The loops that do the arithmetic (``fastlr/csrc/tiles_impl.h``) are compiled
+three times, by ``tiles_v4.c`` and ``tiles_v3.c`` (each under ``#pragma GCC target``, for
+x86-64-v4 and x86-64-v3) and ``tiles_base.c``; ``fastlr/csrc/dispatch.c`` picks at import the
+best one the CPU and its operating system support (``__builtin_cpu_supports``).
+``-march=native`` would be as fast on the build machine but could crash (SIGILL) on an older
+CPU. Other compilers, GCC before 12, or GCC off x86-64 Linux build the baseline kernels only.
 """
 
+import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -75,12 +74,15 @@ class BuildKernels(build_ext):
         super().build_extensions()
 
 
+C_SOURCES = ["kernels.c", "dispatch.c", "tiles_v4.c", "tiles_v3.c", "tiles_base.c"]
+
 extensions = [
     Extension(
         "fastlr._kernels",
-        ["fastlr/_kernels.pyx"],
-        include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        ["fastlr/_kernels.pyx"] + [f"fastlr/csrc/{name}" for name in C_SOURCES],
+        include_dirs=["fastlr/csrc"],
+        # The headers, so that a change to one rebuilds the extension.
+        depends=glob.glob("fastlr/csrc/*.h"),
         # Extra flags for experiments, e.g. FASTLR_CFLAGS="-fopt-info-vec-optimized".
         extra_compile_args=os.environ.get("FASTLR_CFLAGS", "").split(),
     )

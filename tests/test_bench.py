@@ -39,11 +39,24 @@ def check_schema(report):
     assert machine["cores"] >= 1 and machine["cpu"]
     assert machine["read_gbps"] > 0 and all(g > 0 for g in machine["sgemm_gflops"].values())
     assert "numpy" in machine["versions"]
+    # Every figure of a row is derived from its median time: they must agree with each other,
+    # with the run's data and ceiling, and with the NumPy row they are compared to.
+    numpy_ms = {(row["batch_size"], row["threads"]): row["ms_per_epoch"]
+                for row in report["results"]
+                if row["backend"] == "numpy" and row["ms_per_epoch"] is not None}
     for row in report["results"]:
         assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
-        if row["ms_per_epoch"] is not None:
-            assert row["ms_min"] <= row["ms_per_epoch"] <= row["ms_max"]
-            assert row["samples_per_s"] > 0 and row["gflops"] > 0
+        seconds = row["ms_per_epoch"]
+        if seconds is None:
+            continue
+        seconds /= 1e3
+        assert row["samples_per_s"] == pytest.approx(report["n_train"] / seconds)
+        assert row["gflops"] == pytest.approx(report["flops_per_epoch"] / seconds / 1e9)
+        peak = machine["sgemm_gflops"][str(row["threads"])]
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / peak)
+        baseline = numpy_ms.get((row["batch_size"], row["threads"]))
+        if baseline is not None:
+            assert row["speedup_vs_numpy"] == pytest.approx(baseline / row["ms_per_epoch"])
 
 
 def test_report_follows_the_schema_and_every_engine_validates(small_mnist, tmp_path):

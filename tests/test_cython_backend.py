@@ -21,10 +21,11 @@ pytestmark = pytest.mark.skipif("cython" not in available_backends(),
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code):
-    """Run ``code`` in a fresh interpreter with the checkout importable; return its stdout
-    parsed as JSON."""
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def run_python(code, **environ):
+    """Run ``code`` in a fresh interpreter with the checkout importable and the variables
+    ``environ`` set; return its stdout parsed as JSON."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **environ)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, cwd=REPO, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -33,8 +34,6 @@ def run_python(code):
 def test_explicit_cython_backend_trains_and_predicts():
     backend = get_backend("cython")
     assert backend.name == "cython"
-    assert isinstance(backend.OPENMP_ENABLED, bool)
-    assert backend.MAX_THREADS >= 1
     from fastlr import SoftmaxRegression
     rng = np.random.default_rng(0)
     X = rng.random((200, 20)).astype(np.float32)
@@ -44,6 +43,51 @@ def test_explicit_cython_backend_trains_and_predicts():
     model.fit(X, y)
     assert model.backend_ == "cython"
     assert (model.predict(X) == y).mean() > 0.9
+
+
+def test_max_threads_follows_openmp_and_is_one_without_it():
+    got = run_python("""
+import json
+from fastlr.backends import get_backend
+backend = get_backend('cython')
+print(json.dumps({'openmp': backend.OPENMP_ENABLED, 'max_threads': backend.MAX_THREADS}))
+""", OMP_NUM_THREADS="3")
+    assert got["max_threads"] == (3 if got["openmp"] else 1)
+
+
+# One epoch and one loss_and_grad at T = 3, printed as digests of the bytes of the results.
+RUN_AT_T3 = """
+import hashlib, json
+import numpy as np
+from fastlr.backends import get_backend
+backend = get_backend('cython')
+rng = np.random.default_rng(5)
+n, d, c, T = 250, 70, 7, 3
+X = rng.random((n, d), dtype=np.float32)
+y = rng.integers(0, c, n).astype(np.int64)
+sw = rng.uniform(0.5, 2.0, n).astype(np.float32)
+W = (rng.standard_normal((c, d)) * 0.05).astype(np.float32)
+b = np.zeros(c, np.float32)
+parts_W, parts_b = np.zeros((T, c, d), np.float32), np.zeros((T, c), np.float32)
+grad_W, grad_b = np.empty_like(W), np.empty_like(b)
+loss = backend.loss_and_grad(X, y, sw, W, b, grad_W, grad_b, parts_W, parts_b)
+epoch_loss = backend.sgd_epoch(X, y, sw, rng.permutation(n).astype(np.int64), W, b,
+                               np.zeros_like(W), np.zeros_like(b), np.full(25, 0.3), 10, 0.9,
+                               1e-3, parts_W, parts_b)
+digest = hashlib.sha256(b''.join(np.asarray(a).tobytes()
+                                 for a in (loss, grad_W, grad_b, epoch_loss, W, b)))
+print(json.dumps({'digest': digest.hexdigest(), 'openmp': backend.OPENMP_ENABLED}))
+"""
+
+
+def test_a_team_smaller_than_t_gives_the_same_bits():
+    """Under OMP_THREAD_LIMIT=1 every parallel region gets one thread, which takes the T = 3
+    chunks in turn: the chunks depend on T alone, so the results are bitwise those of a team
+    of three."""
+    full_team = run_python(RUN_AT_T3)
+    if not full_team["openmp"]:
+        pytest.skip("built without OpenMP: every team has one thread")
+    assert run_python(RUN_AT_T3, OMP_THREAD_LIMIT="1")["digest"] == full_team["digest"]
 
 
 def test_auto_falls_back_to_cython_with_one_warning_when_numba_is_missing():
@@ -140,6 +184,29 @@ def test_every_instruction_set_level_matches_the_reference():
                 assert scaled_error(scores, X @ W.T + b) <= TOLERANCE[np.dtype(dtype)]
     finally:
         backend.set_isa_level(best)
+
+
+def test_set_isa_level_switches_the_kernels():
+    """Each level runs its own tiles: its vector width sums the lanes of the scores in
+    another order, so the scores of the best level and of the baseline differ in their last
+    bits (and agree within the tolerance, tested above)."""
+    backend = get_backend("cython")
+    best = backend.isa_level()
+    if best == 1:
+        pytest.skip("this build or CPU runs the baseline kernels only")
+    rng = np.random.default_rng(4)
+    X, W = rng.random((64, 795), dtype=np.float32), rng.random((13, 795), dtype=np.float32)
+    b = np.zeros(13, np.float32)
+    scores = {}
+    try:
+        for level in (1, best):
+            backend.set_isa_level(level)
+            assert backend.isa_level() == level
+            scores[level] = np.empty((64, 13), np.float32)
+            backend.predict_scores(X, W, b, scores[level], 1)
+    finally:
+        backend.set_isa_level(best)
+    assert not np.array_equal(scores[1], scores[best])
 
 
 def test_set_isa_level_refuses_a_level_the_cpu_cannot_run():

@@ -1,4 +1,5 @@
-"""Cython backend: a thin import of the compiled kernels in ``fastlr/_kernels.pyx``.
+"""Cython backend: a thin import of the compiled kernels, ``fastlr/_kernels.pyx`` (the OpenMP
+regions) and the C in ``fastlr/csrc``.
 
 Shapes: N samples, D features, C classes, B batch, T threads. The contract is documented in
 ``fastlr/backends/__init__.py``.

@@ -1,0 +1,18 @@
+/* The functions of kernels.h: kernels_impl.h for float and for double. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "tiles.h"
+
+/* How many of the samples that come next a thread asks for while it accumulates a block's
+   gradient: a block's worth, the rows its next scores will read. */
+enum { FASTLR_AHEAD = 64 };
+
+#define FLOAT float
+#include "kernels_impl.h"
+#undef FLOAT
+
+#define FLOAT double
+#include "kernels_impl.h"
+#undef FLOAT

@@ -1,0 +1,86 @@
+/* fastlr's C kernels: the functions fastlr/_kernels.pyx calls, for float and double.
+
+   Shapes: N samples, D features, C classes, B batch, T threads (parts). Every array is
+   C-contiguous: X (N, D), W (C, D), b (C,), y (N,) int64 labels in 0..C-1, sw (N,) sample
+   weights, parts (T, C, D) or (T, C) per-thread partial sums.
+
+   The kernels only compute. The driver (fastlr/sgd.py) has checked every dtype and shape;
+   _kernels.pyx owns the threads: which thread takes which chunk, the barriers, the buffers.
+   Every sum has an order fixed in the source, so the same inputs, the same T and the same
+   instruction set give bitwise the same result.
+
+   Where the code is:
+     kernels_impl.h  these functions, written once for FLOAT (compiled by kernels.c): a
+                     thread's chunk of a batch in blocks of FASTLR_BLOCK samples (scores,
+                     softmax, gradient), prediction, the reduction of the parts
+     tiles_impl.h    the loops that do the arithmetic (register tiles of the scores and the
+                     gradient, the update), compiled once per instruction set by tiles_v4.c,
+                     tiles_v3.c and tiles_base.c (tiles_isa.h)
+     dispatch.c      which instruction set runs: the CPU's features, or set_isa_level */
+#ifndef FASTLR_KERNELS_H
+#define FASTLR_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Samples per block: their scores, then their gradient, while their rows are in L2. */
+enum { FASTLR_BLOCK = 64 };
+
+/* The values of FLOAT scratch one thread needs for chunk_grad: the block's scores
+   (FASTLR_BLOCK, C), then room for FASTLR_BLOCK * C doubles (the exponentials), padded to
+   whole cache lines so that threads share none. */
+static inline ptrdiff_t fastlr_scratch_size(ptrdiff_t C) {
+    return (3 * FASTLR_BLOCK * C + 15) / 16 * 16;
+}
+
+/* The gradient of samples lo..hi-1 of a batch of size 1 / inv_batch, written into gW (C, D)
+   and gb (C,) (overwritten, zeros for an empty chunk); returns their sum of s_i l_i, with
+   l_i = log sum_k exp(z_ik) - z_i,y_i the cross-entropy at the scores z_i = W x_i + b.
+   Sample i of the batch is X[rows[i]], or X[i] when rows is NULL. The rows X[next_rows[k]],
+   k < n_next, come after this chunk (the thread's chunk of the next step) and are
+   prefetched. scratch holds fastlr_scratch_size(C) values. */
+double fastlr_chunk_grad_float(const float *X, const int64_t *y, const float *sw,
+                               const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                               const float *W, const float *b, ptrdiff_t C, ptrdiff_t D,
+                               double inv_batch, float *gW, float *gb, float *scratch,
+                               const int64_t *next_rows, ptrdiff_t n_next);
+double fastlr_chunk_grad_double(const double *X, const int64_t *y, const double *sw,
+                                const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                                const double *W, const double *b, ptrdiff_t C, ptrdiff_t D,
+                                double inv_batch, double *gW, double *gb, double *scratch,
+                                const int64_t *next_rows, ptrdiff_t n_next);
+
+/* The scores X W^T + b of rows FASTLR_BLOCK block .. FASTLR_BLOCK (block + 1) - 1 of
+   X (N, D) (fewer in the last block) into the same rows of out (N, C). */
+void fastlr_predict_block_float(const float *X, const float *W, const float *b, ptrdiff_t N,
+                                ptrdiff_t C, ptrdiff_t D, ptrdiff_t block, float *out);
+void fastlr_predict_block_double(const double *X, const double *W, const double *b,
+                                 ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
+                                 double *out);
+
+/* out[j] = parts[0, j] + parts[1, j] + ... + parts[T-1, j] for j in j0..j1-1, in that
+   order; row t of parts starts at parts + t * stride. */
+void fastlr_sum_parts_float(const float *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
+                            ptrdiff_t j1, float *out);
+void fastlr_sum_parts_double(const double *parts, ptrdiff_t T, ptrdiff_t stride,
+                             ptrdiff_t j0, ptrdiff_t j1, double *out);
+
+/* The SGD update of W[j0:j1] with the gradient sum_parts would write (in one pass, the sum
+   written nowhere): v = momentum v + (grad + alpha W); W -= lr v, in float64 and rounded
+   once, as the reference does; vel is untouched when momentum is 0. */
+void fastlr_sum_update_float(float *W, float *vel, const float *parts, ptrdiff_t T,
+                             ptrdiff_t stride, ptrdiff_t j0, ptrdiff_t j1, double lr,
+                             double momentum, double alpha);
+void fastlr_sum_update_double(double *W, double *vel, const double *parts, ptrdiff_t T,
+                              ptrdiff_t stride, ptrdiff_t j0, ptrdiff_t j1, double lr,
+                              double momentum, double alpha);
+
+/* The instruction set the kernels run: 4 (x86-64-v4: AVX-512), 3 (x86-64-v3: AVX2 + FMA)
+   or 1 (the x86-64 baseline). At first the baseline; fastlr_set_isa_level changes it and
+   returns 0, or returns -1 and changes nothing for a level this build or this CPU cannot
+   run. Set it between kernel calls, not during one. */
+int fastlr_isa_level(void);
+int fastlr_best_isa_level(void);
+int fastlr_set_isa_level(int level);
+
+#endif

@@ -1,0 +1,118 @@
+/* The functions of kernels.h for one float type FLOAT; kernels.c includes this file once
+   per type. They are compiled for the extension's baseline instruction set and call the
+   tiles of the level dispatch.c chose. */
+
+#define KERNEL(name) FASTLR_CAT(fastlr_##name##_, FLOAT)
+/* A tile of this FLOAT in a table: TILE(scores) is scores_float. */
+#define TILE(name) FASTLR_CAT(name##_, FLOAT)
+
+/* Turn the scores z (n, C) of the samples i0 .. i0 + n - 1 of the batch (X[rows[i]], or X[i]
+   when rows is NULL) into s_i / B (softmax(z_i) - onehot(y_i)) in place; return their sum
+   of s_i l_i with l_i = log sum_k exp(z_ik) - z_i,y_i, both with the row maximum
+   subtracted, in float64. ex holds n * C doubles. */
+static double KERNEL(softmax_block)(FLOAT *z, ptrdiff_t n, ptrdiff_t C, const int64_t *y,
+                                    const FLOAT *sw, const int64_t *rows, ptrdiff_t i0,
+                                    double inv_batch, double *ex,
+                                    const struct fastlr_tiles *tiles) {
+    double m[FASTLR_BLOCK];
+    double loss = 0.0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const FLOAT *zj = z + j * C;
+        m[j] = zj[0];
+        for (ptrdiff_t c = 1; c < C; c++)
+            if (zj[c] > m[j])
+                m[j] = zj[c];
+        for (ptrdiff_t c = 0; c < C; c++)
+            ex[j * C + c] = zj[c] - m[j];
+    }
+    /* The block's exponentials at once: the vectorized exp of the tiles (libm's exp, a
+       call per value, was about 8% of an epoch). */
+    tiles->exp_nonpositive(ex, n * C);
+    for (ptrdiff_t j = 0; j < n; j++) {
+        FLOAT *zj = z + j * C;
+        int64_t idx = rows != NULL ? rows[i0 + j] : i0 + j;
+        int64_t label = y[idx];
+        double z_label = zj[label];
+        double total = 0.0;
+        for (ptrdiff_t c = 0; c < C; c++)
+            total += ex[j * C + c];
+        double scale = sw[idx] * inv_batch;
+        /* One division per sample instead of one per class. */
+        double p_scale = scale / total;
+        for (ptrdiff_t c = 0; c < C; c++)
+            zj[c] = (FLOAT)(p_scale * ex[j * C + c]);
+        zj[label] = (FLOAT)(zj[label] - scale);
+        loss += sw[idx] * (m[j] + log(total) - z_label);
+    }
+    return loss;
+}
+
+/* A thread's chunk in blocks of FASTLR_BLOCK samples: the block's scores, its softmax, then
+   its gradient, while the rows of the next FASTLR_AHEAD samples (the rest of the chunk, then
+   the thread's chunk of the next step) are prefetched; the labels and weights of those
+   samples too, which would otherwise be a cache miss on the path from a sample's scores to
+   its delta. */
+double KERNEL(chunk_grad)(const FLOAT *X, const int64_t *y, const FLOAT *sw,
+                          const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi, const FLOAT *W,
+                          const FLOAT *b, ptrdiff_t C, ptrdiff_t D, double inv_batch,
+                          FLOAT *gW, FLOAT *gb, FLOAT *scratch, const int64_t *next_rows,
+                          ptrdiff_t n_next) {
+    const struct fastlr_tiles *tiles = fastlr_active_tiles;
+    const FLOAT *xs[FASTLR_BLOCK + FASTLR_AHEAD];
+    double loss = 0.0;
+    if (hi <= lo) {
+        memset(gW, 0, C * D * sizeof(FLOAT));
+        memset(gb, 0, C * sizeof(FLOAT));
+    }
+    for (ptrdiff_t i = lo; i < hi;) {
+        ptrdiff_t n = hi - i < FASTLR_BLOCK ? hi - i : FASTLR_BLOCK;
+        for (ptrdiff_t j = 0; j < n; j++)
+            xs[j] = X + (rows != NULL ? rows[i + j] : i + j) * D;
+        ptrdiff_t n_ahead = 0;
+        for (; n_ahead < FASTLR_AHEAD; n_ahead++) {
+            ptrdiff_t j = i + n + n_ahead;
+            int64_t idx;
+            if (j < hi)
+                idx = rows != NULL ? rows[j] : j;
+            else if (j - hi < n_next)
+                idx = next_rows[j - hi];
+            else
+                break;
+            xs[n + n_ahead] = X + idx * D;
+            __builtin_prefetch(&y[idx], 0, 2);
+            __builtin_prefetch(&sw[idx], 0, 2);
+        }
+        tiles->TILE(scores)(W, b, C, D, xs, n, scratch);
+        loss += KERNEL(softmax_block)(scratch, n, C, y, sw, rows, i, inv_batch,
+                                      (double *)(scratch + FASTLR_BLOCK * C), tiles);
+        /* The first block overwrites gW: no separate pass to clear it. */
+        tiles->TILE(accumulate)(gW, gb, C, D, xs, n, n_ahead, i == lo, scratch);
+        i += n;
+    }
+    return loss;
+}
+
+void KERNEL(predict_block)(const FLOAT *X, const FLOAT *W, const FLOAT *b, ptrdiff_t N,
+                           ptrdiff_t C, ptrdiff_t D, ptrdiff_t block, FLOAT *out) {
+    const FLOAT *xs[FASTLR_BLOCK];
+    ptrdiff_t start = block * FASTLR_BLOCK;
+    ptrdiff_t n = N - start < FASTLR_BLOCK ? N - start : FASTLR_BLOCK;
+    for (ptrdiff_t j = 0; j < n; j++)
+        xs[j] = X + (start + j) * D;
+    fastlr_active_tiles->TILE(scores)(W, b, C, D, xs, n, out + start * C);
+}
+
+void KERNEL(sum_parts)(const FLOAT *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
+                       ptrdiff_t j1, FLOAT *out) {
+    fastlr_active_tiles->TILE(sum_parts)(parts, T, stride, j0, j1, out);
+}
+
+void KERNEL(sum_update)(FLOAT *W, FLOAT *vel, const FLOAT *parts, ptrdiff_t T,
+                        ptrdiff_t stride, ptrdiff_t j0, ptrdiff_t j1, double lr,
+                        double momentum, double alpha) {
+    fastlr_active_tiles->TILE(sum_update)(W, vel, parts, T, stride, j0, j1, lr, momentum,
+                                          alpha);
+}
+
+#undef TILE
+#undef KERNEL

@@ -1,0 +1,226 @@
+/* The tiles for one float type and one instruction set; tiles_isa.h includes this file once
+   per float type. It expects:
+
+     FLOAT             float or double
+     ISA               the instruction set's name in function names (v4, v3, base)
+     VECTOR_BYTES      the width of a vector register
+     SCORE_TILE        classes per register tile of the scores (times 2 samples)
+     GRAD_TILE         classes per register tile of the gradient (times one vector of D)
+     KEEP_IN_REGISTER  an empty asm on a loaded vector, or nothing
+
+   Vectors are GCC vector extensions holding independent partial sums, so the loops are
+   vectorized by construction without reassociating a float sum (no -ffast-math). */
+
+#define TILE(name) FASTLR_TILE_NAME(name, FLOAT)
+#define VEC TILE(vec)
+
+typedef FLOAT VEC __attribute__((vector_size(VECTOR_BYTES)));
+
+/* Unaligned vector loads and stores: the rows of X and W start anywhere. */
+static inline VEC TILE(load)(const FLOAT *p) {
+    VEC v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void TILE(store)(FLOAT *p, VEC v) { memcpy(p, &v, sizeof v); }
+
+/* The lanes of v summed pairwise, halving the vector each time (a fixed order that
+   vectorizes; a serial sum of 16 lanes was a chain of 16 dependent adds). */
+static inline FLOAT TILE(lane_sum)(VEC v) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT) };
+    FLOAT l[LANES];
+    memcpy(l, &v, sizeof v);
+#pragma GCC unroll 8
+    for (int w = LANES / 2; w > 0; w /= 2) {
+#pragma GCC unroll 16
+        for (int i = 0; i < w; i++)
+            l[i] += l[i + w];
+    }
+    return l[0];
+}
+
+/* z (n, C) = x_j W^T + b for the n <= FASTLR_BLOCK samples x_j = xs[j] (D,), W (C, D).
+   Two samples and SCORE_TILE classes per pass over D (per vector of D, SCORE_TILE + 2 loads
+   feed 2 SCORE_TILE FMAs); the lanes of each accumulator are summed in a fixed order. A
+   short tile repeats its last sample or class, writing the same value twice.
+   D is walked in spans of FASTLR_SCORE_SPAN bytes, every pair of samples of the block
+   through one span before the next, so the span of W (10 rows: 10 KB) stays in L1 instead
+   of streaming all of W (31 KB, the size of L1) from L2 for every pair. The accumulators
+   wait in memory between spans: the sums are the same, in the same order. */
+static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
+                         const FLOAT *const *xs, ptrdiff_t n, FLOAT *z) {
+    enum {
+        LANES = VECTOR_BYTES / sizeof(FLOAT),
+        K = SCORE_TILE,
+        SPAN = FASTLR_SCORE_SPAN / sizeof(FLOAT)
+    };
+    VEC acc[(FASTLR_BLOCK + 1) / 2][2 * K];
+    ptrdiff_t d_main = D - D % LANES;
+    for (ptrdiff_t c0 = 0; c0 < C; c0 += K) {
+        ptrdiff_t cs[K];
+        const FLOAT *w[K];
+        for (int k = 0; k < K; k++) {
+            cs[k] = c0 + k < C ? c0 + k : C - 1;
+            w[k] = W + cs[k] * D;
+        }
+        for (ptrdiff_t q0 = 0; q0 < d_main; q0 += SPAN) {
+            ptrdiff_t q1 = q0 + SPAN < d_main ? q0 + SPAN : d_main;
+            for (ptrdiff_t j = 0; j < n; j += 2) {
+                const FLOAT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
+                VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
+                VEC acc0[K], acc1[K];
+#pragma GCC unroll 16
+                for (int k = 0; k < K; k++) {
+                    acc0[k] = q0 ? a0[k] : (VEC){0};
+                    acc1[k] = q0 ? a1[k] : (VEC){0};
+                }
+                for (ptrdiff_t d = q0; d < q1; d += LANES) {
+                    VEC u0 = TILE(load)(x0 + d);
+                    VEC u1 = TILE(load)(x1 + d);
+#pragma GCC unroll 16
+                    for (int k = 0; k < K; k++) {
+                        VEC u = TILE(load)(w[k] + d);
+                        KEEP_IN_REGISTER(u);
+                        acc0[k] += u * u0;
+                        acc1[k] += u * u1;
+                    }
+                }
+#pragma GCC unroll 16
+                for (int k = 0; k < K; k++) {
+                    a0[k] = acc0[k];
+                    a1[k] = acc1[k];
+                }
+            }
+        }
+        for (ptrdiff_t j = 0; j < n; j += 2) {
+            ptrdiff_t j1 = j + 1 < n ? j + 1 : j;
+            const FLOAT *x0 = xs[j], *x1 = xs[j1];
+            VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
+            if (d_main == 0)
+                for (int k = 0; k < K; k++)
+                    a0[k] = a1[k] = (VEC){0};
+            for (ptrdiff_t t = 0; t < D - d_main; t++) {
+                for (int k = 0; k < K; k++) {
+                    a0[k][t] += w[k][d_main + t] * x0[d_main + t];
+                    a1[k][t] += w[k][d_main + t] * x1[d_main + t];
+                }
+            }
+            for (int k = 0; k < K; k++) {
+                z[j * C + cs[k]] = TILE(lane_sum)(a0[k]) + b[cs[k]];
+                z[j1 * C + cs[k]] = TILE(lane_sum)(a1[k]) + b[cs[k]];
+            }
+        }
+    }
+}
+
+/* gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples x_j = xs[j] (D,),
+   g (n, C). A tile of GRAD_TILE rows x one vector of gW stays in registers for all n samples
+   (per sample, one x load and GRAD_TILE broadcasts of g feed GRAD_TILE FMAs), stored once
+   per block instead of once per sample; every element adds its n terms one sample at a
+   time, in order, whatever the vector width. With overwrite, gW and gb start from 0 instead
+   of their contents.
+   The rows xs[n .. n + n_ahead - 1] come next; they are scattered by the permutation and
+   mostly in DRAM. While this loop runs (compute-bound), they are prefetched into L2
+   (prefetcht1, one per cache line), so that the scores of the next block, which would wait
+   on DRAM, find them there. */
+static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
+                             const FLOAT *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
+                             int overwrite, const FLOAT *g) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(FLOAT), K = GRAD_TILE };
+    ptrdiff_t d_main = D - D % LANES;
+    ptrdiff_t c0 = 0;
+    for (; c0 + K <= C; c0 += K) {
+        FLOAT *rows = gW + c0 * D;
+        const FLOAT *gc = g + c0;
+        for (ptrdiff_t d = 0; d < d_main; d += LANES) {
+            VEC acc[K];
+            if (c0 == 0 && d % LINE == 0)
+                for (ptrdiff_t r = 0; r < n_ahead; r++)
+                    __builtin_prefetch(xs[n + r] + d, 0, 2);
+#pragma GCC unroll 16
+            for (int k = 0; k < K; k++)
+                acc[k] = overwrite ? (VEC){0} : TILE(load)(rows + k * D + d);
+            for (ptrdiff_t j = 0; j < n; j++) {
+                VEC xv = TILE(load)(xs[j] + d);
+                const FLOAT *gj = gc + j * C;
+#pragma GCC unroll 16
+                for (int k = 0; k < K; k++)
+                    acc[k] += gj[k] * xv;
+            }
+#pragma GCC unroll 16
+            for (int k = 0; k < K; k++)
+                TILE(store)(rows + k * D + d, acc[k]);
+        }
+        for (ptrdiff_t d = d_main; d < D; d++)
+            for (int k = 0; k < K; k++) {
+                FLOAT s = overwrite ? 0 : rows[k * D + d];
+                for (ptrdiff_t j = 0; j < n; j++)
+                    s += gc[j * C + k] * xs[j][d];
+                rows[k * D + d] = s;
+            }
+    }
+    for (; c0 < C; c0++) {
+        FLOAT *row = gW + c0 * D;
+        for (ptrdiff_t d = 0; d < D; d++) {
+            FLOAT s = overwrite ? 0 : row[d];
+            for (ptrdiff_t j = 0; j < n; j++)
+                s += g[j * C + c0] * xs[j][d];
+            row[d] = s;
+        }
+    }
+    for (ptrdiff_t c = 0; c < C; c++) {
+        FLOAT s = overwrite ? 0 : gb[c];
+        for (ptrdiff_t j = 0; j < n; j++)
+            s += g[j * C + c];
+        gb[c] = s;
+    }
+}
+
+/* fastlr_sum_parts_* (kernels.h). out may be parts itself (row 0). */
+static void TILE(sum_parts)(const FLOAT *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
+                            ptrdiff_t j1, FLOAT *out) {
+    if (out != parts)
+        for (ptrdiff_t j = j0; j < j1; j++)
+            out[j] = parts[j];
+    for (ptrdiff_t t = 1; t < T; t++)
+        for (ptrdiff_t j = j0; j < j1; j++)
+            out[j] += parts[t * stride + j];
+}
+
+/* v = momentum v + (grad + alpha W); W -= lr v for j in j0..j1-1 (v untouched when momentum
+   is 0), in float64 and rounded once, as the reference does. */
+static void TILE(sgd_update)(FLOAT *W, FLOAT *vel, const FLOAT *grad, ptrdiff_t j0,
+                             ptrdiff_t j1, double lr, double momentum, double alpha) {
+    if (momentum != 0) {
+        for (ptrdiff_t j = j0; j < j1; j++) {
+            double v = momentum * vel[j] + ((double)grad[j] + alpha * W[j]);
+            vel[j] = (FLOAT)v;
+            W[j] = (FLOAT)(W[j] - lr * v);
+        }
+    } else {
+        for (ptrdiff_t j = j0; j < j1; j++)
+            W[j] = (FLOAT)(W[j] - lr * ((double)grad[j] + alpha * W[j]));
+    }
+}
+
+/* fastlr_sum_update_* (kernels.h): the parts summed piece by piece into a buffer on the
+   stack, so there are no stores into another thread's part and no second pass. */
+static void TILE(sum_update)(FLOAT *W, FLOAT *vel, const FLOAT *parts, ptrdiff_t T,
+                             ptrdiff_t stride, ptrdiff_t j0, ptrdiff_t j1, double lr,
+                             double momentum, double alpha) {
+    enum { PIECE = 256 };
+    FLOAT grad[PIECE];
+    for (ptrdiff_t p0 = j0; p0 < j1; p0 += PIECE) {
+        ptrdiff_t m = j1 - p0 < PIECE ? j1 - p0 : PIECE;
+        for (ptrdiff_t j = 0; j < m; j++)
+            grad[j] = parts[p0 + j];
+        for (ptrdiff_t t = 1; t < T; t++)
+            for (ptrdiff_t j = 0; j < m; j++)
+                grad[j] += parts[t * stride + p0 + j];
+        TILE(sgd_update)(W + p0, vel + p0, grad, 0, m, lr, momentum, alpha);
+    }
+}
+
+#undef VEC
+#undef TILE
