@@ -376,8 +376,11 @@ class SoftmaxRegression:
 
     # --- model files ----------------------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path, dataset=None):
         """Write the model to ``path`` (.npz), atomically; see :mod:`fastlr.model_file`.
+
+        ``dataset`` is the record of the training data set (:meth:`fastlr.data.Dataset.record`)
+        to keep in the file; by default the one the model was loaded with, if any.
 
         Returns
         -------
@@ -389,7 +392,7 @@ class SoftmaxRegression:
         return model_file.write_model(
             path, coef=self.coef_, intercept=self.intercept_, classes=self.classes_,
             params=self.get_params(), backend=self.backend_, n_threads=self.n_threads_,
-            history=self.history_)
+            history=self.history_, dataset=dataset or getattr(self, "dataset_", None))
 
     @classmethod
     def load(cls, path):
@@ -411,4 +414,5 @@ class SoftmaxRegression:
         model.n_threads_ = contents.n_threads
         model.history_ = contents.history
         model.metadata_ = contents.metadata
+        model.dataset_ = contents.dataset
         return model
