@@ -215,3 +215,14 @@ def test_class_names_title_the_figures_and_the_predictions(tmp_path):
     titles = [ax.get_title() for ax in figure.axes]
     assert "T-shirt/top" in titles
     assert figure.axes[0].images[0].get_array().shape == (3, 4)
+
+
+def test_an_installed_copy_reads_the_mnist_it_ships(tmp_path, monkeypatch):
+    # A non-editable install holds data/mnist as the package data fastlr/_data/mnist (see
+    # setup.py); checked by hand with `pip install .` into a fresh venv, run from elsewhere.
+    package_data = tmp_path / "site-packages" / "fastlr" / "_data"
+    shutil.copytree(ROOT / "data" / "mnist", package_data / "mnist")
+    monkeypatch.setattr(data, "BUNDLED_DATA_DIRS", (package_data,))
+    monkeypatch.delenv("FASTLR_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    assert load_dataset().directory == package_data / "mnist"
