@@ -79,6 +79,8 @@ class SoftmaxRegression:
     backend_ : str, the backend actually used
     n_threads_ : int, the thread count actually used
     history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.run_sgd`)
+    dataset_ : dict or None, set by :meth:`load`: the training data set the model file
+        records (name, title, image shape, class names; see :mod:`fastlr.model_file`)
 
     Notes
     -----

@@ -226,3 +226,20 @@ def test_an_installed_copy_reads_the_mnist_it_ships(tmp_path, monkeypatch):
     monkeypatch.delenv("FASTLR_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     assert load_dataset().directory == package_data / "mnist"
+
+
+def test_the_model_file_checks_its_data_set_record(tmp_path):
+    from fastlr import ModelFileError
+    from fastlr.model_file import read_model, write_model
+    arrays = dict(coef=np.zeros((3, 12)), intercept=np.zeros(3), classes=np.arange(3),
+                  params=SoftmaxRegression().get_params(), backend="numpy", n_threads=1,
+                  history=[])
+    record = {"name": None, "title": "IDX data set at d", "image_shape": [3, 4],
+              "class_names": None}
+    write_model(tmp_path / "good.npz", **arrays, dataset=record)
+    assert read_model(tmp_path / "good.npz").dataset["image_shape"] == (3, 4)
+    write_model(tmp_path / "old.npz", **arrays)
+    assert read_model(tmp_path / "old.npz").dataset is None
+    write_model(tmp_path / "bad.npz", **arrays, dataset=dict(record, image_shape=[5, 5]))
+    with pytest.raises(ModelFileError, match="data set record"):
+        read_model(tmp_path / "bad.npz")
