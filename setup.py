@@ -5,6 +5,9 @@ Flags: ``-O3``, and ``-fopenmp`` when the compiler has OpenMP (probed by compili
 nothing more than a tiny program); without it the kernels are built serial and
 ``fastlr._kernels.OPENMP_ENABLED`` is False.
 
+Package data: the bundled MNIST (the checkout's ``data/mnist``, 11 MB) goes into the wheel as
+``fastlr/_data/mnist``, where ``fastlr.data`` looks first, so an installed copy trains offline.
+
 Instruction set: no ``-march`` flag at all, so the module itself is baseline x86-64 and imports
 on any x86-64 CPU. The loops that do the arithmetic (``fastlr/csrc/tiles_impl.h``) are compiled
 three times, by ``tiles_v4.c`` and ``tiles_v3.c`` (each under ``#pragma GCC target``, for
@@ -21,7 +24,7 @@ import sys
 import tempfile
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 OPENMP_PROBE = r"""
@@ -89,6 +92,12 @@ extensions = [
 ]
 
 setup(
+    # fastlr.page_assets holds no Python: the explain page's HTML, CSS and JS, shipped as data.
+    packages=find_packages(include=["fastlr", "fastlr.*"]) + ["fastlr.page_assets",
+                                                              "fastlr._data", "fastlr._data.mnist"],
+    package_dir={"fastlr._data": "data"},
+    package_data={"fastlr._data.mnist": ["*.gz", "SHA256SUMS", "README.md"],
+                  "fastlr.page_assets": ["*.html", "*.css", "*.js"]},
     ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
     cmdclass={"build_ext": BuildKernels},
 )

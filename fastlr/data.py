@@ -1,4 +1,9 @@
-"""MNIST data: the IDX file format, lookup of a local copy, and a checked download.
+"""Data in MNIST's format: the IDX file format, lookup of a local copy, and a checked download.
+
+A data set is four IDX files in MNIST's names (:data:`fastlr.datasets.FILE_STEMS`). Where
+fastlr knows what the files must be (the bundled copy, the cache, a download of a data set
+named in :mod:`fastlr.datasets`) it checks them against the published checksums; a directory
+the user gives is read as given, and a known data set in it is recognised by its checksums.
 
 IDX format (big-endian): two zero bytes, a type code (0x08 = unsigned byte, the only type MNIST
 uses), the number of dimensions ``ndim``, then ``ndim`` 32-bit sizes, then the payload of
@@ -12,50 +17,29 @@ import struct
 import urllib.error
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import datasets
 from .atomic import write_bytes
 from .errors import DataError
 
 UBYTE = 0x08
 
-# The four files, in MNIST's names, with their shapes and the SHA-256 of each file's decompressed
-# content (as in data/mnist/SHA256SUMS). A file with one of these names is checked against the
-# checksum only if it has MNIST's shape: any other IDX data set in MNIST's names works too.
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-MNIST_SHA256 = {
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-}
-MNIST_SHAPES = {
-    "train-images-idx3-ubyte": (60000, 28, 28),
-    "train-labels-idx1-ubyte": (60000,),
-    "t10k-images-idx3-ubyte": (10000, 28, 28),
-    "t10k-labels-idx1-ubyte": (10000,),
-}
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
 DOWNLOAD_TIMEOUT_S = 30.0
 
-CHECKOUT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
+# Where the bundled data sets are: inside the installed package (``fastlr/_data/NAME``, the
+# wheel's copy of the checkout's ``data/``) and in the checkout itself (``data/NAME``).
+BUNDLED_DATA_DIRS = (Path(__file__).resolve().parent / "_data",
+                     Path(__file__).resolve().parent.parent / "data")
 
 
-def default_cache_dir():
-    """``$XDG_CACHE_HOME/fastlr/mnist``, by default ``~/.cache/fastlr/mnist``."""
+def default_cache_dir(name="mnist"):
+    """``$XDG_CACHE_HOME/fastlr/NAME``, by default ``~/.cache/fastlr/NAME``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fastlr" / "mnist"
+    return Path(base) / "fastlr" / name
 
 
 # --- IDX ------------------------------------------------------------------------------------------
@@ -135,8 +119,7 @@ def write_idx(path, array, compress=None):
     if not 1 <= array.ndim <= 255:
         raise DataError(f"write_idx needs 1 to 255 dimensions, got {array.ndim}")
     path = Path(path)
-    raw = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw += array.tobytes()
+    raw = _idx_header(array) + array.tobytes()
     if compress is None:
         compress = path.suffix == ".gz"
     if compress:
@@ -144,13 +127,62 @@ def write_idx(path, array, compress=None):
     write_bytes(path, raw)
 
 
-def _sha256_of_content(raw):
+# --- checksums ------------------------------------------------------------------------------------
+
+def _idx_header(array):
+    return bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+
+
+def _digest_of_download(raw, kind):
+    """The digest of kind ``kind`` (see :class:`~fastlr.datasets.KnownDataset`) of file bytes."""
+    if kind == "md5-gz":
+        return hashlib.md5(raw, usedforsecurity=False).hexdigest()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     return hashlib.sha256(raw).hexdigest()
 
 
-# --- locating MNIST -------------------------------------------------------------------------------
+def _digest_of_file(path, array, kind):
+    """The digest of kind ``kind`` of the IDX file at ``path``, whose content is ``array``; None
+    for the MD5 of a ``.gz`` when the file is not gzip-compressed."""
+    if kind == "sha256-content":
+        # The decompressed content is the header and the array: no second decompression.
+        digest = hashlib.sha256(_idx_header(array))
+        digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
+    raw = path.read_bytes()
+    return _digest_of_download(raw, kind) if raw[:2] == b"\x1f\x8b" else None
+
+
+CHECKSUM_WORDS = {"sha256-content": "SHA-256 of the decompressed file",
+                  "md5-gz": "MD5 of the .gz file"}
+
+
+def _check_known(files, arrays, known, advice):
+    """Every file must be the one ``known`` publishes; ``advice`` ends the error message."""
+    for stem, path in files.items():
+        if _digest_of_file(path, arrays[stem], known.checksum) != known.digests[stem]:
+            raise DataError(f"{path}: does not match {known.title}'s published checksum "
+                            f"({CHECKSUM_WORDS[known.checksum]}); the file is corrupted "
+                            f"({advice})")
+
+
+def identify(files, arrays):
+    """The known data set whose published checksums all four files match, or None.
+
+    Only data sets of the same shapes are candidates, and the small label files are compared
+    first, so an unknown data set costs a hash of its labels at most.
+    """
+    stems = sorted(files, key=lambda stem: arrays[stem].size)
+    for known in datasets.DATASETS.values():
+        if all(arrays[stem].shape == known.shapes[stem] for stem in stems) and all(
+                _digest_of_file(files[stem], arrays[stem], known.checksum)
+                == known.digests[stem] for stem in stems):
+            return known
+    return None
+
+
+# --- locating a data set --------------------------------------------------------------------------
 
 def _find_file(directory, stem):
     for name in (stem + ".gz", stem):
@@ -161,53 +193,115 @@ def _find_file(directory, stem):
 
 
 def _has_all_files(directory):
-    return all(_find_file(directory, stem) for stem in MNIST_FILES.values())
+    return all(_find_file(directory, stem) for stem in datasets.FILE_STEMS.values())
 
 
-def find_mnist_dir(data_dir=None, download=True, mirrors=None):
-    """Return a directory holding the four MNIST files.
-
-    With ``data_dir`` given, that directory must hold them. Otherwise look in ``$FASTLR_DATA``,
-    the checkout's ``data/mnist``, the user cache, and last download into the cache.
+def known_dataset(name):
+    """The :class:`~fastlr.datasets.KnownDataset` called ``name``.
 
     Raises
     ------
     DataError
-        If ``data_dir`` lacks a file, or nothing was found and the download failed.
+        If fastlr knows no data set of that name.
+    """
+    try:
+        return datasets.DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown data set {name!r}; fastlr knows "
+                        f"{', '.join(datasets.DATASETS)} (or pass --data-dir DIR for any "
+                        f"other in MNIST's format)") from None
+
+
+def _bundled_dirs(known):
+    return [root / known.name for root in BUNDLED_DATA_DIRS] if known.bundled else []
+
+
+def local_copy(known):
+    """Where the files of the known data set ``known`` are on this machine: its bundled copy,
+    else the user cache; with the advice for a file that fails its checksum.
+
+    Returns
+    -------
+    directory : pathlib.Path, or None if there is no complete copy
+    advice : str
+    """
+    for directory in _bundled_dirs(known):
+        if _has_all_files(directory):
+            return directory, "the bundled copy is damaged: reinstall fastlr"
+    cache = default_cache_dir(known.name)
+    if _has_all_files(cache):
+        return cache, "delete it to download it again"
+    return None, ""
+
+
+def find_data_dir(name=None, data_dir=None, download=True, mirrors=None):
+    """Where the four files are, and which data set they must be.
+
+    With ``data_dir``, that directory, read as given (None: no checksum is required). Without
+    it, ``$FASTLR_DATA`` if set (also read as given) and ``name`` is None; otherwise the data
+    set ``name`` (default ``"mnist"``): its bundled copy, the user cache, and last a download
+    into the cache, all checked against the data set's published checksums.
+
+    Returns
+    -------
+    directory : pathlib.Path
+    known : KnownDataset or None
+        The data set the files must be, None for a directory given by the user.
+    advice : str
+        What to do if a file fails its checksum.
+
+    Raises
+    ------
+    DataError
+        If ``data_dir`` lacks a file, ``name`` is unknown, or nothing was found and the
+        download failed (the message says where fastlr looked).
     """
     if data_dir is not None:
         directory = Path(data_dir)
         if not directory.is_dir():
             raise DataError(f"--data-dir {directory}: no such directory")
-        missing = [stem for stem in MNIST_FILES.values() if not _find_file(directory, stem)]
+        missing = [stem for stem in datasets.FILE_STEMS.values()
+                   if not _find_file(directory, stem)]
         if missing:
             raise DataError(f"--data-dir {directory}: missing {', '.join(missing)} "
                             f"(plain or .gz); it needs the four files in MNIST's names")
-        return directory
+        return directory, None, ""
     candidates = []
-    if os.environ.get("FASTLR_DATA"):
-        candidates.append(Path(os.environ["FASTLR_DATA"]))
-    candidates += [CHECKOUT_DATA_DIR, default_cache_dir()]
-    for directory in candidates:
-        if _has_all_files(directory):
-            return directory
-    looked = ", ".join(str(c) for c in candidates)
+    if name is None and os.environ.get("FASTLR_DATA"):
+        user_dir = Path(os.environ["FASTLR_DATA"])
+        if _has_all_files(user_dir):
+            return user_dir, None, ""
+        candidates.append(user_dir)
+    known = known_dataset(name or "mnist")
+    directory, advice = local_copy(known)
+    if directory is not None:
+        return directory, known, advice
+    cache = default_cache_dir(known.name)
+    looked = ", ".join(str(c) for c in candidates + _bundled_dirs(known) + [cache])
     if not download:
-        raise DataError(f"MNIST not found (looked in {looked})")
+        raise DataError(f"{known.title} not found (looked in {looked})")
     try:
-        return download_mnist(default_cache_dir(), mirrors=mirrors)
+        return (download_dataset(cache, known, mirrors=mirrors), known,
+                "delete it to download it again")
     except DataError as exc:
-        raise DataError(f"MNIST not found (looked in {looked}) and the download failed: {exc}. "
-                        f"Put the four MNIST .gz files in one of those directories, or pass "
-                        f"--data-dir DIR, or set FASTLR_DATA=DIR") from None
+        raise DataError(f"{known.title} not found (looked in {looked}) and the download "
+                        f"failed: {exc}. Download its four .gz files from {known.homepage} "
+                        f"into {cache}, or pass --data-dir DIR, or set FASTLR_DATA=DIR") from None
 
 
-def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True):
-    """Download the four MNIST files into ``dest``, checking each file's SHA-256.
+def download_dataset(dest, dataset="mnist", mirrors=None, timeout=DOWNLOAD_TIMEOUT_S,
+                     progress=True):
+    """Download the four files of a known data set into ``dest``, checking each one.
 
-    Each file is tried from each mirror in turn. A file is written only once its checksum
-    matches, to a temporary name renamed into place, so an interrupted or corrupted download
-    never lands in ``dest``.
+    Each file is tried from each mirror in turn. A file is written only once it matches its
+    published checksum, to a temporary name renamed into place, so an interrupted or corrupted
+    download never lands in ``dest``.
+
+    Parameters
+    ----------
+    dest : path
+    dataset : str or KnownDataset
+    mirrors : sequence of base URLs, default the data set's own
 
     Returns
     -------
@@ -219,9 +313,10 @@ def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True
     DataError
         If some file could not be fetched intact from any mirror.
     """
+    known = known_dataset(dataset) if isinstance(dataset, str) else dataset
     dest = Path(dest)
-    mirrors = list(mirrors or MNIST_MIRRORS)
-    for stem in MNIST_FILES.values():
+    mirrors = list(mirrors or known.mirrors)
+    for stem in datasets.FILE_STEMS.values():
         if _find_file(dest, stem):
             continue
         errors = []
@@ -229,12 +324,13 @@ def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True
             url = mirror.rstrip("/") + "/" + stem + ".gz"
             try:
                 raw = _fetch(url, timeout, progress)
-                digest = _sha256_of_content(raw)
+                digest = _digest_of_download(raw, known.checksum)
             except (OSError, EOFError, zlib.error, ValueError) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
                 continue
-            if digest != MNIST_SHA256[stem]:
-                errors.append(f"{url}: checksum mismatch (got sha256 {digest[:12]}...)")
+            if digest != known.digests[stem]:
+                errors.append(f"{url}: checksum mismatch (got {known.checksum} "
+                              f"{digest[:12]}...)")
                 continue
             write_bytes(dest / (stem + ".gz"), raw)
             break
@@ -270,57 +366,93 @@ def _fetch(url, timeout, progress):
     return raw
 
 
-def _check_mnist_checksum(path, raw_content):
-    """If ``path`` has an MNIST name and MNIST's length, its content must be MNIST's."""
-    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
-    expected = MNIST_SHA256.get(stem)
-    if expected is None:
-        return
-    if hashlib.sha256(raw_content).hexdigest() != expected:
-        raise DataError(f"{path}: SHA-256 does not match MNIST's published checksum; the file "
-                        f"is corrupted (delete it to download it again)")
+# --- loading --------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """A data set in MNIST's format, loaded: its arrays and what it is.
+
+    Shapes: N training images, M test images, D = H * W pixels per image.
+
+    Attributes
+    ----------
+    X_train : (N, D), y_train : (N,) int64, X_test : (M, D), y_test : (M,) int64
+    name : str or None
+        The known data set's name (``"fashion-mnist"``), None if the files are no known one.
+    title : str
+        How output names it: ``"Fashion-MNIST"``, or ``"IDX data set at DIR"``.
+    directory : pathlib.Path
+        Where the files were read.
+    image_shape : (H, W)
+        The shape of one image (the trailing dimensions of the image files, as rows x rest).
+    class_names : tuple of str or None
+        The meaning of label k, for a known data set.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    name: object
+    title: str
+    directory: Path
+    image_shape: tuple
+    class_names: object
+
+    def arrays(self):
+        """``X_train, y_train, X_test, y_test``, as :func:`load_mnist` returns them."""
+        return self.X_train, self.y_train, self.X_test, self.y_test
+
+    def record(self):
+        """What a model file and ``--json`` record of the data set, as plain JSON values."""
+        return {"name": self.name, "title": self.title,
+                "image_shape": list(self.image_shape),
+                "class_names": list(self.class_names) if self.class_names else None}
 
 
-def _load_checked(path):
-    """Read an IDX file; a file with MNIST's name and shape must have MNIST's checksum."""
-    array = read_idx(path)
-    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
-    if MNIST_SHAPES.get(stem) == array.shape:
-        header = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-        _check_mnist_checksum(path, header + array.tobytes())
-    return array
-
-
-def load_mnist(data_dir=None, dtype=np.float32):
-    """Load MNIST (or any data set stored in MNIST's four file names and format).
+def load_dataset(name=None, data_dir=None, dtype=np.float32):
+    """Load a known data set by name, or any data set in MNIST's four file names and format.
 
     Parameters
     ----------
+    name : str, optional
+        A data set fastlr knows (``fastlr.datasets.DATASETS``: ``"mnist"``,
+        ``"fashion-mnist"``, ``"kmnist"``), found in the bundled copy or the user cache or
+        downloaded into the cache, and checked against its published checksums.
     data_dir : str or Path, optional
-        A directory holding the four files (plain or .gz). When None: ``$FASTLR_DATA``, the
-        checkout's ``data/mnist``, ``~/.cache/fastlr/mnist``, then a download into the cache.
+        Instead of ``name``: a directory holding the four files (plain or .gz), read as given;
+        a known data set is recognised by its checksums.
+        With neither: ``$FASTLR_DATA`` (read as given), else ``"mnist"``.
     dtype : numpy dtype
         float32 or float64 scale pixels to [0, 1]; uint8 keeps the raw 0-255 values.
 
     Returns
     -------
-    X_train : (N, D) dtype, y_train : (N,) int64, X_test : (M, D) dtype, y_test : (M,) int64
-        D is the product of the image dimensions (784 for MNIST).
+    Dataset
 
     Raises
     ------
     DataError
-        If files are missing, malformed, inconsistent, or fail MNIST's checksum.
+        If both ``name`` and ``data_dir`` are given, the name is unknown, files are missing,
+        malformed or inconsistent, or a known data set's file fails its checksum.
     """
+    if name is not None and data_dir is not None:
+        raise DataError("give a data set name or a data directory, not both")
     dtype = np.dtype(dtype)
     if dtype != np.uint8 and dtype.kind != "f":
-        raise DataError(f"load_mnist: dtype must be uint8 or a float type, got {dtype}")
-    directory = find_mnist_dir(data_dir)
-    arrays = {key: _load_checked(_find_file(directory, stem))
-              for key, stem in MNIST_FILES.items()}
+        raise DataError(f"load_dataset: dtype must be uint8 or a float type, got {dtype}")
+    directory, known, advice = find_data_dir(name, data_dir)
+    files = {stem: _find_file(directory, stem) for stem in datasets.FILE_STEMS.values()}
+    arrays = {stem: read_idx(path) for stem, path in files.items()}
+    if known is not None:
+        _check_known(files, arrays, known, advice)
+    else:
+        known = identify(files, arrays)
     out = []
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    for split in ("train", "t10k"):
+        images = arrays[f"{split}-images-idx3-ubyte"]
+        labels = arrays[f"{split}-labels-idx1-ubyte"]
+        split = "test" if split == "t10k" else split
         if labels.ndim != 1:
             raise DataError(f"{directory}: {split} labels must be 1-D, got shape {labels.shape}")
         if images.ndim < 2 or images.shape[0] != labels.shape[0]:
@@ -335,4 +467,23 @@ def load_mnist(data_dir=None, dtype=np.float32):
     if out[0].shape[1] != out[2].shape[1]:
         raise DataError(f"{directory}: train images have {out[0].shape[1]} pixels, test images "
                         f"{out[2].shape[1]}")
-    return tuple(out)
+    # Rows by the rest: (H, W) for images, (1, D) for a file of flat rows.
+    images = arrays["train-images-idx3-ubyte"]
+    image_shape = ((images.shape[1], out[0].shape[1] // images.shape[1]) if images.ndim >= 3
+                   else (1, out[0].shape[1]))
+    return Dataset(*out, name=known.name if known else None,
+                   title=known.title if known else f"IDX data set at {directory}",
+                   directory=directory, image_shape=tuple(int(n) for n in image_shape),
+                   class_names=known.class_names if known else None)
+
+
+def load_mnist(data_dir=None, dtype=np.float32):
+    """Load MNIST, or any data set in MNIST's four file names and format: the arrays of
+    :func:`load_dataset` with ``data_dir``.
+
+    Returns
+    -------
+    X_train : (N, D) dtype, y_train : (N,) int64, X_test : (M, D) dtype, y_test : (M,) int64
+        D is the product of the image dimensions (784 for MNIST).
+    """
+    return load_dataset(data_dir=data_dir, dtype=dtype).arrays()

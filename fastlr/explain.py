@@ -1,6 +1,6 @@
 """Why a linear model reads digits: the numbers and figures of ``python -m fastlr explain``.
 
-Shapes: N training images, M test images, D pixels (a square number), C classes.
+Shapes: N training images, M test images, D = H * W pixels, C classes.
 
 :func:`explain` writes ``report.md`` and its figures into a directory: the weights, the class
 means beside them, the confusion matrix, per-class accuracy, the most confused pairs with a
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .datasets import class_label, image_shape_of
 from .model import SoftmaxRegression
 from .preprocess import apply_preprocessing
 
@@ -122,10 +123,26 @@ def _pct(value, digits=1):
     return f"{100 * value:.{digits}f}%"
 
 
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
+                9: "nine", 10: "ten", 11: "eleven", 12: "twelve"}
+
+
+def _count(n):
+    """A small count in words ("ten"), a larger one in digits."""
+    return NUMBER_WORDS.get(n, str(n))
+
+
+def _pair(a, b):
+    """Two class labels as a pair: "3/5", or "Shirt vs T-shirt/top" when a name holds a slash."""
+    return f"{a} vs {b}" if "/" in f"{a}{b}" else f"{a}/{b}"
+
+
 def answer_paragraph(numbers):
-    """The answer to "are the digits almost linearly separable?", written from the numbers
+    """The answer to "are the classes almost linearly separable?", written from the numbers
     :func:`explain` computed (the ``numbers`` dict it returns)."""
-    classes = numbers["classes"]
+    classes = numbers["labels"]
+    n_classes = len(classes)
+    model_words = f"the {_count(n_classes)}-class model"
     pairs = numbers["pairs_hardest_first"]
     n_pairs = len(pairs)
     n99 = sum(p[0] >= 0.99 for p in pairs)
@@ -133,15 +150,15 @@ def answer_paragraph(numbers):
     n99_test = sum(p[1] >= 0.99 for p in pairs)
     settings = numbers["pair_settings"]
     if n99 >= 0.85 * n_pairs:
-        verdict = "Pair by pair, the digits are almost linearly separable"
+        verdict = "Pair by pair, the classes are almost linearly separable"
     elif n99 >= 0.5 * n_pairs:
-        verdict = "Pair by pair, most digits are nearly linearly separable"
+        verdict = "Pair by pair, most classes are nearly linearly separable"
     else:
-        verdict = "Even pair by pair, many digits are not linearly separable"
-    hardest = ", ".join(f"{classes[i]}/{classes[j]} ({_pct(tr)} train, {_pct(te)} test)"
+        verdict = "Even pair by pair, many classes are not linearly separable"
+    hardest = ", ".join(f"{_pair(classes[i], classes[j])} ({_pct(tr)} train, {_pct(te)} test)"
                         for tr, te, i, j in pairs[:3])
     confused = numbers["confused_pairs"]
-    confused_text = ", ".join(f"{classes[i]}/{classes[j]}" for i, j, _ in confused[:3])
+    confused_text = ", ".join(_pair(classes[i], classes[j]) for i, j, _ in confused[:3])
     hardest_set = {frozenset((i, j)) for _, _, i, j in pairs[:5]}
     shared = sum(frozenset((i, j)) in hardest_set for i, j, _ in confused[:3])
     corr = numbers["template_correlations"]
@@ -152,24 +169,27 @@ def answer_paragraph(numbers):
         f"the{preprocessing} pixels of the pair's training images) separates {n99} of the "
         f"{n_pairs} pairs to at least 99% on the training data ({perfect} perfectly) and "
         f"{n99_test} to at least 99% on the test data. The hardest pairs are {hardest}. ")
-    if shared:
-        text += (f"The ten-class model errs most on the same kind of pairs (its most frequent "
-                 f"confusions: {confused_text}). ")
+    if not confused:
+        text += f"{model_words.capitalize()} confuses no pair on the test images. "
+    elif shared:
+        text += (f"{model_words.capitalize()} errs most on the same kind of pairs (its most "
+                 f"frequent confusions: {confused_text}). ")
     else:
-        text += f"The ten-class model's most frequent confusions are {confused_text}. "
+        text += f"{model_words.capitalize()}'s most frequent confusions are {confused_text}. "
+    others = "the other" if n_classes == 2 else f"the {_count(n_classes - 1)} others"
     text += (
-        f"All {len(classes)} classes at once are harder: with one weight image per digit, "
-        f"each of which must outscore the nine others, the ten-class model gets "
+        f"All {n_classes} classes at once are harder: with one weight image per class, "
+        f"each of which must outscore {others}, {model_words} gets "
         f"{_pct(numbers['train_accuracy'])} of the training and "
         f"{_pct(numbers['test_accuracy'])} of the test images right. Its weight images are "
-        f"partly templates: each correlates with its class mean minus the all-digit mean at "
-        f"r = {corr.min():.2f} to {corr.max():.2f} (median {np.median(corr):.2f}); the rest "
-        f"of each weight image is what tells the digit from its look-alikes.")
+        f"partly templates: each correlates with its class mean minus the mean of all images "
+        f"at r = {corr.min():.2f} to {corr.max():.2f} (median {np.median(corr):.2f}); the rest "
+        f"of each weight image is what tells the class from its look-alikes.")
     return text
 
 
 def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="model",
-            deskew=False, pair_epochs=PAIR_EPOCHS, backend="auto", n_threads=None,
+            dataset=None, deskew=False, pair_epochs=PAIR_EPOCHS, backend="auto", n_threads=None,
             random_state=0):
     """Write ``report.md`` and its figures into ``out_dir``.
 
@@ -180,6 +200,9 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
         Raw pixels; the model's own preprocessing is applied to what it is shown.
     out_dir : path, created if missing
     model_name : str, how the report names the model
+    dataset : dict, optional
+        What X and y are: a record with ``title``, ``image_shape`` and ``class_names`` (see
+        :meth:`fastlr.data.Dataset.record`); by default the one in the model's file, if any.
     deskew : bool
         Deskew the images before the model (and the pairwise models) see them, also when the
         model was trained without deskewing. A model trained with ``preprocessing="deskew"``
@@ -198,6 +221,9 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = model.classes_
+    dataset = dataset or getattr(model, "dataset_", None) or {}
+    image_shape = image_shape_of(X_train.shape[1], dataset)
+    labels = [class_label(c.item(), dataset.get("class_names")) for c in classes]
     view = "deskew" if (deskew or model.preprocessing == "deskew") else None
     # The pixels as the model sees them: figures and pairwise models use these.
     seen_train = apply_preprocessing(view, X_train)
@@ -226,6 +252,9 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
 
     numbers = {
         "classes": classes,
+        "labels": labels,
+        "dataset_title": dataset.get("title"),
+        "image_shape": image_shape,
         "preprocessing": view,
         "test_accuracy": float(np.mean(predicted == y_test)),
         "train_accuracy": float(np.mean(train_predicted == y_train)),
@@ -241,24 +270,27 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
 
     files = {}
     files["weights"] = plots.save_figure(
-        plots.weights_figure(model.coef_, classes), out_dir / "weights.png")
+        plots.weights_figure(model.coef_, labels, image_shape=image_shape),
+        out_dir / "weights.png")
     files["templates"] = plots.save_figure(
-        plots.templates_figure(class_means, overall_mean, model.coef_, classes, correlations),
+        plots.templates_figure(class_means, overall_mean, model.coef_, labels, correlations,
+                               image_shape=image_shape),
         out_dir / "templates.png")
-    files["confusion"] = plots.save_figure(plots.confusion_figure(counts, classes),
+    files["confusion"] = plots.save_figure(plots.confusion_figure(counts, labels),
                                            out_dir / "confusion.png")
     gallery_rows, gallery_pairs = [], []
     for i, j, n in most_confused(counts, GALLERY_PAIRS):
         wrong = np.flatnonzero((y_test == classes[i]) & (predicted == classes[j]))
         wrong = wrong[np.argsort(-proba[wrong, j], kind="stable")][:GALLERY_IMAGES]
-        gallery_rows.append((f"true {classes[i]}\npredicted {classes[j]}",
+        gallery_rows.append((f"true {labels[i]}\npredicted {labels[j]}",
                              seen_test[wrong], proba[wrong, j]))
         gallery_pairs.append((i, j, n))
     if gallery_rows:
         files["misclassified"] = plots.save_figure(
-            plots.gallery_figure(gallery_rows, GALLERY_IMAGES), out_dir / "misclassified.png")
+            plots.gallery_figure(gallery_rows, GALLERY_IMAGES, image_shape=image_shape),
+            out_dir / "misclassified.png")
     files["pairwise"] = plots.save_figure(
-        plots.pairwise_figure(pairwise["train_accuracy"], pairwise["test_accuracy"], classes),
+        plots.pairwise_figure(pairwise["train_accuracy"], pairwise["test_accuracy"], labels),
         out_dir / "pairwise.png")
 
     numbers["seconds"] = time.perf_counter() - start
@@ -271,7 +303,9 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
 
 
 def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, n_test):
-    classes = numbers["classes"]
+    classes = numbers["labels"]
+    height, width = numbers["image_shape"]
+    trained_on = f" of {numbers['dataset_title']}" if numbers["dataset_title"] else ""
     params = model.get_params()
     pairwise = numbers["pairwise"]
     settings = numbers["pair_settings"]
@@ -283,8 +317,8 @@ def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, 
         f"{model.coef_.shape[1]} pixels, trained for {len(model.history_) or params['epochs']} "
         f"epochs of batch {params['batch_size']} at learning rate {params['learning_rate']:g} "
         f"({params['lr_schedule']} schedule). It gets **{_pct(numbers['test_accuracy'], 2)}** of "
-        f"the {n_test:,} test images right ({_pct(numbers['train_accuracy'], 2)} of the "
-        f"{n_train:,} training images).",
+        f"the {n_test:,} test images{trained_on} right "
+        f"({_pct(numbers['train_accuracy'], 2)} of the {n_train:,} training images).",
         "",
         "## The answer",
         "",
@@ -294,8 +328,8 @@ def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, 
         "",
         f"![weights]({files['weights'].name})",
         "",
-        "Each panel is one digit's 784 weights drawn as the 28x28 image they multiply: blue "
-        "pixels raise the digit's score when inked, red pixels lower it.",
+        f"Each panel is one class's {height * width} weights drawn as the {height}x{width} image "
+        f"they multiply: blue pixels raise the class's score when inked, red pixels lower it.",
         "",
         "## Templates: the class means beside the weights",
         "",
@@ -313,7 +347,7 @@ def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, 
         "",
         f"![confusion matrix]({files['confusion'].name})",
         "",
-        "Rows are the true digit, columns the prediction; the colour shows the mistakes only.",
+        "Rows are the true class, columns the prediction; the colour shows the mistakes only.",
         "",
         "| class | test images | accuracy | most often taken for |",
         "| --- | ---: | ---: | --- |",
@@ -334,24 +368,25 @@ def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, 
         "| --- | ---: | ---: | ---: |",
     ]
     for i, j, n in numbers["confused_pairs"]:
-        lines.append(f"| {classes[i]}/{classes[j]} | {n} | {counts[i, j]} | {counts[j, i]} |")
+        lines.append(f"| {_pair(classes[i], classes[j])} | {n} | {counts[i, j]} | "
+                     f"{counts[j, i]} |")
     if "misclassified" in files:
         described = "; ".join(f"true {classes[i]} predicted {classes[j]} ({n} images)"
                               for i, j, n in gallery_pairs)
         lines += [
             "",
-            f"![misclassified test digits]({files['misclassified'].name})",
+            f"![misclassified test images]({files['misclassified'].name})",
             "",
             f"The most frequent mistakes ({described}): the test images the model got wrong "
             f"with the highest confidence, each titled with the probability it gave the wrong "
-            f"digit, shown as the model saw them ({seen}).",
+            f"class, shown as the model saw them ({seen}).",
         ]
     n_pairs = len(numbers["pairs_hardest_first"])
     lines += [
         "",
         "## Pairwise linear separability",
         "",
-        f"For each of the {n_pairs} pairs of digits, a two-class `SoftmaxRegression` trained "
+        f"For each of the {n_pairs} pairs of classes, a two-class `SoftmaxRegression` trained "
         f"on that pair's training images only ({seen}, {settings['epochs']} epochs, batch "
         f"{settings['batch_size']}, learning rate {settings['learning_rate']:g} decaying "
         f"linearly, seed {settings['random_state']}), scored on the pair's training and test "
@@ -367,6 +402,6 @@ def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, 
         "| --- | ---: | ---: |",
     ]
     for tr, te, i, j in numbers["pairs_hardest_first"][:10]:
-        lines.append(f"| {classes[i]}/{classes[j]} | {_pct(tr, 2)} | {_pct(te, 2)} |")
+        lines.append(f"| {_pair(classes[i], classes[j])} | {_pct(tr, 2)} | {_pct(te, 2)} |")
     lines += ["", f"The whole report took {numbers['seconds']:.1f} s to compute.", ""]
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import parse_idx
+from .datasets import image_shape_of
 from .errors import DataError
 
 SIDE = 28
@@ -121,29 +122,31 @@ def read_image(path):
         raise DataError(f"{path}: {exc}") from None
 
 
-def pixels_from_array(array, source, n_features):
+def pixels_from_array(array, source, n_features, image_shape=None):
     """Rows of pixels in [0, 1] from an array: one image or a batch.
 
-    Accepted shapes: (28, 28) or (D,) for one image; (N, 28, 28) or (N, D) for a batch, where
-    D = ``n_features``. Integer arrays are 0-255; float arrays must lie in [0, 1].
+    Accepted shapes: (H, W) or (D,) for one image; (N, H, W) or (N, D) for a batch, where
+    D = ``n_features`` and (H, W) = ``image_shape`` (by default square). Integer arrays are
+    0-255; float arrays must lie in [0, 1].
 
     Returns
     -------
     (N, D) float32
     """
-    side = int(round(np.sqrt(n_features)))
+    image_shape = tuple(image_shape or image_shape_of(n_features))
     shape = array.shape
     if array.dtype.kind not in "biuf":
         raise DataError(f"{source}: holds {array.dtype} values, not pixels")
-    if array.ndim == 1 or (array.ndim == 2 and array.shape == (side, side)
-                           and side * side == n_features):
+    if array.ndim == 1 or array.shape == image_shape:
         array = array.reshape(1, -1)
     elif array.ndim >= 3:
         array = array.reshape(array.shape[0], -1)
     if array.ndim != 2 or array.shape[1] != n_features or array.shape[0] == 0:
+        height, width = image_shape
         raise DataError(f"{source}: shape {shape} does not hold images of "
-                        f"{n_features} pixels (the model's input); expected ({side}, {side}), "
-                        f"({n_features},), (N, {side}, {side}) or (N, {n_features})")
+                        f"{n_features} pixels (the model's input); expected ({height}, "
+                        f"{width}), ({n_features},), (N, {height}, {width}) or "
+                        f"(N, {n_features})")
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
             raise DataError(f"{source}: contains NaN or infinite values")
@@ -157,11 +160,14 @@ def pixels_from_array(array, source, n_features):
     return array.astype(np.float32) / np.float32(255)
 
 
-def read_inputs(path, n_features):
+def read_inputs(path, n_features, image_shape=None):
     """The images in one file, as rows of pixels in [0, 1].
 
     The content decides the kind, not the name: ``.npy`` arrays and IDX files (plain or gzip)
     are taken as they are, anything else is decoded as an image and made MNIST-like.
+
+    ``image_shape`` (H, W) is the model's (by default square); pictures are made MNIST-like,
+    so they need a model of 28x28 images.
 
     Returns
     -------
@@ -184,10 +190,12 @@ def read_inputs(path, n_features):
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise DataError(f"{path}: a broken .npy file ({exc})") from None
-        return pixels_from_array(array, path, n_features)
+        return pixels_from_array(array, path, n_features, image_shape)
     if head[:2] in (b"\x00\x00", b"\x1f\x8b"):
-        return pixels_from_array(parse_idx(path.read_bytes(), str(path)), path, n_features)
-    if n_features != SIDE * SIDE:
-        raise DataError(f"{path}: images need a model of {SIDE}x{SIDE} = {SIDE * SIDE} "
-                        f"pixels; this one takes {n_features} features")
+        return pixels_from_array(parse_idx(path.read_bytes(), str(path)), path, n_features,
+                                 image_shape)
+    if tuple(image_shape or image_shape_of(n_features)) != (SIDE, SIDE):
+        raise DataError(f"{path}: pictures are made MNIST-like, {SIDE}x{SIDE}, so they need a "
+                        f"model of {SIDE}x{SIDE} images; this one takes {n_features} pixels "
+                        f"(give a .npy array or an IDX file of its images instead)")
     return read_image(path).reshape(1, -1)

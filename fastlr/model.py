@@ -79,6 +79,8 @@ class SoftmaxRegression:
     backend_ : str, the backend actually used
     n_threads_ : int, the thread count actually used
     history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.run_sgd`)
+    dataset_ : dict or None, set by :meth:`load`: the training data set the model file
+        records (name, title, image shape, class names; see :mod:`fastlr.model_file`)
 
     Notes
     -----
@@ -376,8 +378,11 @@ class SoftmaxRegression:
 
     # --- model files ----------------------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path, dataset=None):
         """Write the model to ``path`` (.npz), atomically; see :mod:`fastlr.model_file`.
+
+        ``dataset`` is the record of the training data set (:meth:`fastlr.data.Dataset.record`)
+        to keep in the file; by default the one the model was loaded with, if any.
 
         Returns
         -------
@@ -389,7 +394,7 @@ class SoftmaxRegression:
         return model_file.write_model(
             path, coef=self.coef_, intercept=self.intercept_, classes=self.classes_,
             params=self.get_params(), backend=self.backend_, n_threads=self.n_threads_,
-            history=self.history_)
+            history=self.history_, dataset=dataset or getattr(self, "dataset_", None))
 
     @classmethod
     def load(cls, path):
@@ -411,4 +416,5 @@ class SoftmaxRegression:
         model.n_threads_ = contents.n_threads
         model.history_ = contents.history
         model.metadata_ = contents.metadata
+        model.dataset_ = contents.dataset
         return model

@@ -6,7 +6,8 @@ An archive holds four members:
 - ``classes`` (C,): the labels, numbers or fixed-width strings, sorted and distinct;
 - ``metadata``: a 0-d unicode array holding JSON: the format and its version, the fastlr
   version, the hyperparameters, the preprocessing the weights expect of their input, the number
-  of features, the backend and thread count used, and the per-epoch training history.
+  of features, the backend and thread count used, the per-epoch training history, and the data
+  set it was trained on (``dataset``: name, title, image shape, class names; None if unknown).
 
 :func:`write_model` writes it through :func:`fastlr.atomic.atomic_write`, so a model file is
 the complete new model or the untouched old one. :func:`read_model` reads member by member with
@@ -57,10 +58,15 @@ class ModelContents:
     n_threads: int          # the thread count it trained with, or None
     history: list           # one dict per epoch
     metadata: dict          # the whole JSON metadata, as read
+    dataset: dict = None    # the training data set's record (see _check_dataset), or None
 
 
-def write_model(path, *, coef, intercept, classes, params, backend, n_threads, history):
+def write_model(path, *, coef, intercept, classes, params, backend, n_threads, history,
+                dataset=None):
     """Write a model file to ``path``, atomically; returns ``path`` as a Path.
+
+    ``dataset`` is the record of the training data (:meth:`fastlr.data.Dataset.record`), or
+    None when it is not known.
 
     Raises
     ------
@@ -85,6 +91,7 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
         "backend": backend,
         "n_threads": n_threads,
         "history": history,
+        "dataset": dataset,
     }
     text = json.dumps(metadata, default=_json_default)
     with atomic_write(path) as fh:
@@ -134,7 +141,29 @@ def read_model(path):
         coef=np.ascontiguousarray(coef), intercept=np.ascontiguousarray(intercept),
         classes=classes, params=params, history=history, metadata=metadata,
         backend=backend if backend in AUTO_ORDER else "numpy",
-        n_threads=n_threads if isinstance(n_threads, int) and n_threads >= 1 else None)
+        n_threads=n_threads if isinstance(n_threads, int) and n_threads >= 1 else None,
+        dataset=_check_dataset(metadata.get("dataset"), coef.shape, path))
+
+
+def _check_dataset(record, coef_shape, path):
+    """The data set record of the metadata, checked against the weights (C, D): a title, an
+    image shape of D pixels, class names or none; None if the file records no data set."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise ModelFileError(f"{path}: the metadata's data set record is malformed")
+    name, title = record.get("name"), record.get("title")
+    shape, names = record.get("image_shape"), record.get("class_names")
+    shape_ok = (isinstance(shape, list) and len(shape) == 2
+                and all(isinstance(n, int) and n >= 1 for n in shape)
+                and shape[0] * shape[1] == coef_shape[1])
+    names_ok = names is None or (isinstance(names, list)
+                                 and all(isinstance(n, str) for n in names))
+    if not (isinstance(title, str) and (name is None or isinstance(name, str)) and shape_ok
+            and names_ok):
+        raise ModelFileError(f"{path}: the metadata's data set record is malformed")
+    return {"name": name, "title": title, "image_shape": tuple(shape),
+            "class_names": tuple(names) if names else None}
 
 
 def _parse_metadata(metadata_array, path):

@@ -2,7 +2,9 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` that is not registered with pyplot,
 so nothing is shown and nothing leaks between calls; :func:`save_figure` writes it to a file.
-Images are rows of D = S * S pixels, drawn as S x S squares.
+Images are rows of D = H * W pixels, drawn as H x W images: ``image_shape`` is (H, W), by
+default square (see :func:`fastlr.datasets.image_shape_of`). Class labels are drawn as given:
+callers pass the names a data set gives its labels.
 
 Colours: weights and differences use RdBu centred at 0, blue for a class and red against it;
 pixel intensities use grey, ink dark on white as on paper.
@@ -15,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .atomic import atomic_write
-from .preprocess import image_side
+from .datasets import image_shape_of
 
 WEIGHT_CMAP = "RdBu"
 INK_CMAP = "gray_r"
@@ -38,9 +40,8 @@ def save_figure(fig, path, dpi=100, bbox_inches="tight"):
     return path
 
 
-def _square(row):
-    side = image_side(row.size)
-    return np.asarray(row, dtype=np.float64).reshape(side, side)
+def _image(row, image_shape):
+    return np.asarray(row, dtype=np.float64).reshape(image_shape or image_shape_of(row.size))
 
 
 def robust_limit(values, percentile=99.5):
@@ -57,16 +58,17 @@ def _bare(ax):
         spine.set_visible(False)
 
 
-def weights_figure(coef, classes, title=None):
+def weights_figure(coef, classes, title=None, image_shape=None):
     """The weight vector of each class as an image, in a grid of 2 rows.
 
     The colour scale is symmetric about 0 and saturates at the 99.5th percentile of ``|coef|``.
 
     Parameters
     ----------
-    coef : (C, D) array, D a square number
+    coef : (C, D) array
     classes : (C,) labels, used as panel titles
     title : str, optional
+    image_shape : (H, W), H * W = D, optional
 
     Returns
     -------
@@ -82,9 +84,9 @@ def weights_figure(coef, classes, title=None):
     image = None
     for k in range(n_classes):
         ax = fig.add_subplot(grid[k // n_cols, k % n_cols])
-        image = ax.imshow(_square(coef[k]), cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit,
+        image = ax.imshow(_image(coef[k], image_shape), cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit,
                           interpolation="nearest")
-        ax.set_title(str(classes[k]), fontsize=14, pad=3)
+        ax.set_title(str(classes[k]), fontsize=14 if len(str(classes[k])) <= 2 else 10, pad=3)
         ax.axis("off")
     extend = "both" if np.abs(coef).max() > limit else "neither"
     bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, n_cols]), extend=extend)
@@ -186,7 +188,7 @@ def confusion_figure(counts, classes):
     return fig
 
 
-def gallery_figure(rows, n_cols):
+def gallery_figure(rows, n_cols, image_shape=None):
     """Misclassified images, one row per (true, predicted) pair.
 
     Parameters
@@ -205,7 +207,7 @@ def gallery_figure(rows, n_cols):
         for k, ax in enumerate(ax_row):
             _bare(ax)
             if k < len(images):
-                ax.imshow(_square(images[k]), cmap=INK_CMAP, vmin=0,
+                ax.imshow(_image(images[k], image_shape), cmap=INK_CMAP, vmin=0,
                           vmax=max(float(np.max(images[k])), 1e-9), interpolation="nearest")
                 ax.set_title(f"p={probs[k]:.2f}", fontsize=9, pad=2)
         ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
@@ -213,7 +215,7 @@ def gallery_figure(rows, n_cols):
     return fig
 
 
-def templates_figure(class_means, overall_mean, coef, classes, correlations):
+def templates_figure(class_means, overall_mean, coef, classes, correlations, image_shape=None):
     """Class-mean images beside the weights.
 
     Three rows of C panels: the mean image of each class, that mean minus the mean of all
@@ -231,17 +233,17 @@ def templates_figure(class_means, overall_mean, coef, classes, correlations):
     diff_limit = float(np.abs(diffs).max()) or 1.0
     weight_limit = robust_limit(coef)
     for k in range(n_classes):
-        axes[0, k].imshow(_square(class_means[k]), cmap=INK_CMAP, vmin=0,
+        axes[0, k].imshow(_image(class_means[k], image_shape), cmap=INK_CMAP, vmin=0,
                           vmax=float(np.max(class_means)) or 1.0)
-        axes[0, k].set_title(str(classes[k]), fontsize=12)
-        axes[1, k].imshow(_square(diffs[k]), cmap=WEIGHT_CMAP, vmin=-diff_limit,
+        axes[0, k].set_title(str(classes[k]), fontsize=12 if len(str(classes[k])) <= 2 else 9)
+        axes[1, k].imshow(_image(diffs[k], image_shape), cmap=WEIGHT_CMAP, vmin=-diff_limit,
                           vmax=diff_limit)
-        axes[2, k].imshow(_square(coef[k]), cmap=WEIGHT_CMAP, vmin=-weight_limit,
+        axes[2, k].imshow(_image(coef[k], image_shape), cmap=WEIGHT_CMAP, vmin=-weight_limit,
                           vmax=weight_limit)
         axes[2, k].set_xlabel(f"r = {correlations[k]:.2f}", fontsize=10)
         for ax in axes[:, k]:
             _bare(ax)
-    for ax, label in zip(axes[:, 0], ("class\nmean", "mean minus\nall-digit\nmean",
+    for ax, label in zip(axes[:, 0], ("class\nmean", "mean minus\nmean of\nall images",
                                       "weights")):
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
     fig.subplots_adjust(wspace=0.06, hspace=0.12)

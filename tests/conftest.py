@@ -5,15 +5,20 @@ Hypothesis runs without a deadline: how long an example takes depends on what el
 machine, so a deadline is a timing assertion, and timing belongs to the benchmarks.
 """
 
+import contextlib
+import dataclasses
+import functools
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 from hypothesis import settings
 
-from fastlr import data
+from fastlr import data, datasets
 from fastlr.backends.check import TOLERANCE, scaled_error
 
 settings.register_profile("fastlr", deadline=None)
@@ -41,19 +46,43 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
-def write_small_dataset(directory, n_train=30, n_test=10, side=4, compress=True):
-    """Random MNIST-format files (MNIST's four names, ``side`` x ``side`` images, 3 classes)
-    in ``directory``; returns the images and labels written, by split ("train", "t10k")."""
+def write_small_dataset(directory, n_train=30, n_test=10, side=4, compress=True,
+                        image_shape=None, n_classes=3):
+    """Random MNIST-format files (MNIST's four names, ``side`` x ``side`` images or
+    ``image_shape``, ``n_classes`` classes) in ``directory``; returns the images and labels
+    written, by split ("train", "t10k")."""
     rng = np.random.default_rng(1)
     suffix = ".gz" if compress else ""
-    images = {"train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
-              "t10k": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8)}
-    labels = {"train": rng.integers(0, 3, n_train, dtype=np.uint8),
-              "t10k": rng.integers(0, 3, n_test, dtype=np.uint8)}
+    shape = tuple(image_shape or (side, side))
+    images = {"train": rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+              "t10k": rng.integers(0, 256, (n_test, *shape), dtype=np.uint8)}
+    labels = {"train": rng.integers(0, n_classes, n_train, dtype=np.uint8),
+              "t10k": rng.integers(0, n_classes, n_test, dtype=np.uint8)}
     for split in ("train", "t10k"):
         data.write_idx(Path(directory) / f"{split}-images-idx3-ubyte{suffix}", images[split])
         data.write_idx(Path(directory) / f"{split}-labels-idx1-ubyte{suffix}", labels[split])
     return images, labels
+
+
+@contextlib.contextmanager
+def serve_directory(directory):
+    """A real HTTP server on 127.0.0.1 serving ``directory``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def with_mirrors(monkeypatch, name, *urls):
+    """Make the known data set ``name`` download from ``urls`` for the rest of the test."""
+    monkeypatch.setitem(datasets.DATASETS, name,
+                        dataclasses.replace(datasets.DATASETS[name], mirrors=urls))
 
 
 # --- oracles: the reference and the tolerances the backend tests share ------------------------

@@ -19,6 +19,7 @@ def test_train_one_epoch_json(tmp_path):
                 "backend", "threads"):
         assert key in summary
     assert summary["epochs"] == 1 and summary["batch_size"] == 64
+    assert summary["dataset"]["name"] == "mnist" and summary["dataset"]["title"] == "MNIST"
     assert summary["test_accuracy"] >= 0.90
     assert out.is_file()
 
@@ -27,6 +28,7 @@ def test_train_one_epoch_json(tmp_path):
     result = json.loads(evaluated.stdout)
     assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert sorted(result["per_class_accuracy"]) == [str(d) for d in range(10)]
+    assert result["dataset"]["name"] == "mnist"  # the data set the model file records
 
 
 def test_train_prints_a_summary():

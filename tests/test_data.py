@@ -1,16 +1,14 @@
-"""IDX reading and writing, MNIST lookup, and the checked download."""
+"""IDX reading and writing, MNIST lookup, and the checked download (the other known data sets
+and data sets of other shapes: tests/test_datasets.py)."""
 
-import functools
 import gzip
-import http.server
 import shutil
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_small_dataset
+from conftest import serve_directory, with_mirrors, write_small_dataset
 
 from fastlr import DataError, data, load_mnist
 
@@ -102,14 +100,42 @@ def test_images_and_labels_must_agree(tmp_path):
         load_mnist(tmp_path)
 
 
-def test_corrupted_mnist_file_fails_its_checksum(tmp_path):
+def _altered_mnist_copy(directory):
+    """A copy of MNIST whose first test label is changed: MNIST's names and shapes, not its
+    content."""
+    directory.mkdir(parents=True, exist_ok=True)
     for path in MNIST_DIR.glob("*.gz"):
-        shutil.copy(path, tmp_path)
-    labels = data.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz").copy()
+        shutil.copy(path, directory)
+    labels = data.read_idx(directory / "t10k-labels-idx1-ubyte.gz").copy()
     labels[0] = (labels[0] + 1) % 10
-    data.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
-    with pytest.raises(DataError, match="SHA-256"):
-        load_mnist(tmp_path)
+    data.write_idx(directory / "t10k-labels-idx1-ubyte.gz", labels)
+    return labels
+
+
+def test_a_user_directory_is_read_as_given_and_named_by_its_checksums(tmp_path):
+    labels = _altered_mnist_copy(tmp_path / "other")
+    other = data.load_dataset(data_dir=tmp_path / "other")
+    assert other.name is None and other.title == f"IDX data set at {tmp_path / 'other'}"
+    assert other.class_names is None and other.image_shape == (28, 28)
+    np.testing.assert_array_equal(other.y_test, labels)
+    mnist = data.load_dataset(data_dir=MNIST_DIR)
+    assert (mnist.name, mnist.title, mnist.class_names[3]) == ("mnist", "MNIST", "3")
+
+
+def test_decompressed_mnist_is_still_mnist(tmp_path):
+    for path in MNIST_DIR.glob("*.gz"):
+        (tmp_path / path.name[:-3]).write_bytes(gzip.decompress(path.read_bytes()))
+    assert data.load_dataset(data_dir=tmp_path).name == "mnist"
+
+
+def test_a_corrupted_cache_file_fails_its_published_checksum(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASTLR_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "BUNDLED_DATA_DIRS", ())
+    _altered_mnist_copy(tmp_path / "xdg" / "fastlr" / "mnist")
+    with pytest.raises(DataError, match="does not match MNIST's published checksum .SHA-256.*"
+                                        "delete it to download it again"):
+        load_mnist()
 
 
 # --- download ------------------------------------------------------------------------------------
@@ -121,20 +147,14 @@ def mirror(tmp_path):
     served.mkdir()
     for path in MNIST_DIR.glob("*.gz"):
         shutil.copy(path, served)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(served) as url:
+        yield served, url
 
 
 def test_download_verifies_and_caches(tmp_path, mirror):
     served, url = mirror
     cache = tmp_path / "cache"
-    assert data.download_mnist(cache, mirrors=[url], progress=False) == cache
+    assert data.download_dataset(cache, "mnist", mirrors=[url], progress=False) == cache
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in served.iterdir())
     assert not list(cache.glob(".*"))  # no temporary files left behind
     np.testing.assert_array_equal(load_mnist(cache)[3], load_mnist(MNIST_DIR)[3])
@@ -148,7 +168,7 @@ def test_corrupted_download_is_rejected_and_not_cached(tmp_path, mirror):
     data.write_idx(target, labels)
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="checksum mismatch"):
-        data.download_mnist(cache, mirrors=[url], progress=False)
+        data.download_dataset(cache, "mnist", mirrors=[url], progress=False)
     assert not (cache / "train-labels-idx1-ubyte.gz").exists()
     assert not list(cache.glob(".*"))
 
@@ -157,18 +177,19 @@ def test_lookup_falls_back_to_download(tmp_path, mirror, monkeypatch):
     _, url = mirror
     monkeypatch.delenv("FASTLR_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "CHECKOUT_DATA_DIR", tmp_path / "no-checkout")
-    monkeypatch.setattr(data, "MNIST_MIRRORS", (url,))
-    assert data.find_mnist_dir() == tmp_path / "xdg" / "fastlr" / "mnist"
+    monkeypatch.setattr(data, "BUNDLED_DATA_DIRS", ())
+    with_mirrors(monkeypatch, "mnist", url)
+    directory, known, _ = data.find_data_dir()
+    assert directory == tmp_path / "xdg" / "fastlr" / "mnist" and known.name == "mnist"
     assert len(list((tmp_path / "xdg" / "fastlr" / "mnist").glob("*.gz"))) == 4
 
 
 def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTLR_DATA", str(tmp_path / "env-dir"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "CHECKOUT_DATA_DIR", tmp_path / "no-checkout")
+    monkeypatch.setattr(data, "BUNDLED_DATA_DIRS", (tmp_path / "no-checkout",))
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    monkeypatch.setattr(data, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    with_mirrors(monkeypatch, "mnist", "http://127.0.0.1:9/")
     with pytest.raises(DataError) as excinfo:
         load_mnist()
     message = str(excinfo.value)

@@ -35,7 +35,7 @@ def add_command(commands):
     bench.add_argument("--quick", action="store_true",
                        help="a subset for a first look: fastlr's backends, batch 64 and 1024, "
                             "all cores, 3 repeats, no peers")
-    add_data_dir(bench)
+    add_data_dir(bench, by_name=False)
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="also draw throughput by batch size")
     bench.set_defaults(handler=cmd_bench)

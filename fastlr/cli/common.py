@@ -10,7 +10,8 @@ import os
 import sys
 
 from ..backends import default_n_threads
-from ..errors import FastlrError
+from ..datasets import DATASETS
+from ..errors import DataError, FastlrError
 from ..validation import (POSITIVE_WHOLE, PARAMETER_CONSTRAINTS, Options, argument_type,
                           param_type)
 
@@ -36,11 +37,41 @@ def param_choices(name):
     return options[0].choices
 
 
-def add_data_dir(parser):
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="a directory with the four MNIST files (plain or .gz); default: "
-                             "$FASTLR_DATA, the checkout's data/mnist, ~/.cache/fastlr/mnist, "
-                             "else download")
+def add_data_dir(parser, model_default=False, by_name=True):
+    """``--dataset NAME`` (unless not ``by_name``) or ``--data-dir DIR``; with ``model_default``
+    the default is the data set recorded in the model file."""
+    source = parser.add_mutually_exclusive_group()
+    default = ("the data set the model was trained on" if model_default else
+               "$FASTLR_DATA, else mnist")
+    if by_name:
+            source.add_argument("--dataset", metavar="NAME", choices=tuple(DATASETS),
+                            help=f"a data set fastlr knows: {', '.join(DATASETS)}; checked "
+                                 f"against its published checksums, downloaded into "
+                                 f"~/.cache/fastlr/NAME if it is not there (only mnist ships "
+                                 f"with fastlr); default: {default}")
+    source.add_argument("--data-dir", metavar="DIR",
+                        help="a directory with any data set in MNIST's format: four IDX files "
+                             "in MNIST's names (plain or .gz), read as they are")
+
+
+def load_data(args, model=None):
+    """The :class:`~fastlr.data.Dataset` the flags of :func:`add_data_dir` name; without them,
+    the one ``model`` records (if it names a known one), else the default lookup.
+
+    Raises
+    ------
+    DataError
+        If the model was trained on a directory's data set and no flag says where it is.
+    """
+    from ..data import load_dataset
+    if args.dataset is None and args.data_dir is None and model is not None:
+        record = getattr(model, "dataset_", None)
+        if record and record["name"]:
+            return load_dataset(record["name"])
+        if record:
+            raise DataError(f"{args.model} was trained on {record['title']}; pass --data-dir "
+                            f"DIR (or --dataset NAME) for the data to use")
+    return load_dataset(args.dataset, args.data_dir)
 
 
 def add_model(parser):

@@ -2,14 +2,14 @@
 
 import os
 
-from ..data import load_mnist
+from ..datasets import class_label, image_shape_of
 from ..errors import ModelFileError
 from ..explain import PAIR_EPOCHS, explain
 from ..model import SoftmaxRegression
 from ..page import COMPARE_L2
 from ..validation import param_type
 from .common import (Parser, UsageError, add_backend, add_data_dir, add_model, add_seed,
-                     positive_int)
+                     load_data, positive_int)
 
 
 def add_commands(commands):
@@ -19,7 +19,7 @@ def add_commands(commands):
         description="Draw a figure of a model saved by `train --out`, as a PNG file.")
     figures = plot.add_subparsers(dest="figure", metavar="FIGURE", parser_class=Parser)
     _add_figure(figures, "weights", cmd_plot_weights,
-                help="the 10 weight vectors as 28x28 images",
+                help="each class's weight vector as an image",
                 description="Draw each class's weights as the image they multiply: blue pixels "
                             "vote for the class, red ones against.")
     _add_figure(figures, "curves", cmd_plot_curves,
@@ -32,11 +32,11 @@ def add_commands(commands):
         "explain", help="a report on what the model learned and why it works",
         description="Write report.md and its figures: the weights, the class means beside "
                     "them, the confusion matrix, per-class accuracy, the most confused pairs "
-                    "with the mistakes themselves, and, for each of the 45 pairs of digits, how "
-                    "well a two-class linear model separates them. Takes some 10-30 s with the "
-                    "numpy backend.")
+                    "with the mistakes themselves, and, for each pair of classes (the 45 pairs of "
+                    "digits on MNIST), how well a two-class linear model separates them. Takes "
+                    "some 10-30 s on MNIST with the numpy backend.")
     add_model(explain)
-    add_data_dir(explain)
+    add_data_dir(explain, model_default=True)
     explain.add_argument("--out", default=None, metavar="DIR",
                          help="directory for report.md and its PNG figures (default: report); "
                               "with --html, the page's file (default: report.html)")
@@ -86,8 +86,12 @@ def cmd_plot_weights(args):
     from ..plots import save_figure, weights_figure
     model = SoftmaxRegression.load(args.model)
     deskewed = ", deskewed pixels" if model.preprocessing == "deskew" else ""
-    figure = weights_figure(model.coef_, model.classes_,
-                            title=f"weights of {os.path.basename(args.model)}{deskewed}")
+    record = model.dataset_ or {}
+    trained_on = f" ({record['title']})" if record else ""
+    names = [class_label(label.item(), record.get("class_names")) for label in model.classes_]
+    figure = weights_figure(
+        model.coef_, names, image_shape=image_shape_of(model.n_features_in_, record),
+        title=f"weights of {os.path.basename(args.model)}{trained_on}{deskewed}")
     print(f"wrote {save_figure(figure, args.out)}")
     return 0
 
@@ -96,8 +100,10 @@ def cmd_plot_curves(args):
     from ..plots import curves_figure, save_figure
     model = _load_with_history(args.model)
     eval_label = "validation" if model.early_stopping else "test"
+    record = model.dataset_ or {}
+    trained_on = f" on {record['title']}" if record else ""
     figure = curves_figure(model.history_, eval_label=eval_label,
-                           title=f"training of {os.path.basename(args.model)}")
+                           title=f"training of {os.path.basename(args.model)}{trained_on}")
     print(f"wrote {save_figure(figure, args.out)}")
     return 0
 
@@ -108,9 +114,10 @@ def cmd_explain(args):
     if args.compare or args.compare_l2 is not None:
         raise UsageError("fastlr explain: --compare and --compare-l2 go with --html")
     model = SoftmaxRegression.load(args.model)
-    X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
-    numbers = explain(model, X_train, y_train, X_test, y_test, args.out or "report",
-                      model_name=os.path.basename(args.model), deskew=args.deskew,
+    dataset = load_data(args, model)
+    numbers = explain(model, *dataset.arrays(), args.out or "report",
+                      model_name=os.path.basename(args.model), dataset=dataset.record(),
+                      deskew=args.deskew,
                       pair_epochs=args.pair_epochs or PAIR_EPOCHS, backend=args.backend,
                       n_threads=args.threads, random_state=args.seed)
     print(numbers["paragraph"])
@@ -129,7 +136,7 @@ def _explain_page(args):
         raise UsageError("fastlr explain --html: give --compare or --compare-l2, not both")
     model = SoftmaxRegression.load(args.model)
     compare = SoftmaxRegression.load(args.compare) if args.compare else None
-    X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
+    X_train, y_train, X_test, y_test = load_data(args, model).arrays()
     options = {"compare_l2": args.compare_l2} if args.compare_l2 is not None else {}
     page = write_page(model, X_train, y_train, X_test, y_test, args.out or "report.html",
                       model_name=os.path.basename(args.model), compare=compare,
