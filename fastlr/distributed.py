@@ -192,9 +192,10 @@ def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
     weights = client.submit(_round_weights, model.coef_, model.intercept_)
     for round_index in range(config["n_rounds"]):
         start = time.perf_counter()
-        trained = [client.submit(_train_partition, partition, weights, round_index, index,
-                                 config)
-                   for index, partition in enumerate(partitions)]
+        n_partitions = len(partitions)
+        trained = client.map(_train_partition, partitions, [weights] * n_partitions,
+                             [round_index] * n_partitions, range(n_partitions),
+                             [config] * n_partitions)
         try:
             results = client.gather(trained)
         except DivergenceError:
@@ -207,8 +208,8 @@ def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
                     else "The weights are not trained")) from None
         coef, intercept, lr_last = _average(results, dtype)
         weights = client.submit(_round_weights, coef, intercept)
-        scores = client.gather([client.submit(_score_partition, partition, weights, config)
-                                for partition in partitions])
+        scores = client.gather(client.map(_score_partition, partitions,
+                                          [weights] * n_partitions, [config] * n_partitions))
         model.coef_, model.intercept_ = coef, intercept
         total = sum(weight for _, _, weight in scores)
         record = {"epoch": round_index + 1,
