@@ -141,7 +141,6 @@ def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
         end of the last round that finished.
     """
     dask, distributed = require_dask()
-    dask_array = dask.array
     try:
         client = distributed.get_client()
     except ValueError:
@@ -155,16 +154,8 @@ def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
         raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
     if any(np.isnan(n) for n in X.shape):
         raise DataError("X has blocks of unknown size; call X.compute_chunk_sizes() first")
-    X = X.rechunk({1: -1})
-    row_chunks = X.chunks[0]
-    y_blocks = _row_blocks(dask_array, y, row_chunks, "y")
-    sw_blocks = (_row_blocks(dask_array, sample_weight, row_chunks, "sample_weight")
-                 if sample_weight is not None else [None] * len(row_chunks))
-    classes = np.unique(dask_array.unique(dask_array.asarray(y)).compute())
-    if len(classes) < 2:
-        raise DataError(f"y holds one class only ({_plain(classes)[1:-1]}); a classifier "
-                        f"needs at least two classes")
-    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    partitions, classes, dtype = _partitions(client, dask, X, y, sample_weight,
+                                             model.preprocessing)
     n_features = X.shape[1]
 
     validation = None
@@ -182,12 +173,6 @@ def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
               "lr_schedule": model.lr_schedule, "momentum": float(model.momentum),
               "alpha": float(model.alpha), "n_rounds": int(model.epochs),
               "seed": int(model._rng.integers(2 ** 63))}
-
-    partitions = client.compute([
-        dask.delayed(_prepare_partition)(x_block, y_block, sw_block, classes,
-                                         model.preprocessing, dtype)
-        for x_block, y_block, sw_block, rows in zip(X.to_delayed().ravel(), y_blocks,
-                                                    sw_blocks, row_chunks) if rows > 0])
 
     weights = client.submit(_round_weights, model.coef_, model.intercept_)
     for round_index in range(config["n_rounds"]):
@@ -229,12 +214,42 @@ def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
     return model
 
 
-def _row_blocks(dask_array, values, row_chunks, name):
-    """The row blocks of the 1-D ``values`` cut like X's rows, as a list of Delayed."""
+def _partitions(client, dask, X, y, sample_weight, preprocessing):
+    """The non-empty row blocks of X, y, sample_weight checked and converted on the workers
+    (futures of :func:`_prepare_partition`), the sorted distinct labels of y, and the float
+    dtype of training (float64 stays float64, anything else becomes float32).
+
+    The blocks are read once: persisted, their labels counted, then converted. The raw blocks
+    are released when the partitions are made; Dask keeps their lineage."""
+    X = X.rechunk({1: -1})
+    row_chunks = X.chunks[0]
+    y = _rows_like_X(dask.array, y, row_chunks, "y")
+    if sample_weight is None:
+        X, y = client.persist([X, y])
+        sw_blocks = [None] * len(row_chunks)
+    else:
+        sample_weight = _rows_like_X(dask.array, sample_weight, row_chunks, "sample_weight")
+        X, y, sample_weight = client.persist([X, y, sample_weight])
+        sw_blocks = sample_weight.to_delayed()
+    classes = np.unique(dask.array.unique(y).compute())
+    if len(classes) < 2:
+        raise DataError(f"y holds one class only ({_plain(classes)[1:-1]}); a classifier "
+                        f"needs at least two classes")
+    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    partitions = client.compute([
+        dask.delayed(_prepare_partition)(x_block, y_block, sw_block, classes, preprocessing,
+                                         dtype)
+        for x_block, y_block, sw_block, rows in zip(X.to_delayed().ravel(), y.to_delayed(),
+                                                    sw_blocks, row_chunks) if rows > 0])
+    return partitions, classes, dtype
+
+
+def _rows_like_X(dask_array, values, row_chunks, name):
+    """The 1-D ``values`` (a Dask array or array-like) as a Dask array cut like X's rows."""
     values = dask_array.asarray(values)
     if values.ndim != 1 or values.shape[0] != sum(row_chunks):
         raise DataError(f"X has {sum(row_chunks)} samples but {name} has shape {values.shape}")
-    return list(values.rechunk((row_chunks,)).to_delayed())
+    return values.rechunk((row_chunks,))
 
 
 # --- the tasks: pure functions of their arguments, so Dask may rerun any of them anywhere --------

@@ -25,6 +25,9 @@ from fastlr.distributed import mnist_training_arrays  # noqa: E402
 
 N_WORKERS = 2
 
+# Tests that build Dask arrays from NumPy arrays send them inside the task graph, on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph")
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -91,6 +94,17 @@ def test_one_partition_averages_to_its_own_epoch(client, mnist):
     np.testing.assert_array_equal(on_cluster.coef_, in_process.coef_)
 
 
+def test_unit_sample_weights_change_nothing_and_bad_rows_are_reported(client, mnist):
+    X = da.from_array(mnist[0][:4000], chunks=(2000, 784))
+    y = da.from_array(mnist[1][:4000], chunks=2000)
+    plain = SoftmaxRegression(epochs=2).fit(X, y)
+    weighted = SoftmaxRegression(epochs=2).fit(X, y, sample_weight=da.ones(4000, chunks=1000))
+    np.testing.assert_array_equal(weighted.coef_, plain.coef_)
+    with pytest.raises(DataError, match="NaN"):
+        SoftmaxRegression(epochs=1).fit(da.where(da.arange(4000)[:, None] == 3999, np.nan, X),
+                                        y)
+
+
 class KillWorkerMidRound(SchedulerPlugin):
     """Kills, with SIGKILL, the worker that runs the first training task of round
     ``round_index``, a moment after the scheduler hands the task to it."""
@@ -129,7 +143,6 @@ def test_a_worker_killed_mid_round_changes_nothing(cluster, client, partitions, 
     np.testing.assert_array_equal(model.intercept_, undisturbed.intercept_)
 
 
-@pytest.mark.filterwarnings("ignore:Sending large graph")
 def test_dask_ml_incremental_drives_partial_fit_block_by_block(client, mnist):
     wrappers = pytest.importorskip("dask_ml.wrappers")
     X_train, y_train, X_test, y_test = mnist
