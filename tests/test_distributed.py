@@ -6,6 +6,7 @@ the workers (``mnist_training_arrays``), so a worker that dies takes its partiti
 Dask must read them again.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -161,6 +162,14 @@ def test_dask_ml_incremental_drives_partial_fit_block_by_block(client, mnist):
     np.testing.assert_array_equal(predicted, by_hand.predict(X_test))
     assert incremental.score(da.from_array(X_test, chunks=(block, 784)),
                              da.from_array(y_test, chunks=block)) > 0.88
+
+
+def test_train_on_a_running_scheduler_from_the_command_line(cluster, capsys):
+    from fastlr.cli import main
+    assert main(["train", "--scheduler", cluster.scheduler_address, "--epochs", "2",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["epochs"] == 2 and summary["test_accuracy"] > 0.9
 
 
 def test_dask_arrays_need_a_client(monkeypatch):
