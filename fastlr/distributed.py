@@ -15,7 +15,8 @@ that hold them; only weights move. One round:
    partition's total sample weight, its number of samples without ``sample_weight``), in
    partition order and in float64.
 4. Every partition scores the averaged weights; the history gets one record per round with
-   their loss and accuracy on the training data (and on ``eval_set``, scored by the client).
+   their loss and accuracy on the training data (and on ``eval_set``, scored by the client),
+   the rate of the round's last step, its wall time and the number of partitions.
 
 The schedule runs over the rounds: partition p with S_p = ceil(n_p / batch_size) steps per
 epoch takes steps ``r S_p .. (r + 1) S_p - 1`` of a schedule of ``R S_p`` steps in round r, so
@@ -30,9 +31,10 @@ worker thread). So the same seed and partitioning give bitwise the same model, a
 worker dies mid-round Dask itself recomputes what it lost, the partitions from their graph and
 the round's tasks from the last averaged weights, with the same result.
 
-A partition is whatever a block of the Dask array is: an in-memory array scattered by
-``da.from_array``, or blocks each worker reads from storage (``da.from_zarr``,
-``da.from_npy_stack``); a streamed source only has to give a worker its block's rows.
+A partition is whatever a block of the Dask array is: a block of an in-memory array cut by
+``da.from_array`` (it travels to the workers inside the task graph), or a block each worker
+reads from storage (``da.from_zarr``, ``da.from_npy_stack``, :func:`mnist_training_arrays`); a
+streamed source only has to hand a worker its block's rows.
 """
 
 import contextlib

@@ -21,7 +21,7 @@ import dask.array as da  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 from distributed.diagnostics.plugin import SchedulerPlugin  # noqa: E402
 
-from fastlr import DataError, SoftmaxRegression, load_mnist  # noqa: E402
+from fastlr import DataError, DivergenceError, SoftmaxRegression, load_mnist  # noqa: E402
 from fastlr.distributed import mnist_training_arrays  # noqa: E402
 
 N_WORKERS = 2
@@ -104,6 +104,15 @@ def test_unit_sample_weights_change_nothing_and_bad_rows_are_reported(client, mn
     with pytest.raises(DataError, match="NaN"):
         SoftmaxRegression(epochs=1).fit(da.where(da.arange(4000)[:, None] == 3999, np.nan, X),
                                         y)
+
+
+def test_a_diverging_round_keeps_the_last_averaged_weights(client, mnist):
+    X = da.from_array(mnist[0][:2000] * 1e18, chunks=(1000, 784))
+    y = da.from_array(mnist[1][:2000], chunks=1000)
+    model = SoftmaxRegression(learning_rate=1e20, epochs=3)
+    with pytest.raises(DivergenceError, match="diverged in round 1"):
+        model.fit(X, y)
+    assert not model.coef_.any() and model.history_ == []
 
 
 class KillWorkerMidRound(SchedulerPlugin):
