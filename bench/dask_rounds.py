@@ -17,12 +17,16 @@ Measures, with the defaults (10 epochs, batch 64, rate 1.0 decaying linearly) on
    and for 2, 5 and 10 partitions of the training set sorted by label (each partition holds
    10 / P classes: data cut by class, as one file per class would be).
 
-Medians over ``--repeats`` fits; the cluster is warmed up first (its workers load the Numba
-kernels from the cache). A benchmark, not a test: it prints what it measured and exits 0.
+The times of 1 and 2 are medians over ``--repeats``, and the runs take turns, repeat after
+repeat (one process, then the cluster, then the tasks in this process), so that on a shared
+machine each ratio compares runs under the same load; the load average before and after is
+recorded. The cluster is warmed up first (its workers load the Numba kernels from the cache).
+A benchmark, not a test: it prints what it measured and exits 0.
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
 import warnings
@@ -110,6 +114,16 @@ def on_cluster(client, mnist, arrays, repeats, epochs=10):
             "accuracy_per_round": [r["val_accuracy"] for r in model.history_]}
 
 
+def median_of(rows):
+    """One row from the rows of several repeats: the median of every time (``*_s``), the
+    rest from the last row (accuracies are the same in every repeat)."""
+    merged = dict(rows[-1])
+    for key in merged:
+        if key.endswith("_s") and merged[key] is not None:
+            merged[key] = statistics.median(row[key] for row in rows)
+    return merged
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -121,21 +135,33 @@ def main(argv=None):
     # The sorted copies go to the cluster inside the graph, as Dask warns: here on purpose.
     warnings.filterwarnings("ignore", "Sending large graph")
     mnist = load_mnist()
-    report = {"one_process": [one_process(mnist, t, args.repeats)
-                              for t in sorted({1, args.workers})]}
+    thread_counts = sorted({1, args.workers})
+    report = {"workers": args.workers, "load_average_before": os.getloadavg()}
     with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                   processes=True, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         on_cluster(client, mnist, mnist_training_arrays(args.workers), 1, epochs=1)  # warm-up
-        report["cluster"] = on_cluster(client, mnist, mnist_training_arrays(args.workers),
-                                       args.repeats)
+        # One process, the cluster and the tasks in turn, repeat after repeat: the machine is
+        # shared, and each ratio should compare runs that saw the same load.
+        runs = {"one_process": {t: [] for t in thread_counts}, "cluster": [],
+                "task_in_process": []}
+        cluster_arrays = mnist_training_arrays(args.workers)
+        for _ in range(args.repeats):
+            for n_threads in thread_counts:
+                runs["one_process"][n_threads].append(one_process(mnist, n_threads, 1))
+            runs["cluster"].append(on_cluster(client, mnist, cluster_arrays, 1))
+            runs["task_in_process"].append(task_in_process(mnist, args.workers, 1))
+        report["one_process"] = [median_of(rows) for rows in runs["one_process"].values()]
+        report["cluster"] = median_of(runs["cluster"])
+        report["task_in_process"] = median_of(runs["task_in_process"])
         report["partitions"] = [on_cluster(client, mnist, mnist_training_arrays(int(p)), 1)
                                 for p in args.partitions.split(",")]
         report["sorted_by_label"] = [on_cluster(client, mnist, sorted_by_label(mnist, p), 1)
                                      for p in (2, 5, 10)]
-    report["task_in_process"] = task_in_process(mnist, args.workers, 5)
-    report["workers"] = args.workers
-    baseline = report["one_process"][-1]
+    report["load_average_after"] = os.getloadavg()
+    baseline = report["one_process"][0]
+    print(f"load average {report['load_average_before'][0]:.1f} before, "
+          f"{report['load_average_after'][0]:.1f} after")
     print(f"one process ({args.workers} threads vs 1):")
     for row in report["one_process"]:
         print(f"  {row['threads']} thread(s): fit {row['fit_s']:.2f} s, epoch "
@@ -144,7 +170,7 @@ def main(argv=None):
     print(f"LocalCluster, {args.workers} workers x 1 thread, {row['partitions']} partitions:")
     print(f"  fit {row['fit_s']:.2f} s ({row['fit_s'] / baseline['fit_s']:.2f}x one process), "
           f"round {row['round_s'] * 1e3:.1f} ms ({row['round_s'] / baseline['epoch_s']:.2f}x "
-          f"its epoch); train task {row['train_task_s'] * 1e3:.1f} ms, score task "
+          f"its 1-thread epoch); train task {row['train_task_s'] * 1e3:.1f} ms, score task "
           f"{row['score_task_s'] * 1e3:.1f} ms")
     local = report["task_in_process"]
     print(f"  the same tasks in this process: train {local['train_task_s'] * 1e3:.1f} ms, "
