@@ -20,6 +20,10 @@ class BackendError(FastlrError, ImportError):
     """A requested backend is unknown or not available on this machine."""
 
 
+class MissingDependencyError(FastlrError, ImportError):
+    """An optional package a feature needs is not installed; the message says how to get it."""
+
+
 class ModelFileError(FastlrError, ValueError):
     """A model file is missing, truncated, foreign or unsafe."""
 

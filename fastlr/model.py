@@ -196,7 +196,17 @@ class SoftmaxRegression:
             For unusable X, y or sample_weight.
         DivergenceError
             If the loss becomes NaN or infinite; the model keeps the last finite weights.
+
+        Notes
+        -----
+        A Dask array X trains on its Dask cluster, by synchronous model averaging over its
+        row blocks: see :mod:`fastlr.distributed`.
         """
+        # --- Dask arrays: data-parallel training on their cluster (fastlr/distributed.py) ---
+        from . import distributed
+        if distributed.is_dask_array(X):
+            return distributed.fit(self, X, y, sample_weight, eval_set, on_epoch)
+        # -------------------------------------------------------------------------------------
         self._check_hyperparameters()
         X, y_encoded, classes = self._prepare(X, y)
         if len(classes) < 2:

@@ -80,7 +80,7 @@ def _check_contract(X, y, sample_weight, W, b):
 def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_rate,
             lr_schedule="linear", momentum=0.0, alpha=0.0, n_threads=1, rng,
             train_index=None, validation=None, early_stopping=False, n_iter_no_change=3,
-            tol=1e-4, on_epoch=None, history=None, velocity=None):
+            tol=1e-4, on_epoch=None, history=None, velocity=None, lr_steps=None):
     """Train (W, b) in place with minibatch SGD for ``epochs`` epochs.
 
     Parameters
@@ -106,6 +106,10 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     velocity : (vel_W (C, D), vel_b (C,)), optional
         The momentum buffers, updated in place; pass them to carry momentum from one call to
         the next (``partial_fit`` does). Default: fresh zeros.
+    lr_steps : (epochs * S,) float64, optional
+        The rate of every step of this call, S = ceil(M / batch_size) steps per epoch, instead
+        of the schedule ``lr_schedule`` makes from ``learning_rate``: a caller whose schedule
+        spans several calls passes its slice (``fastlr.distributed`` does, one round a call).
 
     Returns
     -------
@@ -130,7 +134,13 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
         sw_train = sample_weight[train_index]
     n_train = len(train_index)
     steps_per_epoch = -(-n_train // batch_size)
-    lr_all = learning_rates(lr_schedule, learning_rate, steps_per_epoch * epochs)
+    if lr_steps is None:
+        lr_all = learning_rates(lr_schedule, learning_rate, steps_per_epoch * epochs)
+    elif np.shape(lr_steps) != (steps_per_epoch * epochs,):
+        raise ValueError(f"lr_steps has shape {np.shape(lr_steps)}, expected "
+                         f"({steps_per_epoch * epochs},)")
+    else:
+        lr_all = np.asarray(lr_steps, dtype=np.float64)
     vel_W, vel_b = (np.zeros_like(W), np.zeros_like(b)) if velocity is None else velocity
     parts_W, parts_b = allocate_parts(n_threads, W.shape[0], W.shape[1], W.dtype)
     history = [] if history is None else history

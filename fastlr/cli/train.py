@@ -10,7 +10,7 @@ from ..backends import get_backend
 from ..history import check_history_path, write_history
 from ..model import SoftmaxRegression
 from .common import (EXIT_INTERRUPTED, add_backend, add_data_dir, add_seed, load_data,
-                     param_choices, param_type)
+                     param_choices, param_type, positive_int)
 
 
 def add_command(commands):
@@ -58,12 +58,35 @@ def add_command(commands):
     train.add_argument("--json", action="store_true",
                        help="print the summary as one JSON object on the last line")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cluster = train.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS",
+                         help="train on the Dask cluster whose scheduler listens at ADDRESS "
+                              "(e.g. tcp://10.0.0.5:8786): one partition of the training "
+                              "images per worker thread, each worker reads its own from "
+                              "the data set's files, and the weights are averaged after every "
+                              "epoch; needs pip install \"fastlr[dask]\"")
+    cluster.add_argument("--local-cluster", metavar="N", type=positive_int,
+                         help="start a Dask cluster of N worker processes on this machine and "
+                              "train on it as --scheduler does")
     train.set_defaults(handler=cmd_train)
 
 
 def cmd_train(args):
+    if args.scheduler or args.local_cluster:
+        from ..distributed import cluster_client
+        with cluster_client(args.scheduler, args.local_cluster) as client:
+            return _train(args, client)
+    return _train(args, None)
+
+
+def _train(args, client):
+    """``train`` in this process, or, with a Dask ``client``, on its cluster."""
     dataset = load_data(args)
     X_train, y_train, X_test, y_test = dataset.arrays()
+    if client is not None:
+        from ..distributed import training_arrays
+        X_train, y_train = training_arrays(sum(client.nthreads().values()), *X_train.shape,
+                                           name=dataset.name, data_dir=dataset.directory)
     model = SoftmaxRegression(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         lr_schedule=args.lr_schedule, momentum=args.momentum, alpha=args.l2,
@@ -145,6 +168,9 @@ def cmd_train(args):
           f"{args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
+    if client is not None:
+        print(f"  cluster         {len(client.nthreads())} Dask workers, "
+              f"{last['partitions']} partitions, weights averaged every epoch")
     if args.deskew:
         print("  preprocessing   deskew")
     if args.out:
