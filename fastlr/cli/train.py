@@ -85,8 +85,10 @@ def _train(args, client):
     X_train, y_train, X_test, y_test = dataset.arrays()
     if client is not None:
         from ..distributed import training_arrays
+        # A known data set is looked up by name on each worker, any other by its directory.
+        where = ({"name": dataset.name} if dataset.name else {"data_dir": dataset.directory})
         X_train, y_train = training_arrays(sum(client.nthreads().values()), *X_train.shape,
-                                           name=dataset.name, data_dir=dataset.directory)
+                                           **where)
     model = SoftmaxRegression(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         lr_schedule=args.lr_schedule, momentum=args.momentum, alpha=args.l2,
