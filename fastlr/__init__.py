@@ -8,7 +8,7 @@ from ._version import __version__
 from .backends import available_backends
 from .data import load_mnist
 from .errors import (BackendError, DataError, DivergenceError, FastlrError, InvalidParameterError,
-                     ModelFileError)
+                     ModelFileError, WriteError)
 from .model import SoftmaxRegression
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "ModelFileError",
     "InvalidParameterError",
     "DivergenceError",
+    "WriteError",
     "__version__",
 ]

@@ -196,7 +196,7 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_directory(out_dir)
     classes = model.classes_
     view = "deskew" if (deskew or model.preprocessing == "deskew") else None
     # The pixels as the model sees them: figures and pairwise models use these.

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..backends import get_backend
 from ..data import load_mnist
+from ..errors import WriteError
 from ..history import check_history_path, write_history
 from ..model import SoftmaxRegression
 from .common import (EXIT_INTERRUPTED, add_backend, add_data_dir, add_seed, param_choices,
@@ -125,29 +126,61 @@ def cmd_train(args):
         "model": args.out,
     }
     summary["preprocessing"] = model.preprocessing
-    if args.out:
-        model.save(args.out)
-    if args.history:
-        write_history(args.history, model.history_)
+    # The files are written before the summary is printed, and a failed write is reported
+    # after it: the accuracy of a run is never lost to a full disk.
+    written, failures = _write_files([
+        (args.out, lambda: model.save(args.out)),
+        (args.history, lambda: write_history(args.history, model.history_))])
+    if args.out not in written:
+        summary["model"] = None
+    _print_summary(args, summary, model, X_train.shape, len(y_test), written)
+    if failures:
+        raise WriteError("; ".join(str(failure) for failure in failures))
+    return 0
+
+
+def _write_files(writes):
+    """Call each write of the ``(path, write)`` pairs whose path is given, even after a failure.
+
+    Returns
+    -------
+    written : set of the paths written
+    failures : list of WriteError, one per failed write
+    """
+    written, failures = set(), []
+    for path, write in writes:
+        if path is None:
+            continue
+        try:
+            write()
+        except WriteError as exc:
+            failures.append(exc)
+        else:
+            written.add(path)
+    return written, failures
+
+
+def _print_summary(args, summary, model, train_shape, n_test, written):
+    """The summary of a training run: one JSON line with ``--json``, else a few lines."""
     if args.json:
         print(json.dumps(summary))
-        return 0
-    n, d = X_train.shape
+        return
+    test_accuracy, last = summary["test_accuracy"], model.history_[-1]
+    n, d = train_shape
     print(f"Trained softmax regression on {n:,} images of {d} pixels, {len(model.classes_)} "
           f"classes.")
-    print(f"  test accuracy   {test_accuracy:.2%}   ({len(y_test):,} test images; "
+    print(f"  test accuracy   {test_accuracy:.2%}   ({n_test:,} test images; "
           f"train accuracy {last['train_accuracy']:.2%})")
-    print(f"  training time   {train_time:.2f} s   ({summary['epochs']} epochs of batch "
-          f"{args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
+    print(f"  training time   {summary['train_time_s']:.2f} s   ({summary['epochs']} epochs "
+          f"of batch {args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
     if args.deskew:
         print("  preprocessing   deskew")
-    if args.out:
+    if args.out in written:
         print(f"  model saved to  {args.out}")
-    if args.history:
+    if args.history in written:
         print(f"  history         {args.history}")
-    return 0
 
 
 def _compiles_on_first_run(backend):

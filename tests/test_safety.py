@@ -1,0 +1,113 @@
+"""Nothing lost, nothing hangs: interrupts, failed writes, oversized input, hostile metadata.
+
+Each test is one way a run could lose a user's file or results, or hang on hostile input; the
+commands run in this process through ``fastlr.cli.main``, on a small data set, with the numpy
+backend.
+"""
+
+import errno
+import json
+
+import numpy as np
+import pytest
+from conftest import write_small_dataset
+
+from fastlr import SoftmaxRegression, atomic
+from fastlr.cli import main
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    directory = tmp_path / "data"
+    write_small_dataset(directory)
+    return directory
+
+
+def train(data_dir, *args):
+    return main(["train", "--data-dir", str(data_dir), "--backend", "numpy", "--epochs", "1",
+                 "--no-progress", *args])
+
+
+def one_error_line(err, *fragments):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastlr: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+    return lines[0]
+
+
+# --- 4. a failed write is one line, after the results ---------------------------------------------
+
+def full_disk(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
+@pytest.mark.parametrize("flag", ["--out", "--history"])
+@pytest.mark.parametrize("where", ["directory", "under a file", "full disk", "read-only"])
+def test_a_failed_write_in_train_is_one_line_after_the_summary(tmp_path, data_dir, capsys,
+                                                               monkeypatch, flag, where):
+    target = tmp_path / ("out.npz" if flag == "--out" else "history.json")
+    if where == "directory":
+        target.mkdir()
+    elif where == "under a file":
+        (tmp_path / "file").write_text("a file")
+        target = tmp_path / "file" / target.name
+    elif where == "full disk":
+        monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    else:
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    assert train(data_dir, flag, str(target)) == 1
+    out, err = capsys.readouterr()
+    assert "test accuracy" in out
+    assert "model saved to" not in out and "history  " not in out
+    one_error_line(err, f"cannot write {target}")
+    assert [p.name for p in tmp_path.rglob(".*.part")] == []
+
+
+def test_a_failed_model_save_keeps_the_history_and_the_json_summary(tmp_path, data_dir, capsys):
+    (tmp_path / "out.npz").mkdir()
+    history = tmp_path / "history.json"
+    assert train(data_dir, "--out", str(tmp_path / "out.npz"), "--history", str(history),
+                 "--json") == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["model"] is None and summary["test_accuracy"] > 0
+    assert json.loads(history.read_text())[0]["epoch"] == 1
+    one_error_line(err, "out.npz", "Is a directory")
+
+
+@pytest.fixture
+def model_path(tmp_path, data_dir):
+    assert train(data_dir, "--out", str(tmp_path / "model.npz")) == 0
+    return tmp_path / "model.npz"
+
+
+@pytest.mark.parametrize("command", [["plot", "weights"], ["plot", "curves"]])
+def test_a_failed_figure_write_is_one_line(tmp_path, model_path, capsys, command):
+    (tmp_path / "file").write_text("a file")
+    capsys.readouterr()
+    assert main([*command, str(model_path), "--out", str(tmp_path / "file" / "x.png")]) == 1
+    one_error_line(capsys.readouterr().err, "cannot write", "x.png")
+
+
+def test_a_failed_report_write_is_one_line(tmp_path, data_dir, model_path, capsys):
+    (tmp_path / "file").write_text("a file")
+    capsys.readouterr()
+    assert main(["explain", str(model_path), "--data-dir", str(data_dir), "--backend", "numpy",
+                 "--out", str(tmp_path / "file")]) == 1
+    one_error_line(capsys.readouterr().err, "cannot write", "file")
+
+
+def test_a_failed_bench_json_is_one_line_after_the_table(tmp_path, capsys, monkeypatch):
+    from fastlr import bench
+    monkeypatch.setattr(bench, "run_bench", lambda **kwargs: {"results": []})
+    monkeypatch.setattr(bench, "format_report", lambda report: "the table")
+    (tmp_path / "bench.json").mkdir()
+    assert main(["bench", "--json", str(tmp_path / "bench.json")]) == 1
+    out, err = capsys.readouterr()
+    assert out.strip() == "the table"
+    one_error_line(err, "bench.json")
