@@ -111,3 +111,41 @@ def test_a_failed_bench_json_is_one_line_after_the_table(tmp_path, capsys, monke
     out, err = capsys.readouterr()
     assert out.strip() == "the table"
     one_error_line(err, "bench.json")
+
+
+# --- 1. Ctrl-C in the first epoch keeps the old model -------------------------------------------
+
+def interrupt_epoch(monkeypatch, number):
+    """Make the numpy backend's epoch ``number`` (from 1) raise KeyboardInterrupt halfway."""
+    from fastlr.backends import reference
+    real_epoch, calls = reference.sgd_epoch, []
+
+    def epoch(X, y, sample_weight, perm, W, b, *rest):
+        calls.append(1)
+        if len(calls) == number:
+            W += 1.0  # part of an epoch's steps done
+            raise KeyboardInterrupt
+        return real_epoch(X, y, sample_weight, perm, W, b, *rest)
+
+    monkeypatch.setattr(reference, "sgd_epoch", epoch)
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_the_old_model_untouched(tmp_path, data_dir, capsys,
+                                                                  monkeypatch):
+    out = tmp_path / "model.npz"
+    assert train(data_dir, "--out", str(out)) == 0
+    before = out.read_bytes()
+    interrupt_epoch(monkeypatch, 1)
+    assert train(data_dir, "--out", str(out), "--epochs", "3") == 130
+    assert out.read_bytes() == before
+    assert "no epoch finished" in capsys.readouterr().err
+
+
+def test_ctrl_c_after_an_epoch_saves_the_model_and_its_history(tmp_path, data_dir, capsys,
+                                                               monkeypatch):
+    out, history = tmp_path / "model.npz", tmp_path / "history.csv"
+    interrupt_epoch(monkeypatch, 2)
+    assert train(data_dir, "--out", str(out), "--history", str(history), "--epochs", "3") == 130
+    assert len(SoftmaxRegression.load(out).history_) == 1
+    assert len(history.read_text().splitlines()) == 2
+    assert "saved to" in capsys.readouterr().err

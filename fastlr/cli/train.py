@@ -47,7 +47,8 @@ def add_command(commands):
                        help="hold out 10%% of the training images and stop when their accuracy "
                             "stops improving")
     train.add_argument("--out", metavar="MODEL.npz",
-                       help="save the trained model there (also on Ctrl-C)")
+                       help="save the trained model there (also on Ctrl-C once an epoch has "
+                            "finished)")
     train.add_argument("--deskew", action="store_true",
                        help="shear each image upright before the model sees it (also in "
                             "evaluate, explain and predict: the model file records it); with "
@@ -96,15 +97,7 @@ def cmd_train(args):
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        done = len(getattr(model, "history_", []))
-        if args.out and hasattr(model, "coef_"):
-            model.save(args.out)
-            print(f"fastlr: interrupted during epoch {done + 1}; the model trained so far "
-                  f"is saved to {args.out}", file=sys.stderr)
-        else:
-            print(f"fastlr: interrupted during epoch {done + 1}; nothing saved (use --out)",
-                  file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _save_interrupted(args, model)
     finally:
         if bar is not None:
             bar.close()
@@ -128,9 +121,7 @@ def cmd_train(args):
     summary["preprocessing"] = model.preprocessing
     # The files are written before the summary is printed, and a failed write is reported
     # after it: the accuracy of a run is never lost to a full disk.
-    written, failures = _write_files([
-        (args.out, lambda: model.save(args.out)),
-        (args.history, lambda: write_history(args.history, model.history_))])
+    written, failures = _save(args, model)
     if args.out not in written:
         summary["model"] = None
     _print_summary(args, summary, model, X_train.shape, len(y_test), written)
@@ -139,8 +130,34 @@ def cmd_train(args):
     return 0
 
 
-def _write_files(writes):
-    """Call each write of the ``(path, write)`` pairs whose path is given, even after a failure.
+def _save_interrupted(args, model):
+    """After Ctrl-C: save the model (and history) only if at least one full epoch finished.
+
+    A model file is only ever replaced by a model that trained at least one full epoch: an
+    interrupt in the first epoch (while the Numba kernels compile, say) leaves weights that
+    are zero or a fraction of an epoch in, and an existing good model must not give way to
+    them. Later interrupts save the weights trained so far.
+    """
+    done = len(getattr(model, "history_", []))
+    if not args.out:
+        print(f"fastlr: interrupted during epoch {done + 1}; nothing saved (use --out)",
+              file=sys.stderr)
+    elif done == 0:
+        print(f"fastlr: interrupted during epoch 1; nothing saved: no epoch finished, so "
+              f"{args.out} is left as it was", file=sys.stderr)
+    else:
+        _, failures = _save(args, model)
+        if failures:
+            raise WriteError("; ".join(str(failure) for failure in failures))
+        print(f"fastlr: interrupted during epoch {done + 1}; the model trained for {done} "
+              f"full epoch{'s' if done != 1 else ''} and the part of the next is saved to "
+              f"{args.out}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _save(args, model):
+    """Write the model to ``--out`` and the history to ``--history``, those given; the history
+    is written even if the model could not be.
 
     Returns
     -------
@@ -148,7 +165,8 @@ def _write_files(writes):
     failures : list of WriteError, one per failed write
     """
     written, failures = set(), []
-    for path, write in writes:
+    for path, write in ((args.out, lambda: model.save(args.out)),
+                        (args.history, lambda: write_history(args.history, model.history_))):
         if path is None:
             continue
         try:
