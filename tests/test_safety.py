@@ -149,3 +149,14 @@ def test_ctrl_c_after_an_epoch_saves_the_model_and_its_history(tmp_path, data_di
     assert len(SoftmaxRegression.load(out).history_) == 1
     assert len(history.read_text().splitlines()) == 2
     assert "saved to" in capsys.readouterr().err
+
+
+# --- 5. the history never takes the model's place ----------------------------------------------
+
+def test_history_and_out_naming_one_file_is_refused_before_training(tmp_path, data_dir, capsys):
+    out = tmp_path / "model.json"
+    out.write_text("the old model")
+    assert train(data_dir, "--out", str(out), "--history", str(tmp_path / "." / "model.json")) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--history and --out both name" in lines[0]
+    assert out.read_text() == "the old model"

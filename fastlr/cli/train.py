@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -11,8 +12,8 @@ from ..data import load_mnist
 from ..errors import WriteError
 from ..history import check_history_path, write_history
 from ..model import SoftmaxRegression
-from .common import (EXIT_INTERRUPTED, add_backend, add_data_dir, add_seed, param_choices,
-                     param_type)
+from .common import (EXIT_INTERRUPTED, UsageError, add_backend, add_data_dir, add_seed,
+                     param_choices, param_type)
 
 
 def add_command(commands):
@@ -62,14 +63,17 @@ def add_command(commands):
 
 
 def cmd_train(args):
+    if args.history:
+        check_history_path(args.history)
+        if args.out and Path(args.history).resolve() == Path(args.out).resolve():
+            raise UsageError(f"fastlr train: --history and --out both name {args.out}; the "
+                             f"history would overwrite the model (see --help)")
     X_train, y_train, X_test, y_test = load_mnist(args.data_dir)
     model = SoftmaxRegression(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         lr_schedule=args.lr_schedule, momentum=args.momentum, alpha=args.l2,
         backend=args.backend, n_threads=args.threads, random_state=args.seed,
         early_stopping=args.early_stopping, preprocessing="deskew" if args.deskew else None)
-    if args.history:
-        check_history_path(args.history)
     if _compiles_on_first_run(get_backend(args.backend)):
         print("fastlr: compiling the Numba kernels for this machine (about 20 s, once; later "
               "runs load them from the cache)", file=sys.stderr, flush=True)
