@@ -7,6 +7,8 @@ uses), the number of dimensions ``ndim``, then ``ndim`` 32-bit sizes, then the p
 
 import gzip
 import hashlib
+import io
+import math
 import os
 import struct
 import urllib.error
@@ -18,6 +20,7 @@ import numpy as np
 
 from .atomic import write_bytes
 from .errors import DataError
+from .validation import size_limit
 
 UBYTE = 0x08
 
@@ -49,6 +52,10 @@ MNIST_MIRRORS = (
 )
 DOWNLOAD_TIMEOUT_S = 30.0
 
+# The largest IDX payload read, unless FASTLR_MAX_IDX_BYTES says otherwise: five times MNIST's
+# largest file (47 MB), so a header cannot make a reader inflate or allocate gigabytes.
+MAX_IDX_BYTES = 256 << 20
+
 CHECKOUT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 
 
@@ -60,58 +67,19 @@ def default_cache_dir():
 
 # --- IDX ------------------------------------------------------------------------------------------
 
-def parse_idx(raw, source="<bytes>"):
-    """Decode IDX bytes (plain or gzip) into a uint8 array.
-
-    Parameters
-    ----------
-    raw : bytes
-    source : str
-        Named in error messages.
-
-    Returns
-    -------
-    numpy.ndarray of uint8, shaped as the header says.
-
-    Raises
-    ------
-    DataError
-        For bad gzip data, a wrong magic number or type code, or a payload whose length is not
-        the product of the dimensions.
-    """
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{source}: bad gzip data ({exc})") from None
-    if len(raw) < 4:
-        raise DataError(f"{source}: truncated: {len(raw)} bytes, too short for an IDX header")
-    if raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{source}: wrong magic number 0x{raw[:4].hex()}: not an IDX file")
-    if raw[2] != UBYTE:
-        raise DataError(f"{source}: IDX type code 0x{raw[2]:02x} is not supported "
-                        f"(only 0x08, unsigned byte)")
-    ndim = raw[3]
-    if ndim == 0:
-        raise DataError(f"{source}: IDX header declares 0 dimensions")
-    header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
-                        f"file ends after {len(raw)} bytes")
-    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
-    expected = int(np.prod(shape, dtype=object))
-    payload = len(raw) - header_len
-    if payload < expected:
-        raise DataError(f"{source}: truncated: shape {shape} needs {expected} bytes of data, "
-                        f"found {payload}")
-    if payload > expected:
-        raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
-                        f"found {payload}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
+def max_idx_bytes():
+    """The largest IDX payload a reader accepts: ``$FASTLR_MAX_IDX_BYTES``, else
+    :data:`MAX_IDX_BYTES`."""
+    return size_limit("FASTLR_MAX_IDX_BYTES", MAX_IDX_BYTES)
 
 
-def read_idx(path):
-    """Read an IDX file (plain or gzip) into a uint8 array; see :func:`parse_idx`.
+def parse_idx(raw, source="<bytes>", max_bytes=None):
+    """Decode IDX bytes (plain or gzip) into a uint8 array; see :func:`read_idx_stream`."""
+    return read_idx_stream(io.BytesIO(raw), source, max_bytes)
+
+
+def read_idx(path, max_bytes=None):
+    """Read an IDX file (plain or gzip) into a uint8 array; see :func:`read_idx_stream`.
 
     Raises
     ------
@@ -120,10 +88,80 @@ def read_idx(path):
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            return read_idx_stream(fh, str(path), max_bytes)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_idx(raw, str(path))
+
+
+def read_idx_stream(fh, source, max_bytes=None):
+    """Decode an IDX stream (plain or gzip) into a uint8 array, reading no more than it declares.
+
+    The header is read first, and the payload size it declares is checked against
+    ``max_bytes`` before a byte of the payload is read or inflated: a small gzip file that
+    inflates to gigabytes (a decompression bomb) is refused at once, in constant memory.
+
+    Parameters
+    ----------
+    fh : binary file object
+    source : str
+        Named in error messages.
+    max_bytes : int, optional
+        The largest payload accepted; default :func:`max_idx_bytes`.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shaped as the header says.
+
+    Raises
+    ------
+    DataError
+        For bad gzip data, a wrong magic number or type code, a payload larger than
+        ``max_bytes``, or a payload whose length is not the product of the dimensions.
+    """
+    max_bytes = max_idx_bytes() if max_bytes is None else max_bytes
+    if fh.read(2) == b"\x1f\x8b":
+        fh.seek(0)
+        fh = gzip.GzipFile(fileobj=fh, mode="rb")
+    else:
+        fh.seek(0)
+    try:
+        return _read_idx_payload(fh, source, max_bytes)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{source}: bad gzip data ({exc})") from None
+
+
+def _read_idx_payload(fh, source, max_bytes):
+    """The header, then exactly the payload it declares, then a check that nothing follows."""
+    head = fh.read(4)
+    if len(head) < 4:
+        raise DataError(f"{source}: truncated: {len(head)} bytes, too short for an IDX header")
+    if head[0] != 0 or head[1] != 0:
+        raise DataError(f"{source}: wrong magic number 0x{head.hex()}: not an IDX file")
+    if head[2] != UBYTE:
+        raise DataError(f"{source}: IDX type code 0x{head[2]:02x} is not supported "
+                        f"(only 0x08, unsigned byte)")
+    ndim = head[3]
+    if ndim == 0:
+        raise DataError(f"{source}: IDX header declares 0 dimensions")
+    sizes = fh.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
+                        f"file ends after {4 + len(sizes)} bytes")
+    shape = struct.unpack(f">{ndim}I", sizes)
+    expected = math.prod(shape)
+    if expected > max_bytes:
+        raise DataError(f"{source}: the header declares shape {shape}, {expected:,} bytes of "
+                        f"data, more than the limit of {max_bytes:,}; set "
+                        f"FASTLR_MAX_IDX_BYTES to read larger data")
+    payload = fh.read(expected)
+    if len(payload) < expected:
+        raise DataError(f"{source}: truncated: shape {shape} needs {expected} bytes of data, "
+                        f"found {len(payload)}")
+    if fh.read(1):
+        raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
+                        f"and the file holds more")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path, array, compress=None):
@@ -145,9 +183,18 @@ def write_idx(path, array, compress=None):
 
 
 def _sha256_of_content(raw):
+    """SHA-256 of the (decompressed) content, inflated chunk by chunk and at most to the IDX
+    limit, so a downloaded decompression bomb costs neither memory nor much time."""
+    stream = io.BytesIO(raw)
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return hashlib.sha256(raw).hexdigest()
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")
+    digest, size, limit = hashlib.sha256(), 0, max_idx_bytes() + 4 + 4 * 255
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"the content inflates to more than {limit:,} bytes")
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 # --- locating MNIST -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import parse_idx
+from .data import read_idx
 from .errors import DataError
 
 SIDE = 28
@@ -182,7 +182,7 @@ def read_inputs(path, n_features):
             raise DataError(f"{path}: a broken .npy file ({exc})") from None
         return pixels_from_array(array, path, n_features)
     if head[:2] in (b"\x00\x00", b"\x1f\x8b"):
-        return pixels_from_array(parse_idx(path.read_bytes(), str(path)), path, n_features)
+        return pixels_from_array(read_idx(path), path, n_features)
     if n_features != SIDE * SIDE:
         raise DataError(f"{path}: images need a model of {SIDE}x{SIDE} = {SIDE * SIDE} "
                         f"pixels; this one takes {n_features} features")

@@ -8,6 +8,9 @@ Two kinds of checks live in this module:
   parameters and to a model file's metadata; :func:`argument_type` turns a constraint into an
   argparse ``type=``, so ``--lr 0`` and ``learning_rate=0`` fail by the same rule with the same
   words: ``must be a finite number > 0, got 0``.
+- **Limits.** :func:`size_limit` reads the largest input size a reader accepts (IDX payloads,
+  model files) from its environment variable; :func:`cap_threads` caps a thread count at the
+  cores this process may use, whoever asked for it (a flag, the estimator, a model file).
 - **Data checks.** :func:`check_features`, :func:`check_labels`, :func:`check_sample_weight` and
   the label encoders validate and convert X, y and sample weights. Shapes: X (N, D), y (N,),
   sample_weight (N,), classes (C,).
@@ -15,6 +18,7 @@ Two kinds of checks live in this module:
 
 import argparse
 import math
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -170,6 +174,28 @@ def param_type(name):
     """The argparse ``type=`` of a command-line flag that sets the parameter ``name``."""
     numeric = [c for c in PARAMETER_CONSTRAINTS[name] if isinstance(c, Interval)]
     return argument_type(numeric[0])
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+def size_limit(variable, default):
+    """The largest input size in bytes a reader accepts: ``$variable`` if set, else ``default``.
+
+    Raises
+    ------
+    DataError
+        If the variable is set to anything but a whole number >= 1.
+    """
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{variable} must be a whole number of bytes >= 1, got {text!r}")
+    return value
 
 
 # --- data checks ---------------------------------------------------------------------------------

@@ -160,3 +160,62 @@ def test_history_and_out_naming_one_file_is_refused_before_training(tmp_path, da
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--history and --out both name" in lines[0]
     assert out.read_text() == "the old model"
+
+
+# --- 2. decompression bombs are refused by their declared size --------------------------------
+
+def gzip_bomb(header, n_zeros, chunk=1 << 24):
+    """A gzip stream of ``header`` and ``n_zeros`` zero bytes, made without holding them."""
+    import zlib
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts, zeros = [compressor.compress(header)], bytes(chunk)
+    for _ in range(n_zeros // chunk):
+        parts.append(compressor.compress(zeros))
+    return b"".join(parts) + compressor.flush()
+
+
+def idx_header(*shape):
+    return bytes([0, 0, 8, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
+
+
+def peak_of_refusal(read, error, match):
+    """The peak memory Python allocates while ``read()`` raises ``error`` matching ``match``."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(error, match=match):
+            read()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_idx_bomb_fails_on_its_declared_length_in_small_memory(tmp_path):
+    from fastlr import DataError
+    from fastlr.data import read_idx
+    from fastlr.images import read_inputs
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip_bomb(idx_header(600, 28, 28), 256 << 20))
+    assert peak_of_refusal(lambda: read_idx(path), DataError, "wrong length") < 16 << 20
+    assert peak_of_refusal(lambda: read_inputs(path, 784), DataError, "wrong length") < 16 << 20
+
+
+def test_an_idx_header_over_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    from fastlr import DataError
+    from fastlr.data import parse_idx
+    raw = idx_header(1000, 28, 28) + bytes(1000 * 784)
+    assert parse_idx(raw).shape == (1000, 28, 28)
+    monkeypatch.setenv("FASTLR_MAX_IDX_BYTES", "1000")
+    with pytest.raises(DataError, match="784,000 bytes of data, more than the limit of 1,000"):
+        parse_idx(raw)
+    assert parse_idx(raw, max_bytes=1 << 20).shape == (1000, 28, 28)
+    monkeypatch.setenv("FASTLR_MAX_IDX_BYTES", "lots")
+    with pytest.raises(DataError, match="FASTLR_MAX_IDX_BYTES must be"):
+        parse_idx(raw)
+
+
+def test_a_downloaded_bomb_is_hashed_in_small_memory():
+    from fastlr.data import _sha256_of_content
+    bomb = gzip_bomb(idx_header(600, 28, 28), 512 << 20)
+    assert peak_of_refusal(lambda: _sha256_of_content(bomb), ValueError,
+                           "inflates to more than") < 16 << 20
