@@ -30,7 +30,7 @@ from ._version import __version__
 from .atomic import atomic_write
 from .backends import AUTO_ORDER
 from .errors import InvalidParameterError, ModelFileError
-from .validation import check_params
+from .validation import check_params, size_limit
 
 MODEL_FORMAT = "fastlr-model"
 MODEL_FORMAT_VERSION = 1
@@ -39,9 +39,11 @@ MODEL_FORMAT_VERSION = 1
 # (``preprocessing``) applied to every X before the weights see it.
 PIXEL_SCALE = "x / 255, in [0, 1]"
 
-# Model files larger than this are refused before anything is read: a softmax model over
-# MNIST takes 60 kB, and a hostile archive must not make the reader allocate gigabytes.
-MAX_MODEL_BYTES = 1 << 30
+# Model files whose members declare more than this in all are refused before anything is read,
+# unless FASTLR_MAX_MODEL_BYTES says otherwise: a softmax model over MNIST takes 60 kB, this
+# holds 8 million float64 weights, and a hostile archive must not make the reader allocate
+# gigabytes.
+MAX_MODEL_BYTES = 64 << 20
 MAX_MODEL_MEMBERS = 16
 
 
@@ -137,6 +139,12 @@ def read_model(path):
         n_threads=n_threads if isinstance(n_threads, int) and n_threads >= 1 else None)
 
 
+def max_model_bytes():
+    """The most a model file's members may declare: ``$FASTLR_MAX_MODEL_BYTES``, else
+    :data:`MAX_MODEL_BYTES`."""
+    return size_limit("FASTLR_MAX_MODEL_BYTES", MAX_MODEL_BYTES)
+
+
 def _parse_metadata(metadata_array, path):
     """The JSON metadata of a model file, checked for the format and its version."""
     if metadata_array.dtype.kind != "U" or metadata_array.ndim != 0:
@@ -161,8 +169,11 @@ def _read_npz(path):
             infos = archive.infolist()
             if len(infos) > MAX_MODEL_MEMBERS:
                 raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} members)")
-            if sum(info.file_size for info in infos) > MAX_MODEL_BYTES:
-                raise ModelFileError(f"{path}: too large for a fastlr model file")
+            declared, limit = sum(info.file_size for info in infos), max_model_bytes()
+            if declared > limit:
+                raise ModelFileError(f"{path}: its members declare {declared:,} bytes, more "
+                                     f"than the limit of {limit:,} for a model file; set "
+                                     f"FASTLR_MAX_MODEL_BYTES to read larger models")
             arrays = {}
             for info in infos:
                 if not info.filename.endswith(".npy"):
@@ -202,14 +213,21 @@ def _read_npy_member(fh, info, path):
     if n_bytes > info.file_size:
         raise ModelFileError(f"{path}: truncated: {info.filename!r} declares shape {shape} "
                              f"but holds {info.file_size - header_bytes} bytes or fewer")
-    raw = fh.read(n_bytes)
-    if len(raw) != n_bytes:
-        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {len(raw)} of "
+    raw = bytearray(n_bytes)  # filled chunk by chunk: the member's bytes are held once
+    view, n_read = memoryview(raw), 0
+    while n_read < n_bytes:
+        chunk = fh.read(min(n_bytes - n_read, 1 << 20))
+        if not chunk:
+            break
+        view[n_read:n_read + len(chunk)] = chunk
+        n_read += len(chunk)
+    if n_read != n_bytes:
+        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {n_read} of "
                              f"{n_bytes} bytes")
     array = np.frombuffer(raw, dtype=dtype)
     if fortran_order:
-        return array.reshape(shape[::-1]).T.copy()
-    return array.reshape(shape).copy()
+        return array.reshape(shape[::-1]).T
+    return array.reshape(shape)
 
 
 def _json_default(value):

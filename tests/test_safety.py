@@ -219,3 +219,31 @@ def test_a_downloaded_bomb_is_hashed_in_small_memory():
     bomb = gzip_bomb(idx_header(600, 28, 28), 512 << 20)
     assert peak_of_refusal(lambda: _sha256_of_content(bomb), ValueError,
                            "inflates to more than") < 16 << 20
+
+
+def model_with_member(tmp_path, n_bytes):
+    """A model file whose coef member declares and holds ``n_bytes`` of zeros (compressed)."""
+    import zipfile
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (%d,), }" % (n_bytes // 8)
+    header = header.ljust(118) + "\n"
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("coef.npy", "w", force_zip64=True) as member:
+            member.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") +
+                         header.encode())
+            zeros = bytes(1 << 24)
+            for _ in range(n_bytes // len(zeros)):
+                member.write(zeros)
+    return path
+
+
+def test_a_model_member_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
+    from fastlr import ModelFileError
+    path = model_with_member(tmp_path, 128 << 20)
+    assert path.stat().st_size < 1 << 20
+    assert peak_of_refusal(lambda: SoftmaxRegression.load(path), ModelFileError,
+                           "more than the limit of 67,108,864") < 16 << 20
+    monkeypatch.setenv("FASTLR_MAX_MODEL_BYTES", str(1 << 30))
+    # Allowed now, read in one copy: then refused as a model without its other members.
+    assert peak_of_refusal(lambda: SoftmaxRegression.load(path), ModelFileError,
+                           "missing") < (128 << 20) + (16 << 20)
