@@ -10,12 +10,12 @@ import sys
 import numpy as np
 
 from . import model_file, sgd
-from .backends import available_backends, default_n_threads, get_backend
+from .backends import available_backends, get_backend
 from .backends import reference
 from .errors import DataError, NotFittedError, sklearn_compatible
 from .preprocess import apply_preprocessing
-from .validation import (PARAMETER_CONSTRAINTS, check_classes, check_features, check_labels,
-                         check_params, check_sample_weight, encode_labels, plain,
+from .validation import (PARAMETER_CONSTRAINTS, cap_threads, check_classes, check_features,
+                         check_labels, check_params, check_sample_weight, encode_labels, plain,
                          unique_labels)
 
 
@@ -53,7 +53,8 @@ class SoftmaxRegression:
         L2 penalty on the weights (not the bias).
     backend : {"auto", "numba", "cython", "numpy"}, default "auto"
     n_threads : int, optional
-        Threads for the kernels; default: all cores.
+        Threads for the kernels; default: all cores, and never more than the cores
+        this process may use.
     random_state : int, Generator or None, default 0
         Seeds the permutations (and the validation split). Same seed, same thread count:
         bitwise the same model.
@@ -283,7 +284,7 @@ class SoftmaxRegression:
                 self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
                 self._rng = _as_generator(self.random_state)
             self.backend_ = get_backend(self.backend).name
-            self.n_threads_ = int(self.n_threads or default_n_threads())
+            self.n_threads_ = cap_threads(self.n_threads)
         first_epoch = len(self.history_) + 1
         self._run_sgd(X, y_encoded, sw, epochs=1, lr_schedule="constant")
         self.history_[-1]["epoch"] = first_epoch
@@ -295,7 +296,7 @@ class SoftmaxRegression:
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
         self.backend_ = backend.name
-        self.n_threads_ = int(self.n_threads or default_n_threads())
+        self.n_threads_ = cap_threads(self.n_threads)
         self.coef_ = np.zeros((len(classes), n_features), dtype=dtype)
         self.intercept_ = np.zeros(len(classes), dtype=dtype)
         self.history_ = []
@@ -342,7 +343,7 @@ class SoftmaxRegression:
         backend_name = getattr(self, "backend_", "auto")
         backend = get_backend(backend_name if backend_name in available_backends() else "auto")
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
-                                    getattr(self, "n_threads_", None) or default_n_threads())
+                                    cap_threads(getattr(self, "n_threads_", None)))
         return scores.astype(np.float64, copy=False)
 
     def decision_function(self, X):

@@ -24,7 +24,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .backends import AUTO_ORDER
+from .backends import AUTO_ORDER, default_n_threads
 from .errors import (DataConversionWarning, DataError, DataTypeError, InvalidParameterError,
                      sklearn_compatible)
 from .preprocess import PREPROCESSING
@@ -196,6 +196,18 @@ def size_limit(variable, default):
     if value < 1:
         raise DataError(f"{variable} must be a whole number of bytes >= 1, got {text!r}")
     return value
+
+
+def cap_threads(n_threads):
+    """The thread count to run on: ``n_threads`` (all cores when None), at most the cores this
+    process may use.
+
+    More threads than cores only wait for each other, and each one costs a (C, D) partial
+    gradient buffer, so a count from a flag or a model file (``10**15``) must not reach the
+    kernels as it is.
+    """
+    cores = default_n_threads()
+    return min(int(n_threads or cores), cores)
 
 
 # --- data checks ---------------------------------------------------------------------------------

@@ -6,13 +6,15 @@ backend.
 """
 
 import errno
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
 from conftest import write_small_dataset
 
-from fastlr import SoftmaxRegression, atomic
+from fastlr import DataError, ModelFileError, SoftmaxRegression, atomic
 from fastlr.cli import main
 
 
@@ -191,7 +193,6 @@ def peak_of_refusal(read, error, match):
 
 
 def test_an_idx_bomb_fails_on_its_declared_length_in_small_memory(tmp_path):
-    from fastlr import DataError
     from fastlr.data import read_idx
     from fastlr.images import read_inputs
     path = tmp_path / "train-images-idx3-ubyte.gz"
@@ -201,7 +202,6 @@ def test_an_idx_bomb_fails_on_its_declared_length_in_small_memory(tmp_path):
 
 
 def test_an_idx_header_over_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
-    from fastlr import DataError
     from fastlr.data import parse_idx
     raw = idx_header(1000, 28, 28) + bytes(1000 * 784)
     assert parse_idx(raw).shape == (1000, 28, 28)
@@ -223,7 +223,6 @@ def test_a_downloaded_bomb_is_hashed_in_small_memory():
 
 def model_with_member(tmp_path, n_bytes):
     """A model file whose coef member declares and holds ``n_bytes`` of zeros (compressed)."""
-    import zipfile
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (%d,), }" % (n_bytes // 8)
     header = header.ljust(118) + "\n"
     path = tmp_path / "bomb.npz"
@@ -238,7 +237,6 @@ def model_with_member(tmp_path, n_bytes):
 
 
 def test_a_model_member_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
-    from fastlr import ModelFileError
     path = model_with_member(tmp_path, 128 << 20)
     assert path.stat().st_size < 1 << 20
     assert peak_of_refusal(lambda: SoftmaxRegression.load(path), ModelFileError,
@@ -247,3 +245,40 @@ def test_a_model_member_bomb_is_refused_by_its_declared_size(tmp_path, monkeypat
     # Allowed now, read in one copy: then refused as a model without its other members.
     assert peak_of_refusal(lambda: SoftmaxRegression.load(path), ModelFileError,
                            "missing") < (128 << 20) + (16 << 20)
+
+
+# --- 3. thread counts are capped at the cores ------------------------------------------------------
+
+def rewrite_metadata(source, target, **changes):
+    """Copy the model file ``source`` to ``target`` with its JSON metadata updated by
+    ``changes`` (a key ``params`` is merged into the hyperparameters)."""
+    from fastlr.model_file import read_model
+    metadata = read_model(source).metadata
+    metadata["params"].update(changes.pop("params", {}))
+    metadata.update(changes)
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(json.dumps(metadata)))
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as archive:
+        for info in original.infolist():
+            raw = buffer.getvalue() if info.filename == "metadata.npy" else original.read(info)
+            archive.writestr(info.filename, raw)
+    return target
+
+
+def test_thread_counts_from_a_flag_the_estimator_or_a_model_file_are_capped(tmp_path, data_dir,
+                                                                            capsys):
+    from fastlr.backends import default_n_threads
+    cores = default_n_threads()
+    assert train(data_dir, "--threads", "1000000", "--json", "--out",
+                 str(tmp_path / "m.npz")) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["threads"] == cores
+
+    X, y = np.random.default_rng(0).random((20, 16)), np.arange(20) % 3
+    model = SoftmaxRegression(epochs=1, backend="numpy", n_threads=10**15).fit(X, y)
+    assert model.n_threads_ == cores and model.n_threads == 10**15
+
+    hostile = rewrite_metadata(tmp_path / "m.npz", tmp_path / "hostile.npz", n_threads=10**15,
+                               params={"n_threads": 10**15})
+    loaded = SoftmaxRegression.load(hostile)
+    assert loaded.predict(X).shape == (20,)
+    assert loaded.partial_fit(X, y).n_threads_ == cores
