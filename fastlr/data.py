@@ -211,30 +211,37 @@ def _has_all_files(directory):
     return all(_find_file(directory, stem) for stem in MNIST_FILES.values())
 
 
+def _check_data_dir(directory, named_by):
+    """``directory``, if it holds the four files; ``named_by`` says who named it, for messages."""
+    if not directory.is_dir():
+        what = "not a directory" if directory.exists() else "no such directory"
+        raise DataError(f"{named_by}{directory}: {what}")
+    missing = [stem for stem in MNIST_FILES.values() if not _find_file(directory, stem)]
+    if missing:
+        raise DataError(f"{named_by}{directory}: missing {', '.join(missing)} (plain or .gz); "
+                        f"it needs the four files in MNIST's names")
+    return directory
+
+
 def find_mnist_dir(data_dir=None, download=True, mirrors=None):
     """Return a directory holding the four MNIST files.
 
-    With ``data_dir`` given, that directory must hold them. Otherwise look in ``$FASTLR_DATA``,
-    the checkout's ``data/mnist``, the user cache, and last download into the cache.
+    With ``data_dir`` given, that directory must hold them; else, with ``$FASTLR_DATA`` set,
+    that one must (a user who names a directory means it: it is never passed over for another
+    copy without a word). Otherwise look in the checkout's ``data/mnist``, the user cache, and
+    last download into the cache.
 
     Raises
     ------
     DataError
-        If ``data_dir`` lacks a file, or nothing was found and the download failed.
+        If ``data_dir`` or ``$FASTLR_DATA`` is not a directory or lacks a file, or nothing was
+        found and the download failed.
     """
     if data_dir is not None:
-        directory = Path(data_dir)
-        if not directory.is_dir():
-            raise DataError(f"--data-dir {directory}: no such directory")
-        missing = [stem for stem in MNIST_FILES.values() if not _find_file(directory, stem)]
-        if missing:
-            raise DataError(f"--data-dir {directory}: missing {', '.join(missing)} "
-                            f"(plain or .gz); it needs the four files in MNIST's names")
-        return directory
-    candidates = []
+        return _check_data_dir(Path(data_dir), "--data-dir ")
     if os.environ.get("FASTLR_DATA"):
-        candidates.append(Path(os.environ["FASTLR_DATA"]))
-    candidates += [CHECKOUT_DATA_DIR, default_cache_dir()]
+        return _check_data_dir(Path(os.environ["FASTLR_DATA"]), "FASTLR_DATA=")
+    candidates = [CHECKOUT_DATA_DIR, default_cache_dir()]
     for directory in candidates:
         if _has_all_files(directory):
             return directory

@@ -282,3 +282,20 @@ def test_thread_counts_from_a_flag_the_estimator_or_a_model_file_are_capped(tmp_
     loaded = SoftmaxRegression.load(hostile)
     assert loaded.predict(X).shape == (20,)
     assert loaded.partial_fit(X, y).n_threads_ == cores
+
+
+# --- 7. a FASTLR_DATA that cannot be used is an error, not a silent fallback ------------------
+
+@pytest.mark.parametrize("state", ["missing", "incomplete", "a file"])
+def test_an_unusable_fastlr_data_is_one_line(tmp_path, capsys, monkeypatch, state):
+    directory = tmp_path / "env-data"
+    if state == "incomplete":
+        write_small_dataset(directory)
+        (directory / "t10k-labels-idx1-ubyte.gz").unlink()
+    elif state == "a file":
+        directory.write_text("not a directory")
+    monkeypatch.setenv("FASTLR_DATA", str(directory))
+    assert main(["train", "--backend", "numpy", "--epochs", "1", "--no-progress"]) == 1
+    line = one_error_line(capsys.readouterr().err, f"FASTLR_DATA={directory}")
+    assert {"missing": "no such directory", "incomplete": "missing t10k-labels",
+            "a file": "not a directory"}[state] in line
