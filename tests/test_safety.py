@@ -299,3 +299,25 @@ def test_an_unusable_fastlr_data_is_one_line(tmp_path, capsys, monkeypatch, stat
     line = one_error_line(capsys.readouterr().err, f"FASTLR_DATA={directory}")
     assert {"missing": "no such directory", "incomplete": "missing t10k-labels",
             "a file": "not a directory"}[state] in line
+
+
+# --- 8. predict reports the inputs it read, then the one it could not ------------------------
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_predict_prints_the_good_inputs_before_the_bad_one(tmp_path, model_path, capsys,
+                                                           as_json):
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((2, 4, 4), dtype=np.uint8))
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an array")
+    capsys.readouterr()
+    args = ["predict", str(model_path), str(good), str(bad), str(good)]
+    assert main(args + (["--json"] if as_json else [])) == 1
+    out, err = capsys.readouterr()
+    one_error_line(err, "bad.npy")
+    if as_json:
+        result = json.loads(out)
+        assert len(result["predictions"]) == 4
+        assert [e["input"] for e in result["errors"]] == [str(bad)]
+    else:
+        assert out.count("good.npy[") == 4

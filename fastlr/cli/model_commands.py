@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from ..data import load_mnist
+from ..errors import DataError
 from ..model import SoftmaxRegression
 from ..preprocess import deskew
 from .common import add_data_dir, add_model
@@ -66,9 +67,15 @@ TOP_K = 3
 def cmd_predict(args):
     from ..images import read_inputs  # Pillow loads only when images are read
     model = SoftmaxRegression.load(args.model)
-    predictions = []
+    predictions, failures = [], []
     for path in args.inputs:
-        pixels = read_inputs(path, model.n_features_in_)
+        # One unreadable input must not cost the predictions of the others: it is reported
+        # after them.
+        try:
+            pixels = read_inputs(path, model.n_features_in_)
+        except DataError as exc:
+            failures.append({"input": path, "error": str(exc)})
+            continue
         proba = model.predict_proba(pixels)
         for row, p in enumerate(proba):
             top = np.argsort(-p, kind="stable")[:TOP_K]
@@ -78,9 +85,15 @@ def cmd_predict(args):
                 "top": [{"label": model.classes_[k].item(), "probability": float(p[k])}
                         for k in top]})
     if args.json:
-        print(json.dumps({"model": args.model, "predictions": predictions}))
-        return 0
-    for prediction in predictions:
-        top = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in prediction["top"])
-        print(f"{prediction['input']}: {prediction['label']}   ({top})")
+        print(json.dumps({"model": args.model, "predictions": predictions,
+                          "errors": failures}))
+    else:
+        for prediction in predictions:
+            top = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in prediction["top"])
+            print(f"{prediction['input']}: {prediction['label']}   ({top})")
+    if len(failures) == 1:
+        raise DataError(failures[0]["error"])
+    if failures:
+        raise DataError(f"{len(failures)} of {len(args.inputs)} inputs could not be read: " +
+                        "; ".join(failure["error"] for failure in failures))
     return 0
