@@ -11,7 +11,10 @@ import io
 import math
 import os
 import struct
+import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -51,6 +54,9 @@ MNIST_MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 DOWNLOAD_TIMEOUT_S = 30.0
+# The whole download (four files, ~11 MB) gives up after this long, whatever the mirrors do: a
+# mirror that sends a byte a second never trips the per-read timeout above.
+DOWNLOAD_DEADLINE_S = 300.0
 
 # The largest IDX payload read, unless FASTLR_MAX_IDX_BYTES says otherwise: five times MNIST's
 # largest file (47 MB), so a header cannot make a reader inflate or allocate gigabytes.
@@ -256,12 +262,15 @@ def find_mnist_dir(data_dir=None, download=True, mirrors=None):
                         f"--data-dir DIR, or set FASTLR_DATA=DIR") from None
 
 
-def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True):
+def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True,
+                   deadline=DOWNLOAD_DEADLINE_S):
     """Download the four MNIST files into ``dest``, checking each file's SHA-256.
 
     Each file is tried from each mirror in turn. A file is written only once its checksum
     matches, to a temporary name renamed into place, so an interrupted or corrupted download
-    never lands in ``dest``.
+    never lands in ``dest``. ``timeout`` bounds each connection and read; ``deadline`` (in
+    seconds) the whole download. With ``progress``, a progress line on stderr names the file
+    and the mirror from the moment the connection is opened.
 
     Returns
     -------
@@ -275,6 +284,7 @@ def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True
     """
     dest = Path(dest)
     mirrors = list(mirrors or MNIST_MIRRORS)
+    give_up_at = time.monotonic() + deadline
     for stem in MNIST_FILES.values():
         if _find_file(dest, stem):
             continue
@@ -282,7 +292,7 @@ def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + stem + ".gz"
             try:
-                raw = _fetch(url, timeout, progress)
+                raw = _fetch(url, timeout, progress, give_up_at)
                 digest = _sha256_of_content(raw)
             except (OSError, EOFError, zlib.error, ValueError) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
@@ -297,27 +307,39 @@ def download_mnist(dest, mirrors=None, timeout=DOWNLOAD_TIMEOUT_S, progress=True
     return dest
 
 
-def _fetch(url, timeout, progress):
-    """GET ``url`` into memory, with a tqdm bar when ``progress``."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        chunks = []
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                       leave=False)
-        try:
-            while True:
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
+def _fetch(url, timeout, progress, give_up_at):
+    """GET ``url`` into memory before the monotonic time ``give_up_at``, with a tqdm bar when
+    ``progress``.
+
+    ``read1`` returns what one socket read brings, so the deadline is checked however slowly
+    the bytes come (``read(n)`` would wait for all n of them).
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False,
+                   file=sys.stderr)
+        bar.set_postfix_str(f"connecting to {urllib.parse.urlsplit(url).netloc}")
+    try:
+        remaining = give_up_at - time.monotonic()
+        if remaining <= 0:
+            raise OSError("the download's deadline has passed")
+        with urllib.request.urlopen(url, timeout=min(timeout, remaining)) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            if bar is not None:
+                bar.reset(total=total)
+                bar.set_postfix_str("")
+            chunks = []
+            while chunk := response.read1(1 << 16):
                 chunks.append(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
+                if time.monotonic() > give_up_at:
+                    raise OSError(f"gave up after {sum(map(len, chunks)):,} bytes: the "
+                                  f"download's deadline has passed")
+    finally:
+        if bar is not None:
+            bar.close()
     raw = b"".join(chunks)
     if total is not None and len(raw) != total:
         raise OSError(f"connection closed after {len(raw)} of {total} bytes")

@@ -321,3 +321,48 @@ def test_predict_prints_the_good_inputs_before_the_bad_one(tmp_path, model_path,
         assert [e["input"] for e in result["errors"]] == [str(bad)]
     else:
         assert out.count("good.npy[") == 4
+
+
+# --- 9. a download has an overall deadline and says what it is doing ---------------------------
+
+@pytest.fixture
+def trickling_mirror():
+    """An HTTP server on 127.0.0.1 that promises 10 kB and sends a byte every 50 ms."""
+    import http.server
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            for _ in range(10000):
+                if stop.is_set():
+                    return
+                self.wfile.write(b"\x00")
+                self.wfile.flush()
+                time.sleep(0.05)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_trickling_mirror_is_given_up_at_the_deadline_with_a_progress_line(
+        tmp_path, trickling_mirror, capsys):
+    from fastlr.data import download_mnist
+    with pytest.raises(DataError, match="deadline has passed"):
+        download_mnist(tmp_path, mirrors=[trickling_mirror], timeout=5, deadline=0.5)
+    assert "connecting to 127.0.0.1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
