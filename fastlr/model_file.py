@@ -126,6 +126,7 @@ def read_model(path):
     history = metadata.get("history", [])
     if not isinstance(params, dict) or not isinstance(history, list):
         raise ModelFileError(f"{path}: the metadata lacks the hyperparameters or history")
+    _check_history(history, path)
     try:
         check_params(params)
     except InvalidParameterError as exc:
@@ -137,6 +138,26 @@ def read_model(path):
         classes=classes, params=params, history=history, metadata=metadata,
         backend=backend if backend in AUTO_ORDER else "numpy",
         n_threads=n_threads if isinstance(n_threads, int) and n_threads >= 1 else None)
+
+
+# What every per-epoch record of a model file's history holds, and what it may hold beside.
+HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy")
+OPTIONAL_HISTORY_FIELDS = ("val_loss", "val_accuracy", "lr", "time_s")
+
+
+def _check_history(history, path):
+    """Each record a dict with a whole ``epoch`` >= 1 and finite numbers for the other fields,
+    so that what reads the history (``plot curves``) finds what it needs."""
+    for number, record in enumerate(history, 1):
+        fine = (isinstance(record, dict) and all(field in record for field in HISTORY_FIELDS)
+                and type(record["epoch"]) is int and record["epoch"] >= 1
+                and all(type(record[field]) in (int, float) and math.isfinite(record[field])
+                        for field in (*HISTORY_FIELDS, *OPTIONAL_HISTORY_FIELDS)
+                        if field in record))
+        if not fine:
+            raise ModelFileError(f"{path}: record {number} of the training history is not an "
+                                 f"epoch's record (it needs {', '.join(HISTORY_FIELDS)} as "
+                                 f"numbers): {str(record)[:80]}")
 
 
 def max_model_bytes():

@@ -366,3 +366,16 @@ def test_a_trickling_mirror_is_given_up_at_the_deadline_with_a_progress_line(
         download_mnist(tmp_path, mirrors=[trickling_mirror], timeout=5, deadline=0.5)
     assert "connecting to 127.0.0.1" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- 10. smaller cases ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("history", [[{}], [1, 2], [{"epoch": "x", "train_loss": None}],
+                                     [{"epoch": 1, "train_loss": 0.5}],
+                                     [{"epoch": 1, "train_loss": 0.5, "train_accuracy": 1e999}]])
+def test_a_model_file_with_a_broken_history_is_refused_on_load(tmp_path, model_path, capsys,
+                                                               history):
+    broken = rewrite_metadata(model_path, tmp_path / "broken.npz", history=history)
+    capsys.readouterr()
+    assert main(["plot", "curves", str(broken), "--out", str(tmp_path / "c.png")]) == 1
+    one_error_line(capsys.readouterr().err, "training history")
