@@ -161,7 +161,7 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1} (the loss became {became}): the "
                 f"learning rate {learning_rate:g} is too high; try a smaller one, e.g. --lr "
-                f"{learning_rate / 10:g}. " + (f"The weights from the end of epoch {epoch} are "
+                f"{min(learning_rate / 10, 1.0):g}. " + (f"The weights from the end of epoch {epoch} are "
                                                f"kept" if epoch else "The weights are not "
                                                "trained"))
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
