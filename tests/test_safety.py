@@ -379,3 +379,16 @@ def test_a_model_file_with_a_broken_history_is_refused_on_load(tmp_path, model_p
     capsys.readouterr()
     assert main(["plot", "curves", str(broken), "--out", str(tmp_path / "c.png")]) == 1
     one_error_line(capsys.readouterr().err, "training history")
+
+
+def test_a_diverging_huge_rate_suggests_a_sensible_one(data_dir, capsys):
+    assert train(data_dir, "--lr", "1e300") == 1
+    line = one_error_line(capsys.readouterr().err, "too high")
+    assert "e.g. --lr 1." in line and "e+299" not in line
+
+
+def test_train_help_shows_percent_signs_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "92.6%" in text and "%%" not in text
