@@ -13,6 +13,7 @@ fastlr models are trained on. ``.npy`` arrays of an integer type are read as 0-2
 divided by 255; float arrays must already lie in [0, 1]. IDX files are unsigned bytes, 0-255.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -96,25 +97,39 @@ def read_image(path):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                # A transparent background counts as white paper.
-                rgba = image.convert("RGBA")
-                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(paper, rgba)
-            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        # Pillow warns of an image past its pixel limit (and refuses one past twice that); both
+        # are refused here, as one error rather than two lines of warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    image = _on_paper(image.convert("RGBA"))
+                grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: too large to read as a digit ({exc})") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read (PNG or JPEG), a .npy array "
                         f"or an IDX file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: a broken or truncated image ({exc})") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: {exc}") from None
     try:
         return mnist_like(grey)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
+
+
+def _on_paper(rgba):
+    """An RGBA image laid on paper that contrasts with its ink: white paper under dark ink,
+    black paper under light ink (white ink drawn on a transparent background)."""
+    from PIL import Image
+
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+    grey = np.asarray(rgba.convert("L"), dtype=np.float32)
+    drawn = alpha > 127
+    light_ink = drawn.any() and float(grey[drawn].mean()) > 127.5
+    paper = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light_ink else (255, 255, 255, 255))
+    return Image.alpha_composite(paper, rgba)
 
 
 def pixels_from_array(array, source, n_features):

@@ -392,3 +392,33 @@ def test_train_help_shows_percent_signs_once(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     assert "92.6%" in text and "%%" not in text
+
+
+def seven_on_transparency(path, ink):
+    from PIL import Image, ImageDraw
+    image = Image.new("RGBA", (60, 80), (0, 0, 0, 0))
+    ImageDraw.Draw(image).line([(10, 10), (50, 10), (25, 70)], fill=ink, width=8)
+    image.save(path)
+    return path
+
+
+def test_white_ink_on_a_transparent_png_reads_as_black_ink_does(tmp_path):
+    from fastlr.images import read_image
+    white = read_image(seven_on_transparency(tmp_path / "white.png", (255, 255, 255, 255)))
+    black = read_image(seven_on_transparency(tmp_path / "black.png", (0, 0, 0, 255)))
+    assert white.max() == 1.0
+    np.testing.assert_allclose(white, black, atol=0.02)
+
+
+# The image has 60 x 80 = 4800 pixels: Pillow warns past its limit and refuses past twice it.
+@pytest.mark.parametrize("limit", [3999, 1999])
+def test_an_image_past_pillows_pixel_limit_is_one_error_and_no_warning(tmp_path, monkeypatch,
+                                                                       recwarn, limit):
+    from PIL import Image
+
+    from fastlr.images import read_image
+    path = seven_on_transparency(tmp_path / "big.png", (0, 0, 0, 255))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(DataError, match="too large to read"):
+        read_image(path)
+    assert len(recwarn) == 0
