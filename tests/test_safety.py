@@ -422,3 +422,17 @@ def test_an_image_past_pillows_pixel_limit_is_one_error_and_no_warning(tmp_path,
     with pytest.raises(DataError, match="too large to read"):
         read_image(path)
     assert len(recwarn) == 0
+
+
+@pytest.mark.parametrize("command", [["train"], ["explain", "model.npz"]])
+def test_a_negative_seed_is_one_line(capsys, command):
+    assert main([*command, "--seed", "-1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--seed: must be a whole number >= 0, got -1" in lines[0]
+
+
+def test_plot_out_writes_exactly_the_path_given(tmp_path, model_path, capsys):
+    out = tmp_path / "DIR"
+    assert main(["plot", "weights", str(model_path), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "DIR.png").exists()
