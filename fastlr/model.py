@@ -15,8 +15,8 @@ from .backends import reference
 from .errors import DataError, NotFittedError, sklearn_compatible
 from .preprocess import apply_preprocessing
 from .validation import (PARAMETER_CONSTRAINTS, cap_threads, check_classes, check_features,
-                         check_labels, check_params, check_sample_weight, encode_labels, plain,
-                         unique_labels)
+                         check_labels, check_params, check_sample_weight, encode_labels,
+                         feature_names, plain, unique_labels)
 
 
 def _as_generator(random_state):
@@ -77,6 +77,8 @@ class SoftmaxRegression:
     intercept_ : (C,) array
     classes_ : (C,) array, the labels seen in ``fit`` (or given to ``partial_fit``), sorted
     n_features_in_ : int
+    feature_names_in_ : (D,) object array, the column names of a DataFrame X given to fit (only
+        then; a model read from a file has none)
     backend_ : str, the backend actually used
     n_threads_ : int, the thread count actually used
     history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.run_sgd`)
@@ -197,6 +199,7 @@ class SoftmaxRegression:
             If the loss becomes NaN or infinite; the model keeps the last finite weights.
         """
         self._check_hyperparameters()
+        names = feature_names(X)
         X, y_encoded, classes = self._prepare(X, y)
         if len(classes) < 2:
             raise DataError(f"y holds one class only ({plain(classes)[1:-1]}); a classifier "
@@ -215,7 +218,7 @@ class SoftmaxRegression:
                                               n_features=X.shape[1])
             validation = (X_eval, y_eval)
 
-        self._initialize(classes, X.shape[1], X.dtype)
+        self._initialize(classes, X.shape[1], X.dtype, names)
         train_index = None
         if self.early_stopping:
             order = self._rng.permutation(X.shape[0])
@@ -261,6 +264,9 @@ class SoftmaxRegression:
         """
         self._check_hyperparameters()
         fitted = self.__sklearn_is_fitted__()
+        names = feature_names(X)
+        if fitted:
+            self._check_feature_names(names)
         if not fitted:
             if classes is None:
                 raise DataError("the first call to partial_fit needs classes=: every label "
@@ -278,7 +284,7 @@ class SoftmaxRegression:
                                             n_features=self.n_features_in_)
         sw = check_sample_weight(sample_weight, X.shape[0], X.dtype)
         if not fitted:
-            self._initialize(classes, X.shape[1], X.dtype)
+            self._initialize(classes, X.shape[1], X.dtype, names)
         else:
             if not hasattr(self, "_velocity"):  # a loaded model: fresh momentum and shuffling
                 self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
@@ -290,9 +296,14 @@ class SoftmaxRegression:
         self.history_[-1]["epoch"] = first_epoch
         return self
 
-    def _initialize(self, classes, n_features, dtype):
-        """Fresh zero weights, momentum, history and generator for C classes and D features."""
+    def _initialize(self, classes, n_features, dtype, names=None):
+        """Fresh zero weights, momentum, history and generator for C classes and D features
+        (named ``names`` (D,), when X was a DataFrame)."""
         backend = get_backend(self.backend)
+        if names is None:
+            self.__dict__.pop("feature_names_in_", None)
+        else:
+            self.feature_names_in_ = names
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
         self.backend_ = backend.name
@@ -339,12 +350,21 @@ class SoftmaxRegression:
         if not self.__sklearn_is_fitted__():
             raise sklearn_compatible(NotFittedError)(
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
+        self._check_feature_names(feature_names(X))
         X = self._prepare_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
         backend_name = getattr(self, "backend_", "auto")
         backend = get_backend(backend_name if backend_name in available_backends() else "auto")
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
                                     cap_threads(getattr(self, "n_threads_", None)))
         return scores.astype(np.float64, copy=False)
+
+    def _check_feature_names(self, names):
+        """A DataFrame's columns must be those the model was fitted on, in the same order."""
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and names is not None and not np.array_equal(names, fitted):
+            raise DataError(f"The feature names should match those that were passed during "
+                            f"fit, in the same order: fitted on {plain(fitted)}, got "
+                            f"{plain(names)}")
 
     def decision_function(self, X):
         """Scores ``X W^T + b``: shape (N, C), or (N,) for two classes (see Notes)."""

@@ -216,6 +216,22 @@ def _is_sparse(X):
     return type(X).__module__.startswith("scipy.sparse")
 
 
+def feature_names(X):
+    """The column names of a DataFrame X (D,) object, if all are strings; otherwise None.
+
+    As scikit-learn's ``feature_names_in_``: a model fitted on named columns refuses, at
+    predict time, the same columns in another order, which an array would let through as
+    other features.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or _is_sparse(X):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if len(names) == 0 or not all(isinstance(name, str) for name in names):
+        return None
+    return names
+
+
 def check_features(X, dtype=None, n_features=None):
     """Validate and convert X to a C-contiguous 2-D float array.
 

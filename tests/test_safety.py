@@ -436,3 +436,30 @@ def test_plot_out_writes_exactly_the_path_given(tmp_path, model_path, capsys):
     assert main(["plot", "weights", str(model_path), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "DIR.png").exists()
+
+
+class Frame:
+    """The part of a DataFrame fastlr looks at: named columns and the values as an array."""
+
+    def __init__(self, values, columns):
+        self.values, self.columns = np.asarray(values), list(columns)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+    def reordered(self, order):
+        return Frame(self.values[:, order], [self.columns[i] for i in order])
+
+
+def test_a_dataframe_with_its_columns_reordered_is_refused_at_predict():
+    rng = np.random.default_rng(0)
+    frame = Frame(rng.random((30, 3)), ["ink", "slant", "width"])
+    model = SoftmaxRegression(epochs=1, backend="numpy").fit(frame, np.arange(30) % 2)
+    assert list(model.feature_names_in_) == ["ink", "slant", "width"]
+    assert model.predict(frame).shape == (30,) and model.predict(frame.values).shape == (30,)
+    with pytest.raises(DataError, match="feature names should match"):
+        model.predict(frame.reordered([2, 0, 1]))
+    with pytest.raises(DataError, match="feature names should match"):
+        model.partial_fit(frame.reordered([1, 0, 2]), np.arange(30) % 2)
+    refitted = model.fit(frame.values, np.arange(30) % 2)
+    assert not hasattr(refitted, "feature_names_in_")
