@@ -19,6 +19,7 @@ estimator's (:mod:`fastlr.validation`). Loading a model file never runs code.
 import json
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -209,7 +210,7 @@ def _read_npz(path):
         raise ModelFileError(f"{path}: is a directory, not a model file") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
             NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
-            UnicodeDecodeError) as exc:
+            UnicodeDecodeError, SyntaxError, tokenize.TokenError) as exc:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
