@@ -81,11 +81,13 @@ def make_directory(path):
 
 
 def _write_error(path, exc):
-    """The WriteError for ``exc``, naming ``path`` and, if it is one of its parents, the file
-    that stands where a directory is needed."""
-    in_the_way = exc.filename and Path(exc.filename) in Path(path).parents
-    culprit = f" ({exc.filename})" if in_the_way else ""
-    return WriteError(f"cannot write {path}: {exc.strerror or exc}{culprit}")
+    """The WriteError for ``exc``, naming ``path`` and, if one of its parents is a file, that
+    file."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        nearest = next((p for p in Path(path).parents if p.exists()), None)
+        if nearest is not None and not nearest.is_dir():
+            return WriteError(f"cannot write {path}: {nearest} is a file, not a directory")
+    return WriteError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def write_bytes(path, raw):

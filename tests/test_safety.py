@@ -66,7 +66,9 @@ def test_a_failed_write_in_train_is_one_line_after_the_summary(tmp_path, data_di
     out, err = capsys.readouterr()
     assert "test accuracy" in out
     assert "model saved to" not in out and "history  " not in out
-    one_error_line(err, f"cannot write {target}")
+    reason = {"directory": "Is a directory", "under a file": "file is a file, not a directory",
+              "full disk": "No space left", "read-only": "Read-only"}[where]
+    one_error_line(err, f"cannot write {target}: ", reason)
     assert [p.name for p in tmp_path.rglob(".*.part")] == []
 
 
