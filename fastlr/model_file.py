@@ -20,6 +20,7 @@ import json
 import math
 import struct
 import tokenize
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -220,13 +221,20 @@ def _read_npz(path):
 def _read_npy_member(fh, info, path):
     """One .npy member: its header parsed, object dtypes refused, its length checked."""
     version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
+    if version not in ((1, 0), (2, 0)):
         raise ModelFileError(f"{path}: unsupported .npy version {version} in "
                              f"{info.filename!r}")
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    # NumPy warns, and then parses it another way, of a header only Python 2 writes; fastlr
+    # never wrote one, so it is refused rather than leak a warning to stderr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            shape, fortran_order, dtype = read_header(fh)
+        except UserWarning:
+            raise ModelFileError(f"{path}: not a fastlr model file ({info.filename!r} has a "
+                                 f".npy header of Python 2)") from None
     if dtype.hasobject:
         raise ModelFileError(f"{path}: {info.filename!r} holds a pickled object array; "
                              f"refused, since loading it could run code")

@@ -165,14 +165,17 @@ def npy_member_with_header(header):
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
 
 
+@pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize("header", [
     "{'descr': '<f8', 'fortran_order': False, 'shape': (3,\n",  # found by atheris: TokenError
     "{'descr': '<f8', 'fortran_order': False, 'shape': (3,)) }\n",
+    # found by atheris: NumPy warns of a Python 2 header (3L) on stderr, then reads it
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (3L,), }\n",
 ])
 def test_npy_member_with_a_broken_header_is_a_model_file_error(tmp_path, header):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("coef.npy", npy_member_with_header(header) + b"\x00" * 24)
     (tmp_path / "broken.npz").write_bytes(buffer.getvalue())
-    with pytest.raises(ModelFileError, match="not a fastlr model file, or truncated"):
+    with pytest.raises(ModelFileError, match="not a fastlr model file"):
         SoftmaxRegression.load(tmp_path / "broken.npz")
