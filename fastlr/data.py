@@ -26,6 +26,8 @@ from .errors import DataError
 from .validation import size_limit
 
 UBYTE = 0x08
+# The most dimensions a NumPy array can have (the IDX header allows 255).
+MAX_IDX_DIMS = 64
 
 # The four files, in MNIST's names, with their shapes and the SHA-256 of each file's decompressed
 # content (as in data/mnist/SHA256SUMS). A file with one of these names is checked against the
@@ -148,8 +150,9 @@ def _read_idx_payload(fh, source, max_bytes):
         raise DataError(f"{source}: IDX type code 0x{head[2]:02x} is not supported "
                         f"(only 0x08, unsigned byte)")
     ndim = head[3]
-    if ndim == 0:
-        raise DataError(f"{source}: IDX header declares 0 dimensions")
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DataError(f"{source}: IDX header declares {ndim} dimensions; 1 to "
+                        f"{MAX_IDX_DIMS} are supported")
     sizes = fh.read(4 * ndim)
     if len(sizes) < 4 * ndim:
         raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
@@ -176,8 +179,8 @@ def write_idx(path, array, compress=None):
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
         raise DataError(f"write_idx needs a uint8 array, got {array.dtype}")
-    if not 1 <= array.ndim <= 255:
-        raise DataError(f"write_idx needs 1 to 255 dimensions, got {array.ndim}")
+    if not 1 <= array.ndim <= MAX_IDX_DIMS:
+        raise DataError(f"write_idx needs 1 to {MAX_IDX_DIMS} dimensions, got {array.ndim}")
     path = Path(path)
     raw = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     raw += array.tobytes()
@@ -194,7 +197,7 @@ def _sha256_of_content(raw):
     stream = io.BytesIO(raw)
     if raw[:2] == b"\x1f\x8b":
         stream = gzip.GzipFile(fileobj=stream, mode="rb")
-    digest, size, limit = hashlib.sha256(), 0, max_idx_bytes() + 4 + 4 * 255
+    digest, size, limit = hashlib.sha256(), 0, max_idx_bytes() + 4 + 4 * MAX_IDX_DIMS
     for chunk in iter(lambda: stream.read(1 << 20), b""):
         size += len(chunk)
         if size > limit:

@@ -99,6 +99,13 @@ def test_idx_header_declaring_huge_shape_is_refused_without_allocating():
         parse_idx(bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3 + b"\x00" * 10, "huge")
 
 
+@pytest.mark.parametrize("ndim", [0, 65, 122, 255])
+def test_idx_header_declaring_more_dimensions_than_numpy_has_is_refused(ndim):
+    # 122 dimensions of size 1 was found by atheris: NumPy's reshape raised ValueError.
+    with pytest.raises(DataError, match=f"declares {ndim} dimensions"):
+        parse_idx(bytes([0, 0, 8, ndim]) + (1).to_bytes(4, "big") * ndim + b"\x07", "many")
+
+
 @FUZZ
 @given(st.binary(max_size=512))
 def test_read_idx_on_random_files(tmp_path, raw):
