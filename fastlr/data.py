@@ -159,9 +159,10 @@ def _read_idx_payload(fh, source, max_bytes):
                         f"file ends after {4 + len(sizes)} bytes")
     shape = struct.unpack(f">{ndim}I", sizes)
     expected = math.prod(shape)
-    if expected > max_bytes:
+    # An empty shape's other sizes count too: (0, 2**32 - 1, 2**32 - 1) is no array NumPy makes.
+    if math.prod(n for n in shape if n) > max_bytes:
         raise DataError(f"{source}: the header declares shape {shape}, {expected:,} bytes of "
-                        f"data, more than the limit of {max_bytes:,}; set "
+                        f"data, beyond the limit of {max_bytes:,} bytes; set "
                         f"FASTLR_MAX_IDX_BYTES to read larger data")
     payload = fh.read(expected)
     if len(payload) < expected:

@@ -27,7 +27,9 @@ import atheris
 
 with atheris.instrument_imports():
     import numpy as np
-    from PIL import Image
+    # The plugins Image.open tries first, imported here so that their code is instrumented.
+    from PIL import (BmpImagePlugin, GifImagePlugin, Image, ImageOps,  # noqa: F401
+                     JpegImagePlugin, PngImagePlugin)
 
     from fastlr import DataError, ModelFileError, SoftmaxRegression
     from fastlr.data import parse_idx
@@ -89,10 +91,13 @@ def seed_corpus(directory):
     model = SoftmaxRegression(epochs=1, backend="numpy").fit(rng.random((30, 4)),
                                                               np.arange(30) % 3)
     model_raw = model.save(SCRATCH / "seed.npz").read_bytes()
-    png = io.BytesIO()
-    Image.fromarray(images[1]).save(png, format="PNG")
+    encoded = {}
+    for kind, mode in (("PNG", "LA"), ("JPEG", "L"), ("GIF", "P")):
+        buffer = io.BytesIO()
+        Image.fromarray(images[1]).convert(mode).save(buffer, format=kind)
+        encoded[kind] = buffer.getvalue()
     seeds = {"idx": idx, "idx-gz": gzip.compress(idx, mtime=0), "model": model_raw,
-             "image": png.getvalue()}
+             **{f"image-{kind.lower()}": raw for kind, raw in encoded.items()}}
     for name, raw in seeds.items():
         kind = name.split("-")[0]
         (directory / f"seed-{name}").write_bytes(bytes([TARGETS.index(kind)]) + raw)

@@ -95,8 +95,13 @@ def test_idx_reader_on_mutated_files(raw):
 
 
 def test_idx_header_declaring_huge_shape_is_refused_without_allocating():
-    with pytest.raises(DataError, match="more than the limit"):
+    with pytest.raises(DataError, match="beyond the limit"):
         parse_idx(bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3 + b"\x00" * 10, "huge")
+    # Found by atheris: an empty shape whose other sizes overflow made NumPy's reshape raise.
+    with pytest.raises(DataError, match="beyond the limit"):
+        parse_idx(bytes([0, 0, 8, 3]) + b"\x00" * 4 + b"\xff\xff\xff\xff" * 2, "empty")
+    assert parse_idx(bytes([0, 0, 8, 3]) + b"\x00" * 4 + (28).to_bytes(4, "big") * 2).shape == (
+        0, 28, 28)
 
 
 @pytest.mark.parametrize("ndim", [0, 65, 122, 255])

@@ -208,7 +208,7 @@ def test_an_idx_header_over_the_limit_is_refused_before_reading(tmp_path, monkey
     raw = idx_header(1000, 28, 28) + bytes(1000 * 784)
     assert parse_idx(raw).shape == (1000, 28, 28)
     monkeypatch.setenv("FASTLR_MAX_IDX_BYTES", "1000")
-    with pytest.raises(DataError, match="784,000 bytes of data, more than the limit of 1,000"):
+    with pytest.raises(DataError, match="784,000 bytes of data, beyond the limit of 1,000"):
         parse_idx(raw)
     assert parse_idx(raw, max_bytes=1 << 20).shape == (1000, 28, 28)
     monkeypatch.setenv("FASTLR_MAX_IDX_BYTES", "lots")
