@@ -153,9 +153,9 @@ def _save_interrupted(args, model):
         _, failures = _save(args, model)
         if failures:
             raise WriteError("; ".join(str(failure) for failure in failures))
-        print(f"fastlr: interrupted during epoch {done + 1}; the model trained for {done} "
-              f"full epoch{'s' if done != 1 else ''} and the part of the next is saved to "
-              f"{args.out}", file=sys.stderr)
+        print(f"fastlr: interrupted during epoch {done + 1}; the model trained so far is "
+              f"saved to {args.out} ({done} full epoch{'s' if done != 1 else ''} and part of "
+              f"the next)", file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
