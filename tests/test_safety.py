@@ -249,7 +249,7 @@ def test_a_model_member_bomb_is_refused_by_its_declared_size(tmp_path, monkeypat
                            "missing") < (128 << 20) + (16 << 20)
 
 
-# --- 3. thread counts are capped at the cores ------------------------------------------------------
+# --- 3. thread counts are capped at the cores --------------------------------------------------
 
 def rewrite_metadata(source, target, **changes):
     """Copy the model file ``source`` to ``target`` with its JSON metadata updated by
@@ -370,7 +370,7 @@ def test_a_trickling_mirror_is_given_up_at_the_deadline_with_a_progress_line(
     assert list(tmp_path.iterdir()) == []
 
 
-# --- 10. smaller cases ------------------------------------------------------------------------------
+# --- 10. smaller cases ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("history", [[{}], [1, 2], [{"epoch": "x", "train_loss": None}],
                                      [{"epoch": 1, "train_loss": 0.5}],

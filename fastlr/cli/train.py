@@ -194,7 +194,8 @@ def _print_summary(args, summary, model, train_shape, n_test, written):
     print(f"  test accuracy   {test_accuracy:.2%}   ({n_test:,} test images; "
           f"train accuracy {last['train_accuracy']:.2%})")
     print(f"  training time   {summary['train_time_s']:.2f} s   ({summary['epochs']} epochs "
-          f"of batch {args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
+          f"of batch {args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per "
+          f"epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
     if args.deskew:
