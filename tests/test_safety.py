@@ -465,3 +465,17 @@ def test_a_dataframe_with_its_columns_reordered_is_refused_at_predict():
         model.partial_fit(frame.reordered([1, 0, 2]), np.arange(30) % 2)
     refitted = model.fit(frame.values, np.arange(30) % 2)
     assert not hasattr(refitted, "feature_names_in_")
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
+    from fastlr.images import read_image
+    # Found by atheris: a 171-byte run-length-encoded BMP of 33,567,232 x 1 pixels.
+    raw = bytearray(b"BM" + bytes(12) + (40).to_bytes(4, "little"))
+    raw += (33_567_232).to_bytes(4, "little") + (1).to_bytes(4, "little")
+    raw += (1).to_bytes(2, "little") + (8).to_bytes(2, "little") + (1).to_bytes(4, "little")
+    raw += bytes(20) + bytes(4 * 256) + b"\x00\x01"
+    raw[10:14] = (len(raw) - 2).to_bytes(4, "little")
+    path = tmp_path / "long.bmp"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="33567232x1 pixels, more than the 16,777,216"):
+        read_image(path)
