@@ -9,7 +9,7 @@ from ._version import __version__
 from .backends import available_backends
 from .data import load_dataset, load_mnist
 from .errors import (BackendError, DataError, DivergenceError, FastlrError, InvalidParameterError,
-                     ModelFileError)
+                     ModelFileError, WriteError)
 from .model import SoftmaxRegression
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "ModelFileError",
     "InvalidParameterError",
     "DivergenceError",
+    "WriteError",
     "__version__",
 ]

@@ -12,9 +12,14 @@ uses), the number of dimensions ``ndim``, then ``ndim`` 32-bit sizes, then the p
 
 import gzip
 import hashlib
+import io
+import math
 import os
 import struct
+import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -25,10 +30,20 @@ import numpy as np
 from . import datasets
 from .atomic import write_bytes
 from .errors import DataError
+from .validation import size_limit
 
 UBYTE = 0x08
+# The most dimensions a NumPy array can have (the IDX header allows 255).
+MAX_IDX_DIMS = 64
 
 DOWNLOAD_TIMEOUT_S = 30.0
+# The whole download (four files, ~11 MB) gives up after this long, whatever the mirrors do: a
+# mirror that sends a byte a second never trips the per-read timeout above.
+DOWNLOAD_DEADLINE_S = 300.0
+
+# The largest IDX payload read, unless FASTLR_MAX_IDX_BYTES says otherwise: five times MNIST's
+# largest file (47 MB), so a header cannot make a reader inflate or allocate gigabytes.
+MAX_IDX_BYTES = 256 << 20
 
 # Where the bundled data sets are: inside the installed package (``fastlr/_data/NAME``, the
 # wheel's copy of the checkout's ``data/``) and in the checkout itself (``data/NAME``).
@@ -44,58 +59,19 @@ def default_cache_dir(name="mnist"):
 
 # --- IDX ------------------------------------------------------------------------------------------
 
-def parse_idx(raw, source="<bytes>"):
-    """Decode IDX bytes (plain or gzip) into a uint8 array.
-
-    Parameters
-    ----------
-    raw : bytes
-    source : str
-        Named in error messages.
-
-    Returns
-    -------
-    numpy.ndarray of uint8, shaped as the header says.
-
-    Raises
-    ------
-    DataError
-        For bad gzip data, a wrong magic number or type code, or a payload whose length is not
-        the product of the dimensions.
-    """
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{source}: bad gzip data ({exc})") from None
-    if len(raw) < 4:
-        raise DataError(f"{source}: truncated: {len(raw)} bytes, too short for an IDX header")
-    if raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{source}: wrong magic number 0x{raw[:4].hex()}: not an IDX file")
-    if raw[2] != UBYTE:
-        raise DataError(f"{source}: IDX type code 0x{raw[2]:02x} is not supported "
-                        f"(only 0x08, unsigned byte)")
-    ndim = raw[3]
-    if ndim == 0:
-        raise DataError(f"{source}: IDX header declares 0 dimensions")
-    header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
-                        f"file ends after {len(raw)} bytes")
-    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
-    expected = int(np.prod(shape, dtype=object))
-    payload = len(raw) - header_len
-    if payload < expected:
-        raise DataError(f"{source}: truncated: shape {shape} needs {expected} bytes of data, "
-                        f"found {payload}")
-    if payload > expected:
-        raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
-                        f"found {payload}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
+def max_idx_bytes():
+    """The largest IDX payload a reader accepts: ``$FASTLR_MAX_IDX_BYTES``, else
+    :data:`MAX_IDX_BYTES`."""
+    return size_limit("FASTLR_MAX_IDX_BYTES", MAX_IDX_BYTES)
 
 
-def read_idx(path):
-    """Read an IDX file (plain or gzip) into a uint8 array; see :func:`parse_idx`.
+def parse_idx(raw, source="<bytes>", max_bytes=None):
+    """Decode IDX bytes (plain or gzip) into a uint8 array; see :func:`read_idx_stream`."""
+    return read_idx_stream(io.BytesIO(raw), source, max_bytes)
+
+
+def read_idx(path, max_bytes=None):
+    """Read an IDX file (plain or gzip) into a uint8 array; see :func:`read_idx_stream`.
 
     Raises
     ------
@@ -104,10 +80,82 @@ def read_idx(path):
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            return read_idx_stream(fh, str(path), max_bytes)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_idx(raw, str(path))
+
+
+def read_idx_stream(fh, source, max_bytes=None):
+    """Decode an IDX stream (plain or gzip) into a uint8 array, reading no more than it declares.
+
+    The header is read first, and the payload size it declares is checked against
+    ``max_bytes`` before a byte of the payload is read or inflated: a small gzip file that
+    inflates to gigabytes (a decompression bomb) is refused at once, in constant memory.
+
+    Parameters
+    ----------
+    fh : binary file object
+    source : str
+        Named in error messages.
+    max_bytes : int, optional
+        The largest payload accepted; default :func:`max_idx_bytes`.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shaped as the header says.
+
+    Raises
+    ------
+    DataError
+        For bad gzip data, a wrong magic number or type code, a payload larger than
+        ``max_bytes``, or a payload whose length is not the product of the dimensions.
+    """
+    max_bytes = max_idx_bytes() if max_bytes is None else max_bytes
+    if fh.read(2) == b"\x1f\x8b":
+        fh.seek(0)
+        fh = gzip.GzipFile(fileobj=fh, mode="rb")
+    else:
+        fh.seek(0)
+    try:
+        return _read_idx_payload(fh, source, max_bytes)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{source}: bad gzip data ({exc})") from None
+
+
+def _read_idx_payload(fh, source, max_bytes):
+    """The header, then exactly the payload it declares, then a check that nothing follows."""
+    head = fh.read(4)
+    if len(head) < 4:
+        raise DataError(f"{source}: truncated: {len(head)} bytes, too short for an IDX header")
+    if head[0] != 0 or head[1] != 0:
+        raise DataError(f"{source}: wrong magic number 0x{head.hex()}: not an IDX file")
+    if head[2] != UBYTE:
+        raise DataError(f"{source}: IDX type code 0x{head[2]:02x} is not supported "
+                        f"(only 0x08, unsigned byte)")
+    ndim = head[3]
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DataError(f"{source}: IDX header declares {ndim} dimensions; 1 to "
+                        f"{MAX_IDX_DIMS} are supported")
+    sizes = fh.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
+                        f"file ends after {4 + len(sizes)} bytes")
+    shape = struct.unpack(f">{ndim}I", sizes)
+    expected = math.prod(shape)
+    # An empty shape's other sizes count too: (0, 2**32 - 1, 2**32 - 1) is no array NumPy makes.
+    if math.prod(n for n in shape if n) > max_bytes:
+        raise DataError(f"{source}: the header declares shape {shape}, {expected:,} bytes of "
+                        f"data, beyond the limit of {max_bytes:,} bytes; set "
+                        f"FASTLR_MAX_IDX_BYTES to read larger data")
+    payload = fh.read(expected)
+    if len(payload) < expected:
+        raise DataError(f"{source}: truncated: shape {shape} needs {expected} bytes of data, "
+                        f"found {len(payload)}")
+    if fh.read(1):
+        raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
+                        f"and the file holds more")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path, array, compress=None):
@@ -116,8 +164,8 @@ def write_idx(path, array, compress=None):
     array = np.ascontiguousarray(array)
     if array.dtype != np.uint8:
         raise DataError(f"write_idx needs a uint8 array, got {array.dtype}")
-    if not 1 <= array.ndim <= 255:
-        raise DataError(f"write_idx needs 1 to 255 dimensions, got {array.ndim}")
+    if not 1 <= array.ndim <= MAX_IDX_DIMS:
+        raise DataError(f"write_idx needs 1 to {MAX_IDX_DIMS} dimensions, got {array.ndim}")
     path = Path(path)
     raw = _idx_header(array) + array.tobytes()
     if compress is None:
@@ -134,12 +182,22 @@ def _idx_header(array):
 
 
 def _digest_of_download(raw, kind):
-    """The digest of kind ``kind`` (see :class:`~fastlr.datasets.KnownDataset`) of file bytes."""
+    """The digest of kind ``kind`` (see :class:`~fastlr.datasets.KnownDataset`) of file bytes.
+
+    A SHA-256 of the content is taken as the content inflates, chunk by chunk and at most to
+    the IDX limit, so a downloaded decompression bomb costs neither memory nor much time."""
     if kind == "md5-gz":
         return hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    stream = io.BytesIO(raw)
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return hashlib.sha256(raw).hexdigest()
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")
+    digest, size, limit = hashlib.sha256(), 0, max_idx_bytes() + 4 + 4 * MAX_IDX_DIMS
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"the content inflates to more than {limit:,} bytes")
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _digest_of_file(path, array, kind):
@@ -196,6 +254,19 @@ def _has_all_files(directory):
     return all(_find_file(directory, stem) for stem in datasets.FILE_STEMS.values())
 
 
+def _check_data_dir(directory, named_by):
+    """``directory``, if it holds the four files; ``named_by`` says who named it, for messages."""
+    if not directory.is_dir():
+        what = "not a directory" if directory.exists() else "no such directory"
+        raise DataError(f"{named_by}{directory}: {what}")
+    missing = [stem for stem in datasets.FILE_STEMS.values() if not _find_file(directory, stem)]
+    if missing:
+        raise DataError(f"{named_by}{directory}: missing {', '.join(missing)} (plain or .gz); "
+                        f"it needs the four files in MNIST's names")
+    return directory
+
+
+
 def known_dataset(name):
     """The :class:`~fastlr.datasets.KnownDataset` called ``name``.
 
@@ -234,7 +305,7 @@ def local_copy(known):
     return None, ""
 
 
-def find_data_dir(name=None, data_dir=None, download=True, mirrors=None):
+def find_data_dir(name=None, data_dir=None, download=True, mirrors=None, progress=True):
     """Where the four files are, and which data set they must be.
 
     With ``data_dir``, that directory, read as given (None: no checksum is required). Without
@@ -253,35 +324,24 @@ def find_data_dir(name=None, data_dir=None, download=True, mirrors=None):
     Raises
     ------
     DataError
-        If ``data_dir`` lacks a file, ``name`` is unknown, or nothing was found and the
-        download failed (the message says where fastlr looked).
+        If ``data_dir`` or ``$FASTLR_DATA`` is not a directory or lacks a file, ``name`` is
+        unknown, or nothing was found and the download failed (the message says where fastlr looked).
     """
     if data_dir is not None:
-        directory = Path(data_dir)
-        if not directory.is_dir():
-            raise DataError(f"--data-dir {directory}: no such directory")
-        missing = [stem for stem in datasets.FILE_STEMS.values()
-                   if not _find_file(directory, stem)]
-        if missing:
-            raise DataError(f"--data-dir {directory}: missing {', '.join(missing)} "
-                            f"(plain or .gz); it needs the four files in MNIST's names")
-        return directory, None, ""
-    candidates = []
+        return _check_data_dir(Path(data_dir), "--data-dir "), None, ""
+    # A user who names a directory means it: it is never passed over for another copy.
     if name is None and os.environ.get("FASTLR_DATA"):
-        user_dir = Path(os.environ["FASTLR_DATA"])
-        if _has_all_files(user_dir):
-            return user_dir, None, ""
-        candidates.append(user_dir)
+        return _check_data_dir(Path(os.environ["FASTLR_DATA"]), "FASTLR_DATA="), None, ""
     known = known_dataset(name or "mnist")
     directory, advice = local_copy(known)
     if directory is not None:
         return directory, known, advice
     cache = default_cache_dir(known.name)
-    looked = ", ".join(str(c) for c in candidates + _bundled_dirs(known) + [cache])
+    looked = ", ".join(str(c) for c in _bundled_dirs(known) + [cache])
     if not download:
         raise DataError(f"{known.title} not found (looked in {looked})")
     try:
-        return (download_dataset(cache, known, mirrors=mirrors), known,
+        return (download_dataset(cache, known, mirrors=mirrors, progress=progress), known,
                 "delete it to download it again")
     except DataError as exc:
         raise DataError(f"{known.title} not found (looked in {looked}) and the download "
@@ -290,12 +350,14 @@ def find_data_dir(name=None, data_dir=None, download=True, mirrors=None):
 
 
 def download_dataset(dest, dataset="mnist", mirrors=None, timeout=DOWNLOAD_TIMEOUT_S,
-                     progress=True):
+                     progress=True, deadline=DOWNLOAD_DEADLINE_S):
     """Download the four files of a known data set into ``dest``, checking each one.
 
     Each file is tried from each mirror in turn. A file is written only once it matches its
     published checksum, to a temporary name renamed into place, so an interrupted or corrupted
-    download never lands in ``dest``.
+    download never lands in ``dest``. ``timeout`` bounds each connection and read; ``deadline``
+    (in seconds) the whole download. With ``progress``, a progress line on stderr names the file
+    and the mirror from the moment the connection is opened.
 
     Parameters
     ----------
@@ -316,6 +378,7 @@ def download_dataset(dest, dataset="mnist", mirrors=None, timeout=DOWNLOAD_TIMEO
     known = known_dataset(dataset) if isinstance(dataset, str) else dataset
     dest = Path(dest)
     mirrors = list(mirrors or known.mirrors)
+    give_up_at = time.monotonic() + deadline
     for stem in datasets.FILE_STEMS.values():
         if _find_file(dest, stem):
             continue
@@ -323,7 +386,7 @@ def download_dataset(dest, dataset="mnist", mirrors=None, timeout=DOWNLOAD_TIMEO
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + stem + ".gz"
             try:
-                raw = _fetch(url, timeout, progress)
+                raw = _fetch(url, timeout, progress, give_up_at)
                 digest = _digest_of_download(raw, known.checksum)
             except (OSError, EOFError, zlib.error, ValueError) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
@@ -339,27 +402,39 @@ def download_dataset(dest, dataset="mnist", mirrors=None, timeout=DOWNLOAD_TIMEO
     return dest
 
 
-def _fetch(url, timeout, progress):
-    """GET ``url`` into memory, with a tqdm bar when ``progress``."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        chunks = []
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                       leave=False)
-        try:
-            while True:
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
+def _fetch(url, timeout, progress, give_up_at):
+    """GET ``url`` into memory before the monotonic time ``give_up_at``, with a tqdm bar when
+    ``progress``.
+
+    ``read1`` returns what one socket read brings, so the deadline is checked however slowly
+    the bytes come (``read(n)`` would wait for all n of them).
+    """
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], leave=False,
+                   file=sys.stderr)
+        bar.set_postfix_str(f"connecting to {urllib.parse.urlsplit(url).netloc}")
+    try:
+        remaining = give_up_at - time.monotonic()
+        if remaining <= 0:
+            raise OSError("the download's deadline has passed")
+        with urllib.request.urlopen(url, timeout=min(timeout, remaining)) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            if bar is not None:
+                bar.reset(total=total)
+                bar.set_postfix_str("")
+            chunks = []
+            while chunk := response.read1(1 << 16):
                 chunks.append(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
+                if time.monotonic() > give_up_at:
+                    raise OSError(f"gave up after {sum(map(len, chunks)):,} bytes: the "
+                                  f"download's deadline has passed")
+    finally:
+        if bar is not None:
+            bar.close()
     raw = b"".join(chunks)
     if total is not None and len(raw) != total:
         raise OSError(f"connection closed after {len(raw)} of {total} bytes")
@@ -410,7 +485,7 @@ class Dataset:
                 "class_names": list(self.class_names) if self.class_names else None}
 
 
-def load_dataset(name=None, data_dir=None, dtype=np.float32):
+def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
     """Load a known data set by name, or any data set in MNIST's four file names and format.
 
     Parameters
@@ -425,6 +500,8 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32):
         With neither: ``$FASTLR_DATA`` (read as given), else ``"mnist"``.
     dtype : numpy dtype
         float32 or float64 scale pixels to [0, 1]; uint8 keeps the raw 0-255 values.
+    progress : bool
+        Show a progress line on stderr while a download runs.
 
     Returns
     -------
@@ -441,7 +518,7 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32):
     dtype = np.dtype(dtype)
     if dtype != np.uint8 and dtype.kind != "f":
         raise DataError(f"load_dataset: dtype must be uint8 or a float type, got {dtype}")
-    directory, known, advice = find_data_dir(name, data_dir)
+    directory, known, advice = find_data_dir(name, data_dir, progress=progress)
     files = {stem: _find_file(directory, stem) for stem in datasets.FILE_STEMS.values()}
     arrays = {stem: read_idx(path) for stem, path in files.items()}
     if known is not None:

@@ -28,6 +28,11 @@ class ModelFileError(FastlrError, ValueError):
     """A model file is missing, truncated, foreign or unsafe."""
 
 
+class WriteError(FastlrError, OSError):
+    """A file could not be written (a full disk, a read-only directory, a path under a file);
+    the old file, if there was one, is left as it was."""
+
+
 class DivergenceError(FastlrError, FloatingPointError):
     """The training loss became NaN or infinite; the last finite weights were kept."""
 

@@ -219,7 +219,7 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.make_directory(out_dir)
     classes = model.classes_
     dataset = dataset or getattr(model, "dataset_", None) or {}
     image_shape = image_shape_of(X_train.shape[1], dataset)

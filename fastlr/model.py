@@ -10,13 +10,13 @@ import sys
 import numpy as np
 
 from . import model_file, sgd
-from .backends import available_backends, default_n_threads, get_backend
+from .backends import available_backends, get_backend
 from .backends import reference
 from .errors import DataError, NotFittedError, sklearn_compatible
 from .preprocess import apply_preprocessing
-from .validation import (PARAMETER_CONSTRAINTS, check_classes, check_features, check_labels,
-                         check_params, check_sample_weight, encode_labels, plain,
-                         unique_labels)
+from .validation import (PARAMETER_CONSTRAINTS, cap_threads, check_classes, check_features,
+                         check_labels, check_params, check_sample_weight, encode_labels,
+                         feature_names, plain, unique_labels)
 
 
 def _as_generator(random_state):
@@ -53,7 +53,8 @@ class SoftmaxRegression:
         L2 penalty on the weights (not the bias).
     backend : {"auto", "numba", "cython", "numpy"}, default "auto"
     n_threads : int, optional
-        Threads for the kernels; default: all cores.
+        Threads for the kernels; default: all cores, and never more than the cores
+        this process may use.
     random_state : int, Generator or None, default 0
         Seeds the permutations (and the validation split). Same seed, same thread count:
         bitwise the same model.
@@ -76,6 +77,8 @@ class SoftmaxRegression:
     intercept_ : (C,) array
     classes_ : (C,) array, the labels seen in ``fit`` (or given to ``partial_fit``), sorted
     n_features_in_ : int
+    feature_names_in_ : (D,) object array, the column names of a DataFrame X given to fit (only
+        then; a model read from a file has none)
     backend_ : str, the backend actually used
     n_threads_ : int, the thread count actually used
     history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.run_sgd`)
@@ -208,6 +211,7 @@ class SoftmaxRegression:
             return distributed.fit(self, X, y, sample_weight, eval_set, on_epoch)
         # -------------------------------------------------------------------------------------
         self._check_hyperparameters()
+        names = feature_names(X)
         X, y_encoded, classes = self._prepare(X, y)
         if len(classes) < 2:
             raise DataError(f"y holds one class only ({plain(classes)[1:-1]}); a classifier "
@@ -226,7 +230,7 @@ class SoftmaxRegression:
                                               n_features=X.shape[1])
             validation = (X_eval, y_eval)
 
-        self._initialize(classes, X.shape[1], X.dtype)
+        self._initialize(classes, X.shape[1], X.dtype, names)
         train_index = None
         if self.early_stopping:
             order = self._rng.permutation(X.shape[0])
@@ -272,6 +276,9 @@ class SoftmaxRegression:
         """
         self._check_hyperparameters()
         fitted = self.__sklearn_is_fitted__()
+        names = feature_names(X)
+        if fitted:
+            self._check_feature_names(names)
         if not fitted:
             if classes is None:
                 raise DataError("the first call to partial_fit needs classes=: every label "
@@ -289,25 +296,30 @@ class SoftmaxRegression:
                                             n_features=self.n_features_in_)
         sw = check_sample_weight(sample_weight, X.shape[0], X.dtype)
         if not fitted:
-            self._initialize(classes, X.shape[1], X.dtype)
+            self._initialize(classes, X.shape[1], X.dtype, names)
         else:
             if not hasattr(self, "_velocity"):  # a loaded model: fresh momentum and shuffling
                 self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
                 self._rng = _as_generator(self.random_state)
             self.backend_ = get_backend(self.backend).name
-            self.n_threads_ = int(self.n_threads or default_n_threads())
+            self.n_threads_ = cap_threads(self.n_threads)
         first_epoch = len(self.history_) + 1
         self._run_sgd(X, y_encoded, sw, epochs=1, lr_schedule="constant")
         self.history_[-1]["epoch"] = first_epoch
         return self
 
-    def _initialize(self, classes, n_features, dtype):
-        """Fresh zero weights, momentum, history and generator for C classes and D features."""
+    def _initialize(self, classes, n_features, dtype, names=None):
+        """Fresh zero weights, momentum, history and generator for C classes and D features
+        (named ``names`` (D,), when X was a DataFrame)."""
         backend = get_backend(self.backend)
+        if names is None:
+            self.__dict__.pop("feature_names_in_", None)
+        else:
+            self.feature_names_in_ = names
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
         self.backend_ = backend.name
-        self.n_threads_ = int(self.n_threads or default_n_threads())
+        self.n_threads_ = cap_threads(self.n_threads)
         self.coef_ = np.zeros((len(classes), n_features), dtype=dtype)
         self.intercept_ = np.zeros(len(classes), dtype=dtype)
         self.history_ = []
@@ -350,12 +362,21 @@ class SoftmaxRegression:
         if not self.__sklearn_is_fitted__():
             raise sklearn_compatible(NotFittedError)(
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
+        self._check_feature_names(feature_names(X))
         X = self._prepare_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
         backend_name = getattr(self, "backend_", "auto")
         backend = get_backend(backend_name if backend_name in available_backends() else "auto")
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
-                                    getattr(self, "n_threads_", None) or default_n_threads())
+                                    cap_threads(getattr(self, "n_threads_", None)))
         return scores.astype(np.float64, copy=False)
+
+    def _check_feature_names(self, names):
+        """A DataFrame's columns must be those the model was fitted on, in the same order."""
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and names is not None and not np.array_equal(names, fitted):
+            raise DataError(f"The feature names should match those that were passed during "
+                            f"fit, in the same order: fitted on {plain(fitted)}, got "
+                            f"{plain(names)}")
 
     def decision_function(self, X):
         """Scores ``X W^T + b``: shape (N, C), or (N,) for two classes (see Notes)."""

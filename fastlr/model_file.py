@@ -20,6 +20,8 @@ estimator's (:mod:`fastlr.validation`). Loading a model file never runs code.
 import json
 import math
 import struct
+import tokenize
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from ._version import __version__
 from .atomic import atomic_write
 from .backends import AUTO_ORDER
 from .errors import InvalidParameterError, ModelFileError
-from .validation import check_params
+from .validation import check_params, size_limit
 
 MODEL_FORMAT = "fastlr-model"
 MODEL_FORMAT_VERSION = 1
@@ -40,9 +42,11 @@ MODEL_FORMAT_VERSION = 1
 # (``preprocessing``) applied to every X before the weights see it.
 PIXEL_SCALE = "x / 255, in [0, 1]"
 
-# Model files larger than this are refused before anything is read: a softmax model over
-# MNIST takes 60 kB, and a hostile archive must not make the reader allocate gigabytes.
-MAX_MODEL_BYTES = 1 << 30
+# Model files whose members declare more than this in all are refused before anything is read,
+# unless FASTLR_MAX_MODEL_BYTES says otherwise: a softmax model over MNIST takes 60 kB, this
+# holds 8 million float64 weights, and a hostile archive must not make the reader allocate
+# gigabytes.
+MAX_MODEL_BYTES = 64 << 20
 MAX_MODEL_MEMBERS = 16
 
 
@@ -131,6 +135,7 @@ def read_model(path):
     history = metadata.get("history", [])
     if not isinstance(params, dict) or not isinstance(history, list):
         raise ModelFileError(f"{path}: the metadata lacks the hyperparameters or history")
+    _check_history(history, path)
     try:
         check_params(params)
     except InvalidParameterError as exc:
@@ -166,6 +171,32 @@ def _check_dataset(record, coef_shape, path):
             "class_names": tuple(names) if names else None}
 
 
+# What every per-epoch record of a model file's history holds, and what it may hold beside.
+HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy")
+OPTIONAL_HISTORY_FIELDS = ("val_loss", "val_accuracy", "lr", "time_s")
+
+
+def _check_history(history, path):
+    """Each record a dict with a whole ``epoch`` >= 1 and finite numbers for the other fields,
+    so that what reads the history (``plot curves``) finds what it needs."""
+    for number, record in enumerate(history, 1):
+        fine = (isinstance(record, dict) and all(field in record for field in HISTORY_FIELDS)
+                and type(record["epoch"]) is int and record["epoch"] >= 1
+                and all(type(record[field]) in (int, float) and math.isfinite(record[field])
+                        for field in (*HISTORY_FIELDS, *OPTIONAL_HISTORY_FIELDS)
+                        if field in record))
+        if not fine:
+            raise ModelFileError(f"{path}: record {number} of the training history is not an "
+                                 f"epoch's record (it needs {', '.join(HISTORY_FIELDS)} as "
+                                 f"numbers): {str(record)[:80]}")
+
+
+def max_model_bytes():
+    """The most a model file's members may declare: ``$FASTLR_MAX_MODEL_BYTES``, else
+    :data:`MAX_MODEL_BYTES`."""
+    return size_limit("FASTLR_MAX_MODEL_BYTES", MAX_MODEL_BYTES)
+
+
 def _parse_metadata(metadata_array, path):
     """The JSON metadata of a model file, checked for the format and its version."""
     if metadata_array.dtype.kind != "U" or metadata_array.ndim != 0:
@@ -190,8 +221,11 @@ def _read_npz(path):
             infos = archive.infolist()
             if len(infos) > MAX_MODEL_MEMBERS:
                 raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} members)")
-            if sum(info.file_size for info in infos) > MAX_MODEL_BYTES:
-                raise ModelFileError(f"{path}: too large for a fastlr model file")
+            declared, limit = sum(info.file_size for info in infos), max_model_bytes()
+            if declared > limit:
+                raise ModelFileError(f"{path}: its members declare {declared:,} bytes, more "
+                                     f"than the limit of {limit:,} for a model file; set "
+                                     f"FASTLR_MAX_MODEL_BYTES to read larger models")
             arrays = {}
             for info in infos:
                 if not info.filename.endswith(".npy"):
@@ -206,7 +240,7 @@ def _read_npz(path):
         raise ModelFileError(f"{path}: is a directory, not a model file") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
             NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
-            UnicodeDecodeError) as exc:
+            UnicodeDecodeError, SyntaxError, tokenize.TokenError) as exc:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
@@ -216,13 +250,20 @@ def _read_npz(path):
 def _read_npy_member(fh, info, path):
     """One .npy member: its header parsed, object dtypes refused, its length checked."""
     version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
+    if version not in ((1, 0), (2, 0)):
         raise ModelFileError(f"{path}: unsupported .npy version {version} in "
                              f"{info.filename!r}")
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    # NumPy warns, and then parses it another way, of a header only Python 2 writes; fastlr
+    # never wrote one, so it is refused rather than leak a warning to stderr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            shape, fortran_order, dtype = read_header(fh)
+        except UserWarning:
+            raise ModelFileError(f"{path}: not a fastlr model file ({info.filename!r} has a "
+                                 f".npy header of Python 2)") from None
     if dtype.hasobject:
         raise ModelFileError(f"{path}: {info.filename!r} holds a pickled object array; "
                              f"refused, since loading it could run code")
@@ -231,14 +272,21 @@ def _read_npy_member(fh, info, path):
     if n_bytes > info.file_size:
         raise ModelFileError(f"{path}: truncated: {info.filename!r} declares shape {shape} "
                              f"but holds {info.file_size - header_bytes} bytes or fewer")
-    raw = fh.read(n_bytes)
-    if len(raw) != n_bytes:
-        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {len(raw)} of "
+    raw = bytearray(n_bytes)  # filled chunk by chunk: the member's bytes are held once
+    view, n_read = memoryview(raw), 0
+    while n_read < n_bytes:
+        chunk = fh.read(min(n_bytes - n_read, 1 << 20))
+        if not chunk:
+            break
+        view[n_read:n_read + len(chunk)] = chunk
+        n_read += len(chunk)
+    if n_read != n_bytes:
+        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {n_read} of "
                              f"{n_bytes} bytes")
     array = np.frombuffer(raw, dtype=dtype)
     if fortran_order:
-        return array.reshape(shape[::-1]).T.copy()
-    return array.reshape(shape).copy()
+        return array.reshape(shape[::-1]).T
+    return array.reshape(shape)
 
 
 def _json_default(value):

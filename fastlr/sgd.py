@@ -168,12 +168,12 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
             vel_W[...] = 0
             vel_b[...] = 0
             became = "NaN" if np.isnan(loss_sum) or np.isnan(train_loss) else "infinite"
+            kept = (f"The weights from the end of epoch {epoch} are kept" if epoch
+                    else "The weights are not trained")
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1} (the loss became {became}): the "
                 f"learning rate {learning_rate:g} is too high; try a smaller one, e.g. --lr "
-                f"{learning_rate / 10:g}. " + (f"The weights from the end of epoch {epoch} are "
-                                               f"kept" if epoch else "The weights are not "
-                                               "trained"))
+                f"{min(learning_rate / 10, 1.0):g}. {kept}")
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "lr": float(lr_steps[-1]), "time_s": elapsed}
         if validation is not None:

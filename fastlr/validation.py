@@ -8,6 +8,9 @@ Two kinds of checks live in this module:
   parameters and to a model file's metadata; :func:`argument_type` turns a constraint into an
   argparse ``type=``, so ``--lr 0`` and ``learning_rate=0`` fail by the same rule with the same
   words: ``must be a finite number > 0, got 0``.
+- **Limits.** :func:`size_limit` reads the largest input size a reader accepts (IDX payloads,
+  model files) from its environment variable; :func:`cap_threads` caps a thread count at the
+  cores this process may use, whoever asked for it (a flag, the estimator, a model file).
 - **Data checks.** :func:`check_features`, :func:`check_labels`, :func:`check_sample_weight` and
   the label encoders validate and convert X, y and sample weights. Shapes: X (N, D), y (N,),
   sample_weight (N,), classes (C,).
@@ -15,12 +18,13 @@ Two kinds of checks live in this module:
 
 import argparse
 import math
+import os
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 
-from .backends import AUTO_ORDER
+from .backends import AUTO_ORDER, default_n_threads
 from .errors import (DataConversionWarning, DataError, DataTypeError, InvalidParameterError,
                      sklearn_compatible)
 from .preprocess import PREPROCESSING
@@ -172,10 +176,60 @@ def param_type(name):
     return argument_type(numeric[0])
 
 
+# --- limits --------------------------------------------------------------------------------------
+
+def size_limit(variable, default):
+    """The largest input size in bytes a reader accepts: ``$variable`` if set, else ``default``.
+
+    Raises
+    ------
+    DataError
+        If the variable is set to anything but a whole number >= 1.
+    """
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{variable} must be a whole number of bytes >= 1, got {text!r}")
+    return value
+
+
+def cap_threads(n_threads):
+    """The thread count to run on: ``n_threads`` (all cores when None), at most the cores this
+    process may use.
+
+    More threads than cores only wait for each other, and each one costs a (C, D) partial
+    gradient buffer, so a count from a flag or a model file (``10**15``) must not reach the
+    kernels as it is.
+    """
+    cores = default_n_threads()
+    return min(int(n_threads or cores), cores)
+
+
 # --- data checks ---------------------------------------------------------------------------------
 
 def _is_sparse(X):
     return type(X).__module__.startswith("scipy.sparse")
+
+
+def feature_names(X):
+    """The column names of a DataFrame X (D,) object, if all are strings; otherwise None.
+
+    As scikit-learn's ``feature_names_in_``: a model fitted on named columns refuses, at
+    predict time, the same columns in another order, which an array would let through as
+    other features.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or _is_sparse(X):
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    if len(names) == 0 or not all(isinstance(name, str) for name in names):
+        return None
+    return names
 
 
 def check_features(X, dtype=None, n_features=None):

@@ -185,7 +185,7 @@ def test_lookup_falls_back_to_download(tmp_path, mirror, monkeypatch):
 
 
 def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASTLR_DATA", str(tmp_path / "env-dir"))
+    monkeypatch.delenv("FASTLR_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(data, "BUNDLED_DATA_DIRS", (tmp_path / "no-checkout",))
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
@@ -193,4 +193,4 @@ def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(DataError) as excinfo:
         load_mnist()
     message = str(excinfo.value)
-    assert "env-dir" in message and "no-checkout" in message and "--data-dir" in message
+    assert "xdg" in message and "no-checkout" in message and "--data-dir" in message

@@ -95,8 +95,20 @@ def test_idx_reader_on_mutated_files(raw):
 
 
 def test_idx_header_declaring_huge_shape_is_refused_without_allocating():
-    with pytest.raises(DataError, match="truncated"):
+    with pytest.raises(DataError, match="beyond the limit"):
         parse_idx(bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3 + b"\x00" * 10, "huge")
+    # Found by atheris: an empty shape whose other sizes overflow made NumPy's reshape raise.
+    with pytest.raises(DataError, match="beyond the limit"):
+        parse_idx(bytes([0, 0, 8, 3]) + b"\x00" * 4 + b"\xff\xff\xff\xff" * 2, "empty")
+    assert parse_idx(bytes([0, 0, 8, 3]) + b"\x00" * 4 + (28).to_bytes(4, "big") * 2).shape == (
+        0, 28, 28)
+
+
+@pytest.mark.parametrize("ndim", [0, 65, 122, 255])
+def test_idx_header_declaring_more_dimensions_than_numpy_has_is_refused(ndim):
+    # 122 dimensions of size 1 was found by atheris: NumPy's reshape raised ValueError.
+    with pytest.raises(DataError, match=f"declares {ndim} dimensions"):
+        parse_idx(bytes([0, 0, 8, ndim]) + (1).to_bytes(4, "big") * ndim + b"\x07", "many")
 
 
 @FUZZ
@@ -159,3 +171,23 @@ def test_npy_member_declaring_a_huge_shape_is_refused_unread(tmp_path):
     (tmp_path / "huge.npz").write_bytes(buffer.getvalue())
     with pytest.raises(ModelFileError, match="truncated"):
         SoftmaxRegression.load(tmp_path / "huge.npz")
+
+
+def npy_member_with_header(header):
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("header", [
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (3,\n",  # found by atheris: TokenError
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (3,)) }\n",
+    # found by atheris: NumPy warns of a Python 2 header (3L) on stderr, then reads it
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (3L,), }\n",
+])
+def test_npy_member_with_a_broken_header_is_a_model_file_error(tmp_path, header):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("coef.npy", npy_member_with_header(header) + b"\x00" * 24)
+    (tmp_path / "broken.npz").write_bytes(buffer.getvalue())
+    with pytest.raises(ModelFileError, match="not a fastlr model file"):
+        SoftmaxRegression.load(tmp_path / "broken.npz")

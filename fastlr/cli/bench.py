@@ -6,6 +6,7 @@ import sys
 
 from ..atomic import atomic_write
 from ..backends import default_n_threads
+from ..validation import cap_threads
 from .common import add_data_dir, positive_int
 
 
@@ -75,6 +76,7 @@ def cmd_bench(args):
         batch_sizes = args.batch_sizes or [64, 256, 1024]
         threads = args.threads or sorted({1, cores})
         repeats = args.repeats or 5
+    threads = sorted({cap_threads(n) for n in threads})
     report = bench.run_bench(backends=backends, batch_sizes=batch_sizes, threads=threads,
                              repeats=repeats, epochs=args.epochs,
                              kernels=args.kernels == "all", time_to_accuracy=not args.quick,

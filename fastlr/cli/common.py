@@ -64,14 +64,15 @@ def load_data(args, model=None):
         If the model was trained on a directory's data set and no flag says where it is.
     """
     from ..data import load_dataset
+    progress = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
     if args.dataset is None and args.data_dir is None and model is not None:
         record = getattr(model, "dataset_", None)
         if record and record["name"]:
-            return load_dataset(record["name"])
+            return load_dataset(record["name"], progress=progress)
         if record:
             raise DataError(f"{args.model} was trained on {record['title']}; pass --data-dir "
                             f"DIR (or --dataset NAME) for the data to use")
-    return load_dataset(args.dataset, args.data_dir)
+    return load_dataset(args.dataset, args.data_dir, progress=progress)
 
 
 def add_model(parser):

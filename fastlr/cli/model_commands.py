@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from ..datasets import class_label, image_shape_of
+from ..errors import DataError
 from ..model import SoftmaxRegression
 from ..preprocess import deskew
 from .common import add_data_dir, add_model, load_data
@@ -84,9 +85,15 @@ def cmd_predict(args):
         label = model.classes_[k].item()
         return {"label": label, "name": class_label(label, names)}
 
-    predictions = []
+    predictions, failures = [], []
     for path in args.inputs:
-        pixels = read_inputs(path, model.n_features_in_, image_shape)
+        # One unreadable input must not cost the predictions of the others: it is reported
+        # after them.
+        try:
+            pixels = read_inputs(path, model.n_features_in_, image_shape)
+        except DataError as exc:
+            failures.append({"input": path, "error": str(exc)})
+            continue
         proba = model.predict_proba(pixels)
         for row, p in enumerate(proba):
             top = np.argsort(-p, kind="stable")[:TOP_K]
@@ -95,9 +102,15 @@ def cmd_predict(args):
                 **labelled(top[0]),
                 "top": [{**labelled(k), "probability": float(p[k])} for k in top]})
     if args.json:
-        print(json.dumps({"model": args.model, "predictions": predictions}))
-        return 0
-    for prediction in predictions:
-        top = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in prediction["top"])
-        print(f"{prediction['input']}: {prediction['name']}   ({top})")
+        print(json.dumps({"model": args.model, "predictions": predictions,
+                          "errors": failures}))
+    else:
+        for prediction in predictions:
+            top = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in prediction["top"])
+            print(f"{prediction['input']}: {prediction['name']}   ({top})")
+    if len(failures) == 1:
+        raise DataError(failures[0]["error"])
+    if failures:
+        raise DataError(f"{len(failures)} of {len(args.inputs)} inputs could not be read: " +
+                        "; ".join(failure["error"] for failure in failures))
     return 0

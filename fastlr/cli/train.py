@@ -3,14 +3,16 @@
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ..backends import get_backend
+from ..errors import WriteError
 from ..history import check_history_path, write_history
 from ..model import SoftmaxRegression
-from .common import (EXIT_INTERRUPTED, add_backend, add_data_dir, add_seed, load_data,
-                     param_choices, param_type, positive_int)
+from .common import (EXIT_INTERRUPTED, UsageError, add_backend, add_data_dir, add_seed,
+                     load_data, param_choices, param_type, positive_int)
 
 
 def add_command(commands):
@@ -48,7 +50,8 @@ def add_command(commands):
                        help="hold out 10%% of the training images and stop when their accuracy "
                             "stops improving")
     train.add_argument("--out", metavar="MODEL.npz",
-                       help="save the trained model there (also on Ctrl-C)")
+                       help="save the trained model there (also on Ctrl-C once an epoch has "
+                            "finished)")
     train.add_argument("--deskew", action="store_true",
                        help="shear each image upright before the model sees it (also in "
                             "evaluate, explain and predict: the model file records it); with "
@@ -72,6 +75,11 @@ def add_command(commands):
 
 
 def cmd_train(args):
+    if args.history:
+        check_history_path(args.history)
+        if args.out and Path(args.history).resolve() == Path(args.out).resolve():
+            raise UsageError(f"fastlr train: --history and --out both name {args.out}; the "
+                             f"history would overwrite the model (see --help)")
     if args.scheduler or args.local_cluster:
         from ..distributed import cluster_client
         with cluster_client(args.scheduler, args.local_cluster) as client:
@@ -94,8 +102,6 @@ def _train(args, client):
         lr_schedule=args.lr_schedule, momentum=args.momentum, alpha=args.l2,
         backend=args.backend, n_threads=args.threads, random_state=args.seed,
         early_stopping=args.early_stopping, preprocessing="deskew" if args.deskew else None)
-    if args.history:
-        check_history_path(args.history)
     if _compiles_on_first_run(get_backend(args.backend)):
         print("fastlr: compiling the Numba kernels for this machine (about 20 s, once; later "
               "runs load them from the cache)", file=sys.stderr, flush=True)
@@ -123,15 +129,7 @@ def _train(args, client):
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        done = len(getattr(model, "history_", []))
-        if args.out and hasattr(model, "coef_"):
-            model.save(args.out, dataset=dataset.record())
-            print(f"fastlr: interrupted during epoch {done + 1}; the model trained so far "
-                  f"is saved to {args.out}", file=sys.stderr)
-        else:
-            print(f"fastlr: interrupted during epoch {done + 1}; nothing saved (use --out)",
-                  file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _save_interrupted(args, model, dataset)
     finally:
         if bar is not None:
             bar.close()
@@ -154,20 +152,79 @@ def _train(args, client):
         "dataset": dataset.record(),
     }
     summary["preprocessing"] = model.preprocessing
-    if args.out:
-        model.save(args.out, dataset=dataset.record())
-    if args.history:
-        write_history(args.history, model.history_)
+    # The files are written before the summary is printed, and a failed write is reported
+    # after it: the accuracy of a run is never lost to a full disk.
+    written, failures = _save(args, model, dataset)
+    if args.out not in written:
+        summary["model"] = None
+    _print_summary(args, summary, model, dataset, len(y_train), len(y_test), written, client)
+    if failures:
+        raise WriteError("; ".join(str(failure) for failure in failures))
+    return 0
+
+
+def _save_interrupted(args, model, dataset):
+    """After Ctrl-C: save the model (and history) only if at least one full epoch finished.
+
+    A model file is only ever replaced by a model that trained at least one full epoch: an
+    interrupt in the first epoch (while the Numba kernels compile, say) leaves weights that
+    are zero or a fraction of an epoch in, and an existing good model must not give way to
+    them. Later interrupts save the weights trained so far.
+    """
+    done = len(getattr(model, "history_", []))
+    if not args.out:
+        print(f"fastlr: interrupted during epoch {done + 1}; nothing saved (use --out)",
+              file=sys.stderr)
+    elif done == 0:
+        print(f"fastlr: interrupted during epoch 1; nothing saved: no epoch finished, so "
+              f"{args.out} is left as it was", file=sys.stderr)
+    else:
+        _, failures = _save(args, model, dataset)
+        if failures:
+            raise WriteError("; ".join(str(failure) for failure in failures))
+        print(f"fastlr: interrupted during epoch {done + 1}; the model trained so far is "
+              f"saved to {args.out} ({done} full epoch{'s' if done != 1 else ''} and part of "
+              f"the next)", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _save(args, model, dataset):
+    """Write the model to ``--out`` and the history to ``--history``, those given; the history
+    is written even if the model could not be.
+
+    Returns
+    -------
+    written : set of the paths written
+    failures : list of WriteError, one per failed write
+    """
+    written, failures = set(), []
+    for path, write in ((args.out, lambda: model.save(args.out, dataset=dataset.record())),
+                        (args.history, lambda: write_history(args.history, model.history_))):
+        if path is None:
+            continue
+        try:
+            write()
+        except WriteError as exc:
+            failures.append(exc)
+        else:
+            written.add(path)
+    return written, failures
+
+
+def _print_summary(args, summary, model, dataset, n_train, n_test, written, client):
+    """The summary of a training run: one JSON line with ``--json``, else a few lines."""
     if args.json:
         print(json.dumps(summary))
-        return 0
+        return
+    test_accuracy, last = summary["test_accuracy"], model.history_[-1]
     height, width = dataset.image_shape
-    print(f"Trained softmax regression on {dataset.title}: {len(y_train):,} images of "
+    print(f"Trained softmax regression on {dataset.title}: {n_train:,} images of "
           f"{height}x{width} pixels, {len(model.classes_)} classes.")
-    print(f"  test accuracy   {test_accuracy:.2%}   ({len(y_test):,} test images; "
+    print(f"  test accuracy   {test_accuracy:.2%}   ({n_test:,} test images; "
           f"train accuracy {last['train_accuracy']:.2%})")
-    print(f"  training time   {train_time:.2f} s   ({summary['epochs']} epochs of batch "
-          f"{args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
+    print(f"  training time   {summary['train_time_s']:.2f} s   ({summary['epochs']} epochs "
+          f"of batch {args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per "
+          f"epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
     if client is not None:
@@ -175,11 +232,10 @@ def _train(args, client):
               f"{last['partitions']} partitions, weights averaged every epoch")
     if args.deskew:
         print("  preprocessing   deskew")
-    if args.out:
+    if args.out in written:
         print(f"  model saved to  {args.out}")
-    if args.history:
+    if args.history in written:
         print(f"  history         {args.history}")
-    return 0
 
 
 def _compiles_on_first_run(backend):
