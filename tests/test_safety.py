@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import write_small_dataset
+from conftest import assert_one_line_error, run_cli, write_small_dataset
 
 from fastlr import DataError, ModelFileError, SoftmaxRegression, atomic
 from fastlr.cli import main
@@ -479,3 +479,11 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path)
     path.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="33567232x1 pixels, more than the 16,777,216"):
         read_image(path)
+
+
+def test_numba_disable_jit_makes_the_numba_backend_unavailable_not_a_traceback():
+    result = run_cli("train", "--epochs", "1", "--no-progress", "--backend", "numba",
+                     env={"NUMBA_DISABLE_JIT": "1"})
+    assert_one_line_error(result, "NUMBA_DISABLE_JIT is set")
+    result = run_cli("info", env={"NUMBA_DISABLE_JIT": "1"})
+    assert result.returncode == 0 and "Traceback" not in result.stderr

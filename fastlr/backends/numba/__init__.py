@@ -27,7 +27,12 @@ try:
 except ImportError as exc:  # the registry reads ImportError as "not available"
     raise ImportError(f"numba is not installed ({exc})") from exc
 
-from . import _cache
+from numba import config  # noqa: E402
+
+if config.DISABLE_JIT:  # the tiles are LLVM intrinsics: there is no Python to fall back to
+    raise ImportError("NUMBA_DISABLE_JIT is set, and these kernels only run compiled")
+
+from . import _cache  # noqa: E402
 
 _cache.register()  # before any kernel is defined: the locator is chosen at decoration
 
