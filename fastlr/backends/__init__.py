@@ -54,7 +54,7 @@ _MODULES = {
 }
 
 _HOW_TO_FIX = {
-    "numba": "install it with `pip install numba`",
+    "numba": "install it with `pip install numba`, and leave NUMBA_DISABLE_JIT unset",
     "cython": ("build it with `pip install -e .`, or `python setup.py build_ext --inplace` in a "
                "source checkout (needs a C compiler)"),
     "numpy": "",
