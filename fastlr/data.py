@@ -44,6 +44,45 @@ def default_cache_dir(name="mnist"):
 
 # --- IDX ------------------------------------------------------------------------------------------
 
+def parse_idx_header(raw, source="<bytes>"):
+    """The shape an IDX file's header declares and where its payload starts.
+
+    Parameters
+    ----------
+    raw : bytes
+        The start of the uncompressed file: at least the header, ``4 + 4 * ndim`` bytes.
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    shape : tuple of int
+    header_len : int
+        The payload's offset in the file.
+
+    Raises
+    ------
+    DataError
+        For a wrong magic number or type code, or a header cut short.
+    """
+    if len(raw) < 4:
+        raise DataError(f"{source}: truncated: {len(raw)} bytes, too short for an IDX header")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{source}: wrong magic number 0x{raw[:4].hex()}: not an IDX file")
+    if raw[2] != UBYTE:
+        raise DataError(f"{source}: IDX type code 0x{raw[2]:02x} is not supported "
+                        f"(only 0x08, unsigned byte)")
+    ndim = raw[3]
+    if ndim == 0:
+        raise DataError(f"{source}: IDX header declares 0 dimensions")
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
+                        f"file ends after {len(raw)} bytes")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    return shape, header_len
+
+
 def parse_idx(raw, source="<bytes>"):
     """Decode IDX bytes (plain or gzip) into a uint8 array.
 
@@ -68,30 +107,20 @@ def parse_idx(raw, source="<bytes>"):
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{source}: bad gzip data ({exc})") from None
-    if len(raw) < 4:
-        raise DataError(f"{source}: truncated: {len(raw)} bytes, too short for an IDX header")
-    if raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{source}: wrong magic number 0x{raw[:4].hex()}: not an IDX file")
-    if raw[2] != UBYTE:
-        raise DataError(f"{source}: IDX type code 0x{raw[2]:02x} is not supported "
-                        f"(only 0x08, unsigned byte)")
-    ndim = raw[3]
-    if ndim == 0:
-        raise DataError(f"{source}: IDX header declares 0 dimensions")
-    header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
-                        f"file ends after {len(raw)} bytes")
-    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    shape, header_len = parse_idx_header(raw, source)
+    _check_payload(shape, len(raw) - header_len, source)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
+
+
+def _check_payload(shape, payload, source):
+    """A payload of ``payload`` bytes must be exactly the ``prod(shape)`` the header declares."""
     expected = int(np.prod(shape, dtype=object))
-    payload = len(raw) - header_len
     if payload < expected:
         raise DataError(f"{source}: truncated: shape {shape} needs {expected} bytes of data, "
                         f"found {payload}")
     if payload > expected:
         raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
                         f"found {payload}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
 
 
 def read_idx(path):
@@ -108,6 +137,31 @@ def read_idx(path):
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return parse_idx(raw, str(path))
+
+
+def memmap_idx(path):
+    """Memory-map an uncompressed IDX file: a read-only uint8 array shaped as the header says,
+    whose pages are read from disk only when touched.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, is gzip-compressed (a compressed file cannot be mapped),
+        or is not a valid unsigned-byte IDX file.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            head = file.read(4 + 4 * 255)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: gzip-compressed; a compressed file cannot be memory-mapped: "
+                        f"decompress it first (gunzip {path.name})")
+    shape, header_len = parse_idx_header(head, str(path))
+    _check_payload(shape, size - header_len, str(path))
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=header_len, shape=shape)
 
 
 def write_idx(path, array, compress=None):
