@@ -55,8 +55,9 @@ class StreamingSource:
     Parameters
     ----------
     parts : list of (images, labels)
-        images : (n_p, D) uint8, memory-mapped; labels : (n_p,) int64 indices into
-        ``classes``, or one int, the class of every row of the part.
+        images : (n_p, D) uint8, memory-mapped; labels : one int, the class index of every
+        row of the part, or anything whose slice ``[start:stop]`` gives those rows' class
+        indices (int64, into ``classes``).
     classes : (C,) array, the sorted labels the indices stand for
     chunk_size, buffer_size : int
         Rows per chunk read from disk, and rows per shuffle buffer (at least one chunk).
