@@ -65,6 +65,58 @@ def max_idx_bytes():
     return size_limit("FASTLR_MAX_IDX_BYTES", MAX_IDX_BYTES)
 
 
+def parse_idx_header(raw, source="<bytes>"):
+    """The shape an IDX file's header declares and where its payload starts.
+
+    Parameters
+    ----------
+    raw : bytes
+        The start of the uncompressed file: at least the header, ``4 + 4 * ndim`` bytes.
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    shape : tuple of int
+    header_len : int
+        The payload's offset in the file.
+
+    Raises
+    ------
+    DataError
+        For a wrong magic number or type code, or a header cut short.
+    """
+    if len(raw) < 4:
+        raise DataError(f"{source}: truncated: {len(raw)} bytes, too short for an IDX header")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{source}: wrong magic number 0x{raw[:4].hex()}: not an IDX file")
+    if raw[2] != UBYTE:
+        raise DataError(f"{source}: IDX type code 0x{raw[2]:02x} is not supported "
+                        f"(only 0x08, unsigned byte)")
+    ndim = raw[3]
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DataError(f"{source}: IDX header declares {ndim} dimensions; 1 to "
+                        f"{MAX_IDX_DIMS} are supported")
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
+                        f"file ends after {len(raw)} bytes")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_len])
+    return shape, header_len
+
+
+
+def _check_payload(shape, payload, source):
+    """A payload of ``payload`` bytes must be exactly the ``prod(shape)`` the header declares."""
+    expected = int(np.prod(shape, dtype=object))
+    if payload < expected:
+        raise DataError(f"{source}: truncated: shape {shape} needs {expected} bytes of data, "
+                        f"found {payload}")
+    if payload > expected:
+        raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
+                        f"found {payload}")
+
+
 def parse_idx(raw, source="<bytes>", max_bytes=None):
     """Decode IDX bytes (plain or gzip) into a uint8 array; see :func:`read_idx_stream`."""
     return read_idx_stream(io.BytesIO(raw), source, max_bytes)
@@ -126,22 +178,9 @@ def read_idx_stream(fh, source, max_bytes=None):
 def _read_idx_payload(fh, source, max_bytes):
     """The header, then exactly the payload it declares, then a check that nothing follows."""
     head = fh.read(4)
-    if len(head) < 4:
-        raise DataError(f"{source}: truncated: {len(head)} bytes, too short for an IDX header")
-    if head[0] != 0 or head[1] != 0:
-        raise DataError(f"{source}: wrong magic number 0x{head.hex()}: not an IDX file")
-    if head[2] != UBYTE:
-        raise DataError(f"{source}: IDX type code 0x{head[2]:02x} is not supported "
-                        f"(only 0x08, unsigned byte)")
-    ndim = head[3]
-    if not 1 <= ndim <= MAX_IDX_DIMS:
-        raise DataError(f"{source}: IDX header declares {ndim} dimensions; 1 to "
-                        f"{MAX_IDX_DIMS} are supported")
-    sizes = fh.read(4 * ndim)
-    if len(sizes) < 4 * ndim:
-        raise DataError(f"{source}: truncated: the header declares {ndim} dimensions but the "
-                        f"file ends after {4 + len(sizes)} bytes")
-    shape = struct.unpack(f">{ndim}I", sizes)
+    if len(head) == 4:
+        head += fh.read(4 * head[3])
+    shape, _ = parse_idx_header(head, source)
     expected = math.prod(shape)
     # An empty shape's other sizes count too: (0, 2**32 - 1, 2**32 - 1) is no array NumPy makes.
     if math.prod(n for n in shape if n) > max_bytes:
@@ -156,6 +195,31 @@ def _read_idx_payload(fh, source, max_bytes):
         raise DataError(f"{source}: wrong length: shape {shape} needs {expected} bytes of data, "
                         f"and the file holds more")
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
+
+def memmap_idx(path):
+    """Memory-map an uncompressed IDX file: a read-only uint8 array shaped as the header says,
+    whose pages are read from disk only when touched.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, is gzip-compressed (a compressed file cannot be mapped),
+        or is not a valid unsigned-byte IDX file.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            head = file.read(4 + 4 * 255)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: gzip-compressed; a compressed file cannot be memory-mapped: "
+                        f"decompress it first (gunzip {path.name})")
+    shape, header_len = parse_idx_header(head, str(path))
+    _check_payload(shape, size - header_len, str(path))
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=header_len, shape=shape)
 
 
 def write_idx(path, array, compress=None):

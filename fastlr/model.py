@@ -174,7 +174,7 @@ class SoftmaxRegression:
             y_encoded = encode_labels(y, classes, known_as)
         return X, y_encoded, classes
 
-    def fit(self, X, y, sample_weight=None, eval_set=None, on_epoch=None):
+    def fit(self, X, y=None, sample_weight=None, eval_set=None, on_epoch=None):
         """Train from scratch on X (N, D), y (N,).
 
         Parameters
@@ -204,11 +204,20 @@ class SoftmaxRegression:
         -----
         A Dask array X trains on its Dask cluster, by synchronous model averaging over its
         row blocks: see :mod:`fastlr.distributed`.
+        A :class:`fastlr.streaming.StreamingSource` X (with y None) trains on data on disk,
+        streamed a shuffle buffer at a time: see :mod:`fastlr.streaming`.
         """
         # --- Dask arrays: data-parallel training on their cluster (fastlr/distributed.py) ---
         from . import distributed
         if distributed.is_dask_array(X):
             return distributed.fit(self, X, y, sample_weight, eval_set, on_epoch)
+        # --- a data set on disk, streamed a shuffle buffer at a time (fastlr/streaming.py) --
+        from . import streaming
+        if isinstance(X, streaming.StreamingSource):
+            if y is not None or sample_weight is not None:
+                raise DataError("a StreamingSource holds its own labels; pass y=None and no "
+                                "sample_weight")
+            return streaming.fit(self, X, eval_set, on_epoch)
         # -------------------------------------------------------------------------------------
         self._check_hyperparameters()
         names = feature_names(X)

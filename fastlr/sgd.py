@@ -59,6 +59,18 @@ def evaluate(backend, X, y, W, b, n_threads, sample_weight=None):
             float((weights * correct).sum() / total))
 
 
+def divergence_error(epoch, learning_rate, became_nan):
+    """The DivergenceError of epoch ``epoch`` (0-based) whose loss became NaN (``became_nan``)
+    or infinite, saying which weights are kept and what rate to try."""
+    became = "NaN" if became_nan else "infinite"
+    kept = (f"The weights from the end of epoch {epoch} are kept" if epoch
+            else "The weights are not trained")
+    return DivergenceError(
+        f"training diverged in epoch {epoch + 1} (the loss became {became}): the learning rate "
+        f"{learning_rate:g} is too high; try a smaller one, e.g. --lr "
+        f"{min(learning_rate / 10, 1.0):g}. {kept}")
+
+
 def _check_contract(X, y, sample_weight, W, b):
     """The kernel contract's preconditions; a failure here is a bug in the caller, not bad
     user input (the model validates that)."""
@@ -167,13 +179,8 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
             b[...] = last_b
             vel_W[...] = 0
             vel_b[...] = 0
-            became = "NaN" if np.isnan(loss_sum) or np.isnan(train_loss) else "infinite"
-            kept = (f"The weights from the end of epoch {epoch} are kept" if epoch
-                    else "The weights are not trained")
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} (the loss became {became}): the "
-                f"learning rate {learning_rate:g} is too high; try a smaller one, e.g. --lr "
-                f"{min(learning_rate / 10, 1.0):g}. {kept}")
+            raise divergence_error(epoch, learning_rate,
+                                   np.isnan(loss_sum) or np.isnan(train_loss))
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                   "lr": float(lr_steps[-1]), "time_s": elapsed}
         if validation is not None:

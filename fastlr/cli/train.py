@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import get_backend
-from ..errors import WriteError
+from ..errors import DataError, WriteError
 from ..history import check_history_path, write_history
 from ..model import SoftmaxRegression
+from ..streaming import (DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_TEST_SIZE,
+                         is_streaming_dir, open_source)
 from .common import (EXIT_INTERRUPTED, UsageError, add_backend, add_data_dir, add_seed,
                      load_data, param_choices, param_type, positive_int)
 
@@ -61,6 +63,26 @@ def add_command(commands):
     train.add_argument("--json", action="store_true",
                        help="print the summary as one JSON object on the last line")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    stream = train.add_argument_group(
+        "data larger than memory",
+        "Stream the training images from --data-dir a shuffle buffer at a time instead of "
+        "loading them: uncompressed IDX files (memory-mapped), or one uint8 .npy file of images "
+        "per class, named by its class (Quick, Draw!'s layout; such a directory always "
+        "streams). Memory use is bounded by the buffer, not the data set.")
+    stream.add_argument("--stream", action="store_true",
+                        help="stream the IDX files of --data-dir instead of loading them")
+    stream.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE,
+                        metavar="ROWS", help="images read from disk at a time; the shuffle "
+                                             "mixes whole chunks (default: %(default)s)")
+    stream.add_argument("--shuffle-buffer", type=positive_int, default=DEFAULT_BUFFER_SIZE,
+                        metavar="ROWS",
+                        help="images in the shuffle buffer: its chunks come from random places "
+                             "in the data and are trained on in a random order; about 5 bytes "
+                             "of memory per pixel of them (default: %(default)s)")
+    stream.add_argument("--test-size", type=positive_int, default=DEFAULT_TEST_SIZE,
+                        metavar="ROWS",
+                        help="for .npy class files: images held out from the end of the files "
+                             "as the test set (default: %(default)s)")
     cluster = train.add_mutually_exclusive_group()
     cluster.add_argument("--scheduler", metavar="ADDRESS",
                          help="train on the Dask cluster whose scheduler listens at ADDRESS "
@@ -80,17 +102,36 @@ def cmd_train(args):
         if args.out and Path(args.history).resolve() == Path(args.out).resolve():
             raise UsageError(f"fastlr train: --history and --out both name {args.out}; the "
                              f"history would overwrite the model (see --help)")
+    streams = _streams(args)
     if args.scheduler or args.local_cluster:
         from ..distributed import cluster_client
         with cluster_client(args.scheduler, args.local_cluster) as client:
-            return _train(args, client)
-    return _train(args, None)
+            return _train(args, client, streams)
+    return _train(args, None, streams)
 
 
-def _train(args, client):
-    """``train`` in this process, or, with a Dask ``client``, on its cluster."""
-    dataset = load_data(args)
-    X_train, y_train, X_test, y_test = dataset.arrays()
+def _streams(args):
+    """True if the flags ask to stream the training data, or its directory only streams."""
+    streams = args.stream or bool(args.data_dir and is_streaming_dir(args.data_dir))
+    if streams and not args.data_dir:
+        raise DataError("--stream needs --data-dir DIR")
+    if streams and (args.scheduler or args.local_cluster):
+        raise DataError("a streamed data set trains in this process, not on a Dask cluster")
+    return streams
+
+
+def _train(args, client, streams):
+    """``train`` in this process, or, with a Dask ``client``, on its cluster; with
+    ``streams``, from the data on disk a shuffle buffer at a time."""
+    if streams:
+        dataset = open_source(args.data_dir, chunk_size=args.chunk_size,
+                              buffer_size=args.shuffle_buffer, test_size=args.test_size)
+        X_train, y_train, (X_test, y_test) = dataset, None, dataset.test
+        n_train = dataset.n_samples
+    else:
+        dataset = load_data(args)
+        X_train, y_train, X_test, y_test = dataset.arrays()
+        n_train = len(y_train)
     if client is not None:
         from ..distributed import training_arrays
         # A known data set is looked up by name on each worker, any other by its directory.
@@ -157,7 +198,7 @@ def _train(args, client):
     written, failures = _save(args, model, dataset)
     if args.out not in written:
         summary["model"] = None
-    _print_summary(args, summary, model, dataset, len(y_train), len(y_test), written, client)
+    _print_summary(args, summary, model, dataset, n_train, len(y_test), written, client)
     if failures:
         raise WriteError("; ".join(str(failure) for failure in failures))
     return 0

@@ -1,0 +1,303 @@
+"""Streaming from disk (fastlr/streaming.py): the two layouts, the shuffle (seeded, every sample
+once per epoch, class-ordered data mixed), fit and train on a source, and a data set twice the
+size of a 1 GiB memory cgroup trained inside it."""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastlr import SoftmaxRegression, data, streaming
+from fastlr.backends import available_backends
+from fastlr.errors import DataError
+
+from conftest import ROOT, assert_one_line_error, run_cli, write_small_dataset
+
+
+def write_class_files(directory, rows_per_class, n_features=6):
+    """One uint8 .npy per class, ``class_k.npy``; row i of class k reads (k, i % 256, i // 256,
+    ...): every row of the data set is distinct and names itself."""
+    for k, n in enumerate(rows_per_class):
+        index = np.arange(n)
+        rows = np.zeros((n, n_features), dtype=np.uint8)
+        rows[:, 0], rows[:, 1], rows[:, 2] = k, index % 256, index // 256
+        np.save(Path(directory) / f"class_{k}.npy", rows)
+
+
+def write_class_ordered_idx(directory, n_per_class, n_classes=10, side=4, test=True):
+    """Uncompressed IDX files whose training rows are sorted by class; returns the labels."""
+    labels = np.repeat(np.arange(n_classes, dtype=np.uint8), n_per_class)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (len(labels), side, side), dtype=np.uint8)
+    data.write_idx(Path(directory) / "train-images-idx3-ubyte", images)
+    data.write_idx(Path(directory) / "train-labels-idx1-ubyte", labels)
+    if test:
+        data.write_idx(Path(directory) / "t10k-images-idx3-ubyte.gz", images[:20])
+        data.write_idx(Path(directory) / "t10k-labels-idx1-ubyte.gz", labels[:20])
+    return labels
+
+
+def epoch_rows(source, rng):
+    """The rows and labels of one epoch, in the order they are trained on."""
+    X_raw = np.empty((source.chunks_per_buffer * source.chunk_size, source.n_features),
+                     dtype=np.uint8)
+    y_raw = np.empty(len(X_raw), dtype=np.int64)
+    rows, labels = [], []
+    for chunk_ids in source.epoch_plan(rng):
+        m = source.read_buffer(chunk_ids, X_raw, y_raw)
+        perm = rng.permutation(m)
+        rows.append(X_raw[:m][perm])
+        labels.append(y_raw[:m][perm])
+    return np.concatenate(rows), np.concatenate(labels)
+
+
+# --- the layouts -------------------------------------------------------------------------------
+
+def test_idx_is_memory_mapped_and_reads_as_read_idx(tmp_path):
+    write_small_dataset(tmp_path, n_train=50, compress=False)
+    mapped = data.memmap_idx(tmp_path / "train-images-idx3-ubyte")
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped, data.read_idx(tmp_path / "train-images-idx3-ubyte"))
+
+
+def test_a_gzip_file_cannot_be_mapped(tmp_path):
+    write_small_dataset(tmp_path, compress=True)
+    with pytest.raises(DataError, match="gunzip"):
+        streaming.open_source(tmp_path)
+
+
+def test_a_truncated_idx_file_is_a_data_error(tmp_path):
+    write_small_dataset(tmp_path, n_train=50, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        data.memmap_idx(path)
+
+
+def test_idx_source_labels_and_test_set(tmp_path):
+    images, labels = write_small_dataset(tmp_path, n_train=50, n_test=10, compress=False)
+    source = streaming.open_source(tmp_path, chunk_size=8, buffer_size=16)
+    assert (source.n_samples, source.n_features, source.image_shape) == (50, 16, (4, 4))
+    np.testing.assert_array_equal(source.classes, np.unique(labels["train"]))
+    X_test, y_test = source.test
+    np.testing.assert_array_equal(X_test * 255, images["t10k"].reshape(10, -1))
+    np.testing.assert_array_equal(y_test, labels["t10k"])
+    rows, encoded = epoch_rows(source, np.random.default_rng(0))
+    train = images["train"].reshape(50, -1)
+    index = [np.flatnonzero((train == row).all(axis=1))[0] for row in rows]
+    np.testing.assert_array_equal(source.classes[encoded], labels["train"][index])
+
+
+def test_class_files_hold_out_their_last_rows_as_the_test_set(tmp_path):
+    write_class_files(tmp_path, [300, 100])
+    source = streaming.open_source(tmp_path, chunk_size=32, buffer_size=64, test_size=40)
+    np.testing.assert_array_equal(source.classes, ["class_0", "class_1"])
+    assert source.n_samples == 400 - 40
+    X_test, y_test = source.test
+    np.testing.assert_array_equal(np.unique(y_test, return_counts=True)[1], [30, 10])
+    # The held-out rows are the last of each file, and never trained on.
+    assert (X_test[y_test == "class_0"][:, 1] * 255).round().min() == (270 % 256)
+    rows, _ = epoch_rows(source, np.random.default_rng(0))
+    trained = {tuple(row[:3]) for row in rows}
+    held_out = {tuple(row[:3]) for row in (X_test * 255).round().astype(np.uint8)}
+    assert not trained & held_out
+
+
+def test_a_directory_of_neither_layout_says_what_it_needs(tmp_path):
+    with pytest.raises(DataError, match="npy"):
+        streaming.open_source(tmp_path)
+
+
+def test_the_buffer_must_hold_a_chunk(tmp_path):
+    write_class_files(tmp_path, [10, 10])
+    with pytest.raises(DataError, match="at least one chunk"):
+        streaming.open_source(tmp_path, chunk_size=8, buffer_size=4)
+
+
+# --- the shuffle -------------------------------------------------------------------------------
+
+def test_the_shuffle_is_seeded(tmp_path):
+    write_class_files(tmp_path, [500, 300, 200])
+    source = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64)
+    first, _ = epoch_rows(source, np.random.default_rng(5))
+    again, _ = epoch_rows(source, np.random.default_rng(5))
+    other, _ = epoch_rows(source, np.random.default_rng(6))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("chunk_size, buffer_size", [(16, 64), (7, 7), (50, 10000), (1, 3)])
+def test_every_sample_is_trained_on_once_per_epoch(tmp_path, chunk_size, buffer_size):
+    write_class_files(tmp_path, [130, 61, 9])
+    source = streaming.open_source(tmp_path, chunk_size=chunk_size, buffer_size=buffer_size,
+                                   test_size=3)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        rows, labels = epoch_rows(source, rng)
+        assert len(rows) == source.n_samples
+        assert len({tuple(row[:3]) for row in rows}) == source.n_samples
+        np.testing.assert_array_equal(rows[:, 0], labels)  # each row keeps its own label
+
+
+def test_class_ordered_data_is_mixed(tmp_path):
+    labels = write_class_ordered_idx(tmp_path, n_per_class=2000)
+    source = streaming.open_source(tmp_path, chunk_size=50, buffer_size=400)
+    _, trained = epoch_rows(source, np.random.default_rng(0))
+    # Each half of the epoch sees every class near its share, where the file holds five
+    # classes per half.
+    for half in np.array_split(trained, 2):
+        share = np.bincount(half, minlength=10) / len(half)
+        assert share.min() > 0.05 and share.max() < 0.15
+    # Within a buffer too: consecutive samples rarely share a class.
+    assert np.mean(trained[1:] == trained[:-1]) < 0.3
+    assert np.mean(labels[1:] == labels[:-1]) > 0.99
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def write_mnist_uncompressed(directory, n_train):
+    """The first ``n_train`` MNIST training images and the test set, uncompressed."""
+    X, y, X_test, y_test = data.load_dataset("mnist", dtype=np.uint8).arrays()
+    data.write_idx(directory / "train-images-idx3-ubyte", X[:n_train].reshape(-1, 28, 28))
+    data.write_idx(directory / "train-labels-idx1-ubyte", y[:n_train].astype(np.uint8))
+    data.write_idx(directory / "t10k-images-idx3-ubyte", X_test.reshape(-1, 28, 28))
+    data.write_idx(directory / "t10k-labels-idx1-ubyte", y_test.astype(np.uint8))
+    return X[:n_train] / np.float32(255), y[:n_train], X_test / np.float32(255), y_test
+
+
+def test_fit_on_a_source_learns_as_in_memory(tmp_path):
+    X, y, X_test, y_test = write_mnist_uncompressed(tmp_path, 10000)
+    source = streaming.open_source(tmp_path, chunk_size=500, buffer_size=2000)
+    params = dict(epochs=3, batch_size=64, backend="numpy", n_threads=1)
+    streamed = SoftmaxRegression(**params).fit(source, eval_set=source.test)
+    in_memory = SoftmaxRegression(**params).fit(X, y)
+    assert abs(streamed.score(X_test, y_test) - in_memory.score(X_test, y_test)) < 0.01
+    assert [r["epoch"] for r in streamed.history_] == [1, 2, 3]
+    assert streamed.history_[-1]["val_accuracy"] == pytest.approx(
+        streamed.score(X_test, y_test))
+    assert streamed.history_[-1]["lr"] < 0.01  # the linear schedule ran over the whole fit
+    again = SoftmaxRegression(**params).fit(source)
+    np.testing.assert_array_equal(again.coef_, streamed.coef_)
+
+
+def test_fit_on_class_files_predicts_their_names(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, level in (("cat", 40), ("dog", 200)):
+        np.save(tmp_path / f"{name}.npy",
+                rng.integers(level - 30, level + 30, (300, 5, 5)).astype(np.uint8))
+    source = streaming.open_source(tmp_path, chunk_size=32, buffer_size=64, test_size=50)
+    model = SoftmaxRegression(epochs=2, backend="numpy").fit(source)
+    assert model.score(*source.test) == 1.0
+    assert set(model.predict(source.test[0])) == {"cat", "dog"}
+    assert source.image_shape == (5, 5)
+
+
+def test_fit_on_a_source_refuses_what_does_not_stream(tmp_path):
+    write_class_files(tmp_path, [10, 10])
+    source = streaming.open_source(tmp_path)
+    with pytest.raises(DataError, match="own labels"):
+        SoftmaxRegression().fit(source, np.zeros(20))
+    with pytest.raises(DataError, match="early_stopping"):
+        SoftmaxRegression(early_stopping=True).fit(source)
+    with pytest.raises(DataError, match="deskew"):
+        SoftmaxRegression(preprocessing="deskew").fit(source)
+
+
+def test_train_streams_a_directory_of_class_files(tmp_path):
+    write_class_files(tmp_path, [200, 200], n_features=16)
+    result = run_cli("train", "--data-dir", str(tmp_path), "--epochs", "1", "--backend",
+                     "numpy", "--chunk-size", "16", "--shuffle-buffer", "64", "--test-size",
+                     "20", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["dataset"]["title"] == f"2 class files at {tmp_path}"
+    assert summary["epochs"] == 1
+
+
+def test_train_stream_flag_errors_are_one_line(tmp_path):
+    assert_one_line_error(run_cli("train", "--stream"), "--stream needs --data-dir")
+    write_small_dataset(tmp_path, compress=True)
+    assert_one_line_error(run_cli("train", "--stream", "--data-dir", str(tmp_path)),
+                          "gunzip")
+
+
+# --- a data set larger than the memory it trains in --------------------------------------------
+
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+CGROUP_LIMIT = 1 << 30
+BIG_ROWS = 2_800_000  # 2.8 M images of 28 x 28: 2.2 GB, twice the cgroup's limit
+BIG_CLASSES = 10
+
+
+def write_big_idx(directory, rng):
+    """Class prototypes plus noise, in class order, written a block at a time as uncompressed
+    IDX; a small test set of the same kind. Returns the training file's size in bytes."""
+    prototypes = (rng.integers(0, 2, (BIG_CLASSES, 784)) * 160).astype(np.uint8)
+    # Noise rows drawn from a bank: gathering rows is many times faster than drawing 2 GB.
+    noise = rng.integers(0, 96, (1 << 16, 784), dtype=np.uint8)
+
+    def samples(labels):
+        return prototypes[labels] + noise[rng.integers(0, len(noise), len(labels))]
+
+    labels = np.repeat(np.arange(BIG_CLASSES, dtype=np.uint8), BIG_ROWS // BIG_CLASSES)
+    images_path = directory / "train-images-idx3-ubyte"
+    with images_path.open("wb") as file:
+        file.write(bytes([0, 0, data.UBYTE, 3]) + struct.pack(">3I", len(labels), 28, 28))
+        for block in np.array_split(labels, 40):
+            file.write(samples(block).tobytes())
+    data.write_idx(directory / "train-labels-idx1-ubyte", labels)
+    test_labels = rng.integers(0, BIG_CLASSES, 2000).astype(np.uint8)
+    data.write_idx(directory / "t10k-images-idx3-ubyte", samples(test_labels).reshape(-1, 28, 28))
+    data.write_idx(directory / "t10k-labels-idx1-ubyte", test_labels)
+    return images_path.stat().st_size
+
+
+@pytest.fixture
+def memory_cgroup():
+    """A cgroup v1 memory cgroup limited to 1 GiB; skips where one cannot be made."""
+    cgroup = CGROUP_ROOT / f"fastlr-test-{os.getpid()}"
+    try:
+        cgroup.mkdir()
+        (cgroup / "memory.limit_in_bytes").write_text(str(CGROUP_LIMIT))
+    except OSError as exc:
+        if cgroup.is_dir():
+            cgroup.rmdir()
+        pytest.skip(f"cannot make a cgroup v1 memory cgroup at {CGROUP_ROOT} ({exc}); the "
+                    f"test needs root and the v1 memory controller")
+    try:
+        yield cgroup
+    finally:
+        cgroup.rmdir()
+
+
+def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
+    big = Path(tempfile.mkdtemp(prefix="fastlr-streaming-"))
+    try:
+        assert write_big_idx(big, np.random.default_rng(0)) > 2 * CGROUP_LIMIT
+        # The compiled backends: the Numba compilation would dominate a one-epoch run.
+        backend = "cython" if "cython" in available_backends() else "numpy"
+        procs = memory_cgroup / "cgroup.procs"
+
+        def join_cgroup():
+            procs.write_text(str(os.getpid()))
+
+        result = subprocess.run(
+            [sys.executable, "-m", "fastlr", "train", "--data-dir", str(big), "--stream",
+             "--epochs", "1", "--batch-size", "1024", "--backend", backend, "--json",
+             "--no-progress"],
+            capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=join_cgroup,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        peak = int((memory_cgroup / "memory.max_usage_in_bytes").read_text())
+    finally:
+        shutil.rmtree(big)
+    assert result.returncode == 0, result.stderr
+    assert 0 < peak <= CGROUP_LIMIT  # it ran in the cgroup, and fit under its limit
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["test_accuracy"] > 0.98
