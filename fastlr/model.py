@@ -169,7 +169,7 @@ class SoftmaxRegression:
             y_encoded = encode_labels(y, classes, known_as)
         return X, y_encoded, classes
 
-    def fit(self, X, y, sample_weight=None, eval_set=None, on_epoch=None):
+    def fit(self, X, y, sample_weight=None, eval_set=None, on_epoch=None, score_train=False):
         """Train from scratch on X (N, D), y (N,).
 
         Parameters
@@ -183,6 +183,11 @@ class SoftmaxRegression:
             Scored after every epoch; its accuracy lands in ``history_`` as ``val_accuracy``.
         on_epoch : callable(record), optional
             Called after every epoch with its ``history_`` record (progress bars use it).
+        score_train : bool, default False
+            Also score the whole training set after every epoch (``end_train_loss`` and
+            ``end_train_accuracy`` in ``history_``). Without it ``train_loss`` and
+            ``train_accuracy`` are the running figures the kernel counts during the epoch,
+            at no extra pass.
 
         Returns
         -------
@@ -226,7 +231,8 @@ class SoftmaxRegression:
             validation = (X[val_index], y_encoded[val_index])
         self._run_sgd(X, y_encoded, sw, epochs=int(self.epochs), lr_schedule=self.lr_schedule,
                       train_index=train_index, validation=validation,
-                      early_stopping=self.early_stopping, on_epoch=on_epoch)
+                      early_stopping=self.early_stopping, on_epoch=on_epoch,
+                      score_train=score_train)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -303,7 +309,7 @@ class SoftmaxRegression:
         self._rng = _as_generator(self.random_state)
 
     def _run_sgd(self, X, y_encoded, sw, *, epochs, lr_schedule, train_index=None,
-                 validation=None, early_stopping=False, on_epoch=None):
+                 validation=None, early_stopping=False, on_epoch=None, score_train=False):
         if self.verbose:
             user_callback = on_epoch
 
@@ -319,7 +325,7 @@ class SoftmaxRegression:
                     n_threads=self.n_threads_, rng=self._rng, train_index=train_index,
                     validation=validation, early_stopping=early_stopping,
                     n_iter_no_change=int(self.n_iter_no_change), on_epoch=on_epoch,
-                    history=self.history_, velocity=self._velocity)
+                    history=self.history_, velocity=self._velocity, score_train=score_train)
 
     @staticmethod
     def _print_epoch(record):

@@ -80,8 +80,14 @@ def _check_contract(X, y, sample_weight, W, b):
 def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_rate,
             lr_schedule="linear", momentum=0.0, alpha=0.0, n_threads=1, rng,
             train_index=None, validation=None, early_stopping=False, n_iter_no_change=3,
-            tol=1e-4, on_epoch=None, history=None, velocity=None):
+            tol=1e-4, on_epoch=None, history=None, velocity=None, score_train=False):
     """Train (W, b) in place with minibatch SGD for ``epochs`` epochs.
+
+    The training loss and accuracy of each epoch are running metrics, counted by the kernel
+    at no extra pass: every sample's loss, and whether its highest score is its label, at the
+    weights of the step that trained on it (what Keras and Vowpal Wabbit report). They lag the
+    weights at the end of the epoch a little; ``score_train`` adds an exact score of the
+    training set at those weights, at the price of one more pass.
 
     Parameters
     ----------
@@ -94,7 +100,7 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     n_threads : int, T, the thread count of the kernels
     rng : numpy.random.Generator, draws one permutation per epoch
     train_index : (M,) int64, optional; the rows of X to train on (default: all)
-    validation : (X_val, y_val), optional; scored after every epoch
+    validation : (X_val, y_val), optional; scored after every epoch with ``predict_scores``
     early_stopping : bool
         Stop when the validation accuracy has not improved by ``tol`` for ``n_iter_no_change``
         epochs, and restore the best weights. Needs ``validation``.
@@ -106,12 +112,16 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     velocity : (vel_W (C, D), vel_b (C,)), optional
         The momentum buffers, updated in place; pass them to carry momentum from one call to
         the next (``partial_fit`` does). Default: fresh zeros.
+    score_train : bool
+        Also score the training set at the end of every epoch.
 
     Returns
     -------
     list of dict
-        One record per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``lr`` (the rate of
-        the epoch's last step), ``time_s`` and, with validation, ``val_loss``, ``val_accuracy``.
+        One record per epoch: ``epoch``, ``train_loss`` and ``train_accuracy`` (running, as
+        above, weighted by the sample weights), ``lr`` (the rate of the epoch's last step),
+        ``time_s`` (the epoch's SGD); with ``score_train``, ``end_train_loss`` and
+        ``end_train_accuracy``; with validation, ``val_loss``, ``val_accuracy``.
 
     Raises
     ------
@@ -129,6 +139,9 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
         X_train, y_train = X[train_index], y[train_index]
         sw_train = sample_weight[train_index]
     n_train = len(train_index)
+    weight_total = float(np.sum(sw_train, dtype=np.float64))
+    if not weight_total > 0:  # all weights zero: means over the samples, as ``evaluate``
+        weight_total = float(n_train)
     steps_per_epoch = -(-n_train // batch_size)
     lr_all = learning_rates(lr_schedule, learning_rate, steps_per_epoch * epochs)
     vel_W, vel_b = (np.zeros_like(W), np.zeros_like(b)) if velocity is None else velocity
@@ -143,29 +156,31 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
                                                (epoch + 1) * steps_per_epoch])
         # Divergence is detected below, with a clearer message than NumPy's warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            loss_sum = backend.sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b,
-                                         lr_steps, batch_size, float(momentum), float(alpha),
-                                         parts_W, parts_b)
+            loss_sum, correct_sum = backend.sgd_epoch(
+                X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                float(momentum), float(alpha), parts_W, parts_b)
         elapsed = time.perf_counter() - start
-        with np.errstate(over="ignore", invalid="ignore"):
-            train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads,
-                                             sw_train)
-        # Weights can stay finite while their scores overflow: the loss after the epoch counts.
-        if not (np.isfinite(loss_sum) and np.isfinite(train_loss) and np.isfinite(W).all()
-                and np.isfinite(b).all()):
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / weight_total,
+                  "train_accuracy": correct_sum / weight_total, "lr": float(lr_steps[-1]),
+                  "time_s": elapsed}
+        if score_train:
+            with np.errstate(over="ignore", invalid="ignore"):
+                record["end_train_loss"], record["end_train_accuracy"] = evaluate(
+                    backend, X_train, y_train, W, b, n_threads, sw_train)
+        # Weights can stay finite while their scores overflow: the losses count too.
+        losses = [loss_sum, record.get("end_train_loss", 0.0)]
+        if not (np.isfinite(losses).all() and np.isfinite(W).all() and np.isfinite(b).all()):
             W[...] = last_W
             b[...] = last_b
             vel_W[...] = 0
             vel_b[...] = 0
-            became = "NaN" if np.isnan(loss_sum) or np.isnan(train_loss) else "infinite"
+            became = "NaN" if np.isnan(losses).any() else "infinite"
             raise DivergenceError(
                 f"training diverged in epoch {epoch + 1} (the loss became {became}): the "
                 f"learning rate {learning_rate:g} is too high; try a smaller one, e.g. --lr "
                 f"{learning_rate / 10:g}. " + (f"The weights from the end of epoch {epoch} are "
                                                f"kept" if epoch else "The weights are not "
                                                "trained"))
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
-                  "lr": float(lr_steps[-1]), "time_s": elapsed}
         if validation is not None:
             val_loss, val_acc = evaluate(backend, validation[0], validation[1], W, b, n_threads)
             record.update(val_loss=val_loss, val_accuracy=val_acc)

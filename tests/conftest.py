@@ -95,7 +95,8 @@ def run_loss_and_grad(backend, X, y, sw, W, b, n_threads=1):
 
 
 def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, n_threads=1):
-    """Run len(perms) epochs with a linearly decaying learning rate; return W, b, losses."""
+    """Run len(perms) epochs with a linearly decaying learning rate; return W, b and the
+    epochs' loss sums."""
     W, b = W.copy(), b.copy()
     vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
     c, d = W.shape
@@ -106,6 +107,7 @@ def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, 
     losses = []
     for epoch, perm in enumerate(perms):
         lr_steps = np.ascontiguousarray(lr_all[epoch * steps:(epoch + 1) * steps])
-        losses.append(backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
-                                        batch_size, momentum, alpha, parts_W, parts_b))
+        loss_sum, _ = backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
+                                        batch_size, momentum, alpha, parts_W, parts_b)
+        losses.append(loss_sum)
     return W, b, np.array(losses)

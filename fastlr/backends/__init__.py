@@ -23,12 +23,14 @@ driver (``fastlr/sgd.py``) allocated. The driver guarantees:
     parts_W (T, C, D), parts_b (T, C) are per-thread partial sums, reduced in a fixed order.
 
 ``sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
-alpha, parts_W, parts_b) -> float``
+alpha, parts_W, parts_b) -> (loss_sum, correct_sum)``
     One epoch of minibatch SGD: step t takes the samples ``perm[t*batch_size:(t+1)*batch_size]``
     (the last batch may be smaller), computes the gradient of that whole batch at the current
     weights and applies ``v = momentum v + (grad + alpha W); W -= lr_steps[t] v`` (the bias the
-    same, without alpha). Returns the sum of ``s_i l_i`` over the epoch, each loss taken at the
-    weights of its step.
+    same, without alpha). Returns two floats, the running metrics of the epoch at no extra
+    pass: the sum of ``s_i l_i`` over the epoch, each loss taken at the weights of its step,
+    and the sum of ``s_i`` over the samples whose highest score at those weights (the first
+    one on a tie, as ``argmax``) is their label.
 
 The math is specified, and checked, in ``reference.py``. A backend must agree with it within
 the tolerances of ``tests/test_backends.py``, and, for a given T, give bitwise the same result on

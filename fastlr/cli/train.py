@@ -52,7 +52,12 @@ def add_command(commands):
                             "evaluate, explain and predict: the model file records it); with "
                             "the default settings the test accuracy rises to about 95.7%%")
     train.add_argument("--history", metavar="FILE",
-                       help="write the per-epoch loss and accuracy there, as .csv or .json")
+                       help="write the per-epoch loss and accuracy there, as .csv or .json "
+                            "(with the test set scored after every epoch)")
+    train.add_argument("--score-train", action="store_true",
+                       help="also score the whole training set after every epoch (one more "
+                            "pass each); without it the train loss and accuracy are running "
+                            "figures counted during the epoch")
     train.add_argument("--json", action="store_true",
                        help="print the summary as one JSON object on the last line")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -88,10 +93,14 @@ def cmd_train(args):
             bar.set_postfix(postfix)
             bar.update(1)
 
-    eval_set = None if args.early_stopping else (X_test, y_test)
+    # The test set is scored after every epoch only where the score is seen: the bar, the
+    # history file.
+    test_each_epoch = not args.early_stopping and (show_progress or args.history)
+    eval_set = (X_test, y_test) if test_each_epoch else None
     start = time.perf_counter()
     try:
-        model.fit(X_train, y_train, eval_set=eval_set, on_epoch=on_epoch)
+        model.fit(X_train, y_train, eval_set=eval_set, on_epoch=on_epoch,
+                  score_train=args.score_train)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -136,7 +145,7 @@ def cmd_train(args):
     print(f"Trained softmax regression on {n:,} images of {d} pixels, {len(model.classes_)} "
           f"classes.")
     print(f"  test accuracy   {test_accuracy:.2%}   ({len(y_test):,} test images; "
-          f"train accuracy {last['train_accuracy']:.2%})")
+          f"running train accuracy {last['train_accuracy']:.2%})")
     print(f"  training time   {train_time:.2f} s   ({summary['epochs']} epochs of batch "
           f"{args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
