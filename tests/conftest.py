@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import settings
 
 from fastlr import data
@@ -20,6 +21,19 @@ settings.register_profile("fastlr", deadline=None)
 settings.load_profile("fastlr")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory):
+    """The tests' decoded data sets go to a cache of their own, not the user's (the commands
+    they run inherit it); a test that needs an empty cache sets XDG_CACHE_HOME itself."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 # --- CLI and data helpers the tests share --------------------------------------------------------
