@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from . import model_file, sgd
-from .backends import available_backends, default_n_threads, get_backend
+from .backends import default_n_threads, get_backend, get_backend_or_auto
 from .backends import reference
 from .errors import DataError, NotFittedError, sklearn_compatible
 from .preprocess import apply_preprocessing
@@ -345,8 +345,7 @@ class SoftmaxRegression:
             raise sklearn_compatible(NotFittedError)(
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
         X = self._prepare_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
-        backend_name = getattr(self, "backend_", "auto")
-        backend = get_backend(backend_name if backend_name in available_backends() else "auto")
+        backend = get_backend_or_auto(getattr(self, "backend_", "auto"))
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
                                     getattr(self, "n_threads_", None) or default_n_threads())
         return scores.astype(np.float64, copy=False)
