@@ -343,27 +343,44 @@ def load_mnist(data_dir=None, dtype=np.float32):
     DataError
         If files are missing, malformed, inconsistent, or fail MNIST's checksum.
     """
+    dtype = _pixel_dtype(dtype)
+    directory = find_mnist_dir(data_dir)
+    X_train, y_train = _load_split(directory, "train", dtype)
+    X_test, y_test = _load_split(directory, "test", dtype)
+    if X_train.shape[1] != X_test.shape[1]:
+        raise DataError(f"{directory}: train images have {X_train.shape[1]} pixels, test images "
+                        f"{X_test.shape[1]}")
+    return X_train, y_train, X_test, y_test
+
+
+def load_test_set(data_dir=None, dtype=np.float32):
+    """The test split alone, ``X_test, y_test``, found and checked as by :func:`load_mnist`:
+    for a command that only scores a model, which need not convert 60,000 training images."""
+    dtype = _pixel_dtype(dtype)
+    return _load_split(find_mnist_dir(data_dir), "test", dtype)
+
+
+def _pixel_dtype(dtype):
+    """``dtype`` as a numpy dtype, if it is uint8 or a float type."""
     dtype = np.dtype(dtype)
     if dtype != np.uint8 and dtype.kind != "f":
         raise DataError(f"load_mnist: dtype must be uint8 or a float type, got {dtype}")
-    directory = find_mnist_dir(data_dir)
-    arrays = {key: _load_checked(_find_file(directory, stem))
-              for key, stem in MNIST_FILES.items()}
-    out = []
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if labels.ndim != 1:
-            raise DataError(f"{directory}: {split} labels must be 1-D, got shape {labels.shape}")
-        if images.ndim < 2 or images.shape[0] != labels.shape[0]:
-            raise DataError(f"{directory}: {split} has {images.shape[0]} images but "
-                            f"{labels.shape[0]} labels")
-        X = images.reshape(images.shape[0], -1)
-        if dtype == np.uint8:
-            X = np.array(X)
-        else:  # one pass, the same values as X.astype(dtype) / 255
-            X = np.divide(X, dtype.type(255), dtype=dtype)
-        out += [X, labels.astype(np.int64)]
-    if out[0].shape[1] != out[2].shape[1]:
-        raise DataError(f"{directory}: train images have {out[0].shape[1]} pixels, test images "
-                        f"{out[2].shape[1]}")
-    return tuple(out)
+    return dtype
+
+
+def _load_split(directory, split, dtype):
+    """X (N, D) in ``dtype`` (a numpy dtype) and y (N,) int64 of the ``split`` ("train" or
+    "test") in ``directory``."""
+    images = _load_checked(_find_file(directory, MNIST_FILES[f"{split}_images"]))
+    labels = _load_checked(_find_file(directory, MNIST_FILES[f"{split}_labels"]))
+    if labels.ndim != 1:
+        raise DataError(f"{directory}: {split} labels must be 1-D, got shape {labels.shape}")
+    if images.ndim < 2 or images.shape[0] != labels.shape[0]:
+        raise DataError(f"{directory}: {split} has {images.shape[0]} images but "
+                        f"{labels.shape[0]} labels")
+    X = images.reshape(images.shape[0], -1)
+    if dtype == np.uint8:
+        X = np.array(X)
+    else:  # one pass, the same values as X.astype(dtype) / 255
+        X = np.divide(X, dtype.type(255), dtype=dtype)
+    return X, labels.astype(np.int64)

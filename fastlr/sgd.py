@@ -135,8 +135,8 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     if train_index is None:
         train_index = np.arange(X.shape[0], dtype=np.int64)
         X_train, y_train, sw_train = X, y, sample_weight
-    else:
-        X_train, y_train = X[train_index], y[train_index]
+    else:  # the copy of the training rows only for score_train, which scores them
+        X_train, y_train = (X[train_index], y[train_index]) if score_train else (None, None)
         sw_train = sample_weight[train_index]
     n_train = len(train_index)
     weight_total = float(np.sum(sw_train, dtype=np.float64))

@@ -242,3 +242,11 @@ def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
         load_mnist()
     message = str(excinfo.value)
     assert "env-dir" in message and "no-checkout" in message and "--data-dir" in message
+
+
+def test_the_test_set_alone_is_load_mnists_test_split(tmp_path):
+    write_small_dataset(tmp_path)
+    _, _, X_test, y_test = load_mnist(tmp_path)
+    X_alone, y_alone = data.load_test_set(tmp_path)
+    np.testing.assert_array_equal(X_alone, X_test)
+    np.testing.assert_array_equal(y_alone, y_test)

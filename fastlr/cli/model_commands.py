@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from ..data import load_mnist
+from ..data import load_test_set
 from ..model import SoftmaxRegression
 from ..preprocess import deskew
 from .common import add_data_dir, add_model
@@ -41,7 +41,7 @@ def add_commands(commands):
 
 def cmd_evaluate(args):
     model = SoftmaxRegression.load(args.model)
-    _, _, X_test, y_test = load_mnist(args.data_dir)
+    X_test, y_test = load_test_set(args.data_dir)
     if args.deskew and model.preprocessing != "deskew":
         X_test = deskew(X_test)
     predicted = model.predict(X_test)
