@@ -42,9 +42,10 @@ import json, sys, time
 from fastlr import SoftmaxRegression, load_mnist
 X, y, _, _ = load_mnist()
 shares = []
+n_threads = int(sys.argv[2]) or None
 for repeat in range(int(sys.argv[1]) + 1):
     start = time.perf_counter()
-    model = SoftmaxRegression().fit(X, y)
+    model = SoftmaxRegression(n_threads=n_threads).fit(X, y)
     wall = time.perf_counter() - start
     sgd = sum(r["time_s"] for r in model.history_)
     if repeat:  # the first fit loads the kernels
@@ -91,10 +92,12 @@ def first_run(extra, repeats, cwd=ROOT):
     return statistics.median(firsts), statistics.median(warms)
 
 
-def fit_share(repeats):
-    """Median (sgd seconds, fit seconds) of ``SoftmaxRegression().fit`` in one process."""
+def fit_share(repeats, n_threads):
+    """Median (sgd seconds, fit seconds) of ``SoftmaxRegression().fit`` in one process
+    (``n_threads`` 0: the default)."""
     import json
-    done = subprocess.run([sys.executable, "-c", FIT_SHARE_SCRIPT, str(repeats)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", FIT_SHARE_SCRIPT, str(repeats),
+                           str(n_threads)], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     shares = json.loads(done.stdout)
     shares.sort(key=lambda s: s[0] / s[1])
@@ -108,18 +111,24 @@ def main(argv=None):
                         help="timed first runs (each compiles, when Numba is used)")
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="an older checkout to time beside this one")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="pass --threads to every train and fit (default: theirs, all cores)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
 
-    commands = [(TRAIN, ROOT), (PLAIN_NUMPY, ROOT)] + ([(TRAIN, args.before)] if args.before
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    train = TRAIN + threads
+    commands = [(train, ROOT), (PLAIN_NUMPY, ROOT)] + ([(train, args.before)] if args.before
                                                        else [])
     medians = alternate(commands, args.repeats)
     train_s, numpy_s = medians[:2]
-    sgd_s, fit_s = fit_share(args.repeats)
-    first_rows = [("default backend", first_run([], args.first_repeats)),
-                  ("--backend numba", first_run(["--backend", "numba"], args.first_repeats))]
+    sgd_s, fit_s = fit_share(args.repeats, args.threads)
+    first_rows = [("default backend", first_run(threads, args.first_repeats)),
+                  ("--backend numba", first_run(threads + ["--backend", "numba"],
+                                                args.first_repeats))]
     if args.before:
-        first_rows.append(("before, default", first_run([], args.first_repeats, args.before)))
+        first_rows.append(("before, default", first_run(threads, args.first_repeats,
+                                                        args.before)))
 
     print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"warm train vs plain NumPy:   train {train_s:.2f} s, numpy {numpy_s:.2f} s (medians "
