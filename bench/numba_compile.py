@@ -6,10 +6,16 @@ Each row is a fresh interpreter with an empty ``NUMBA_CACHE_DIR`` that imports t
 (which compiles its small parallel probe), then times the first call of one kernel at one
 dtype on MNIST-shaped inputs (a short epoch, so the time is the compilation); then the same
 process calls it again, warm, and the row shows the difference. Medians over ``--repeats``
-fresh processes; the load average is printed, since the machine may be shared. Example::
+fresh processes; the load average is printed, since the machine may be shared. The output of
+``python bench/numba_compile.py --repeats 1`` on the shared 2-core machine, heavily loaded::
 
-    kernel                      dtype     first call  warm   compile
-    import (parallel probe)     -         ...
+    load average 8.86 before, 6.64 after; medians of 1 fresh processes, empty cache
+    import (compiles the parallel probe)        3.72 s
+    sgd_epoch float32                          50.90 s compile  (first call 51.05 s, warm 148.0 ms)
+    sgd_epoch float64                          69.39 s compile  (first call 69.60 s, warm 208.0 ms)
+    predict_scores float32                     15.07 s compile  (first call 15.07 s, warm 0.1 ms)
+    predict_scores float64                     12.67 s compile  (first call 12.72 s, warm 51.5 ms)
+    loss_and_grad float32                      43.22 s compile  (first call 43.25 s, warm 26.8 ms)
 """
 
 import argparse

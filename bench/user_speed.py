@@ -15,16 +15,21 @@ Every command runs once untimed first, so the warm runs find the caches filled. 
 average before and after is printed: the machine may be shared. ``--before DIR`` (a checkout of
 an older fastlr, its extension built) adds that checkout's ``train`` to the alternation and to
 the first-run rows, so a before/after table comes from one run. A benchmark, not a test: it
-exits 0 once it has measured, whether the targets hold or not. Example (2-core Xeon, AVX-512)::
+exits 0 once it has measured, whether the targets hold or not. The output of
+``python bench/user_speed.py --repeats 5 --first-repeats 2 --threads 1 --before DIR`` (DIR a
+checkout of the commit before these changes) on the shared 2-core machine::
 
-    load average 1.02 before, 1.10 after
-    warm train vs plain NumPy:   train 0.62 s, numpy 1.71 s (medians of 5): 2.76x (goal >= 2x)
-    fit's SGD share:             0.21 s of 0.23 s (median of 5): 91% (goal >= 80%)
-    first run, default backend:  0.71 s vs 0.58 s warm (medians of 3): 1.2x (goal <= 5x)
-    first run, --backend numba:  ...
+    load average 3.46 before, 3.63 after
+    warm train vs plain NumPy:   train 0.90 s, numpy 1.43 s (medians of 5): 1.60x (goal >= 2x)
+      before (/tmp/speed-before):  train 2.45 s: 0.58x
+    fit's SGD share:             0.51 s of 0.52 s (median of 5): 97% (goal >= 80%)
+    first run, default backend:  0.91 s vs 0.46 s warm (medians of 2): 2.0x (goal <= 5x)
+    first run, --backend numba:  19.23 s vs 0.91 s warm (medians of 2): 21.2x (goal <= 5x)
+    first run, before, default:  24.81 s vs 2.05 s warm (medians of 2): 12.1x (goal <= 5x)
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -95,7 +100,6 @@ def first_run(extra, repeats, cwd=ROOT):
 def fit_share(repeats, n_threads):
     """Median (sgd seconds, fit seconds) of ``SoftmaxRegression().fit`` in one process
     (``n_threads`` 0: the default)."""
-    import json
     done = subprocess.run([sys.executable, "-c", FIT_SHARE_SCRIPT, str(repeats),
                            str(n_threads)], cwd=ROOT,
                           capture_output=True, text=True, check=True)
