@@ -75,12 +75,12 @@ cdef extern from "kernels.h":
         const float* X, const int64_t* y, const float* sw, const int64_t* rows, Py_ssize_t lo,
         Py_ssize_t hi, const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
         double inv_batch, float* gW, float* gb, float* scratch, const int64_t* next_rows,
-        Py_ssize_t n_next) noexcept nogil
+        Py_ssize_t n_next, double* correct) noexcept nogil
     double fastlr_chunk_grad_double(
         const double* X, const int64_t* y, const double* sw, const int64_t* rows,
         Py_ssize_t lo, Py_ssize_t hi, const double* W, const double* b, Py_ssize_t C,
         Py_ssize_t D, double inv_batch, double* gW, double* gb, double* scratch,
-        const int64_t* next_rows, Py_ssize_t n_next) noexcept nogil
+        const int64_t* next_rows, Py_ssize_t n_next, double* correct) noexcept nogil
     void fastlr_predict_block_float(const float* X, const float* W, const float* b,
                                     Py_ssize_t N, Py_ssize_t C, Py_ssize_t D,
                                     Py_ssize_t block, float* out) noexcept nogil
@@ -133,13 +133,19 @@ cdef inline double _chunk_grad(const floating* X, const int64_t* y, const floati
                                const floating* W, const floating* b, Py_ssize_t C,
                                Py_ssize_t D, double inv_batch, floating* gW, floating* gb,
                                floating* scratch, const int64_t* next_rows,
-                               Py_ssize_t n_next) noexcept nogil:
+                               Py_ssize_t n_next, double* correct) noexcept nogil:
+    """The chunk's sum of s_i l_i; its sum of s_i over the samples scored right is added to
+    ``correct[0]``."""
+    cdef double counted
+    cdef double loss
     if floating is float:
-        return fastlr_chunk_grad_float(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW, gb,
-                                       scratch, next_rows, n_next)
+        loss = fastlr_chunk_grad_float(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW, gb,
+                                       scratch, next_rows, n_next, &counted)
     else:
-        return fastlr_chunk_grad_double(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW,
-                                        gb, scratch, next_rows, n_next)
+        loss = fastlr_chunk_grad_double(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW,
+                                        gb, scratch, next_rows, n_next, &counted)
+    correct[0] += counted
+    return loss
 
 
 cdef inline void _sum_parts(const floating* parts, Py_ssize_t T, Py_ssize_t stride,
@@ -160,20 +166,23 @@ cdef inline void _sum_update(floating* W, floating* vel, const floating* parts, 
 
 
 cdef class _ThreadBuffers:
-    """What one kernel call needs besides the driver's arrays: ``chunk_loss`` (T,) zeros, and
-    ``scratch``, ``fastlr_scratch_size(C)`` values of ``itemsize`` bytes for each of the T
-    threads. Freed with the object."""
+    """What one kernel call needs besides the driver's arrays: ``chunk_loss`` and
+    ``chunk_correct`` (T,) zeros, and ``scratch``, ``fastlr_scratch_size(C)`` values of
+    ``itemsize`` bytes for each of the T threads. Freed with the object."""
     cdef double* chunk_loss
+    cdef double* chunk_correct
     cdef void* scratch
 
     def __cinit__(self, Py_ssize_t T, Py_ssize_t C, size_t itemsize):
         self.chunk_loss = <double*>calloc(T, sizeof(double))
+        self.chunk_correct = <double*>calloc(T, sizeof(double))
         self.scratch = malloc(T * fastlr_scratch_size(C) * itemsize)
-        if self.chunk_loss == NULL or self.scratch == NULL:
+        if self.chunk_loss == NULL or self.chunk_correct == NULL or self.scratch == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         free(self.chunk_loss)
+        free(self.chunk_correct)
         free(self.scratch)
 
 
@@ -210,6 +219,7 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
     cdef double loss = 0.0
     cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
+    cdef double* chunk_correct = buffers.chunk_correct
     cdef floating* scratch = <floating*>buffers.scratch
     with nogil, parallel(num_threads=T):
         tid = fastlr_thread_num()
@@ -222,7 +232,8 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
                                             B * chunk // T, B * (chunk + 1) // T, &W[0, 0],
                                             &b[0], C, D, inv_batch, &parts_W[chunk, 0, 0],
                                             &parts_b[chunk, 0],
-                                            scratch + tid * fastlr_scratch_size(C), NULL, 0)
+                                            scratch + tid * fastlr_scratch_size(C), NULL, 0,
+                                            &chunk_correct[chunk])
             chunk = chunk + team
         fastlr_barrier()
         chunk = tid
@@ -242,9 +253,11 @@ cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const
                     Py_ssize_t batch_size, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D,
                     floating* W, floating* b, floating* vel_W, floating* vel_b, double lr,
                     double momentum, double alpha, floating* parts_W, floating* parts_b,
-                    floating* scratch, double* chunk_loss) noexcept nogil:
+                    floating* scratch, double* chunk_loss, double* chunk_correct) noexcept nogil:
     """Thread ``tid``'s share of SGD step ``step``, inside a parallel region of ``team``
-    threads: its chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); a barrier;
+    threads: its chunks of the minibatch into parts_W (T, C, D), parts_b (T, C), their sums of
+    s_i l_i and of s_i over the samples scored right added to chunk_loss and chunk_correct
+    (T,); a barrier;
     then its slices of the weights get the parts summed in order t = 0..T-1 and the update.
     A team smaller than T (e.g. under OMP_THREAD_LIMIT) takes the T chunks round-robin: the
     chunk boundaries, and so the result, depend on T alone."""
@@ -261,7 +274,8 @@ cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const
         chunk_loss[chunk] += _chunk_grad(
             X, y, sw, perm + start, n_batch * chunk // T, n_batch * (chunk + 1) // T, W, b, C,
             D, 1.0 / n_batch, parts_W + chunk * CD, parts_b + chunk * C,
-            scratch + tid * fastlr_scratch_size(C), perm + start + batch_size + j0, j1 - j0)
+            scratch + tid * fastlr_scratch_size(C), perm + start + batch_size + j0, j1 - j0,
+            chunk_correct + chunk)
         chunk += team
     fastlr_barrier()
     chunk = tid
@@ -273,12 +287,12 @@ cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const
         chunk += team
 
 
-cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
-                       const floating[::1] sample_weight, const int64_t[::1] perm,
-                       floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
-                       floating[::1] vel_b, const double[::1] lr_steps, Py_ssize_t batch_size,
-                       double momentum, double alpha, floating[:, :, ::1] parts_W,
-                       floating[:, ::1] parts_b, bint region_per_step) except? -1:
+cdef tuple _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+                      const floating[::1] sample_weight, const int64_t[::1] perm,
+                      floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
+                      floating[::1] vel_b, const double[::1] lr_steps, Py_ssize_t batch_size,
+                      double momentum, double alpha, floating[:, :, ::1] parts_W,
+                      floating[:, ::1] parts_b, bint region_per_step):
     """sgd_epoch, with one parallel region for the whole epoch (a barrier after every step),
     or with ``region_per_step`` a new region for every step (the variant it was measured
     against)."""
@@ -287,10 +301,12 @@ cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
     cdef Py_ssize_t step, chunk
     cdef int tid, team
     cdef double loss = 0.0
+    cdef double correct = 0.0
     if M == 0:
-        return 0.0
+        return 0.0, 0.0
     cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
+    cdef double* chunk_correct = buffers.chunk_correct
     cdef floating* scratch = <floating*>buffers.scratch
     if region_per_step:
         for step in range(n_steps):
@@ -298,7 +314,8 @@ cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
                 _sgd_step(fastlr_thread_num(), fastlr_team_size(), step, &X[0, 0], &y[0],
                           &sample_weight[0], &perm[0], M, batch_size, T, C, D, &W[0, 0],
                           &b[0], &vel_W[0, 0], &vel_b[0], lr_steps[step], momentum, alpha,
-                          &parts_W[0, 0, 0], &parts_b[0, 0], scratch, chunk_loss)
+                          &parts_W[0, 0, 0], &parts_b[0, 0], scratch, chunk_loss,
+                          chunk_correct)
     else:
         with nogil, parallel(num_threads=T):
             tid = fastlr_thread_num()
@@ -307,12 +324,13 @@ cdef double _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
                 _sgd_step(tid, team, step, &X[0, 0], &y[0], &sample_weight[0], &perm[0], M,
                           batch_size, T, C, D, &W[0, 0], &b[0], &vel_W[0, 0], &vel_b[0],
                           lr_steps[step], momentum, alpha, &parts_W[0, 0, 0],
-                          &parts_b[0, 0], scratch, chunk_loss)
+                          &parts_b[0, 0], scratch, chunk_loss, chunk_correct)
                 # The next step reads the weights this one wrote.
                 fastlr_barrier()
     for chunk in range(T):
         loss += chunk_loss[chunk]
-    return loss
+        correct += chunk_correct[chunk]
+    return loss, correct
 
 
 def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
@@ -322,7 +340,8 @@ def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
               floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
     """One epoch of minibatch SGD over X (N, D), y (N,), sample_weight (N,) in ``perm`` (M,)
     order, updating W (C, D), b (C,), vel_W, vel_b in place; return the epoch's sum of
-    ``s_i l_i``, each loss taken at the weights of its step.
+    ``s_i l_i``, each loss taken at the weights of its step, and its sum of ``s_i`` over the
+    samples whose highest score at those weights is their label.
 
     One parallel region spans the epoch. Every step is two phases separated by barriers: the
     T chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); then the parts summed

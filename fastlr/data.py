@@ -8,6 +8,12 @@ the user gives is read as given, and a known data set in it is recognised by its
 IDX format (big-endian): two zero bytes, a type code (0x08 = unsigned byte, the only type MNIST
 uses), the number of dimensions ``ndim``, then ``ndim`` 32-bit sizes, then the payload of
 ``prod(sizes)`` bytes. Files may be gzip-compressed; the gzip magic bytes tell, not the name.
+
+Decoding a ``.gz`` file and checking it costs more than a whole training run's SGD, so the
+first read of a file keeps its decoded, checked array in the user cache (``decoded_cache_dir``)
+as a ``.npy`` file named after the SHA-256 of the source's bytes; later reads hash the source
+(a few milliseconds for MNIST's 11 MB) and memory-map that copy. A changed source has another
+hash, so it is never served a stale copy.
 """
 
 import gzip
@@ -18,9 +24,6 @@ import os
 import struct
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .atomic import write_bytes
-from .errors import DataError
+from .atomic import atomic_write, write_bytes
+from .errors import DataError, WriteError
 from .validation import size_limit
 
 UBYTE = 0x08
@@ -55,6 +58,12 @@ def default_cache_dir(name="mnist"):
     """``$XDG_CACHE_HOME/fastlr/NAME``, by default ``~/.cache/fastlr/NAME``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fastlr" / name
+
+
+def decoded_cache_dir():
+    """``$XDG_CACHE_HOME/fastlr/decoded``, where decoded IDX files are kept: the arrays of
+    :func:`load_mnist`'s sources as ``.npy`` files, named after each source's SHA-256."""
+    return default_cache_dir().parent / "decoded"
 
 
 # --- IDX ------------------------------------------------------------------------------------------
@@ -473,6 +482,9 @@ def _fetch(url, timeout, progress, give_up_at):
     ``read1`` returns what one socket read brings, so the deadline is checked however slowly
     the bytes come (``read(n)`` would wait for all n of them).
     """
+    import urllib.parse  # only a download needs urllib: tens of ms of start-up otherwise
+    import urllib.request
+
     bar = None
     if progress:
         from tqdm import tqdm
@@ -549,6 +561,30 @@ class Dataset:
                 "class_names": list(self.class_names) if self.class_names else None}
 
 
+def _read_decoded(path):
+    """Read an IDX file through the decoded cache: the array, memory-mapped (read-only) from
+    :func:`decoded_cache_dir` when a copy of these exact bytes is there, else decoded (and
+    checked as :func:`read_idx` does) and kept there for the next time. A cache that cannot be
+    written only means decoding again next time."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    decoded = decoded_cache_dir() / f"{stem}-{hashlib.sha256(raw).hexdigest()[:32]}.npy"
+    try:
+        return np.load(decoded, mmap_mode="r")
+    except (OSError, ValueError):  # not cached yet, or not a whole .npy file
+        pass
+    array = parse_idx(raw, str(path))
+    try:
+        with atomic_write(decoded) as fh:
+            np.save(fh, array)
+    except (OSError, WriteError):
+        pass
+    return array
+
+
 def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
     """Load a known data set by name, or any data set in MNIST's four file names and format.
 
@@ -584,7 +620,7 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
         raise DataError(f"load_dataset: dtype must be uint8 or a float type, got {dtype}")
     directory, known, advice = find_data_dir(name, data_dir, progress=progress)
     files = {stem: _find_file(directory, stem) for stem in datasets.FILE_STEMS.values()}
-    arrays = {stem: read_idx(path) for stem, path in files.items()}
+    arrays = {stem: _read_decoded(path) for stem, path in files.items()}
     if known is not None:
         _check_known(files, arrays, known, advice)
     else:
@@ -601,9 +637,9 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
                             f"{labels.shape[0]} labels")
         X = images.reshape(images.shape[0], -1)
         if dtype == np.uint8:
-            X = X.copy()
-        else:
-            X = X.astype(dtype) / dtype.type(255)
+            X = np.array(X)
+        else:  # one pass, the same values as X.astype(dtype) / 255
+            X = np.divide(X, dtype.type(255), dtype=dtype)
         out += [X, labels.astype(np.int64)]
     if out[0].shape[1] != out[2].shape[1]:
         raise DataError(f"{directory}: train images have {out[0].shape[1]} pixels, test images "

@@ -14,8 +14,8 @@ from .errors import DataError
 HISTORY_FORMATS = (".csv", ".json")
 
 # Known fields first, in this order; any others follow in order of first appearance.
-_FIELD_ORDER = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                "time_s")
+_FIELD_ORDER = ("epoch", "train_loss", "train_accuracy", "end_train_loss", "end_train_accuracy",
+                "val_loss", "val_accuracy", "lr", "time_s")
 
 
 def check_history_path(path):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from . import model_file, sgd
-from .backends import available_backends, get_backend
+from .backends import default_n_threads, get_backend, get_backend_or_auto
 from .backends import reference
 from .errors import DataError, NotFittedError, sklearn_compatible
 from .preprocess import apply_preprocessing
@@ -174,7 +174,8 @@ class SoftmaxRegression:
             y_encoded = encode_labels(y, classes, known_as)
         return X, y_encoded, classes
 
-    def fit(self, X, y=None, sample_weight=None, eval_set=None, on_epoch=None):
+    def fit(self, X, y=None, sample_weight=None, eval_set=None, on_epoch=None,
+            score_train=False):
         """Train from scratch on X (N, D), y (N,).
 
         Parameters
@@ -188,6 +189,11 @@ class SoftmaxRegression:
             Scored after every epoch; its accuracy lands in ``history_`` as ``val_accuracy``.
         on_epoch : callable(record), optional
             Called after every epoch with its ``history_`` record (progress bars use it).
+        score_train : bool, default False
+            Also score the whole training set after every epoch (``end_train_loss`` and
+            ``end_train_accuracy`` in ``history_``). Without it ``train_loss`` and
+            ``train_accuracy`` are the running figures the kernel counts during the epoch,
+            at no extra pass.
 
         Returns
         -------
@@ -251,7 +257,8 @@ class SoftmaxRegression:
             validation = (X[val_index], y_encoded[val_index])
         self._run_sgd(X, y_encoded, sw, epochs=int(self.epochs), lr_schedule=self.lr_schedule,
                       train_index=train_index, validation=validation,
-                      early_stopping=self.early_stopping, on_epoch=on_epoch)
+                      early_stopping=self.early_stopping, on_epoch=on_epoch,
+                      score_train=score_train)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -336,7 +343,7 @@ class SoftmaxRegression:
         self._rng = _as_generator(self.random_state)
 
     def _run_sgd(self, X, y_encoded, sw, *, epochs, lr_schedule, train_index=None,
-                 validation=None, early_stopping=False, on_epoch=None):
+                 validation=None, early_stopping=False, on_epoch=None, score_train=False):
         if self.verbose:
             user_callback = on_epoch
 
@@ -352,7 +359,7 @@ class SoftmaxRegression:
                     n_threads=self.n_threads_, rng=self._rng, train_index=train_index,
                     validation=validation, early_stopping=early_stopping,
                     n_iter_no_change=int(self.n_iter_no_change), on_epoch=on_epoch,
-                    history=self.history_, velocity=self._velocity)
+                    history=self.history_, velocity=self._velocity, score_train=score_train)
 
     @staticmethod
     def _print_epoch(record):
@@ -373,8 +380,7 @@ class SoftmaxRegression:
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
         self._check_feature_names(feature_names(X))
         X = self._prepare_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
-        backend_name = getattr(self, "backend_", "auto")
-        backend = get_backend(backend_name if backend_name in available_backends() else "auto")
+        backend = get_backend_or_auto(getattr(self, "backend_", "auto"))
         scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
                                     cap_threads(getattr(self, "n_threads_", None)))
         return scores.astype(np.float64, copy=False)

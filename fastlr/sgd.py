@@ -92,8 +92,15 @@ def _check_contract(X, y, sample_weight, W, b):
 def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_rate,
             lr_schedule="linear", momentum=0.0, alpha=0.0, n_threads=1, rng,
             train_index=None, validation=None, early_stopping=False, n_iter_no_change=3,
-            tol=1e-4, on_epoch=None, history=None, velocity=None, lr_steps=None):
+            tol=1e-4, on_epoch=None, history=None, velocity=None, lr_steps=None,
+            score_train=False):
     """Train (W, b) in place with minibatch SGD for ``epochs`` epochs.
+
+    The training loss and accuracy of each epoch are running metrics, counted by the kernel
+    at no extra pass: every sample's loss, and whether its highest score is its label, at the
+    weights of the step that trained on it (what Keras and Vowpal Wabbit report). They lag the
+    weights at the end of the epoch a little; ``score_train`` adds an exact score of the
+    training set at those weights, at the price of one more pass.
 
     Parameters
     ----------
@@ -106,7 +113,7 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     n_threads : int, T, the thread count of the kernels
     rng : numpy.random.Generator, draws one permutation per epoch
     train_index : (M,) int64, optional; the rows of X to train on (default: all)
-    validation : (X_val, y_val), optional; scored after every epoch
+    validation : (X_val, y_val), optional; scored after every epoch with ``predict_scores``
     early_stopping : bool
         Stop when the validation accuracy has not improved by ``tol`` for ``n_iter_no_change``
         epochs, and restore the best weights. Needs ``validation``.
@@ -122,12 +129,16 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
         The rate of every step of this call, S = ceil(M / batch_size) steps per epoch, instead
         of the schedule ``lr_schedule`` makes from ``learning_rate``: a caller whose schedule
         spans several calls passes its slice (``fastlr.distributed`` does, one round a call).
+    score_train : bool
+        Also score the training set at the end of every epoch.
 
     Returns
     -------
     list of dict
-        One record per epoch: ``epoch``, ``train_loss``, ``train_accuracy``, ``lr`` (the rate of
-        the epoch's last step), ``time_s`` and, with validation, ``val_loss``, ``val_accuracy``.
+        One record per epoch: ``epoch``, ``train_loss`` and ``train_accuracy`` (running, as
+        above, weighted by the sample weights), ``lr`` (the rate of the epoch's last step),
+        ``time_s`` (the epoch's SGD); with ``score_train``, ``end_train_loss`` and
+        ``end_train_accuracy``; with validation, ``val_loss``, ``val_accuracy``.
 
     Raises
     ------
@@ -141,10 +152,13 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     if train_index is None:
         train_index = np.arange(X.shape[0], dtype=np.int64)
         X_train, y_train, sw_train = X, y, sample_weight
-    else:
-        X_train, y_train = X[train_index], y[train_index]
+    else:  # the copy of the training rows only for score_train, which scores them
+        X_train, y_train = (X[train_index], y[train_index]) if score_train else (None, None)
         sw_train = sample_weight[train_index]
     n_train = len(train_index)
+    weight_total = float(np.sum(sw_train, dtype=np.float64))
+    if not weight_total > 0:  # all weights zero: means over the samples, as ``evaluate``
+        weight_total = float(n_train)
     steps_per_epoch = -(-n_train // batch_size)
     if lr_steps is None:
         lr_all = learning_rates(lr_schedule, learning_rate, steps_per_epoch * epochs)
@@ -165,24 +179,25 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
                                                (epoch + 1) * steps_per_epoch])
         # Divergence is detected below, with a clearer message than NumPy's warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            loss_sum = backend.sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b,
-                                         lr_steps, batch_size, float(momentum), float(alpha),
-                                         parts_W, parts_b)
+            loss_sum, correct_sum = backend.sgd_epoch(
+                X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                float(momentum), float(alpha), parts_W, parts_b)
         elapsed = time.perf_counter() - start
-        with np.errstate(over="ignore", invalid="ignore"):
-            train_loss, train_acc = evaluate(backend, X_train, y_train, W, b, n_threads,
-                                             sw_train)
-        # Weights can stay finite while their scores overflow: the loss after the epoch counts.
-        if not (np.isfinite(loss_sum) and np.isfinite(train_loss) and np.isfinite(W).all()
-                and np.isfinite(b).all()):
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / weight_total,
+                  "train_accuracy": correct_sum / weight_total, "lr": float(lr_steps[-1]),
+                  "time_s": elapsed}
+        if score_train:
+            with np.errstate(over="ignore", invalid="ignore"):
+                record["end_train_loss"], record["end_train_accuracy"] = evaluate(
+                    backend, X_train, y_train, W, b, n_threads, sw_train)
+        # Weights can stay finite while their scores overflow: the losses count too.
+        losses = [loss_sum, record.get("end_train_loss", 0.0)]
+        if not (np.isfinite(losses).all() and np.isfinite(W).all() and np.isfinite(b).all()):
             W[...] = last_W
             b[...] = last_b
             vel_W[...] = 0
             vel_b[...] = 0
-            raise divergence_error(epoch, learning_rate,
-                                   np.isnan(loss_sum) or np.isnan(train_loss))
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
-                  "lr": float(lr_steps[-1]), "time_s": elapsed}
+            raise divergence_error(epoch, learning_rate, np.isnan(losses).any())
         if validation is not None:
             val_loss, val_acc = evaluate(backend, validation[0], validation[1], W, b, n_threads)
             record.update(val_loss=val_loss, val_accuracy=val_acc)

@@ -276,11 +276,11 @@ def fit(model, source, eval_set=None, on_epoch=None):
     the run's learning-rate schedule, so a linear schedule decays to 0 over the whole run as it
     does in memory. The plans of all epochs are drawn first, to know the number of steps.
 
-    The history's ``train_loss`` and ``train_accuracy`` are progressive: each sample's loss at
-    the weights of its step, and whether the weights before its buffer classified it, summed
-    over the epoch (a second pass over the data to score the final weights would cost as much
-    as the epoch). ``time_s`` is the SGD pass, reading and conversion included, without that
-    scoring.
+    The history's ``train_loss`` and ``train_accuracy`` are running figures, as in memory: each
+    sample's loss and whether its highest score is its label, at the weights of its step, summed
+    over the epoch by the kernel itself (a second pass over the data to score the final weights
+    would cost as much as the epoch). ``time_s`` is the SGD pass, reading and conversion
+    included.
 
     Parameters
     ----------
@@ -329,7 +329,6 @@ def fit(model, source, eval_set=None, on_epoch=None):
     X_buffer = np.empty((rows, source.n_features), dtype=dtype)
     y_buffer = np.empty(rows, dtype=np.int64)
     ones = np.ones(rows, dtype=dtype)
-    scores = np.empty((rows, len(source.classes)), dtype=dtype)
     W, b = model.coef_, model.intercept_
     vel_W, vel_b = model._velocity
     parts_W, parts_b = sgd.allocate_parts(model.n_threads_, *W.shape, dtype)
@@ -337,25 +336,23 @@ def fit(model, source, eval_set=None, on_epoch=None):
     for epoch, (plan, plan_steps) in enumerate(zip(plans, steps)):
         start = time.perf_counter()
         last_W, last_b = W.copy(), b.copy()
-        loss_sum = correct = scoring_s = 0.0
+        loss_sum = correct = 0.0
         for chunk_ids, n_steps in zip(plan, plan_steps):
             m = source.read_buffer(chunk_ids, X_raw, y_buffer)
             X = _kernel_rows(X_raw[:m], X_buffer[:m])
             y = y_buffer[:m]
-            scored = time.perf_counter()
-            backend.predict_scores(X, W, b, scores[:m], model.n_threads_)
-            correct += np.count_nonzero(scores[:m].argmax(axis=1) == y)
-            scoring_s += time.perf_counter() - scored
             perm = rng.permutation(m)
             lr_steps = lr_all[step:step + n_steps]
             step += n_steps
             with np.errstate(over="ignore", invalid="ignore"):
-                loss_sum += backend.sgd_epoch(X, y, ones[:m], perm, W, b, vel_W, vel_b,
-                                              lr_steps, batch_size, float(model.momentum),
-                                              float(model.alpha), parts_W, parts_b)
+                buffer_loss, buffer_correct = backend.sgd_epoch(
+                    X, y, ones[:m], perm, W, b, vel_W, vel_b, lr_steps, batch_size,
+                    float(model.momentum), float(model.alpha), parts_W, parts_b)
+            loss_sum += buffer_loss
+            correct += buffer_correct
             if not np.isfinite(loss_sum):
                 break
-        elapsed = time.perf_counter() - start - scoring_s
+        elapsed = time.perf_counter() - start
         if not (np.isfinite(loss_sum) and np.isfinite(W).all() and np.isfinite(b).all()):
             W[...], b[...] = last_W, last_b
             vel_W[...], vel_b[...] = 0, 0

@@ -283,7 +283,12 @@ def check_features(X, dtype=None, n_features=None):
     if dtype is None:
         dtype = np.float64 if X.dtype == np.float64 else np.float32
     X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.isfinite(X).all():
+    # One reduction without a temporary (np.isfinite(X) would be an N x D mask): a NaN or an
+    # infinity makes the sum non-finite; a sum of finite values that overflows is settled by
+    # the full check.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = X.sum()
+    if not np.isfinite(total) and not np.isfinite(X).all():
         bad = "NaN" if np.isnan(X).any() else "infinite values"
         raise DataError(f"X contains {bad}; clean or impute the data first")
     return X

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import settings
 
 from fastlr import data, datasets
@@ -25,6 +26,19 @@ settings.register_profile("fastlr", deadline=None)
 settings.load_profile("fastlr")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory):
+    """The tests' decoded data sets go to a cache of their own, not the user's (the commands
+    they run inherit it); a test that needs an empty cache sets XDG_CACHE_HOME itself."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 # --- CLI and data helpers the tests share --------------------------------------------------------
@@ -124,7 +138,8 @@ def run_loss_and_grad(backend, X, y, sw, W, b, n_threads=1):
 
 
 def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, n_threads=1):
-    """Run len(perms) epochs with a linearly decaying learning rate; return W, b, losses."""
+    """Run len(perms) epochs with a linearly decaying learning rate; return W, b and the
+    epochs' loss sums."""
     W, b = W.copy(), b.copy()
     vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
     c, d = W.shape
@@ -135,6 +150,7 @@ def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, 
     losses = []
     for epoch, perm in enumerate(perms):
         lr_steps = np.ascontiguousarray(lr_all[epoch * steps:(epoch + 1) * steps])
-        losses.append(backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
-                                        batch_size, momentum, alpha, parts_W, parts_b))
+        loss_sum, _ = backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
+                                        batch_size, momentum, alpha, parts_W, parts_b)
+        losses.append(loss_sum)
     return W, b, np.array(losses)

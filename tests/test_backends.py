@@ -172,6 +172,53 @@ def test_sgd_trajectory_matches_reference(backend_name, dtype, n_threads, batch_
     assert_matches(got_losses, ref_losses, dtype, TRAJECTORY_TOLERANCE)
 
 
+def run_counted_epoch(backend, X, y, sw, W, b, perm, lr_steps, batch_size, n_threads=1):
+    """One epoch from copies of (W, b); returns its (loss_sum, correct_sum)."""
+    W, b = W.copy(), b.copy()
+    c, d = W.shape
+    return backend.sgd_epoch(X, y, sw, perm, W, b, np.zeros_like(W), np.zeros_like(b), lr_steps,
+                             batch_size, 0.0, 0.0, np.zeros((n_threads, c, d), W.dtype),
+                             np.zeros((n_threads, c), W.dtype))
+
+
+@pytest.mark.parametrize("backend_name", available_backends())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_epoch_counts_the_weight_of_the_samples_scored_right(backend_name, dtype, n_threads):
+    """With a learning rate of 0 the weights stay put, so the count is exactly the weighted
+    number of samples whose argmax score is their label; at all-equal scores (zero weights)
+    argmax takes the first class, and so must the kernels."""
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(17)
+    X, y, sw, W, b = make_problem(rng, 203, 784, 10, dtype, weight_scale=0.5, weighted=True)
+    perm = rng.permutation(203).astype(np.int64)
+    lr_steps = np.zeros(-(-203 // 16))
+    weights = sw.astype(np.float64)
+    right = (X.astype(np.float64) @ W.T.astype(np.float64) + b).argmax(axis=1) == y
+    loss_sum, correct_sum = run_counted_epoch(backend, X, y, sw, W, b, perm, lr_steps, 16,
+                                              n_threads)
+    assert 0 < right.sum() < len(y)
+    assert correct_sum == pytest.approx(weights[right].sum(), rel=1e-6)
+    _, tied_sum = run_counted_epoch(backend, X, y, sw, np.zeros_like(W), np.zeros_like(b), perm,
+                                    lr_steps, 16, n_threads)
+    assert tied_sum == pytest.approx(weights[y == 0].sum(), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_running_count_follows_the_reference_while_training(backend_name, dtype):
+    """Each sample is counted at the weights of its step, as the reference does; float32
+    scores may flip a near tie, so a sample or two may differ."""
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(19)
+    X, y, sw, W, b = make_problem(rng, 301, 784, 10, dtype)
+    perm = rng.permutation(301).astype(np.int64)
+    lr_steps = np.full(-(-301 // 10), 0.01)
+    _, expected = run_counted_epoch(reference, *in_float64(X, y, sw, W, b), perm, lr_steps, 10)
+    _, got = run_counted_epoch(backend, X, y, sw, W, b, perm, lr_steps, 10, n_threads=2)
+    assert abs(got - expected) <= 2
+
+
 @pytest.mark.parametrize("backend_name", FAST_BACKENDS)
 def test_epoch_over_a_subset_leaves_other_samples_unread(backend_name):
     """perm may hold fewer indices than X has rows (a held-out validation split)."""

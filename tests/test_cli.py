@@ -199,3 +199,22 @@ def test_the_compile_notice_asks_the_backend():
     assert _compiles_on_first_run(SimpleNamespace(first_run_compiles=lambda: True))
     assert not _compiles_on_first_run(SimpleNamespace(first_run_compiles=lambda: False))
     assert not _compiles_on_first_run(SimpleNamespace())
+
+
+def test_train_and_evaluate_import_only_the_backend_they_use(tmp_path):
+    """With the extension built, auto takes it: neither command imports Numba, nor matplotlib."""
+    from fastlr.backends import available_backends
+    if "cython" not in available_backends():
+        pytest.skip("the Cython extension is not built")
+    write_small_dataset(tmp_path / "data", side=28)
+    code = (f"import sys\nfrom fastlr.cli import main\n"
+            f"assert main(['train', '--epochs', '1', '--no-progress', '--data-dir', "
+            f"{str(tmp_path / 'data')!r}, '--out', {str(tmp_path / 'm.npz')!r}]) == 0\n"
+            f"assert main(['evaluate', {str(tmp_path / 'm.npz')!r}, '--data-dir', "
+            f"{str(tmp_path / 'data')!r}]) == 0\n"
+            "print(sorted(m for m in ('numba', 'matplotlib', 'fastlr.backends.numba') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

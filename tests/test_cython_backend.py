@@ -90,21 +90,36 @@ def test_a_team_smaller_than_t_gives_the_same_bits():
     assert run_python(RUN_AT_T3, OMP_THREAD_LIMIT="1")["digest"] == full_team["digest"]
 
 
-def test_auto_falls_back_to_cython_with_one_warning_when_numba_is_missing():
-    got = run_python("""
+AUTO_SCRIPT = """
 import json, sys, warnings
-sys.modules['numba'] = None
+for blocked in sys.argv[1:]:
+    sys.modules[blocked] = None
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
     from fastlr.backends import get_backend
     first = get_backend('auto').name
     second = get_backend('auto').name
 messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-print(json.dumps({'first': first, 'second': second, 'warnings': messages}))
-""")
-    assert got["first"] == got["second"] == "cython"
-    assert len(got["warnings"]) == 1
-    assert "numba" in got["warnings"][0] and "cython" in got["warnings"][0]
+print(json.dumps({'first': first, 'second': second, 'warnings': messages,
+                  'numba_imported': 'numba' in sys.modules and sys.modules['numba'] is not None}))
+"""
+
+
+@pytest.mark.parametrize("blocked,expected,warns", [
+    ((), "cython", False), (("numba",), "cython", False), (("fastlr._kernels",), "numba", False),
+    (("numba", "fastlr._kernels"), "numpy", True)])
+def test_auto_takes_cython_then_numba_and_warns_only_when_it_lands_on_numpy(blocked, expected,
+                                                                           warns):
+    done = subprocess.run([sys.executable, "-c", AUTO_SCRIPT, *blocked], capture_output=True,
+                          text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got["first"] == got["second"] == expected
+    assert len(got["warnings"]) == (1 if warns else 0)
+    if warns:
+        assert "numba" in got["warnings"][0] and "cython" in got["warnings"][0]
+    if expected == "cython":
+        assert not got["numba_imported"]  # auto imports only the backend it takes
 
 
 def test_missing_extension_says_how_to_build_it():

@@ -2,6 +2,8 @@
 and data sets of other shapes: tests/test_datasets.py)."""
 
 import gzip
+import http.server
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -136,6 +138,74 @@ def test_a_corrupted_cache_file_fails_its_published_checksum(tmp_path, monkeypat
     with pytest.raises(DataError, match="does not match MNIST's published checksum .SHA-256.*"
                                         "delete it to download it again"):
         load_mnist()
+
+
+# --- the decoded copy in the user cache ----------------------------------------------------------
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty user cache; returns the directory the decoded copies go to."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return data.decoded_cache_dir()
+
+
+def test_first_read_keeps_a_decoded_copy_that_later_reads_map(tmp_path, empty_cache,
+                                                             monkeypatch):
+    write_small_dataset(tmp_path / "set")
+    first = load_mnist(tmp_path / "set")
+    assert len(list(empty_cache.glob("*.npy"))) == 4
+    assert not list(empty_cache.glob(".*"))  # written atomically: no temporary files left
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data, "parse_idx", no_decoding)
+    for a, b in zip(first, load_mnist(tmp_path / "set")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_changed_source_is_never_served_the_old_copy(tmp_path, empty_cache):
+    """Same size, same name, same modification time: only the content differs."""
+    images, _ = write_small_dataset(tmp_path, compress=False)
+    source = tmp_path / "train-images-idx3-ubyte"
+    before = load_mnist(tmp_path, dtype=np.uint8)[0]
+    stat = source.stat()
+    changed = images["train"].copy()
+    changed[0, 0, 0] ^= 0xFF
+    data.write_idx(source, changed)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size
+    after = load_mnist(tmp_path, dtype=np.uint8)[0]
+    assert after[0, 0] == before[0, 0] ^ 0xFF
+    np.testing.assert_array_equal(after, changed.reshape(30, 16))
+
+
+def test_a_damaged_copy_is_decoded_again(tmp_path, empty_cache):
+    write_small_dataset(tmp_path)
+    expected = load_mnist(tmp_path)
+    for copy in empty_cache.glob("*.npy"):
+        copy.write_bytes(copy.read_bytes()[:-7])
+    for a, b in zip(expected, load_mnist(tmp_path)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_unwritable_cache_only_costs_the_decoding(tmp_path, monkeypatch):
+    write_small_dataset(tmp_path)
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-dir"))
+    assert load_mnist(tmp_path)[0].shape == (30, 16)
+
+
+def test_a_corrupted_mnist_file_is_not_cached(tmp_path, empty_cache):
+    for path in MNIST_DIR.glob("*.gz"):
+        shutil.copy(path, tmp_path)
+    labels = data.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz").copy()
+    labels[0] = (labels[0] + 1) % 10
+    data.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    for _ in range(2):
+        with pytest.raises(DataError, match="SHA-256"):
+            load_mnist(tmp_path)
+    assert not list(empty_cache.glob("t10k-labels*"))
 
 
 # --- download ------------------------------------------------------------------------------------

@@ -52,6 +52,28 @@ def test_history_records_every_epoch():
     assert model.history_[-1]["train_loss"] < model.history_[0]["train_loss"] * 1.5
 
 
+def test_history_reports_running_figures_and_on_request_the_end_of_epoch_score():
+    """The running train loss and accuracy come from the epoch itself; score_train adds the
+    training set scored at the epoch's final weights, which the running figures trail."""
+    X, y = blobs(n=400)
+    plain = SoftmaxRegression(epochs=3, batch_size=16, backend="numpy").fit(X, y)
+    assert "end_train_accuracy" not in plain.history_[-1]
+    scored = SoftmaxRegression(epochs=3, batch_size=16, backend="numpy").fit(X, y,
+                                                                              score_train=True)
+    np.testing.assert_array_equal(scored.coef_, plain.coef_)
+    first = scored.history_[0]
+    assert first["train_accuracy"] == plain.history_[0]["train_accuracy"]
+    assert scored.history_[-1]["end_train_accuracy"] == pytest.approx(scored.score(X, y))
+    assert first["train_loss"] > first["end_train_loss"]  # the first steps' weights are worse
+
+
+def test_early_stopping_scores_its_training_rows_only_on_request():
+    X, y = blobs(n=400)
+    model = SoftmaxRegression(epochs=2, batch_size=16, backend="numpy", early_stopping=True)
+    model.fit(X, y, score_train=True)
+    assert all("end_train_loss" in r and "val_accuracy" in r for r in model.history_)
+
+
 def test_predict_proba_is_softmax_of_decision_function():
     X, y = blobs()
     model = SoftmaxRegression(epochs=2, backend="numpy").fit(X, y)

@@ -54,7 +54,7 @@ for batch_size in (2, 7, 64):
         W, b = W0.astype(dtype), b0.astype(dtype)
         vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
         lr_steps = np.full(-(-n // batch_size), 0.1)
-        loss = backend.sgd_epoch(X.astype(dtype), y, sw.astype(dtype), perm, W, b, vel_W, vel_b,
+        loss, _ = backend.sgd_epoch(X.astype(dtype), y, sw.astype(dtype), perm, W, b, vel_W, vel_b,
                                  lr_steps, batch_size, 0.9, 1e-3, np.zeros((T, c, d), dtype),
                                  np.zeros((T, c), dtype))
         results.append((W, b, np.array(loss)))

@@ -30,6 +30,15 @@ def test_the_chosen_kernel_is_the_last_rung():
     assert list(ladder.KERNEL_VERSIONS.values())[-1] is numba_backend.sgd_epoch
 
 
+def test_a_rung_returns_the_contracts_two_results_without_a_count():
+    rng = np.random.default_rng(3)
+    X, y, sw, W, b = make_problem(rng, 20, 12, 3, np.float64)
+    loss_sum, correct_sum = ladder.KERNEL_VERSIONS["v1-naive"](
+        X, y, sw, np.arange(20, dtype=np.int64), W, b, np.zeros_like(W), np.zeros_like(b),
+        np.full(4, 0.1), 5, 0.0, 0.0, np.zeros((1, 3, 12)), np.zeros((1, 3)))
+    assert np.isfinite(loss_sum) and np.isnan(correct_sum)
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_threads", [1, 3])

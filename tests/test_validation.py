@@ -7,10 +7,11 @@ from numbers import Real
 import numpy as np
 import pytest
 
-from fastlr import ModelFileError, SoftmaxRegression
+from fastlr import DataError, ModelFileError, SoftmaxRegression
 from fastlr.cli import main
 from fastlr.errors import InvalidParameterError
-from fastlr.validation import PARAMETER_CONSTRAINTS, Interval, Options, check_param
+from fastlr.validation import (PARAMETER_CONSTRAINTS, Interval, Options, check_features,
+                               check_param)
 
 X = np.arange(12, dtype=np.float64).reshape(6, 2)
 Y = np.array([0, 1, 0, 1, 0, 1])
@@ -94,3 +95,17 @@ def test_options_compare_type_and_value():
     assert flags.accepts(False) and not flags.accepts(0)
     assert Options(None, "deskew").accepts(None) and not Options("a").accepts(None)
     assert Options(1, 2).accepts(2) and not Options(1, 2).accepts(True)
+
+
+@pytest.mark.parametrize("bad,message", [(np.nan, "NaN"), (np.inf, "infinite"),
+                                         (-np.inf, "infinite")])
+def test_features_with_a_nan_or_an_infinity_are_refused(bad, message):
+    X = np.ones((50, 7), np.float32)
+    X[31, 4] = bad
+    with pytest.raises(DataError, match=message):
+        check_features(X)
+
+
+def test_finite_features_whose_sum_overflows_are_accepted():
+    X = np.full((4, 3), np.finfo(np.float32).max, np.float32)
+    assert check_features(X) is not None

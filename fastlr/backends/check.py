@@ -41,7 +41,7 @@ def run_epoch(backend, X, y, W, b, perm, lr_steps, batch_size, n_threads, dtype)
     W, b = W.astype(dtype), b.astype(dtype)
     parts_W = np.zeros((n_threads,) + W.shape, dtype=dtype)
     parts_b = np.zeros((n_threads, W.shape[0]), dtype=dtype)
-    loss_sum = backend.sgd_epoch(X, y, np.ones(len(y), dtype=dtype), perm, W, b,
+    loss_sum, _ = backend.sgd_epoch(X, y, np.ones(len(y), dtype=dtype), perm, W, b,
                                  np.zeros_like(W), np.zeros_like(b), lr_steps, batch_size, 0.0,
                                  0.0, parts_W, parts_b)
     return W, b, loss_sum / len(perm)

@@ -114,15 +114,23 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
 
     Returns
     -------
-    float
+    loss_sum : float
         The sum over the epoch of ``s_i l_i``, each loss taken at the weights of its step.
-        Divided by M it is the running mean loss; it is not finite if training diverged.
+        Divided by the sum of the weights it is the running mean loss; it is not finite if
+        training diverged.
+    correct_sum : float
+        The sum over the epoch of ``s_i`` for the samples whose highest score (the first, on a
+        tie, as ``argmax``) is their label, at the same weights: divided by the sum of the
+        weights, the running accuracy.
     """
     grad_W = np.empty_like(W)
     grad_b = np.empty_like(b)
     loss_sum = 0.0
+    correct_sum = 0.0
     for step, start in enumerate(range(0, len(perm), batch_size)):
         idx = perm[start:start + batch_size]
+        scores = X[idx] @ W.T + b
+        correct_sum += float(np.sum(sample_weight[idx] * (scores.argmax(axis=1) == y[idx])))
         batch_loss = loss_and_grad(X[idx], y[idx], sample_weight[idx], W, b, grad_W, grad_b,
                                    parts_W, parts_b)
         loss_sum += batch_loss * len(idx)
@@ -134,4 +142,4 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
             step_W, step_b = vel_W, vel_b
         W -= lr_steps[step] * step_W
         b -= lr_steps[step] * step_b
-    return loss_sum
+    return loss_sum, correct_sum

@@ -38,17 +38,19 @@ static inline ptrdiff_t fastlr_scratch_size(ptrdiff_t C) {
    l_i = log sum_k exp(z_ik) - z_i,y_i the cross-entropy at the scores z_i = W x_i + b.
    Sample i of the batch is X[rows[i]], or X[i] when rows is NULL. The rows X[next_rows[k]],
    k < n_next, come after this chunk (the thread's chunk of the next step) and are
-   prefetched. scratch holds fastlr_scratch_size(C) values. */
+   prefetched. scratch holds fastlr_scratch_size(C) values. *correct is set to the sum of
+   s_i over the chunk's samples whose highest score (the first one on a tie, as argmax) is
+   their label. */
 double fastlr_chunk_grad_float(const float *X, const int64_t *y, const float *sw,
                                const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
                                const float *W, const float *b, ptrdiff_t C, ptrdiff_t D,
                                double inv_batch, float *gW, float *gb, float *scratch,
-                               const int64_t *next_rows, ptrdiff_t n_next);
+                               const int64_t *next_rows, ptrdiff_t n_next, double *correct);
 double fastlr_chunk_grad_double(const double *X, const int64_t *y, const double *sw,
                                 const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
                                 const double *W, const double *b, ptrdiff_t C, ptrdiff_t D,
                                 double inv_batch, double *gW, double *gb, double *scratch,
-                                const int64_t *next_rows, ptrdiff_t n_next);
+                                const int64_t *next_rows, ptrdiff_t n_next, double *correct);
 
 /* The scores X W^T + b of rows FASTLR_BLOCK block .. FASTLR_BLOCK (block + 1) - 1 of
    X (N, D) (fewer in the last block) into the same rows of out (N, C). */

@@ -9,11 +9,12 @@
 /* Turn the scores z (n, C) of the samples i0 .. i0 + n - 1 of the batch (X[rows[i]], or X[i]
    when rows is NULL) into s_i / B (softmax(z_i) - onehot(y_i)) in place; return their sum
    of s_i l_i with l_i = log sum_k exp(z_ik) - z_i,y_i, both with the row maximum
-   subtracted, in float64. ex holds n * C doubles. */
+   subtracted, in float64, and add to *correct the s_i of the samples whose highest score
+   (the first one on a tie, as argmax) is their label. ex holds n * C doubles. */
 static double KERNEL(softmax_block)(FLOAT *z, ptrdiff_t n, ptrdiff_t C, const int64_t *y,
                                     const FLOAT *sw, const int64_t *rows, ptrdiff_t i0,
                                     double inv_batch, double *ex,
-                                    const struct fastlr_tiles *tiles) {
+                                    const struct fastlr_tiles *tiles, double *correct) {
     double m[FASTLR_BLOCK];
     double loss = 0.0;
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -33,6 +34,11 @@ static double KERNEL(softmax_block)(FLOAT *z, ptrdiff_t n, ptrdiff_t C, const in
         int64_t idx = rows != NULL ? rows[i0 + j] : i0 + j;
         int64_t label = y[idx];
         double z_label = zj[label];
+        int hit = z_label == m[j];
+        for (int64_t c = 0; c < label; c++)
+            hit &= zj[c] != m[j];
+        if (hit)
+            *correct += sw[idx];
         double total = 0.0;
         for (ptrdiff_t c = 0; c < C; c++)
             total += ex[j * C + c];
@@ -56,10 +62,11 @@ double KERNEL(chunk_grad)(const FLOAT *X, const int64_t *y, const FLOAT *sw,
                           const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi, const FLOAT *W,
                           const FLOAT *b, ptrdiff_t C, ptrdiff_t D, double inv_batch,
                           FLOAT *gW, FLOAT *gb, FLOAT *scratch, const int64_t *next_rows,
-                          ptrdiff_t n_next) {
+                          ptrdiff_t n_next, double *correct) {
     const struct fastlr_tiles *tiles = fastlr_active_tiles;
     const FLOAT *xs[FASTLR_BLOCK + FASTLR_AHEAD];
     double loss = 0.0;
+    *correct = 0.0;
     if (hi <= lo) {
         memset(gW, 0, C * D * sizeof(FLOAT));
         memset(gb, 0, C * sizeof(FLOAT));
@@ -84,7 +91,8 @@ double KERNEL(chunk_grad)(const FLOAT *X, const int64_t *y, const FLOAT *sw,
         }
         tiles->TILE(scores)(W, b, C, D, xs, n, scratch);
         loss += KERNEL(softmax_block)(scratch, n, C, y, sw, rows, i, inv_batch,
-                                      (double *)(scratch + FASTLR_BLOCK * C), tiles);
+                                      (double *)(scratch + FASTLR_BLOCK * C), tiles,
+                                      correct);
         /* The first block overwrites gW: no separate pass to clear it. */
         tiles->TILE(accumulate)(gW, gb, C, D, xs, n, n_ahead, i == lo, scratch);
         i += n;

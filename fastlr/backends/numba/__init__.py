@@ -50,7 +50,8 @@ def first_run_compiles():
     bool
         True if the kernels a training run needs (the chosen epoch and ``predict_scores``) have
         no fresh entry in Numba's on-disk cache yet, so the first epoch includes their
-        compilation (about 20 s); False once they are cached.
+        compilation (about 25 s on two idle cores: ``bench/numba_compile.py``); False once
+        they are cached.
     """
     return _cache.first_run_compiles((_sample_epoch, predict_scores))
 

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .partition import _aligned_slice, _chunk_bounds
-from .softmax import _block_softmax, _softmax_scratch
+from .softmax import _block_correct, _block_softmax, _softmax_scratch
 from .sync import _barrier, _threads_run_at_once
 from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores
 from .update import _update_bias, _update_slice
@@ -83,13 +83,14 @@ def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W
     """Thread k's partial gradient of step t at the current W, into part_W (C, D) and part_b
     (C,), block by block of BLOCK samples: the block's scores straight from the rows of X, its
     softmax, its gradient while the next block's rows are asked for. Returns the chunk's sum
-    of s_i l_i."""
+    of s_i l_i and its sum of s_i over the samples whose highest score is their label."""
     M = perm.shape[0]
     start = t * batch_size
     stop = min(start + batch_size, M)
     inv_batch = 1.0 / (stop - start)
     lo, hi = _chunk_bounds(start, stop, k, T)
     loss = 0.0
+    correct = 0.0
     part_b[:] = 0
     if hi == lo:
         part_W[:, :] = 0
@@ -102,10 +103,11 @@ def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W
         _gather_scores(X, rows, n, W, S[0])
         loss = _block_softmax(S, n, inv_batch, b, y, sample_weight, perm, p0, Z, E, row_max,
                               row_total, G, part_b, 0, n, loss)
+        correct = _block_correct(Z, row_max, y, sample_weight, perm, p0, 0, n, correct)
         n_ahead = _stream_rows(perm, batch_size, k, T, t, p0 - lo + n, n, ahead)
         # The first block overwrites the part: no pass to clear it.
         _gather_gradient(X, rows, n, G, part_W, p0 == lo, ahead, n_ahead)
-    return loss
+    return loss, correct
 
 
 @njit(cache=True)
@@ -123,17 +125,18 @@ def _update_share(k, T, lr, momentum, alpha, W, b, vel_W, vel_b, parts_W, parts_
 @njit(cache=True)
 def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                    W, b, vel_W, vel_b, parts_W, parts_b, rows, ahead, S, G, Z, E, row_max,
-                   row_total, grad, flags, step_loss):
+                   row_total, grad, flags, step_loss, step_correct):
     """Thread k's whole epoch: per step its chunk gradient, a meeting, its share of the
     update, a meeting, after which W is whole again. Its sum of s_i l_i for step t goes to
-    ``step_loss[t, k]``."""
+    ``step_loss[t, k]``, its sum of s_i over the samples it scored right to
+    ``step_correct[t, k]``."""
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
     meetings = 0
     for t in range(n_steps):
-        step_loss[t, k] = _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b,
-                                          parts_W[k], parts_b[k], rows, ahead, S, G, Z, E,
-                                          row_max, row_total)
+        step_loss[t, k], step_correct[t, k] = _chunk_gradient(
+            k, T, t, X, y, sample_weight, perm, batch_size, W, b, parts_W[k], parts_b[k], rows,
+            ahead, S, G, Z, E, row_max, row_total)
         if T > 1:
             meetings += 1
             _barrier(flags, k, T, meetings)
@@ -145,13 +148,13 @@ def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, moment
 
 
 @njit(cache=True)
-def _sum_losses(step_loss):
-    """The epoch's loss: the (S, T) per-step, per-thread sums added step by step, thread by
-    thread, in order."""
+def _sum_steps(per_step):
+    """The epoch's total of (S, T) per-step, per-thread sums (of the loss, of the samples
+    scored right), added step by step, thread by thread, in order."""
     total = 0.0
-    for t in range(step_loss.shape[0]):
-        for k in range(step_loss.shape[1]):
-            total += step_loss[t, k]
+    for t in range(per_step.shape[0]):
+        for k in range(per_step.shape[1]):
+            total += per_step[t, k]
     return total
 
 
@@ -165,11 +168,13 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
     flags = np.zeros(8 * T, np.int64)
     step_loss = np.zeros((n_steps, T))
+    step_correct = np.zeros((n_steps, T))
     for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
         _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                        W, b, vel_W, vel_b, parts_W, parts_b, rows[k], ahead[k], S[k], G[k],
-                       Z[k], E[k], row_max[k], row_total[k], grad[k], flags, step_loss)
-    return _sum_losses(step_loss)
+                       Z[k], E[k], row_max[k], row_total[k], grad[k], flags, step_loss,
+                       step_correct)
+    return _sum_steps(step_loss), _sum_steps(step_correct)
 
 
 @njit(parallel=True, cache=True)
@@ -182,15 +187,16 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
     n_steps = (M + batch_size - 1) // batch_size
     rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
     step_loss = np.zeros((n_steps, T))
+    step_correct = np.zeros((n_steps, T))
     for t in range(n_steps):
         for k in prange(T):
-            step_loss[t, k] = _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W,
-                                              b, parts_W[k], parts_b[k], rows[k], ahead[k],
-                                              S[k], G[k], Z[k], E[k], row_max[k], row_total[k])
+            step_loss[t, k], step_correct[t, k] = _chunk_gradient(
+                k, T, t, X, y, sample_weight, perm, batch_size, W, b, parts_W[k], parts_b[k],
+                rows[k], ahead[k], S[k], G[k], Z[k], E[k], row_max[k], row_total[k])
         for k in prange(T):
             _update_share(k, T, lr_steps[t], momentum, alpha, W, b, vel_W, vel_b, parts_W,
                           parts_b, grad[k])
-    return _sum_losses(step_loss)
+    return _sum_steps(step_loss), _sum_steps(step_correct)
 
 
 def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
@@ -213,8 +219,11 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
 
     Returns
     -------
-    float
+    loss_sum : float
         The sum of ``s_i l_i`` over the epoch, each loss at the weights of its step.
+    correct_sum : float
+        The sum of ``s_i`` over the samples whose highest score at those weights is their
+        label (the first one on a tie).
     """
     args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
             alpha, parts_W, parts_b)

@@ -95,9 +95,9 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype)
     chunk_loss = np.zeros(T)
     for k in prange(T):
-        chunk_loss[k] = _chunk_gradient(k, T, 0, X, y, sample_weight, perm, B, W, b,
-                                        parts_W[k], parts_b[k], rows[k], ahead[k], S[k], G[k],
-                                        Z[k], E[k], row_max[k], row_total[k])
+        chunk_loss[k], _ = _chunk_gradient(k, T, 0, X, y, sample_weight, perm, B, W, b,
+                                           parts_W[k], parts_b[k], rows[k], ahead[k], S[k],
+                                           G[k], Z[k], E[k], row_max[k], row_total[k])
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for k in range(T):

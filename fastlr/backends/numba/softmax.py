@@ -5,7 +5,8 @@ Shapes: P rows of scratch (at least the n samples of a block), C classes, T part
 ``_block_softmax`` takes the scores of n samples (summed from T partials, plus the bias, in
 float64), runs the stable softmax, writes the gradient of the loss with respect to the scores
 ``G[s] = s_i (p - onehot(y_i)) / B`` in W's dtype, adds it to the bias gradient, and sums the
-loss ``s_i (logsumexp(z) - z[y_i])``. The exponentials go through ``_exp_nonpositive``
+loss ``s_i (logsumexp(z) - z[y_i])``; ``_block_correct`` then counts, from the same scores
+and maxima, the samples whose highest score is their label. The exponentials go through ``_exp_nonpositive``
 (Cody-Waite reduction, a degree-13 Taylor polynomial, 2^k set in the exponent bits; within 2
 ulp of libm's exp): a loop around it vectorizes over the whole block, which a call to libm
 cannot, and that is what made the softmax a small part of the epoch. No fast-math here: the
@@ -113,6 +114,23 @@ def _block_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E
         i = perm[start + s]
         loss += sample_weight[i] * (row_max[s] + np.log(row_total[s]) - Z[s, y[i]])
     return loss
+
+
+@njit(cache=True)
+def _block_correct(Z, row_max, y, sample_weight, perm, start, lo, hi, correct):
+    """``correct`` plus s_i for the samples [lo, hi) of ``perm[start:]`` whose highest score in
+    Z (the first one on a tie, as ``argmax``) is their label; row_max holds the rows' maxima,
+    as ``_block_softmax`` left them."""
+    for s in range(lo, hi):
+        i = perm[start + s]
+        label = y[i]
+        hit = Z[s, label] == row_max[s]
+        for c in range(label):
+            if Z[s, c] == row_max[s]:
+                hit = False
+        if hit:
+            correct += sample_weight[i]
+    return correct
 
 
 @njit(cache=True)
