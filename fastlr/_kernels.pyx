@@ -100,6 +100,8 @@ cdef extern from "kernels.h":
     int fastlr_isa_level() noexcept nogil
     int fastlr_best_isa_level() noexcept nogil
     int fastlr_set_isa_level(int level) noexcept nogil
+    void fastlr_dispatch_init() noexcept nogil
+    void fastlr_set_score_span(Py_ssize_t bytes) noexcept nogil
 
 #: True if the extension was compiled with OpenMP; without it every kernel runs on one thread.
 OPENMP_ENABLED = bool(FASTLR_OPENMP)
@@ -125,7 +127,15 @@ def set_isa_level(int level):
                          f"{fastlr_best_isa_level()}, the best this CPU runs")
 
 
-fastlr_set_isa_level(fastlr_best_isa_level())
+def set_score_span(Py_ssize_t n_bytes):
+    """Make the score tile walk D in spans of ``n_bytes`` bytes of each row of W from now on, in
+    this process (0: this CPU's choice again: whole rows where the tile's rows of W fit in its
+    L1 data cache, else 1 KB). It changes only the speed: the same sums in the same order, so
+    bitwise the same results."""
+    fastlr_set_score_span(n_bytes)
+
+
+fastlr_dispatch_init()
 
 
 cdef inline double _chunk_grad(const floating* X, const int64_t* y, const floating* sw,

@@ -216,3 +216,39 @@ def test_set_isa_level_refuses_a_level_the_cpu_cannot_run():
     if backend.isa_level() < 4:
         with pytest.raises(ValueError):
             backend.set_isa_level(4)
+
+
+def test_every_score_span_gives_the_same_bits():
+    """The span in which the score tile walks D is chosen for the CPU's L1 (whole rows where
+    they fit, else 1 KB); forcing any other, as on a CPU with another L1, changes the speed
+    only: the same sums in the same order at every ISA level."""
+    backend = get_backend("cython")
+    best = backend.isa_level()
+    rng = np.random.default_rng(6)
+    n, d, c = 150, 795, 13
+    X = rng.random((n, d), dtype=np.float32)
+    y = rng.integers(0, c, n).astype(np.int64)
+    sw = np.ones(n, np.float32)
+    perm = rng.permutation(n).astype(np.int64)
+
+    def epoch():
+        W, b = np.zeros((c, d), np.float32), np.zeros(c, np.float32)
+        backend.sgd_epoch(X, y, sw, perm, W, b, np.zeros_like(W), np.zeros_like(b),
+                          np.full(-(-n // 40), 0.3), 40, 0.5, 1e-3,
+                          np.zeros((2, c, d), np.float32), np.zeros((2, c), np.float32))
+        scores = np.empty((n, c), np.float32)
+        backend.predict_scores(X, W, b, scores, 2)
+        return W, b, scores
+
+    try:
+        for level in [level for level in (1, 3, 4) if level <= best]:
+            backend.set_isa_level(level)
+            backend.set_score_span(0)
+            chosen = epoch()
+            for span in (16, 64, 1024, 1 << 20):
+                backend.set_score_span(span)
+                for got, want in zip(epoch(), chosen):
+                    assert np.array_equal(got, want), (level, span)
+    finally:
+        backend.set_score_span(0)
+        backend.set_isa_level(best)

@@ -83,4 +83,15 @@ int fastlr_isa_level(void);
 int fastlr_best_isa_level(void);
 int fastlr_set_isa_level(int level);
 
+/* Once, before any kernel: read what dispatch.c needs from the CPU, and choose the best
+   instruction set. */
+void fastlr_dispatch_init(void);
+
+/* The span, in bytes of each row of W, in which the score tile walks D when it reads `rows`
+   rows of row_bytes: this CPU's choice, or the one fastlr_set_score_span forced, bytes > 0
+   (0 goes back to the CPU's choice). The span changes the speed only: the sums and their
+   order, so the results, are the same whatever it is. Set it between kernel calls. */
+ptrdiff_t fastlr_score_span(ptrdiff_t row_bytes, int rows);
+void fastlr_set_score_span(ptrdiff_t bytes);
+
 #endif

@@ -22,8 +22,7 @@
 #define FASTLR_MULTI_ISA 0
 #endif
 
-/* The scores walk D in spans of this many bytes of each row of W: see tiles_impl.h. */
-enum { FASTLR_SCORE_SPAN = 1024 };
+/* The scores walk D in spans of fastlr_score_span(...) bytes (kernels.h, tiles_impl.h). */
 
 struct fastlr_tiles {
     int isa_level;  /* 4, 3 or 1, as in fastlr_isa_level */

@@ -65,19 +65,20 @@ static inline FLOAT TILE(lane_sum)(VEC v) {
    Two samples and SCORE_TILE classes per pass over D (per vector of D, SCORE_TILE + 2 loads
    feed 2 SCORE_TILE FMAs); the lanes of each accumulator are summed in a fixed order. A
    short tile repeats its last sample or class, writing the same value twice.
-   D is walked in spans of FASTLR_SCORE_SPAN bytes, every pair of samples of the block
-   through one span before the next, so the span of W (10 rows: 10 KB) stays in L1 instead
-   of streaming all of W (31 KB, the size of L1) from L2 for every pair. The accumulators
-   wait in memory between spans: the sums are the same, in the same order. */
+   D is walked in spans of fastlr_score_span bytes, every pair of samples of the block
+   through one span before the next, so that the span of the tile's rows of W stays in L1
+   (on a 32 KB L1, 1 KB spans: 10 KB of W instead of streaming all 31 KB of it from L2 for
+   every pair); where the whole rows fit, one span. The accumulators wait in memory between
+   spans: the sums are the same, in the same order, whatever the span. */
 static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
                          const FLOAT *const *xs, ptrdiff_t n, FLOAT *z) {
-    enum {
-        LANES = VECTOR_BYTES / sizeof(FLOAT),
-        K = SCORE_TILE,
-        SPAN = FASTLR_SCORE_SPAN / sizeof(FLOAT)
-    };
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), K = SCORE_TILE };
     VEC acc[(FASTLR_BLOCK + 1) / 2][2 * K];
     ptrdiff_t d_main = D - D % LANES;
+    ptrdiff_t span = fastlr_score_span(D * (ptrdiff_t)sizeof(FLOAT), K) /
+                     (ptrdiff_t)sizeof(FLOAT) / LANES * LANES;
+    if (span < LANES)
+        span = LANES;
     for (ptrdiff_t c0 = 0; c0 < C; c0 += K) {
         ptrdiff_t cs[K];
         const FLOAT *w[K];
@@ -85,8 +86,8 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
             cs[k] = c0 + k < C ? c0 + k : C - 1;
             w[k] = W + cs[k] * D;
         }
-        for (ptrdiff_t q0 = 0; q0 < d_main; q0 += SPAN) {
-            ptrdiff_t q1 = q0 + SPAN < d_main ? q0 + SPAN : d_main;
+        for (ptrdiff_t q0 = 0; q0 < d_main; q0 += span) {
+            ptrdiff_t q1 = q0 + span < d_main ? q0 + span : d_main;
             for (ptrdiff_t j = 0; j < n; j += 2) {
                 const FLOAT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
                 VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
