@@ -11,6 +11,8 @@ except ImportError as exc:
     raise ImportError("the Cython extension fastlr._kernels is not built") from exc
 
 name = "cython"
+#: The kernels take uint8 X (pixels, features X / 255) as well as float X of W's dtype.
+takes_pixels = True
 
 predict_scores = _kernels.predict_scores
 loss_and_grad = _kernels.loss_and_grad

@@ -50,6 +50,20 @@ double fastlr_chunk_grad_double(const double *X, const int64_t *y, const double 
                                 double inv_batch, double *gW, double *gb, double *scratch,
                                 const int64_t *next_rows, ptrdiff_t n_next);
 
+/* The same two for X (N, D) of uint8 pixels, whose features are X / 255 (the scale
+   multiplies each tile's sum once), with float or double weights. */
+double fastlr_chunk_grad_u8_float(const uint8_t *X, const int64_t *y, const float *sw,
+                                  const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                                  const float *W, const float *b, ptrdiff_t C, ptrdiff_t D,
+                                  double inv_batch, float *gW, float *gb, float *scratch,
+                                  const int64_t *next_rows, ptrdiff_t n_next);
+double fastlr_chunk_grad_u8_double(const uint8_t *X, const int64_t *y, const double *sw,
+                                   const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                                   const double *W, const double *b, ptrdiff_t C,
+                                   ptrdiff_t D, double inv_batch, double *gW, double *gb,
+                                   double *scratch, const int64_t *next_rows,
+                                   ptrdiff_t n_next);
+
 /* The scores X W^T + b of rows FASTLR_BLOCK block .. FASTLR_BLOCK (block + 1) - 1 of
    X (N, D) (fewer in the last block) into the same rows of out (N, C). */
 void fastlr_predict_block_float(const float *X, const float *W, const float *b, ptrdiff_t N,
@@ -57,6 +71,12 @@ void fastlr_predict_block_float(const float *X, const float *W, const float *b, 
 void fastlr_predict_block_double(const double *X, const double *W, const double *b,
                                  ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
                                  double *out);
+void fastlr_predict_block_u8_float(const uint8_t *X, const float *W, const float *b,
+                                   ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
+                                   float *out);
+void fastlr_predict_block_u8_double(const uint8_t *X, const double *W, const double *b,
+                                    ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
+                                    double *out);
 
 /* out[j] = parts[0, j] + parts[1, j] + ... + parts[T-1, j] for j in j0..j1-1, in that
    order; row t of parts starts at parts + t * stride. */

@@ -1,7 +1,10 @@
-/* The tiles for one float type and one instruction set; tiles_isa.h includes this file once
-   per float type. It expects:
+/* The tiles for one float type, one type of X and one instruction set; tiles_isa.h includes
+   this file once per float type, and again with PIXELS defined. It expects:
 
      FLOAT             float or double
+     PIXELS            defined if X holds uint8 pixels, whose features are X / 255: then only
+                       the tiles that read X (scores, accumulate) are compiled, as
+                       scores_u8_FLOAT and accumulate_u8_FLOAT
      ISA               the instruction set's name in function names (v4, v3, base)
      VECTOR_BYTES      the width of a vector register
      SCORE_TILE        classes per register tile of the scores (times 2 samples)
@@ -14,6 +17,7 @@
 #define TILE(name) FASTLR_TILE_NAME(name, FLOAT)
 #define VEC TILE(vec)
 
+#ifndef PIXELS
 typedef FLOAT VEC __attribute__((vector_size(VECTOR_BYTES)));
 
 /* Unaligned vector loads and stores: the rows of X and W start anywhere. */
@@ -61,6 +65,55 @@ static inline FLOAT TILE(lane_sum)(VEC v) {
     return l[0];
 }
 
+#endif /* the helpers that do not read X */
+
+/* The tiles that read X: XT is the type of its values; a vector of X's values as FLOATs
+   (load_x); X_SCALE, what turns them into features. For pixels the scale multiplies a sum
+   once, as it is added to what it goes into (a score, an element of gW), not every pixel:
+   the bytes 0..255 convert to floats exactly, so only that one rounding is new. */
+#ifdef PIXELS
+#define XT uint8_t
+#define XTILE(name) FASTLR_TILE_NAME(name, FASTLR_CAT(u8_, FLOAT))
+#define X_SCALED 1
+#define X_SCALE ((FLOAT)(1.0 / 255.0))
+typedef uint8_t XTILE(bytes) __attribute__((vector_size(VECTOR_BYTES / sizeof(FLOAT))));
+
+static inline VEC XTILE(load_x)(const uint8_t *p) {
+    XTILE(bytes) u;
+    memcpy(&u, p, sizeof u);
+    return __builtin_convertvector(u, VEC);
+}
+#else
+#define XT FLOAT
+#define XTILE(name) TILE(name)
+#define X_SCALED 0
+#define X_SCALE ((FLOAT)1)
+
+static inline VEC XTILE(load_x)(const FLOAT *p) { return TILE(load)(p); }
+#endif
+
+/* Where a sum over samples into gW starts, and what is stored at its end, for an element
+   (or vector) of gW whose contents are old: for float X the sum starts from old (or 0 with
+   overwrite) and is stored as it is; for pixels it starts from 0 and old + X_SCALE sum is
+   stored. */
+static inline FLOAT XTILE(sum_start)(int overwrite, FLOAT old) {
+    return X_SCALED || overwrite ? 0 : old;
+}
+
+static inline FLOAT XTILE(sum_end)(int overwrite, FLOAT old, FLOAT sum) {
+    return X_SCALED ? (overwrite ? 0 : old) + X_SCALE * sum : sum;
+}
+
+static inline VEC XTILE(vec_sum_start)(int overwrite, const FLOAT *old) {
+    return X_SCALED || overwrite ? (VEC){0} : TILE(load)(old);
+}
+
+static inline VEC XTILE(vec_sum_end)(int overwrite, const FLOAT *old, VEC sum) {
+    if (!X_SCALED)
+        return sum;
+    return (overwrite ? (VEC){0} : TILE(load)(old)) + X_SCALE * sum;
+}
+
 /* z (n, C) = x_j W^T + b for the n <= FASTLR_BLOCK samples x_j = xs[j] (D,), W (C, D).
    Two samples and SCORE_TILE classes per pass over D (per vector of D, SCORE_TILE + 2 loads
    feed 2 SCORE_TILE FMAs); the lanes of each accumulator are summed in a fixed order. A
@@ -70,8 +123,8 @@ static inline FLOAT TILE(lane_sum)(VEC v) {
    (on a 32 KB L1, 1 KB spans: 10 KB of W instead of streaming all 31 KB of it from L2 for
    every pair); where the whole rows fit, one span. The accumulators wait in memory between
    spans: the sums are the same, in the same order, whatever the span. */
-static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
-                         const FLOAT *const *xs, ptrdiff_t n, FLOAT *z) {
+static void XTILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
+                          const XT *const *xs, ptrdiff_t n, FLOAT *z) {
     enum { LANES = VECTOR_BYTES / sizeof(FLOAT), K = SCORE_TILE };
     VEC acc[(FASTLR_BLOCK + 1) / 2][2 * K];
     ptrdiff_t d_main = D - D % LANES;
@@ -89,7 +142,7 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
         for (ptrdiff_t q0 = 0; q0 < d_main; q0 += span) {
             ptrdiff_t q1 = q0 + span < d_main ? q0 + span : d_main;
             for (ptrdiff_t j = 0; j < n; j += 2) {
-                const FLOAT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
+                const XT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
                 VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
                 VEC acc0[K], acc1[K];
 #pragma GCC unroll 16
@@ -98,8 +151,8 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
                     acc1[k] = q0 ? a1[k] : (VEC){0};
                 }
                 for (ptrdiff_t d = q0; d < q1; d += LANES) {
-                    VEC u0 = TILE(load)(x0 + d);
-                    VEC u1 = TILE(load)(x1 + d);
+                    VEC u0 = XTILE(load_x)(x0 + d);
+                    VEC u1 = XTILE(load_x)(x1 + d);
 #pragma GCC unroll 16
                     for (int k = 0; k < K; k++) {
                         VEC u = TILE(load)(w[k] + d);
@@ -117,7 +170,7 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
         }
         for (ptrdiff_t j = 0; j < n; j += 2) {
             ptrdiff_t j1 = j + 1 < n ? j + 1 : j;
-            const FLOAT *x0 = xs[j], *x1 = xs[j1];
+            const XT *x0 = xs[j], *x1 = xs[j1];
             VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
             if (d_main == 0)
                 for (int k = 0; k < K; k++)
@@ -129,8 +182,8 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
                 }
             }
             for (int k = 0; k < K; k++) {
-                z[j * C + cs[k]] = TILE(lane_sum)(a0[k]) + b[cs[k]];
-                z[j1 * C + cs[k]] = TILE(lane_sum)(a1[k]) + b[cs[k]];
+                z[j * C + cs[k]] = X_SCALE * TILE(lane_sum)(a0[k]) + b[cs[k]];
+                z[j1 * C + cs[k]] = X_SCALE * TILE(lane_sum)(a1[k]) + b[cs[k]];
             }
         }
     }
@@ -146,10 +199,10 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
    mostly in DRAM. While this loop runs (compute-bound), they are prefetched into L2
    (prefetcht1, one per cache line), so that the scores of the next block, which would wait
    on DRAM, find them there. */
-static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
-                             const FLOAT *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
-                             int overwrite, const FLOAT *g) {
-    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(FLOAT), K = GRAD_TILE };
+static void XTILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
+                              const XT *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
+                              int overwrite, const FLOAT *g) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(XT), K = GRAD_TILE };
     ptrdiff_t d_main = D - D % LANES;
     ptrdiff_t c0 = 0;
     for (; c0 + K <= C; c0 += K) {
@@ -162,9 +215,9 @@ static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
                     __builtin_prefetch(xs[n + r] + d, 0, 2);
 #pragma GCC unroll 16
             for (int k = 0; k < K; k++)
-                acc[k] = overwrite ? (VEC){0} : TILE(load)(rows + k * D + d);
+                acc[k] = XTILE(vec_sum_start)(overwrite, rows + k * D + d);
             for (ptrdiff_t j = 0; j < n; j++) {
-                VEC xv = TILE(load)(xs[j] + d);
+                VEC xv = XTILE(load_x)(xs[j] + d);
                 const FLOAT *gj = gc + j * C;
 #pragma GCC unroll 16
                 for (int k = 0; k < K; k++)
@@ -172,23 +225,24 @@ static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
             }
 #pragma GCC unroll 16
             for (int k = 0; k < K; k++)
-                TILE(store)(rows + k * D + d, acc[k]);
+                TILE(store)(rows + k * D + d,
+                            XTILE(vec_sum_end)(overwrite, rows + k * D + d, acc[k]));
         }
         for (ptrdiff_t d = d_main; d < D; d++)
             for (int k = 0; k < K; k++) {
-                FLOAT s = overwrite ? 0 : rows[k * D + d];
+                FLOAT s = XTILE(sum_start)(overwrite, rows[k * D + d]);
                 for (ptrdiff_t j = 0; j < n; j++)
                     s += gc[j * C + k] * xs[j][d];
-                rows[k * D + d] = s;
+                rows[k * D + d] = XTILE(sum_end)(overwrite, rows[k * D + d], s);
             }
     }
     for (; c0 < C; c0++) {
         FLOAT *row = gW + c0 * D;
         for (ptrdiff_t d = 0; d < D; d++) {
-            FLOAT s = overwrite ? 0 : row[d];
+            FLOAT s = XTILE(sum_start)(overwrite, row[d]);
             for (ptrdiff_t j = 0; j < n; j++)
                 s += g[j * C + c0] * xs[j][d];
-            row[d] = s;
+            row[d] = XTILE(sum_end)(overwrite, row[d], s);
         }
     }
     for (ptrdiff_t c = 0; c < C; c++) {
@@ -199,6 +253,12 @@ static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
     }
 }
 
+#undef XT
+#undef XTILE
+#undef X_SCALED
+#undef X_SCALE
+
+#ifndef PIXELS /* the tiles that do not read X */
 /* fastlr_sum_parts_* (kernels.h). out may be parts itself (row 0). */
 static void TILE(sum_parts)(const FLOAT *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
                             ptrdiff_t j1, FLOAT *out) {
@@ -245,5 +305,6 @@ static void TILE(sum_update)(FLOAT *W, FLOAT *vel, const FLOAT *parts, ptrdiff_t
 }
 
 #undef FASTLR_HALVES_ADDED
+#endif
 #undef VEC
 #undef TILE
