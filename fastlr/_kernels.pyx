@@ -34,8 +34,13 @@ The tiles are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the b
 (SSE2); the best the CPU supports is picked at import (``isa_level``; ``set_isa_level`` to
 compare them).
 
-Why it is built this way (measured on AMD Zen 4; the numbers are in ``docs/kernels.md``,
-"The Cython kernels"):
+Why it is built this way (measured on AMD Zen 4, then on Intel Sapphire Rapids; the numbers
+are in ``docs/kernels.md``, "The Cython kernels"):
+
+- On Sapphire Rapids: the lanes of the score accumulators summed as vector halves (the copy
+  to an array GCC made of it was half the score tile's time), the score span chosen from the
+  L1's size (whole rows where they fit), and uint8 pixels, a quarter of the bytes of an epoch
+  that was waiting on memory (1.8-1.9x over float32).
 
 - Register tiles: the gradient of a block accumulated in registers, instead of a rank-1
   update of every row of gW per sample, was the first large gain; then the scores waited on
