@@ -23,9 +23,11 @@
 #define FASTLR_MULTI_ISA 0
 #endif
 
+/* The intrinsics that widen uint8 pixels to floats in the tiles. */
 #if FASTLR_MULTI_ISA
-/* The intrinsics that widen uint8 pixels to floats in the v4 and v3 tiles. */
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 /* The scores walk D in spans of fastlr_score_span(...) bytes (kernels.h, tiles_impl.h). */

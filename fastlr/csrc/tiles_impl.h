@@ -78,7 +78,7 @@ static inline FLOAT TILE(lane_sum)(VEC v) {
 #define X_SCALE ((FLOAT)(1.0 / 255.0))
 /* GCC's vector conversions from bytes go through the stack or a scalar conversion per byte
    (4x slower tiles); the widening instructions each vector width has do it in two (vpmovzxbd,
-   vcvtdq2ps). The baseline converts lane by lane. */
+   vcvtdq2ps), SSE2 in three (two unpacks with zeros, cvtdq2ps). */
 static inline VEC XTILE(load_x)(const uint8_t *p) {
     VEC v;
 #if VECTOR_BYTES == 64
@@ -98,6 +98,18 @@ static inline VEC XTILE(load_x)(const uint8_t *p) {
         memcpy(&four, p, sizeof four);
         __m256d f = _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(four)));
         memcpy(&v, &f, sizeof v);
+    }
+#elif VECTOR_BYTES == 16 && defined(__SSE2__)
+    if (sizeof(FLOAT) == 4) {
+        int32_t four;
+        memcpy(&four, p, sizeof four);
+        __m128i zero = _mm_setzero_si128();
+        __m128i ints = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(four), zero), zero);
+        __m128 f = _mm_cvtepi32_ps(ints);
+        memcpy(&v, &f, sizeof v);
+    } else {
+        v[0] = p[0];
+        v[1] = p[1];
     }
 #else
     for (int i = 0; i < (int)(VECTOR_BYTES / sizeof(FLOAT)); i++)
