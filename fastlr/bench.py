@@ -28,38 +28,27 @@ One epoch is ``4 N D C`` floating-point operations (the forward scores and the w
 a multiply and an add each), 1.88 GFLOP for MNIST. ``of peak`` is the achieved GFLOP/s over the
 sgemm GFLOP/s at the same thread count.
 
-Example: rows of one ``python -m fastlr bench --kernels all`` run on the 2-core AMD EPYC
-(Zen 4) this project is developed on (the whole table is in the README and docs/bench.json)::
+Example: a ``python -m fastlr bench --quick --retries 1`` run on one of the project's 2-core
+Intel Xeon (Sapphire Rapids) machines while a test suite ran beside it: every row was
+disturbed twice and is marked (a full run is in the README and docs/bench.json)::
 
-    machine   AMD EPYC, 2 cores
-    versions  fastlr 0.1.0, python 3.11.7, numpy 2.4.6, numba 0.68.1, cython 3.3.1, torch 2.13.0+cpu, scikit-learn 1.9.1
-    blas      openblas 0.3.31.188.0 (2 threads); openblas 0.3.30 (2 threads)
+    machine   Intel(R) Xeon(R) Processor, 2 cores
+    versions  fastlr 0.1.0, python 3.11.7, numpy 2.4.6, numba 0.68.1, cython 3.3.1, scikit-learn 1.9.1
+    blas      openblas 0.3.30 (2 threads); openblas 0.3.31.188.0 (2 threads)
     numba     threading layer omp
-    ceiling   sgemm 104 GFLOP/s on 1 thread, 203 GFLOP/s on 2 threads; memory read 32.3 GB/s
+    ceiling   sgemm 107 GFLOP/s on 2 threads
+              memory read 11.0 GB/s on 2 threads
     one epoch = 4*N*D*C = 1.88 GFLOP
 
-    engine                  batch thr   ms/epoch [min - max]       samples/s  GFLOP/s vs numpy of peak compile s
-    ------------------------------------------------------------------------------------------------------------
-    numpy                      64   1       95.1 [93.4 - 100.2]      630,996     19.8    1.00x     19%      0.01
-    numba                      64   1       25.7 [25.3 - 27.1]     2,330,906     73.1    3.69x     70%      0.02
-    cython                     64   1       31.0 [30.0 - 33.1]     1,934,909     60.7    3.07x     58%      0.00
-    numba:v10-panel-sync       64   1       37.7 [36.2 - 43.4]     1,591,172     49.9    2.52x     48%      0.04
-    numba:v11-sample-split     64   1       26.2 [26.0 - 26.6]     2,290,409     71.8    3.63x     69%      0.00
-    numpy                      64   2       95.5 [94.9 - 97.2]       628,396     19.7    1.00x     10%      0.00
-    numba                      64   2       17.8 [17.4 - 20.1]     3,370,569    105.7    5.36x     52%      0.00
-    cython                     64   2       20.5 [19.8 - 28.5]     2,923,237     91.7    4.65x     45%      0.00
-    numba:v10-panel-sync       64   2       19.7 [19.5 - 20.0]     3,052,977     95.7    4.86x     47%      0.00
-    numba:v11-sample-split     64   2       17.5 [17.1 - 18.7]     3,420,268    107.3    5.44x     53%      0.00
-    numpy                    1024   1       80.4 [79.2 - 81.8]       746,074     23.4    1.00x     23%      0.00
-    numba                    1024   1       24.8 [24.7 - 26.0]     2,415,865     75.8    3.24x     73%      0.00
-    cython                   1024   1       26.4 [26.1 - 27.2]     2,268,890     71.2    3.04x     69%      0.00
-    numpy                    1024   2       66.6 [65.8 - 67.7]       900,657     28.2    1.00x     14%      0.00
-    numba                    1024   2       13.4 [12.9 - 49.0]     4,486,204    140.7    4.98x     69%      0.02
-    cython                   1024   2       14.4 [14.2 - 14.9]     4,155,808    130.3    4.61x     64%      0.00
-    torch                      64   1      308.7 [307.3 - 313.8]     194,363      6.1    0.31x      6%      0.03
-    torch                      64   2      268.2 [266.4 - 281.5]     223,719      7.0    0.36x      3%      0.00
-    sklearn-lbfgs           60000   2       99.1 [96.7 - 99.9]       605,716     19.0        -      9%         -
-    ...
+    engine                 batch thr   ms/epoch [min - max]       samples/s  GFLOP/s vs numpy of peak compile s  others
+    -------------------------------------------------------------------------------------------------------------------
+    numpy                     64   2      184.9 [183.7 - 185.2]     324,551     10.2    1.00x      9%      0.05   1.50!
+    numba                     64   2      270.0 [151.7 - 453.3]     222,184      7.0    0.68x      6%      6.82   1.33!
+    cython                    64   2      501.6 [453.0 - 676.4]     119,607      3.8    0.37x      3%      0.00   0.95!
+    numpy                   1024   2      182.2 [157.5 - 316.6]     329,280     10.3    1.00x     10%      0.15   0.67!
+    numba                   1024   2       38.3 [37.3 - 40.1]     1,568,134     49.2    4.76x     46%      0.20   0.50!
+    cython                  1024   2      183.3 [137.4 - 395.9]     327,306     10.3    0.99x     10%      0.10   0.93!
+    note: 6 of 6 rows (marked !) were disturbed: other processes took more than 5% of the machine's CPU while they ran, in each of 2 tries; their times are not those of a quiet machine
 """
 
 import importlib.util
