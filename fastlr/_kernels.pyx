@@ -19,6 +19,10 @@ The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
 ``loss_and_grad``   the same first phase for one batch, then the fixed-order sum into grad_W.
 ``predict_scores``  ``X W^T + b``, blocks of 64 rows spread over threads with prange.
 
+X is of W's float type, or uint8 pixels whose features are X / 255 (a second fused type,
+``samples``): the tiles convert the bytes to floats, which is exact, and multiply each of their
+sums by 1/255 once, so an epoch reads a quarter of the bytes.
+
 A thread's chunk (``fastlr_chunk_grad_*``) goes in blocks of 64 samples: the block's scores
 (register tiles of 10 classes x 2 samples; W walked in 1 KB spans that stay in L1), a stable
 softmax and log-sum-exp in float64 (the block's exponentials vectorized, within 2 ulp of
@@ -30,8 +34,13 @@ The tiles are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the b
 (SSE2); the best the CPU supports is picked at import (``isa_level``; ``set_isa_level`` to
 compare them).
 
-Why it is built this way (measured on AMD Zen 4; the numbers are in ``docs/kernels.md``,
-"The Cython kernels"):
+Why it is built this way (measured on AMD Zen 4, then on Intel Sapphire Rapids; the numbers
+are in ``docs/kernels.md``, "The Cython kernels"):
+
+- On Sapphire Rapids: the lanes of the score accumulators summed as vector halves (the copy
+  to an array GCC made of it was half the score tile's time), the score span chosen from the
+  L1's size (whole rows where they fit), and uint8 pixels, a quarter of the bytes of an epoch
+  that was waiting on memory (1.8-1.9x over float32).
 
 - Register tiles: the gradient of a block accumulated in registers, instead of a rank-1
   update of every row of gW per sample, was the first large gain; then the scores waited on
@@ -57,7 +66,7 @@ tolerances of ``fastlr/backends/check.py``); ``set_isa_level(3)`` reproduces a v
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from "threads.h":
@@ -81,12 +90,28 @@ cdef extern from "kernels.h":
         Py_ssize_t lo, Py_ssize_t hi, const double* W, const double* b, Py_ssize_t C,
         Py_ssize_t D, double inv_batch, double* gW, double* gb, double* scratch,
         const int64_t* next_rows, Py_ssize_t n_next, double* correct) noexcept nogil
+    double fastlr_chunk_grad_u8_float(
+        const uint8_t* X, const int64_t* y, const float* sw, const int64_t* rows,
+        Py_ssize_t lo, Py_ssize_t hi, const float* W, const float* b, Py_ssize_t C,
+        Py_ssize_t D, double inv_batch, float* gW, float* gb, float* scratch,
+        const int64_t* next_rows, Py_ssize_t n_next, double* correct) noexcept nogil
+    double fastlr_chunk_grad_u8_double(
+        const uint8_t* X, const int64_t* y, const double* sw, const int64_t* rows,
+        Py_ssize_t lo, Py_ssize_t hi, const double* W, const double* b, Py_ssize_t C,
+        Py_ssize_t D, double inv_batch, double* gW, double* gb, double* scratch,
+        const int64_t* next_rows, Py_ssize_t n_next, double* correct) noexcept nogil
     void fastlr_predict_block_float(const float* X, const float* W, const float* b,
                                     Py_ssize_t N, Py_ssize_t C, Py_ssize_t D,
                                     Py_ssize_t block, float* out) noexcept nogil
     void fastlr_predict_block_double(const double* X, const double* W, const double* b,
                                      Py_ssize_t N, Py_ssize_t C, Py_ssize_t D,
                                      Py_ssize_t block, double* out) noexcept nogil
+    void fastlr_predict_block_u8_float(const uint8_t* X, const float* W, const float* b,
+                                       Py_ssize_t N, Py_ssize_t C, Py_ssize_t D,
+                                       Py_ssize_t block, float* out) noexcept nogil
+    void fastlr_predict_block_u8_double(const uint8_t* X, const double* W, const double* b,
+                                        Py_ssize_t N, Py_ssize_t C, Py_ssize_t D,
+                                        Py_ssize_t block, double* out) noexcept nogil
     void fastlr_sum_parts_float(const float* parts, Py_ssize_t T, Py_ssize_t stride,
                                 Py_ssize_t j0, Py_ssize_t j1, float* out) noexcept nogil
     void fastlr_sum_parts_double(const double* parts, Py_ssize_t T, Py_ssize_t stride,
@@ -100,6 +125,15 @@ cdef extern from "kernels.h":
     int fastlr_isa_level() noexcept nogil
     int fastlr_best_isa_level() noexcept nogil
     int fastlr_set_isa_level(int level) noexcept nogil
+    void fastlr_dispatch_init() noexcept nogil
+    void fastlr_set_score_span(Py_ssize_t bytes) noexcept nogil
+
+# The values of X: floats of W's type, or uint8 pixels whose features are X / 255. Cython
+# compiles every pairing with W's type; float X of the other float type is refused.
+ctypedef fused samples:
+    float
+    double
+    uint8_t
 
 #: True if the extension was compiled with OpenMP; without it every kernel runs on one thread.
 OPENMP_ENABLED = bool(FASTLR_OPENMP)
@@ -125,10 +159,18 @@ def set_isa_level(int level):
                          f"{fastlr_best_isa_level()}, the best this CPU runs")
 
 
-fastlr_set_isa_level(fastlr_best_isa_level())
+def set_score_span(Py_ssize_t n_bytes):
+    """Make the score tile walk D in spans of ``n_bytes`` bytes of each row of W from now on, in
+    this process (0: this CPU's choice again: whole rows where the tile's rows of W fit in its
+    L1 data cache, else 1 KB). It changes only the speed: the same sums in the same order, so
+    bitwise the same results."""
+    fastlr_set_score_span(n_bytes)
 
 
-cdef inline double _chunk_grad(const floating* X, const int64_t* y, const floating* sw,
+fastlr_dispatch_init()
+
+
+cdef inline double _chunk_grad(const samples* X, const int64_t* y, const floating* sw,
                                const int64_t* rows, Py_ssize_t lo, Py_ssize_t hi,
                                const floating* W, const floating* b, Py_ssize_t C,
                                Py_ssize_t D, double inv_batch, floating* gW, floating* gb,
@@ -138,12 +180,21 @@ cdef inline double _chunk_grad(const floating* X, const int64_t* y, const floati
     ``correct[0]``."""
     cdef double counted
     cdef double loss
-    if floating is float:
-        loss = fastlr_chunk_grad_float(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW, gb,
-                                       scratch, next_rows, n_next, &counted)
+    if samples is uint8_t:
+        if floating is float:
+            loss = fastlr_chunk_grad_u8_float(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch,
+                                              gW, gb, scratch, next_rows, n_next, &counted)
+        else:
+            loss = fastlr_chunk_grad_u8_double(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch,
+                                               gW, gb, scratch, next_rows, n_next, &counted)
+    # (float X of the other type than W's is refused before it gets here)
+    elif floating is float:
+        loss = fastlr_chunk_grad_float(<const float*>X, y, sw, rows, lo, hi, W, b, C, D,
+                                       inv_batch, gW, gb, scratch, next_rows, n_next, &counted)
     else:
-        loss = fastlr_chunk_grad_double(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW,
-                                        gb, scratch, next_rows, n_next, &counted)
+        loss = fastlr_chunk_grad_double(<const double*>X, y, sw, rows, lo, hi, W, b, C, D,
+                                        inv_batch, gW, gb, scratch, next_rows, n_next,
+                                        &counted)
     correct[0] += counted
     return loss
 
@@ -186,22 +237,36 @@ cdef class _ThreadBuffers:
         free(self.scratch)
 
 
-def predict_scores(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+cdef inline void _predict_block(const samples* X, const floating* W, const floating* b,
+                                Py_ssize_t N, Py_ssize_t C, Py_ssize_t D, Py_ssize_t block,
+                                floating* out) noexcept nogil:
+    if samples is uint8_t:
+        if floating is float:
+            fastlr_predict_block_u8_float(X, W, b, N, C, D, block, out)
+        else:
+            fastlr_predict_block_u8_double(X, W, b, N, C, D, block, out)
+    elif floating is float:
+        fastlr_predict_block_float(<const float*>X, W, b, N, C, D, block, out)
+    else:
+        fastlr_predict_block_double(<const double*>X, W, b, N, C, D, block, out)
+
+
+def predict_scores(const samples[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
                    floating[:, ::1] out, int n_threads):
-    """out (N, C) = X (N, D) W (C, D)^T + b (C,), on ``n_threads`` threads."""
+    """out (N, C) = X (N, D) W (C, D)^T + b (C,), on ``n_threads`` threads; for uint8 X the
+    features X / 255."""
     cdef Py_ssize_t N = X.shape[0], D = X.shape[1], C = W.shape[0]
     cdef Py_ssize_t block
+    if samples is not uint8_t and sizeof(samples) != sizeof(floating):
+        raise TypeError("float X must have W's dtype")
     if N == 0:
         return
     for block in prange((N + FASTLR_BLOCK - 1) // FASTLR_BLOCK, nogil=True,
                         num_threads=max(n_threads, 1), schedule="static"):
-        if floating is float:
-            fastlr_predict_block_float(&X[0, 0], &W[0, 0], &b[0], N, C, D, block, &out[0, 0])
-        else:
-            fastlr_predict_block_double(&X[0, 0], &W[0, 0], &b[0], N, C, D, block, &out[0, 0])
+        _predict_block(&X[0, 0], &W[0, 0], &b[0], N, C, D, block, &out[0, 0])
 
 
-def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
+def loss_and_grad(const samples[:, ::1] X, const int64_t[::1] y,
                   const floating[::1] sample_weight, const floating[:, ::1] W,
                   const floating[::1] b, floating[:, ::1] grad_W, floating[::1] grad_b,
                   floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
@@ -217,6 +282,8 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
     cdef int tid, team
     cdef double inv_batch = 1.0 / B
     cdef double loss = 0.0
+    if samples is not uint8_t and sizeof(samples) != sizeof(floating):
+        raise TypeError("float X must have W's dtype")
     cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
     cdef double* chunk_correct = buffers.chunk_correct
@@ -248,7 +315,7 @@ def loss_and_grad(const floating[:, ::1] X, const int64_t[::1] y,
     return loss * inv_batch
 
 
-cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const int64_t* y,
+cdef void _sgd_step(int tid, int team, Py_ssize_t step, const samples* X, const int64_t* y,
                     const floating* sw, const int64_t* perm, Py_ssize_t M,
                     Py_ssize_t batch_size, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D,
                     floating* W, floating* b, floating* vel_W, floating* vel_b, double lr,
@@ -287,7 +354,7 @@ cdef void _sgd_step(int tid, int team, Py_ssize_t step, const floating* X, const
         chunk += team
 
 
-cdef tuple _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+cdef tuple _sgd_epoch(const samples[:, ::1] X, const int64_t[::1] y,
                       const floating[::1] sample_weight, const int64_t[::1] perm,
                       floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
                       floating[::1] vel_b, const double[::1] lr_steps, Py_ssize_t batch_size,
@@ -302,6 +369,8 @@ cdef tuple _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
     cdef int tid, team
     cdef double loss = 0.0
     cdef double correct = 0.0
+    if samples is not uint8_t and sizeof(samples) != sizeof(floating):
+        raise TypeError("float X must have W's dtype")
     if M == 0:
         return 0.0, 0.0
     cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, sizeof(floating))
@@ -333,7 +402,7 @@ cdef tuple _sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
     return loss, correct
 
 
-def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
+def sgd_epoch(const samples[:, ::1] X, const int64_t[::1] y,
               const floating[::1] sample_weight, const int64_t[::1] perm,
               floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W, floating[::1] vel_b,
               const double[::1] lr_steps, Py_ssize_t batch_size, double momentum, double alpha,
@@ -351,7 +420,7 @@ def sgd_epoch(const floating[:, ::1] X, const int64_t[::1] y,
                       momentum, alpha, parts_W, parts_b, False)
 
 
-def sgd_epoch_region_per_step(const floating[:, ::1] X, const int64_t[::1] y,
+def sgd_epoch_region_per_step(const samples[:, ::1] X, const int64_t[::1] y,
                               const floating[::1] sample_weight, const int64_t[::1] perm,
                               floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
                               floating[::1] vel_b, const double[::1] lr_steps,

@@ -8,8 +8,8 @@ One run measures, side by side on the same MNIST arrays:
 - the peers, when installed: a plain PyTorch CPU loop (``nn.Linear`` + ``cross_entropy`` +
   ``torch.optim.SGD`` over the same minibatches), one epoch of scikit-learn's ``SGDClassifier``
   and scikit-learn's ``LogisticRegression`` (lbfgs);
-- the machine's ceiling: large-sgemm GFLOP/s through NumPy's BLAS at each thread count, and the
-  streaming read bandwidth.
+- the machine's ceiling: large-sgemm GFLOP/s through NumPy's BLAS and the streaming read
+  bandwidth, each at every thread count timed.
 
 Before a number is printed for an SGD engine, its epoch is checked against the reference
 (float64) on the benchmark's own data, permutation and learning rates; an engine that disagrees
@@ -18,46 +18,43 @@ load) is not timed; its extra time is reported as ``compile_s``. Times are media
 ``--repeats`` runs, with min and max; ratios are against NumPy at the same batch size and
 thread count, measured in the same run.
 
+A benchmark on a busy machine does not lie quietly: while each row is timed, the harness
+measures how much CPU other processes took (the machine's busy time in /proc/stat minus this
+process's own CPU time, in cores: the ``others`` column). A row during which they took more
+than 5% of the machine is timed again, up to ``--retries`` times; the quietest try is kept,
+and marked ``!`` if it was still disturbed.
+
 One epoch is ``4 N D C`` floating-point operations (the forward scores and the weight gradient,
 a multiply and an add each), 1.88 GFLOP for MNIST. ``of peak`` is the achieved GFLOP/s over the
 sgemm GFLOP/s at the same thread count.
 
-Example: rows of one ``python -m fastlr bench --kernels all`` run on the 2-core AMD EPYC
-(Zen 4) this project is developed on (the whole table is in the README and docs/bench.json)::
+Example: a ``python -m fastlr bench --quick --retries 1`` run on one of the project's 2-core
+Intel Xeon (Sapphire Rapids) machines while a test suite ran beside it: every row was
+disturbed twice and is marked (a full run is in the README and docs/bench.json)::
 
-    machine   AMD EPYC, 2 cores
-    versions  fastlr 0.1.0, python 3.11.7, numpy 2.4.6, numba 0.68.1, cython 3.3.1, torch 2.13.0+cpu, scikit-learn 1.9.1
-    blas      openblas 0.3.31.188.0 (2 threads); openblas 0.3.30 (2 threads)
+    machine   Intel(R) Xeon(R) Processor, 2 cores
+    versions  fastlr 0.1.0, python 3.11.7, numpy 2.4.6, numba 0.68.1, cython 3.3.1, scikit-learn 1.9.1
+    blas      openblas 0.3.30 (2 threads); openblas 0.3.31.188.0 (2 threads)
     numba     threading layer omp
-    ceiling   sgemm 104 GFLOP/s on 1 thread, 203 GFLOP/s on 2 threads; memory read 32.3 GB/s
+    ceiling   sgemm 107 GFLOP/s on 2 threads
+              memory read 11.0 GB/s on 2 threads
     one epoch = 4*N*D*C = 1.88 GFLOP
 
-    engine                  batch thr   ms/epoch [min - max]       samples/s  GFLOP/s vs numpy of peak compile s
-    ------------------------------------------------------------------------------------------------------------
-    numpy                      64   1       95.1 [93.4 - 100.2]      630,996     19.8    1.00x     19%      0.01
-    numba                      64   1       25.7 [25.3 - 27.1]     2,330,906     73.1    3.69x     70%      0.02
-    cython                     64   1       31.0 [30.0 - 33.1]     1,934,909     60.7    3.07x     58%      0.00
-    numba:v10-panel-sync       64   1       37.7 [36.2 - 43.4]     1,591,172     49.9    2.52x     48%      0.04
-    numba:v11-sample-split     64   1       26.2 [26.0 - 26.6]     2,290,409     71.8    3.63x     69%      0.00
-    numpy                      64   2       95.5 [94.9 - 97.2]       628,396     19.7    1.00x     10%      0.00
-    numba                      64   2       17.8 [17.4 - 20.1]     3,370,569    105.7    5.36x     52%      0.00
-    cython                     64   2       20.5 [19.8 - 28.5]     2,923,237     91.7    4.65x     45%      0.00
-    numba:v10-panel-sync       64   2       19.7 [19.5 - 20.0]     3,052,977     95.7    4.86x     47%      0.00
-    numba:v11-sample-split     64   2       17.5 [17.1 - 18.7]     3,420,268    107.3    5.44x     53%      0.00
-    numpy                    1024   1       80.4 [79.2 - 81.8]       746,074     23.4    1.00x     23%      0.00
-    numba                    1024   1       24.8 [24.7 - 26.0]     2,415,865     75.8    3.24x     73%      0.00
-    cython                   1024   1       26.4 [26.1 - 27.2]     2,268,890     71.2    3.04x     69%      0.00
-    numpy                    1024   2       66.6 [65.8 - 67.7]       900,657     28.2    1.00x     14%      0.00
-    numba                    1024   2       13.4 [12.9 - 49.0]     4,486,204    140.7    4.98x     69%      0.02
-    cython                   1024   2       14.4 [14.2 - 14.9]     4,155,808    130.3    4.61x     64%      0.00
-    torch                      64   1      308.7 [307.3 - 313.8]     194,363      6.1    0.31x      6%      0.03
-    torch                      64   2      268.2 [266.4 - 281.5]     223,719      7.0    0.36x      3%      0.00
-    sklearn-lbfgs           60000   2       99.1 [96.7 - 99.9]       605,716     19.0        -      9%         -
-    ...
+    engine                 batch thr   ms/epoch [min - max]       samples/s  GFLOP/s vs numpy of peak compile s  others
+    -------------------------------------------------------------------------------------------------------------------
+    numpy                     64   2      184.9 [183.7 - 185.2]     324,551     10.2    1.00x      9%      0.05   1.50!
+    numba                     64   2      270.0 [151.7 - 453.3]     222,184      7.0    0.68x      6%      6.82   1.33!
+    cython                    64   2      501.6 [453.0 - 676.4]     119,607      3.8    0.37x      3%      0.00   0.95!
+    numpy                   1024   2      182.2 [157.5 - 316.6]     329,280     10.3    1.00x     10%      0.15   0.67!
+    numba                   1024   2       38.3 [37.3 - 40.1]     1,568,134     49.2    4.76x     46%      0.20   0.50!
+    cython                  1024   2      183.3 [137.4 - 395.9]     327,306     10.3    0.99x     10%      0.10   0.93!
+    note: 6 of 6 rows (marked !) were disturbed: other processes took more than 5% of the machine's CPU while they ran, in each of 2 tries; their times are not those of a quiet machine
 """
 
 import importlib.util
+import os
 import statistics
+import threading
 import time
 import warnings
 from types import SimpleNamespace
@@ -115,16 +112,103 @@ def measure_sgemm_gflops(n_threads, size=2048, repeats=5):
     return 2.0 * size ** 3 / statistics.median(times) / 1e9
 
 
-def measure_read_gbps(n_bytes=1 << 29, repeats=5):
-    """Streaming read bandwidth in GB/s: summing a float64 array much larger than the caches."""
+def measure_read_gbps(n_threads, n_bytes=1 << 29, repeats=5):
+    """Streaming read bandwidth in GB/s on ``n_threads`` threads: each sums its own contiguous
+    slice of a float64 array much larger than the caches (NumPy releases the GIL in the sum),
+    all starting together; median over ``repeats`` of the time until the last one is done.
+    One core alone cannot keep enough reads in flight to reach what two get."""
     array = np.ones(n_bytes // 8)
-    array.sum()
+    slices = np.array_split(array, n_threads)
+    start_line = threading.Barrier(n_threads + 1)
+    finish_line = threading.Barrier(n_threads + 1)
+
+    def read_slice(part):
+        for _ in range(repeats + 1):
+            start_line.wait()
+            part.sum()
+            finish_line.wait()
+
+    workers = [threading.Thread(target=read_slice, args=(part,)) for part in slices]
+    for worker in workers:
+        worker.start()
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):  # the first pass faults the pages in and is not counted
+        start_line.wait()
         start = time.perf_counter()
-        array.sum()
+        finish_line.wait()
         times.append(time.perf_counter() - start)
-    return n_bytes / statistics.median(times) / 1e9
+    for worker in workers:
+        worker.join()
+    return n_bytes / statistics.median(times[1:]) / 1e9
+
+
+# --- how busy the machine was --------------------------------------------------------------------
+
+#: A timed row is disturbed when other processes took more than this share of the machine's
+#: CPU time (all cores) while it ran, beyond what /proc/stat can resolve.
+DISTURBED_SHARE = 0.05
+#: How many more times a disturbed row is timed before it is kept, marked, as the quietest try.
+RETRIES = 2
+
+
+def _busy_seconds():
+    """CPU seconds the whole machine has been busy since boot, summed over its cores: every
+    column of /proc/stat's first line but idle and iowait (steal, the time a hypervisor gave
+    to another machine, counts as busy: it was taken from us). None without /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(field) for field in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWatch:
+    """How much CPU other processes took while the ``with`` block ran.
+
+    ``other_cpu`` is the machine's busy time (/proc/stat) minus this process's own CPU time
+    (all its threads), over the block's wall time: in cores, 0 on a quiet machine, None where
+    /proc/stat is missing. /proc/stat counts in clock ticks, so the figure is uncertain by
+    ``resolution`` cores (two ticks on every core over the wall time); ``disturbed`` is True
+    when it exceeds ``DISTURBED_SHARE`` of the cores by more than that."""
+
+    def __enter__(self):
+        self._wall = time.perf_counter()
+        self._own = time.process_time()
+        self._busy = _busy_seconds()
+        return self
+
+    def __exit__(self, *exc_info):
+        wall = time.perf_counter() - self._wall
+        own = time.process_time() - self._own
+        busy = _busy_seconds()
+        cores = os.cpu_count() or 1
+        self.other_cpu = self.resolution = None
+        self.disturbed = False
+        if self._busy is not None and busy is not None and wall > 0:
+            self.other_cpu = max(0.0, (busy - self._busy - own) / wall)
+            self.resolution = 2 * cores / os.sysconf("SC_CLK_TCK") / wall
+            self.disturbed = self.other_cpu - self.resolution > DISTURBED_SHARE * cores
+        return False
+
+
+def time_undisturbed(run_once, repeats, retries=RETRIES):
+    """Call ``run_once`` (which returns the seconds it timed) ``repeats`` times under a
+    CpuWatch; while the watch says disturbed, do it all again, up to ``retries`` more times.
+    Returns the times of the quietest attempt and a dict for its row: ``other_cpu`` (cores,
+    see CpuWatch), ``disturbed`` and ``attempts``."""
+    quietest = None
+    for attempt in range(1, retries + 2):
+        with CpuWatch() as watch:
+            seconds = [run_once() for _ in range(repeats)]
+        if quietest is None or (watch.other_cpu or 0.0) < (quietest[1].other_cpu or 0.0):
+            quietest = (seconds, watch)
+        if not watch.disturbed:
+            break
+    seconds, watch = quietest
+    return seconds, {"other_cpu": watch.other_cpu, "disturbed": watch.disturbed,
+                     "attempts": attempt}
 
 
 # --- one SGD engine, checked then timed -------------------------------------------------------
@@ -133,11 +217,13 @@ def _error_row(engine, batch_size, threads, message):
     return {"backend": engine, "batch_size": batch_size, "threads": threads,
             "ms_per_epoch": None, "ms_min": None, "ms_max": None, "samples_per_s": None,
             "gflops": None, "speedup_vs_numpy": None, "fraction_of_peak": None,
-            "compile_s": None, "validated": False, "error": message}
+            "compile_s": None, "validated": False, "error": message, "other_cpu": None,
+            "disturbed": False, "attempts": 0}
 
 
-def _timed_row(engine, batch_size, threads, seconds, first_call_s, n, flops, validated=True,
-               **extra):
+def _timed_row(engine, batch_size, threads, seconds, load, first_call_s, n, flops,
+               validated=True, **extra):
+    """A result row from the timed ``seconds`` and the ``load`` time_undisturbed saw."""
     median, fastest, slowest = _median_min_max(seconds)
     row = {"backend": engine, "batch_size": batch_size, "threads": threads,
            "ms_per_epoch": median * 1e3, "ms_min": fastest * 1e3, "ms_max": slowest * 1e3,
@@ -145,13 +231,16 @@ def _timed_row(engine, batch_size, threads, seconds, first_call_s, n, flops, val
            "speedup_vs_numpy": None, "fraction_of_peak": None,
            "compile_s": max(0.0, first_call_s - median) if first_call_s is not None else None,
            "validated": validated, "error": None}
+    row.update(load)
     row.update(extra)
     return row
 
 
-def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expected, epochs=1):
+def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expected, epochs=1,
+                     retries=RETRIES):
     """Check one kernel-contract engine against the reference result ``expected``, then time
-    ``repeats`` runs of ``epochs`` epochs each. Returns a result row (times per epoch)."""
+    ``repeats`` runs of ``epochs`` epochs each (again if other processes disturbed them, see
+    time_undisturbed). Returns a result row (times per epoch)."""
     X, y, perm, lr_steps, W0, b0 = (data[k] for k in ("X", "y", "perm", "lr_steps", "W0", "b0"))
     n, d = X.shape
     c = W0.shape[0]
@@ -174,16 +263,18 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
         sw = np.ones(n, dtype=X.dtype)
         parts_W = np.zeros((threads, c, d), dtype=X.dtype)
         parts_b = np.zeros((threads, c), dtype=X.dtype)
-        seconds = []
-        for _ in range(repeats):
+
+        def run_once():
             W, b = W0.copy(), b0.copy()
             vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
             start = time.perf_counter()
             for _ in range(epochs):
                 backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
                                   0.0, 0.0, parts_W, parts_b)
-            seconds.append((time.perf_counter() - start) / epochs)
-    return _timed_row(engine, batch_size, threads, seconds, first_call, n,
+            return (time.perf_counter() - start) / epochs
+
+        seconds, load = time_undisturbed(run_once, repeats, retries)
+    return _timed_row(engine, batch_size, threads, seconds, load, first_call, n,
                       flops_per_epoch(n, d, c), validation_error=error)
 
 
@@ -224,33 +315,36 @@ class TorchLoop:
         return loss_sum
 
 
-def bench_torch(loop, data, batch_size, threads, repeats, expected, epochs=1):
+def bench_torch(loop, data, batch_size, threads, repeats, expected, epochs=1,
+                retries=RETRIES):
     """Check the PyTorch loop against the reference like a backend (same minibatches, same
     rates, so the same math), then time it."""
     loop.torch.set_num_threads(threads)
     n, d = data["X"].shape
     c = data["W0"].shape[0]
-    seconds = []
-    for repeat in range(repeats + 1):
+
+    def run(n_epochs):
         model, optimizer = loop.new_model(data["W0"], data["b0"])
         start = time.perf_counter()
-        for _ in range(1 if repeat == 0 else epochs):
+        for _ in range(n_epochs):
             loss_sum = loop.run_epoch(model, optimizer, data["perm"], data["lr_steps"],
                                       batch_size)
-        seconds.append((time.perf_counter() - start) / (1 if repeat == 0 else epochs))
-        if repeat == 0:
-            result = (model.weight.detach().double().numpy(),
-                      model.bias.detach().double().numpy(), loss_sum / n)
-            error = epoch_error(result, expected)
-            tolerance = TRAJECTORY_TOLERANCE[np.dtype(np.float32)]
-            if not error <= tolerance:
-                return _error_row("torch", batch_size, threads, f"disagrees with the "
-                                  f"reference: error {error:.2g} > {tolerance:g}")
-    return _timed_row("torch", batch_size, threads, seconds[1:], seconds[0], n,
+        return (time.perf_counter() - start) / n_epochs, model, loss_sum
+
+    first_call, model, loss_sum = run(1)
+    result = (model.weight.detach().double().numpy(), model.bias.detach().double().numpy(),
+              loss_sum / n)
+    error = epoch_error(result, expected)
+    tolerance = TRAJECTORY_TOLERANCE[np.dtype(np.float32)]
+    if not error <= tolerance:
+        return _error_row("torch", batch_size, threads, f"disagrees with the "
+                          f"reference: error {error:.2g} > {tolerance:g}")
+    seconds, load = time_undisturbed(lambda: run(epochs)[0], repeats, retries)
+    return _timed_row("torch", batch_size, threads, seconds, load, first_call, n,
                       flops_per_epoch(n, d, c), validation_error=error)
 
 
-def bench_sklearn_sgd(data, threads, repeats):
+def bench_sklearn_sgd(data, threads, repeats, retries=RETRIES):
     """One epoch of SGDClassifier(loss="log_loss"): one-vs-rest, one sample per step, its own
     learning-rate schedule. Another algorithm than fastlr's, so it is checked by its accuracy
     after the epoch, not against the reference."""
@@ -259,25 +353,31 @@ def bench_sklearn_sgd(data, threads, repeats):
     X, y = data["X"], data["y"]
     n, d = X.shape
     c = data["W0"].shape[0]
-    seconds, accuracy = [], None
-    for _ in range(repeats + 1):
+    accuracy = None
+
+    def fit_once():
+        nonlocal accuracy
         model = SGDClassifier(loss="log_loss", max_iter=1, tol=None, n_jobs=threads,
                               random_state=0)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X, y)
-        seconds.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
         accuracy = model.score(data["X_test"], data["y_test"])
+        return seconds
+
+    first_call = fit_once()
     if accuracy < 0.8:
         return _error_row("sklearn-sgd", 1, threads,
                           f"test accuracy {accuracy:.1%} after one epoch: not a working fit")
-    return _timed_row("sklearn-sgd", 1, threads, seconds[1:], seconds[0], n,
+    seconds, load = time_undisturbed(fit_once, repeats, retries)
+    return _timed_row("sklearn-sgd", 1, threads, seconds, load, first_call, n,
                       flops_per_epoch(n, d, c), validated=False, test_accuracy=accuracy,
                       note="one-vs-rest, per-sample SGD: checked by accuracy")
 
 
-def bench_sklearn_lbfgs(data, threads, repeats):
+def bench_sklearn_lbfgs(data, threads, repeats, retries=RETRIES):
     """LogisticRegression (lbfgs) to convergence; a row's 'epoch' is one lbfgs iteration (at
     least one full-data loss and gradient)."""
     from sklearn.exceptions import ConvergenceWarning
@@ -285,21 +385,26 @@ def bench_sklearn_lbfgs(data, threads, repeats):
     X, y = data["X"], data["y"]
     n, d = X.shape
     c = data["W0"].shape[0]
-    fits, n_iter, accuracy = [], None, None
+    n_iter, accuracy = None, None
+
+    def fit_once():
+        nonlocal n_iter, accuracy
+        model = LogisticRegression(max_iter=100)
+        start = time.perf_counter()
+        model.fit(X, y)
+        seconds = time.perf_counter() - start
+        n_iter = int(np.max(model.n_iter_))
+        accuracy = model.score(data["X_test"], data["y_test"])
+        return seconds
+
     with _blas_threads(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for _ in range(repeats):
-            model = LogisticRegression(max_iter=100)
-            start = time.perf_counter()
-            model.fit(X, y)
-            fits.append(time.perf_counter() - start)
-            n_iter = int(np.max(model.n_iter_))
-            accuracy = model.score(data["X_test"], data["y_test"])
+        fits, load = time_undisturbed(fit_once, repeats, retries)
     if accuracy < 0.9:
         return _error_row("sklearn-lbfgs", n, threads,
                           f"test accuracy {accuracy:.1%}: not a working fit"), None
     per_iteration = [f / n_iter for f in fits]
-    row = _timed_row("sklearn-lbfgs", n, threads, per_iteration, None, n,
+    row = _timed_row("sklearn-lbfgs", n, threads, per_iteration, load, None, n,
                      flops_per_epoch(n, d, c), validated=False, test_accuracy=accuracy,
                      fit_s=statistics.median(fits), n_iter=n_iter,
                      note="full batch; one 'epoch' = one lbfgs iteration")
@@ -395,7 +500,8 @@ def kernel_versions(backend_name):
 
 
 def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1, 2),
-              repeats=5, epochs=1, kernels=False, time_to_accuracy=True, data_dir=None, log=None):
+              repeats=5, epochs=1, kernels=False, time_to_accuracy=True, data_dir=None, log=None,
+              retries=RETRIES):
     """Run the benchmark; returns ``{"machine", "results", "time_to_accuracy", "notes"}``.
 
     Parameters
@@ -408,13 +514,15 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
         side
     time_to_accuracy : bool, also measure each engine's wall time to 92% test accuracy
     log : callable(str), optional, told what is being measured
+    retries : int, how many more times a row that other processes disturbed is timed (see
+        time_undisturbed); a row still disturbed after them has ``disturbed`` True
     """
     log = log or (lambda message: None)
     notes = []
     machine = machine_info()
     log("measuring the machine's ceiling")
     machine["sgemm_gflops"] = {str(t): measure_sgemm_gflops(t) for t in threads}
-    machine["read_gbps"] = measure_read_gbps()
+    machine["read_gbps"] = {str(t): measure_read_gbps(t) for t in threads}
     data = prepare_data(data_dir)
     n, d = data["X"].shape
     c = data["W0"].shape[0]
@@ -464,23 +572,30 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
                     continue
                 log(f"batch {batch_size}, {n_threads} thread(s): {engine}")
                 results.append(bench_sgd_engine(engine, backend, data, batch_size, n_threads,
-                                                repeats, expected[batch_size], epochs))
+                                                repeats, expected[batch_size], epochs,
+                                                retries))
     if torch_loop is not None:
         for batch_size in batch_sizes:
             data["lr_steps"] = lr_steps[batch_size]
             for n_threads in threads:
                 log(f"batch {batch_size}, {n_threads} thread(s): torch")
                 results.append(bench_torch(torch_loop, data, batch_size, n_threads, repeats,
-                                           expected[batch_size], epochs))
+                                           expected[batch_size], epochs, retries))
     lbfgs_fits = {}
     if sklearn_ok:
         for n_threads in threads:
             log(f"{n_threads} thread(s): scikit-learn SGDClassifier, LogisticRegression")
-            results.append(bench_sklearn_sgd(data, n_threads, repeats))
-            row, fit = bench_sklearn_lbfgs(data, n_threads, min(repeats, 3))
+            results.append(bench_sklearn_sgd(data, n_threads, repeats, retries))
+            row, fit = bench_sklearn_lbfgs(data, n_threads, min(repeats, 3), retries)
             results.append(row)
             lbfgs_fits[n_threads] = fit
     _add_ratios(results, machine["sgemm_gflops"])
+    disturbed = [row for row in results if row["disturbed"]]
+    if disturbed:
+        notes.append(f"{len(disturbed)} of {len(results)} rows (marked !) were disturbed: "
+                     f"other processes took more than {DISTURBED_SHARE:.0%} of the machine's "
+                     f"CPU while they ran, in each of {retries + 1} tries; their times are "
+                     f"not those of a quiet machine")
 
     to_accuracy = []
     if time_to_accuracy:
@@ -533,12 +648,16 @@ def format_report(report):
         lines.append(f"numba     threading layer {machine['numba_threading_layer']}")
     ceiling = ", ".join(f"{g:.0f} GFLOP/s on {t} thread{'s' if t != '1' else ''}"
                         for t, g in machine["sgemm_gflops"].items())
-    lines.append(f"ceiling   sgemm {ceiling}; memory read {machine['read_gbps']:.1f} GB/s")
+    bandwidth = ", ".join(f"{g:.1f} GB/s on {t} thread{'s' if t != '1' else ''}"
+                          for t, g in machine["read_gbps"].items())
+    lines.append(f"ceiling   sgemm {ceiling}")
+    lines.append(f"          memory read {bandwidth}")
     lines.append(f"one epoch = 4*N*D*C = {report['flops_per_epoch'] / 1e9:.2f} GFLOP")
     lines.append("")
     width = max([22] + [len(row["backend"]) + 1 for row in report["results"]])
     header = (f"{'engine':<{width}}{'batch':>6}{'thr':>4}  {'ms/epoch':>9} {'[min - max]':<17}"
-              f"{'samples/s':>10}{'GFLOP/s':>9}{'vs numpy':>9}{'of peak':>8}{'compile s':>10}")
+              f"{'samples/s':>10}{'GFLOP/s':>9}{'vs numpy':>9}{'of peak':>8}{'compile s':>10}"
+              f"{'others':>8}")
     lines += [header, "-" * len(header)]
     for row in report["results"]:
         if row["ms_per_epoch"] is None:
@@ -551,9 +670,11 @@ def format_report(report):
         peak = (f"{row['fraction_of_peak']:.0%}" if row["fraction_of_peak"] is not None
                 else "-")
         compile_s = f"{row['compile_s']:.2f}" if row["compile_s"] is not None else "-"
+        others = f"{row['other_cpu']:.2f}" if row["other_cpu"] is not None else "-"
+        others += "!" if row["disturbed"] else " "
         lines.append(f"{row['backend']:<{width}}{row['batch_size']:>6}{row['threads']:>4}  "
                      f"{row['ms_per_epoch']:>9.1f} {spread:<17}{row['samples_per_s']:>10,.0f}"
-                     f"{row['gflops']:>9.1f}{speedup:>9}{peak:>8}{compile_s:>10}")
+                     f"{row['gflops']:>9.1f}{speedup:>9}{peak:>8}{compile_s:>10}{others:>8}")
     if report["time_to_accuracy"]:
         lines += ["", f"time to {TARGET_ACCURACY:.0%} test accuracy (defaults: batch 64, rate "
                       f"{LEARNING_RATE} decaying over {EPOCHS_OF_SCHEDULE} epochs)"]

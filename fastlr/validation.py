@@ -101,7 +101,8 @@ class InstanceOf:
 
 BOOLEAN = InstanceOf((bool, np.bool_), "True or False")
 POSITIVE_WHOLE = Interval(Integral, 1)
-SEED = Interval(Integral, 0)
+NON_NEGATIVE_WHOLE = Interval(Integral, 0)
+SEED = NON_NEGATIVE_WHOLE
 
 # name -> the values allowed; a value passes if any constraint of its list accepts it.
 PARAMETER_CONSTRAINTS = {

@@ -201,6 +201,58 @@ def test_every_instruction_set_level_matches_the_reference():
         backend.set_isa_level(best)
 
 
+def test_every_instruction_set_level_takes_pixels_as_their_features():
+    """uint8 X at each ISA level (the tiles convert the bytes and scale each sum by 1/255)
+    against the reference on the float features X / 255, with float32 and float64 weights;
+    float X of the other dtype than W's is refused."""
+    from fastlr.backends import reference
+    from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
+    backend = get_backend("cython")
+    best = backend.isa_level()
+    rng = np.random.default_rng(7)
+    n, d, c = 131, 795, 13
+    pixels = rng.integers(0, 256, size=(n, d)).astype(np.uint8)
+    pixels[0] = 255
+    X = pixels / 255.0
+    y = rng.integers(0, c, n).astype(np.int64)
+    sw = rng.uniform(0.5, 2.0, n)
+    W = rng.standard_normal((c, d)) * 0.01
+    b = rng.standard_normal(c) * 0.05
+    perm = rng.permutation(n).astype(np.int64)
+    lr_steps = np.full(-(-n // 40), 0.05)
+    ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
+    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
+    ref_W, ref_b = W.copy(), b.copy()
+    reference.sgd_epoch(X, y, sw, perm, ref_W, ref_b, np.zeros_like(W), np.zeros_like(b),
+                        lr_steps, 40, 0.5, 1e-3, None, None)
+    try:
+        for level in [level for level in (1, 3, 4) if level <= best]:
+            backend.set_isa_level(level)
+            for dtype in (np.float32, np.float64):
+                swd, Wd, bd = (a.astype(dtype) for a in (sw, W, b))
+                grad_W, grad_b = np.empty_like(Wd), np.empty_like(bd)
+                parts_W, parts_b = np.zeros((2, c, d), dtype), np.zeros((2, c), dtype)
+                loss = backend.loss_and_grad(pixels, y, swd, Wd, bd, grad_W, grad_b, parts_W,
+                                             parts_b)
+                tol = TOLERANCE[np.dtype(dtype)]
+                assert scaled_error(loss, ref_loss) <= tol, (level, dtype)
+                assert scaled_error(grad_W, ref_grad_W) <= tol, (level, dtype)
+                assert scaled_error(grad_b, ref_grad_b) <= tol, (level, dtype)
+                scores = np.empty((n, c), dtype)
+                backend.predict_scores(pixels, Wd, bd, scores, 2)
+                assert scaled_error(scores, X @ W.T + b) <= tol, (level, dtype)
+                W1, b1 = Wd.copy(), bd.copy()
+                backend.sgd_epoch(pixels, y, swd, perm, W1, b1, np.zeros_like(Wd),
+                                  np.zeros_like(bd), lr_steps, 40, 0.5, 1e-3, parts_W, parts_b)
+                tol = TRAJECTORY_TOLERANCE[np.dtype(dtype)]
+                assert scaled_error(W1, ref_W) <= tol, (level, dtype)
+                assert scaled_error(b1, ref_b) <= tol, (level, dtype)
+    finally:
+        backend.set_isa_level(best)
+    with pytest.raises(TypeError):
+        backend.predict_scores(X.astype(np.float32), W, b, np.empty((n, c)), 1)
+
+
 def test_set_isa_level_switches_the_kernels():
     """Each level runs its own tiles: its vector width sums the lanes of the scores in
     another order, so the scores of the best level and of the baseline differ in their last
@@ -231,3 +283,39 @@ def test_set_isa_level_refuses_a_level_the_cpu_cannot_run():
     if backend.isa_level() < 4:
         with pytest.raises(ValueError):
             backend.set_isa_level(4)
+
+
+def test_every_score_span_gives_the_same_bits():
+    """The span in which the score tile walks D is chosen for the CPU's L1 (whole rows where
+    they fit, else 1 KB); forcing any other, as on a CPU with another L1, changes the speed
+    only: the same sums in the same order at every ISA level."""
+    backend = get_backend("cython")
+    best = backend.isa_level()
+    rng = np.random.default_rng(6)
+    n, d, c = 150, 795, 13
+    X = rng.random((n, d), dtype=np.float32)
+    y = rng.integers(0, c, n).astype(np.int64)
+    sw = np.ones(n, np.float32)
+    perm = rng.permutation(n).astype(np.int64)
+
+    def epoch():
+        W, b = np.zeros((c, d), np.float32), np.zeros(c, np.float32)
+        backend.sgd_epoch(X, y, sw, perm, W, b, np.zeros_like(W), np.zeros_like(b),
+                          np.full(-(-n // 40), 0.3), 40, 0.5, 1e-3,
+                          np.zeros((2, c, d), np.float32), np.zeros((2, c), np.float32))
+        scores = np.empty((n, c), np.float32)
+        backend.predict_scores(X, W, b, scores, 2)
+        return W, b, scores
+
+    try:
+        for level in [level for level in (1, 3, 4) if level <= best]:
+            backend.set_isa_level(level)
+            backend.set_score_span(0)
+            chosen = epoch()
+            for span in (16, 64, 1024, 1 << 20):
+                backend.set_score_span(span)
+                for got, want in zip(epoch(), chosen):
+                    assert np.array_equal(got, want), (level, span)
+    finally:
+        backend.set_score_span(0)
+        backend.set_isa_level(best)

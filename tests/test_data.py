@@ -196,16 +196,21 @@ def test_an_unwritable_cache_only_costs_the_decoding(tmp_path, monkeypatch):
     assert load_mnist(tmp_path)[0].shape == (30, 16)
 
 
-def test_a_corrupted_mnist_file_is_not_cached(tmp_path, empty_cache):
+def test_a_corrupted_copy_of_mnist_is_refused_on_every_read(tmp_path, empty_cache,
+                                                            monkeypatch):
+    """The decoded cache never stands in for the checksum: a damaged MNIST in fastlr's own
+    cache fails the second read as it failed the first."""
+    monkeypatch.setattr(data, "BUNDLED_DATA_DIRS", ())
+    cache = data.default_cache_dir("mnist")
+    cache.mkdir(parents=True)
     for path in MNIST_DIR.glob("*.gz"):
-        shutil.copy(path, tmp_path)
-    labels = data.read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz").copy()
+        shutil.copy(path, cache)
+    labels = data.read_idx(cache / "t10k-labels-idx1-ubyte.gz").copy()
     labels[0] = (labels[0] + 1) % 10
-    data.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    data.write_idx(cache / "t10k-labels-idx1-ubyte.gz", labels)
     for _ in range(2):
         with pytest.raises(DataError, match="SHA-256"):
-            load_mnist(tmp_path)
-    assert not list(empty_cache.glob("t10k-labels*"))
+            data.load_dataset("mnist")
 
 
 # --- download ------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ except ImportError as exc:
     raise ImportError("the Cython extension fastlr._kernels is not built") from exc
 
 name = "cython"
+#: The kernels take uint8 X (pixels, features X / 255) as well as float X of W's dtype.
+takes_pixels = True
 
 predict_scores = _kernels.predict_scores
 loss_and_grad = _kernels.loss_and_grad
@@ -24,6 +26,8 @@ MAX_THREADS = _kernels.max_threads()
 #: the best this CPU supports unless ``set_isa_level`` chose a lower one.
 isa_level = _kernels.isa_level
 set_isa_level = _kernels.set_isa_level
+#: ``set_score_span(n_bytes)``: the span of the score tile (0: this CPU's choice); speed only.
+set_score_span = _kernels.set_score_span
 
 #: The synchronization variants side by side, for ``python -m fastlr bench --kernels all``:
 #: one OpenMP parallel region per epoch with a barrier between steps (the one ``sgd_epoch``

@@ -7,7 +7,7 @@ import sys
 from ..atomic import atomic_write
 from ..backends import default_n_threads
 from ..validation import cap_threads
-from .common import add_data_dir, positive_int
+from .common import add_data_dir, non_negative_int, positive_int
 
 
 def add_command(commands):
@@ -30,6 +30,11 @@ def add_command(commands):
                             "(default: 5)")
     bench.add_argument("--epochs", type=positive_int, default=1,
                        help="epochs per timed run (default: %(default)s)")
+    bench.add_argument("--retries", type=non_negative_int, default=2,
+                       help="how many more times a configuration is timed when other "
+                            "processes took more than 5%% of the machine's CPU while it ran; "
+                            "the quietest try is kept, marked '!' if still disturbed "
+                            "(default: %(default)s)")
     bench.add_argument("--kernels", choices=("all", "chosen"), default="chosen",
                        help="'all' also times every kernel version kept side by side: the Numba "
                             "optimization ladder and the Cython synchronization variants")
@@ -80,7 +85,7 @@ def cmd_bench(args):
     report = bench.run_bench(backends=backends, batch_sizes=batch_sizes, threads=threads,
                              repeats=repeats, epochs=args.epochs,
                              kernels=args.kernels == "all", time_to_accuracy=not args.quick,
-                             data_dir=args.data_dir,
+                             data_dir=args.data_dir, retries=args.retries,
                              log=lambda message: print(f"  {message}", file=sys.stderr,
                                                        flush=True))
     print(bench.format_report(report))

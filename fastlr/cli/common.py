@@ -12,8 +12,8 @@ import sys
 from ..backends import default_n_threads
 from ..datasets import DATASETS
 from ..errors import DataError, FastlrError
-from ..validation import (POSITIVE_WHOLE, PARAMETER_CONSTRAINTS, Options, argument_type,
-                          param_type)
+from ..validation import (NON_NEGATIVE_WHOLE, POSITIVE_WHOLE, PARAMETER_CONSTRAINTS, Options,
+                          argument_type, param_type)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -95,6 +95,8 @@ def add_seed(parser, help):
 # The argparse type of a count that sets no estimator parameter (repeats, a benchmark's epochs):
 # a whole number >= 1, by the same rule as ``epochs``.
 positive_int = argument_type(POSITIVE_WHOLE)
+# ... and of a count that may be 0 (a benchmark's retries).
+non_negative_int = argument_type(NON_NEGATIVE_WHOLE)
 
 
 def run(parser, argv):

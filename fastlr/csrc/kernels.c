@@ -1,4 +1,5 @@
-/* The functions of kernels.h: kernels_impl.h for float and for double. */
+/* The functions of kernels.h: kernels_impl.h for float and for double X, then for uint8
+   pixels with float and double weights. */
 #include <math.h>
 #include <string.h>
 
@@ -16,3 +17,12 @@ enum { FASTLR_AHEAD = 64 };
 #define FLOAT double
 #include "kernels_impl.h"
 #undef FLOAT
+
+#define PIXELS
+#define FLOAT float
+#include "kernels_impl.h"
+#undef FLOAT
+#define FLOAT double
+#include "kernels_impl.h"
+#undef FLOAT
+#undef PIXELS

@@ -52,6 +52,20 @@ double fastlr_chunk_grad_double(const double *X, const int64_t *y, const double 
                                 double inv_batch, double *gW, double *gb, double *scratch,
                                 const int64_t *next_rows, ptrdiff_t n_next, double *correct);
 
+/* The same two for X (N, D) of uint8 pixels, whose features are X / 255 (the scale
+   multiplies each tile's sum once), with float or double weights. */
+double fastlr_chunk_grad_u8_float(const uint8_t *X, const int64_t *y, const float *sw,
+                                  const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                                  const float *W, const float *b, ptrdiff_t C, ptrdiff_t D,
+                                  double inv_batch, float *gW, float *gb, float *scratch,
+                                  const int64_t *next_rows, ptrdiff_t n_next, double *correct);
+double fastlr_chunk_grad_u8_double(const uint8_t *X, const int64_t *y, const double *sw,
+                                   const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                                   const double *W, const double *b, ptrdiff_t C,
+                                   ptrdiff_t D, double inv_batch, double *gW, double *gb,
+                                   double *scratch, const int64_t *next_rows,
+                                   ptrdiff_t n_next, double *correct);
+
 /* The scores X W^T + b of rows FASTLR_BLOCK block .. FASTLR_BLOCK (block + 1) - 1 of
    X (N, D) (fewer in the last block) into the same rows of out (N, C). */
 void fastlr_predict_block_float(const float *X, const float *W, const float *b, ptrdiff_t N,
@@ -59,6 +73,12 @@ void fastlr_predict_block_float(const float *X, const float *W, const float *b, 
 void fastlr_predict_block_double(const double *X, const double *W, const double *b,
                                  ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
                                  double *out);
+void fastlr_predict_block_u8_float(const uint8_t *X, const float *W, const float *b,
+                                   ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
+                                   float *out);
+void fastlr_predict_block_u8_double(const uint8_t *X, const double *W, const double *b,
+                                    ptrdiff_t N, ptrdiff_t C, ptrdiff_t D, ptrdiff_t block,
+                                    double *out);
 
 /* out[j] = parts[0, j] + parts[1, j] + ... + parts[T-1, j] for j in j0..j1-1, in that
    order; row t of parts starts at parts + t * stride. */
@@ -84,5 +104,16 @@ void fastlr_sum_update_double(double *W, double *vel, const double *parts, ptrdi
 int fastlr_isa_level(void);
 int fastlr_best_isa_level(void);
 int fastlr_set_isa_level(int level);
+
+/* Once, before any kernel: read what dispatch.c needs from the CPU, and choose the best
+   instruction set. */
+void fastlr_dispatch_init(void);
+
+/* The span, in bytes of each row of W, in which the score tile walks D when it reads `rows`
+   rows of row_bytes: this CPU's choice, or the one fastlr_set_score_span forced, bytes > 0
+   (0 goes back to the CPU's choice). The span changes the speed only: the sums and their
+   order, so the results, are the same whatever it is. Set it between kernel calls. */
+ptrdiff_t fastlr_score_span(ptrdiff_t row_bytes, int rows);
+void fastlr_set_score_span(ptrdiff_t bytes);
 
 #endif

@@ -1,10 +1,25 @@
 /* The functions of kernels.h for one float type FLOAT; kernels.c includes this file once
-   per type. They are compiled for the extension's baseline instruction set and call the
-   tiles of the level dispatch.c chose. */
+   per type, and again with PIXELS defined for X of uint8 pixels (features X / 255), which
+   compiles only the functions that read X: chunk_grad_u8_FLOAT and predict_block_u8_FLOAT.
+   They are compiled for the extension's baseline instruction set and call the tiles of the
+   level dispatch.c chose. */
 
 #define KERNEL(name) FASTLR_CAT(fastlr_##name##_, FLOAT)
 /* A tile of this FLOAT in a table: TILE(scores) is scores_float. */
 #define TILE(name) FASTLR_CAT(name##_, FLOAT)
+/* The same for the functions that read X, of type XT: XKERNEL(chunk_grad) is
+   fastlr_chunk_grad_u8_float for pixels, fastlr_chunk_grad_float otherwise. */
+#ifdef PIXELS
+#define XT uint8_t
+#define XKERNEL(name) FASTLR_CAT(fastlr_##name##_u8_, FLOAT)
+#define XTILE(name) FASTLR_CAT(name##_u8_, FLOAT)
+#else
+#define XT FLOAT
+#define XKERNEL(name) KERNEL(name)
+#define XTILE(name) TILE(name)
+#endif
+
+#ifndef PIXELS
 
 /* Turn the scores z (n, C) of the samples i0 .. i0 + n - 1 of the batch (X[rows[i]], or X[i]
    when rows is NULL) into s_i / B (softmax(z_i) - onehot(y_i)) in place; return their sum
@@ -52,19 +67,20 @@ static double KERNEL(softmax_block)(FLOAT *z, ptrdiff_t n, ptrdiff_t C, const in
     }
     return loss;
 }
+#endif
 
 /* A thread's chunk in blocks of FASTLR_BLOCK samples: the block's scores, its softmax, then
    its gradient, while the rows of the next FASTLR_AHEAD samples (the rest of the chunk, then
    the thread's chunk of the next step) are prefetched; the labels and weights of those
    samples too, which would otherwise be a cache miss on the path from a sample's scores to
    its delta. */
-double KERNEL(chunk_grad)(const FLOAT *X, const int64_t *y, const FLOAT *sw,
-                          const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi, const FLOAT *W,
-                          const FLOAT *b, ptrdiff_t C, ptrdiff_t D, double inv_batch,
-                          FLOAT *gW, FLOAT *gb, FLOAT *scratch, const int64_t *next_rows,
-                          ptrdiff_t n_next, double *correct) {
+double XKERNEL(chunk_grad)(const XT *X, const int64_t *y, const FLOAT *sw,
+                           const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi, const FLOAT *W,
+                           const FLOAT *b, ptrdiff_t C, ptrdiff_t D, double inv_batch,
+                           FLOAT *gW, FLOAT *gb, FLOAT *scratch, const int64_t *next_rows,
+                           ptrdiff_t n_next, double *correct) {
     const struct fastlr_tiles *tiles = fastlr_active_tiles;
-    const FLOAT *xs[FASTLR_BLOCK + FASTLR_AHEAD];
+    const XT *xs[FASTLR_BLOCK + FASTLR_AHEAD];
     double loss = 0.0;
     *correct = 0.0;
     if (hi <= lo) {
@@ -89,26 +105,28 @@ double KERNEL(chunk_grad)(const FLOAT *X, const int64_t *y, const FLOAT *sw,
             __builtin_prefetch(&y[idx], 0, 2);
             __builtin_prefetch(&sw[idx], 0, 2);
         }
-        tiles->TILE(scores)(W, b, C, D, xs, n, scratch);
+        tiles->XTILE(scores)(W, b, C, D, xs, n, scratch);
         loss += KERNEL(softmax_block)(scratch, n, C, y, sw, rows, i, inv_batch,
                                       (double *)(scratch + FASTLR_BLOCK * C), tiles,
                                       correct);
         /* The first block overwrites gW: no separate pass to clear it. */
-        tiles->TILE(accumulate)(gW, gb, C, D, xs, n, n_ahead, i == lo, scratch);
+        tiles->XTILE(accumulate)(gW, gb, C, D, xs, n, n_ahead, i == lo, scratch);
         i += n;
     }
     return loss;
 }
 
-void KERNEL(predict_block)(const FLOAT *X, const FLOAT *W, const FLOAT *b, ptrdiff_t N,
-                           ptrdiff_t C, ptrdiff_t D, ptrdiff_t block, FLOAT *out) {
-    const FLOAT *xs[FASTLR_BLOCK];
+void XKERNEL(predict_block)(const XT *X, const FLOAT *W, const FLOAT *b, ptrdiff_t N,
+                            ptrdiff_t C, ptrdiff_t D, ptrdiff_t block, FLOAT *out) {
+    const XT *xs[FASTLR_BLOCK];
     ptrdiff_t start = block * FASTLR_BLOCK;
     ptrdiff_t n = N - start < FASTLR_BLOCK ? N - start : FASTLR_BLOCK;
     for (ptrdiff_t j = 0; j < n; j++)
         xs[j] = X + (start + j) * D;
-    fastlr_active_tiles->TILE(scores)(W, b, C, D, xs, n, out + start * C);
+    fastlr_active_tiles->XTILE(scores)(W, b, C, D, xs, n, out + start * C);
 }
+
+#ifndef PIXELS
 
 void KERNEL(sum_parts)(const FLOAT *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
                        ptrdiff_t j1, FLOAT *out) {
@@ -122,5 +140,9 @@ void KERNEL(sum_update)(FLOAT *W, FLOAT *vel, const FLOAT *parts, ptrdiff_t T,
                                           alpha);
 }
 
+#endif
+#undef XTILE
+#undef XKERNEL
+#undef XT
 #undef TILE
 #undef KERNEL

@@ -5,7 +5,8 @@
    that runs. So one build runs on every x86-64, the extension itself needs no -march flag,
    and every level can be tested on a CPU that has the highest one.
 
-   Shapes as in kernels.h. Each function exists for float and double (suffix). */
+   Shapes as in kernels.h. Each function exists for float and double (suffix); the two that
+   read X also for uint8 pixels (u8_float, u8_double). */
 #ifndef FASTLR_TILES_H
 #define FASTLR_TILES_H
 
@@ -22,8 +23,14 @@
 #define FASTLR_MULTI_ISA 0
 #endif
 
-/* The scores walk D in spans of this many bytes of each row of W: see tiles_impl.h. */
-enum { FASTLR_SCORE_SPAN = 1024 };
+/* The intrinsics that widen uint8 pixels to floats in the tiles. */
+#if FASTLR_MULTI_ISA
+#include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* The scores walk D in spans of fastlr_score_span(...) bytes (kernels.h, tiles_impl.h). */
 
 struct fastlr_tiles {
     int isa_level;  /* 4, 3 or 1, as in fastlr_isa_level */
@@ -41,6 +48,17 @@ struct fastlr_tiles {
     void (*accumulate_double)(double *gW, double *gb, ptrdiff_t C, ptrdiff_t D,
                               const double *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
                               int overwrite, const double *g);
+    /* The same two for X of uint8 pixels, whose features are X / 255. */
+    void (*scores_u8_float)(const float *W, const float *b, ptrdiff_t C, ptrdiff_t D,
+                            const uint8_t *const *xs, ptrdiff_t n, float *z);
+    void (*scores_u8_double)(const double *W, const double *b, ptrdiff_t C, ptrdiff_t D,
+                             const uint8_t *const *xs, ptrdiff_t n, double *z);
+    void (*accumulate_u8_float)(float *gW, float *gb, ptrdiff_t C, ptrdiff_t D,
+                                const uint8_t *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
+                                int overwrite, const float *g);
+    void (*accumulate_u8_double)(double *gW, double *gb, ptrdiff_t C, ptrdiff_t D,
+                                 const uint8_t *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
+                                 int overwrite, const double *g);
     /* fastlr_sum_parts_* and fastlr_sum_update_* of kernels.h. */
     void (*sum_parts_float)(const float *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
                             ptrdiff_t j1, float *out);

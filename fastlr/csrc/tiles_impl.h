@@ -1,7 +1,10 @@
-/* The tiles for one float type and one instruction set; tiles_isa.h includes this file once
-   per float type. It expects:
+/* The tiles for one float type, one type of X and one instruction set; tiles_isa.h includes
+   this file once per float type, and again with PIXELS defined. It expects:
 
      FLOAT             float or double
+     PIXELS            defined if X holds uint8 pixels, whose features are X / 255: then only
+                       the tiles that read X (scores, accumulate) are compiled, as
+                       scores_u8_FLOAT and accumulate_u8_FLOAT
      ISA               the instruction set's name in function names (v4, v3, base)
      VECTOR_BYTES      the width of a vector register
      SCORE_TILE        classes per register tile of the scores (times 2 samples)
@@ -14,6 +17,7 @@
 #define TILE(name) FASTLR_TILE_NAME(name, FLOAT)
 #define VEC TILE(vec)
 
+#ifndef PIXELS
 typedef FLOAT VEC __attribute__((vector_size(VECTOR_BYTES)));
 
 /* Unaligned vector loads and stores: the rows of X and W start anywhere. */
@@ -25,38 +29,143 @@ static inline VEC TILE(load)(const FLOAT *p) {
 
 static inline void TILE(store)(FLOAT *p, VEC v) { memcpy(p, &v, sizeof v); }
 
-/* The lanes of v summed pairwise, halving the vector each time (a fixed order that
-   vectorizes; a serial sum of 16 lanes was a chain of 16 dependent adds). */
+/* The lanes of v summed pairwise, halving the vector each time: the high half added to the
+   low half as vectors while a half is wider than 16 bytes, then the last few lanes the same
+   way one by one. A fixed order that needs a handful of instructions (a serial sum of 16
+   lanes was a chain of 16 dependent adds; the lanes copied to an array and added there cost
+   half the time of the score tile on Sapphire Rapids). */
+typedef FLOAT TILE(half32) __attribute__((vector_size(32)));
+typedef FLOAT TILE(half16) __attribute__((vector_size(16)));
+#define FASTLR_HALVES_ADDED(half_type, v)                          \
+    ({                                                             \
+        half_type lo_, hi_;                                        \
+        memcpy(&lo_, &(v), sizeof lo_);                            \
+        memcpy(&hi_, (const char *)&(v) + sizeof lo_, sizeof hi_); \
+        lo_ + hi_;                                                 \
+    })
+
 static inline FLOAT TILE(lane_sum)(VEC v) {
-    enum { LANES = VECTOR_BYTES / sizeof(FLOAT) };
+#if VECTOR_BYTES == 64
+    TILE(half32) v32 = FASTLR_HALVES_ADDED(TILE(half32), v);
+    TILE(half16) v16 = FASTLR_HALVES_ADDED(TILE(half16), v32);
+#elif VECTOR_BYTES == 32
+    TILE(half16) v16 = FASTLR_HALVES_ADDED(TILE(half16), v);
+#else
+    TILE(half16) v16 = v;
+#endif
+    enum { LANES = 16 / sizeof(FLOAT) };
     FLOAT l[LANES];
-    memcpy(l, &v, sizeof v);
-#pragma GCC unroll 8
+    memcpy(l, &v16, sizeof v16);
+#pragma GCC unroll 4
     for (int w = LANES / 2; w > 0; w /= 2) {
-#pragma GCC unroll 16
+#pragma GCC unroll 4
         for (int i = 0; i < w; i++)
             l[i] += l[i + w];
     }
     return l[0];
 }
 
+#endif /* the helpers that do not read X */
+
+/* The tiles that read X: XT is the type of its values; a vector of X's values as FLOATs
+   (load_x); X_SCALE, what turns them into features. For pixels the scale multiplies a sum
+   once, as it is added to what it goes into (a score, an element of gW), not every pixel:
+   the bytes 0..255 convert to floats exactly, so only that one rounding is new. */
+#ifdef PIXELS
+#define XT uint8_t
+#define XTILE(name) FASTLR_TILE_NAME(name, FASTLR_CAT(u8_, FLOAT))
+#define X_SCALED 1
+#define X_SCALE ((FLOAT)(1.0 / 255.0))
+/* GCC's vector conversions from bytes go through the stack or a scalar conversion per byte
+   (4x slower tiles); the widening instructions each vector width has do it in two (vpmovzxbd,
+   vcvtdq2ps), SSE2 in three (two unpacks with zeros, cvtdq2ps). */
+static inline VEC XTILE(load_x)(const uint8_t *p) {
+    VEC v;
+#if VECTOR_BYTES == 64
+    if (sizeof(FLOAT) == 4) {
+        __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const void *)p)));
+        memcpy(&v, &f, sizeof v);
+    } else {
+        __m512d f = _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const void *)p)));
+        memcpy(&v, &f, sizeof v);
+    }
+#elif VECTOR_BYTES == 32
+    if (sizeof(FLOAT) == 4) {
+        __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const void *)p)));
+        memcpy(&v, &f, sizeof v);
+    } else {
+        int32_t four;
+        memcpy(&four, p, sizeof four);
+        __m256d f = _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(four)));
+        memcpy(&v, &f, sizeof v);
+    }
+#elif VECTOR_BYTES == 16 && defined(__SSE2__)
+    if (sizeof(FLOAT) == 4) {
+        int32_t four;
+        memcpy(&four, p, sizeof four);
+        __m128i zero = _mm_setzero_si128();
+        __m128i ints = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(four), zero), zero);
+        __m128 f = _mm_cvtepi32_ps(ints);
+        memcpy(&v, &f, sizeof v);
+    } else {
+        v[0] = p[0];
+        v[1] = p[1];
+    }
+#else
+    for (int i = 0; i < (int)(VECTOR_BYTES / sizeof(FLOAT)); i++)
+        v[i] = p[i];
+#endif
+    return v;
+}
+#else
+#define XT FLOAT
+#define XTILE(name) TILE(name)
+#define X_SCALED 0
+#define X_SCALE ((FLOAT)1)
+
+static inline VEC XTILE(load_x)(const FLOAT *p) { return TILE(load)(p); }
+#endif
+
+/* Where a sum over samples into gW starts, and what is stored at its end, for an element
+   (or vector) of gW whose contents are old: for float X the sum starts from old (or 0 with
+   overwrite) and is stored as it is; for pixels it starts from 0 and old + X_SCALE sum is
+   stored. */
+static inline FLOAT XTILE(sum_start)(int overwrite, FLOAT old) {
+    return X_SCALED || overwrite ? 0 : old;
+}
+
+static inline FLOAT XTILE(sum_end)(int overwrite, FLOAT old, FLOAT sum) {
+    return X_SCALED ? (overwrite ? 0 : old) + X_SCALE * sum : sum;
+}
+
+static inline VEC XTILE(vec_sum_start)(int overwrite, const FLOAT *old) {
+    return X_SCALED || overwrite ? (VEC){0} : TILE(load)(old);
+}
+
+static inline VEC XTILE(vec_sum_end)(int overwrite, const FLOAT *old, VEC sum) {
+    if (!X_SCALED)
+        return sum;
+    return (overwrite ? (VEC){0} : TILE(load)(old)) + X_SCALE * sum;
+}
+
 /* z (n, C) = x_j W^T + b for the n <= FASTLR_BLOCK samples x_j = xs[j] (D,), W (C, D).
    Two samples and SCORE_TILE classes per pass over D (per vector of D, SCORE_TILE + 2 loads
    feed 2 SCORE_TILE FMAs); the lanes of each accumulator are summed in a fixed order. A
    short tile repeats its last sample or class, writing the same value twice.
-   D is walked in spans of FASTLR_SCORE_SPAN bytes, every pair of samples of the block
-   through one span before the next, so the span of W (10 rows: 10 KB) stays in L1 instead
-   of streaming all of W (31 KB, the size of L1) from L2 for every pair. The accumulators
-   wait in memory between spans: the sums are the same, in the same order. */
-static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
-                         const FLOAT *const *xs, ptrdiff_t n, FLOAT *z) {
-    enum {
-        LANES = VECTOR_BYTES / sizeof(FLOAT),
-        K = SCORE_TILE,
-        SPAN = FASTLR_SCORE_SPAN / sizeof(FLOAT)
-    };
+   D is walked in spans of fastlr_score_span bytes, every pair of samples of the block
+   through one span before the next, so that the span of the tile's rows of W stays in L1
+   (on a 32 KB L1, 1 KB spans: 10 KB of W instead of streaming all 31 KB of it from L2 for
+   every pair); where the whole rows fit, one span. The accumulators wait in memory between
+   spans: the sums are the same, in the same order, whatever the span. */
+static void XTILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
+                          const XT *const *xs, ptrdiff_t n, FLOAT *z) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), K = SCORE_TILE };
     VEC acc[(FASTLR_BLOCK + 1) / 2][2 * K];
     ptrdiff_t d_main = D - D % LANES;
+    ptrdiff_t span = fastlr_score_span(D * (ptrdiff_t)sizeof(FLOAT), K) /
+                     (ptrdiff_t)sizeof(FLOAT) / LANES * LANES;
+    if (span < LANES)
+        span = LANES;
     for (ptrdiff_t c0 = 0; c0 < C; c0 += K) {
         ptrdiff_t cs[K];
         const FLOAT *w[K];
@@ -64,10 +173,10 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
             cs[k] = c0 + k < C ? c0 + k : C - 1;
             w[k] = W + cs[k] * D;
         }
-        for (ptrdiff_t q0 = 0; q0 < d_main; q0 += SPAN) {
-            ptrdiff_t q1 = q0 + SPAN < d_main ? q0 + SPAN : d_main;
+        for (ptrdiff_t q0 = 0; q0 < d_main; q0 += span) {
+            ptrdiff_t q1 = q0 + span < d_main ? q0 + span : d_main;
             for (ptrdiff_t j = 0; j < n; j += 2) {
-                const FLOAT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
+                const XT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
                 VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
                 VEC acc0[K], acc1[K];
 #pragma GCC unroll 16
@@ -76,8 +185,8 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
                     acc1[k] = q0 ? a1[k] : (VEC){0};
                 }
                 for (ptrdiff_t d = q0; d < q1; d += LANES) {
-                    VEC u0 = TILE(load)(x0 + d);
-                    VEC u1 = TILE(load)(x1 + d);
+                    VEC u0 = XTILE(load_x)(x0 + d);
+                    VEC u1 = XTILE(load_x)(x1 + d);
 #pragma GCC unroll 16
                     for (int k = 0; k < K; k++) {
                         VEC u = TILE(load)(w[k] + d);
@@ -95,7 +204,7 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
         }
         for (ptrdiff_t j = 0; j < n; j += 2) {
             ptrdiff_t j1 = j + 1 < n ? j + 1 : j;
-            const FLOAT *x0 = xs[j], *x1 = xs[j1];
+            const XT *x0 = xs[j], *x1 = xs[j1];
             VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
             if (d_main == 0)
                 for (int k = 0; k < K; k++)
@@ -107,8 +216,8 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
                 }
             }
             for (int k = 0; k < K; k++) {
-                z[j * C + cs[k]] = TILE(lane_sum)(a0[k]) + b[cs[k]];
-                z[j1 * C + cs[k]] = TILE(lane_sum)(a1[k]) + b[cs[k]];
+                z[j * C + cs[k]] = X_SCALE * TILE(lane_sum)(a0[k]) + b[cs[k]];
+                z[j1 * C + cs[k]] = X_SCALE * TILE(lane_sum)(a1[k]) + b[cs[k]];
             }
         }
     }
@@ -124,10 +233,10 @@ static void TILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t 
    mostly in DRAM. While this loop runs (compute-bound), they are prefetched into L2
    (prefetcht1, one per cache line), so that the scores of the next block, which would wait
    on DRAM, find them there. */
-static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
-                             const FLOAT *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
-                             int overwrite, const FLOAT *g) {
-    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(FLOAT), K = GRAD_TILE };
+static void XTILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
+                              const XT *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
+                              int overwrite, const FLOAT *g) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(XT), K = GRAD_TILE };
     ptrdiff_t d_main = D - D % LANES;
     ptrdiff_t c0 = 0;
     for (; c0 + K <= C; c0 += K) {
@@ -140,9 +249,9 @@ static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
                     __builtin_prefetch(xs[n + r] + d, 0, 2);
 #pragma GCC unroll 16
             for (int k = 0; k < K; k++)
-                acc[k] = overwrite ? (VEC){0} : TILE(load)(rows + k * D + d);
+                acc[k] = XTILE(vec_sum_start)(overwrite, rows + k * D + d);
             for (ptrdiff_t j = 0; j < n; j++) {
-                VEC xv = TILE(load)(xs[j] + d);
+                VEC xv = XTILE(load_x)(xs[j] + d);
                 const FLOAT *gj = gc + j * C;
 #pragma GCC unroll 16
                 for (int k = 0; k < K; k++)
@@ -150,23 +259,24 @@ static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
             }
 #pragma GCC unroll 16
             for (int k = 0; k < K; k++)
-                TILE(store)(rows + k * D + d, acc[k]);
+                TILE(store)(rows + k * D + d,
+                            XTILE(vec_sum_end)(overwrite, rows + k * D + d, acc[k]));
         }
         for (ptrdiff_t d = d_main; d < D; d++)
             for (int k = 0; k < K; k++) {
-                FLOAT s = overwrite ? 0 : rows[k * D + d];
+                FLOAT s = XTILE(sum_start)(overwrite, rows[k * D + d]);
                 for (ptrdiff_t j = 0; j < n; j++)
                     s += gc[j * C + k] * xs[j][d];
-                rows[k * D + d] = s;
+                rows[k * D + d] = XTILE(sum_end)(overwrite, rows[k * D + d], s);
             }
     }
     for (; c0 < C; c0++) {
         FLOAT *row = gW + c0 * D;
         for (ptrdiff_t d = 0; d < D; d++) {
-            FLOAT s = overwrite ? 0 : row[d];
+            FLOAT s = XTILE(sum_start)(overwrite, row[d]);
             for (ptrdiff_t j = 0; j < n; j++)
                 s += g[j * C + c0] * xs[j][d];
-            row[d] = s;
+            row[d] = XTILE(sum_end)(overwrite, row[d], s);
         }
     }
     for (ptrdiff_t c = 0; c < C; c++) {
@@ -177,6 +287,12 @@ static void TILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
     }
 }
 
+#undef XT
+#undef XTILE
+#undef X_SCALED
+#undef X_SCALE
+
+#ifndef PIXELS /* the tiles that do not read X */
 /* fastlr_sum_parts_* (kernels.h). out may be parts itself (row 0). */
 static void TILE(sum_parts)(const FLOAT *parts, ptrdiff_t T, ptrdiff_t stride, ptrdiff_t j0,
                             ptrdiff_t j1, FLOAT *out) {
@@ -222,5 +338,7 @@ static void TILE(sum_update)(FLOAT *W, FLOAT *vel, const FLOAT *parts, ptrdiff_t
     }
 }
 
+#undef FASTLR_HALVES_ADDED
+#endif
 #undef VEC
 #undef TILE

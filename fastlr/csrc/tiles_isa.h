@@ -11,6 +11,15 @@
 #include "tiles_impl.h"
 #undef FLOAT
 
+#define PIXELS
+#define FLOAT float
+#include "tiles_impl.h"
+#undef FLOAT
+#define FLOAT double
+#include "tiles_impl.h"
+#undef FLOAT
+#undef PIXELS
+
 /* v[i] = exp(v[i]) for the n arguments v[i] <= 0 of a block's softmax, in float64 and
    vectorized (libm's exp is a call per value): exp(x) = 2^k exp(r) with k = round(x / ln 2)
    and r = x - k ln 2 (ln 2 in two parts, so r is exact to about 2^-60), |r| <= 0.35, and
@@ -49,6 +58,10 @@ const struct fastlr_tiles FASTLR_CAT(fastlr_tiles_, ISA) = {
     .scores_double = FASTLR_TILE_NAME(scores, double),
     .accumulate_float = FASTLR_TILE_NAME(accumulate, float),
     .accumulate_double = FASTLR_TILE_NAME(accumulate, double),
+    .scores_u8_float = FASTLR_TILE_NAME(scores, u8_float),
+    .scores_u8_double = FASTLR_TILE_NAME(scores, u8_double),
+    .accumulate_u8_float = FASTLR_TILE_NAME(accumulate, u8_float),
+    .accumulate_u8_double = FASTLR_TILE_NAME(accumulate, u8_double),
     .sum_parts_float = FASTLR_TILE_NAME(sum_parts, float),
     .sum_parts_double = FASTLR_TILE_NAME(sum_parts, double),
     .sum_update_float = FASTLR_TILE_NAME(sum_update, float),

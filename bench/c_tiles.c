@@ -1,0 +1,95 @@
+/* The C kernels' tiles timed in isolation, on this CPU: the score tile, the gradient tile and
+   the softmax's exponentials of one block of 64 MNIST-shaped samples (D = 784, C = 10), rows
+   in cache, for every instruction set this CPU runs, float X and uint8 pixels.
+
+       gcc -O3 -Ifastlr/csrc bench/c_tiles.c fastlr/csrc/dispatch.c fastlr/csrc/tiles_v4.c \
+           fastlr/csrc/tiles_v3.c fastlr/csrc/tiles_base.c -o /tmp/c_tiles && /tmp/c_tiles
+
+   Each figure is the fastest of 2000 calls: on a shared machine the fastest call is the one
+   no other process interrupted. There are no hardware counters in a virtual machine without
+   a PMU (perf stat: "not supported"), so this is how the kernels are profiled there; an
+   epoch runs 938 blocks, so "ms/epoch" is that many calls. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "tiles.h"
+
+enum { N_BLOCK = 64, D = 784, C = 10, CALLS = 2000 };
+#define LINE_ALIGNED __attribute__((aligned(64)))
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* The fastest of CALLS runs of `call` on the tiles `t`. */
+#define FASTEST(result, call)                  \
+    do {                                       \
+        result = 1e9;                          \
+        for (int r = 0; r < CALLS; r++) {      \
+            double start = seconds();          \
+            call;                              \
+            double took = seconds() - start;   \
+            result = took < result ? took : result; \
+        }                                      \
+    } while (0)
+
+static void report(const char *what, double s) {
+    double gflops = 2.0 * N_BLOCK * C * D / s / 1e9;
+    printf("  %-22s %6.2f us  %6.1f GFLOP/s  %5.1f ms/epoch\n", what, s * 1e6, gflops,
+           s * 938e3);
+}
+
+int main(void) {
+    /* Rows that start on a cache line (784 floats are 49 lines): with X and W 16 bytes off
+       a line, every vector load straddles two lines and the float tiles run 1.4x slower. */
+    static float X[N_BLOCK * D] LINE_ALIGNED, W[C * D] LINE_ALIGNED, gW[C * D] LINE_ALIGNED;
+    static float z[N_BLOCK * C];
+    static uint8_t pixels[N_BLOCK * D] LINE_ALIGNED;
+    static double ex[N_BLOCK * C];
+    float b[C] = {0}, gb[C];
+    const float *xs[2 * N_BLOCK];
+    const uint8_t *ps[2 * N_BLOCK];
+    for (int i = 0; i < N_BLOCK * D; i++) {
+        pixels[i] = (uint8_t)(i * 7 % 256);
+        X[i] = pixels[i] / 255.0f;
+    }
+    for (int i = 0; i < C * D; i++)
+        W[i] = (i % 17) * 0.01f;
+    for (int j = 0; j < 2 * N_BLOCK; j++) {
+        xs[j] = X + (j % N_BLOCK) * D;
+        ps[j] = pixels + (j % N_BLOCK) * D;
+    }
+    fastlr_dispatch_init();
+    const struct fastlr_tiles *levels[] = {
+#if FASTLR_MULTI_ISA
+        &fastlr_tiles_v4, &fastlr_tiles_v3,
+#endif
+        &fastlr_tiles_base};
+    printf("one block: %d samples x %d features x %d classes; score span %td bytes\n", N_BLOCK,
+           D, C, fastlr_score_span(D * sizeof(float), 10));
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        const struct fastlr_tiles *t = levels[i];
+        if (t->isa_level > fastlr_best_isa_level())
+            continue;
+        double s;
+        printf("ISA level %d\n", t->isa_level);
+        FASTEST(s, t->scores_float(W, b, C, D, xs, N_BLOCK, z));
+        report("scores", s);
+        FASTEST(s, t->accumulate_float(gW, gb, C, D, xs, N_BLOCK, N_BLOCK, 0, z));
+        report("gradient (+prefetch)", s);
+        FASTEST(s, t->scores_u8_float(W, b, C, D, ps, N_BLOCK, z));
+        report("scores, uint8", s);
+        FASTEST(s, t->accumulate_u8_float(gW, gb, C, D, ps, N_BLOCK, N_BLOCK, 0, z));
+        report("gradient, uint8", s);
+        FASTEST(s, {
+            for (int k = 0; k < N_BLOCK * C; k++)
+                ex[k] = -(k % 30) * 0.5;
+            t->exp_nonpositive(ex, N_BLOCK * C);
+        });
+        printf("  %-22s %6.2f us  (with refilling its input)\n", "exp of the block", s * 1e6);
+    }
+    return 0;
+}
