@@ -35,6 +35,7 @@ from .epoch import _sample_epoch, sgd_epoch  # noqa: E402
 from .predict import loss_and_grad, predict_scores  # noqa: E402
 
 name = "numba"
+takes_pixels = True  # uint8 X, the 1/255 folded into the tiles (``tiles.py``)
 
 
 def first_run_compiles():
