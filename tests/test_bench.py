@@ -8,8 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
