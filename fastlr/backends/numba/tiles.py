@@ -1,7 +1,12 @@
 """The register tiles: scores and gradients of a block of samples, in LLVM vector IR.
 
 Shapes: N samples, D features, C classes, P rows of a block (its n samples, rounded up to
-SCORE_SAMPLES), lanes = VECTOR_BYTES / itemsize (16 float32 or 8 float64).
+SCORE_SAMPLES), lanes = VECTOR_BYTES / itemsize of W (16 float32 or 8 float64 with AVX-512).
+
+X is float (W's dtype) or uint8 pixels: a vector of pixels is ``lanes`` bytes widened to
+floats (exact), and the 1/255 that makes them features multiplies each tile's finished sums,
+once (``_load_x``, ``_scaled``), so the loops are the same loads, broadcasts and FMAs on a
+quarter of the bytes. The tile shapes and the vector width come from ``tuning.py``.
 
 ``_gather_scores``    S[s, c] = X[rows[s]] . W[c]: score tiles of SCORE_SAMPLES samples x
                       TILE_CLASSES classes, then the leftover classes and features.
@@ -18,9 +23,9 @@ memory, so a loop over one cannot be FMA-bound); the intrinsics emit the loops a
 vectors of one 64-byte register with the accumulators in allocas that LLVM promotes to zmm
 registers and explicit ``llvm.fma`` calls, so the rounding does not depend on what the
 optimizer contracts, and the lanes are reduced by a fixed halving tree. The loop bodies are
-vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). The 4 x 5
+vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). With AVX-512 the 4 x 5
 score tile feeds 20 FMAs from 9 vector loads; the 10 x 2 gradient tile covers all of MNIST's
-classes, so one sweep over D reads each row once.
+classes, so one sweep over D reads each row once (AVX2 and baseline shapes: ``tuning.py``).
 
 Fast-math is limited to reassociation and contraction (``FAST``), in these loops only.
 """
