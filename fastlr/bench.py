@@ -448,7 +448,7 @@ def prepare_data(data_dir=None, seed=0):
     X, y, X_test, y_test = load_mnist(data_dir)
     n_classes = int(max(y.max(), y_test.max())) + 1
     return {"X": X, "y": y, "X_test": X_test, "y_test": y_test,
-            "X_pixels": np.rint(X * 255).astype(np.uint8),
+            "X_pixels": load_mnist(data_dir, dtype=np.uint8)[0],
             "perm": np.random.default_rng(seed).permutation(len(y)).astype(np.int64),
             "W0": np.zeros((n_classes, X.shape[1]), dtype=np.float32),
             "b0": np.zeros(n_classes, dtype=np.float32)}
