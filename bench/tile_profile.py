@@ -5,7 +5,8 @@
 Each tuning (``fastlr/backends/numba/tuning.py``; ``FASTLR_NUMBA_TUNING`` in a subprocess, so
 the tiles compile with its constants) times, on one thread and with a block's 64 rows of
 MNIST-shaped float32 data in cache: the score tiles of the block (``_gather_scores``), its
-gradient tiles (``_gather_gradient``), its softmax (``_block_softmax``), one step's update of
+gradient tiles (``_gather_gradient``) (with the rows on 64-byte lines, 16 bytes off them, and
+as uint8 pixels), its softmax (``_block_softmax``), one step's update of
 all of W (``_update_slice``), and, on two threads, one meeting (``_barrier``). Medians of
 ``--repeats`` runs of many calls each, interleaved tuning by tuning; GFLOP/s for the tiles.
 This is where the time of a block goes; ``python -m fastlr bench`` times whole epochs.
@@ -27,6 +28,15 @@ import numpy as np
 
 BLOCK, C, D = 64, 10, 784
 CALLS = 2000
+
+
+def _at_offset(a, offset):
+    """A copy of ``a`` whose data starts ``offset`` bytes after a 64-byte line."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def _measure(repeats):
@@ -69,12 +79,13 @@ def _measure(repeats):
                 _barrier(flags, k, 2, m + 1)
 
     rng = np.random.default_rng(0)
-    X = rng.random((BLOCK, D), dtype=np.float32)
     rows = np.arange(BLOCK + 16, dtype=np.int64) % BLOCK
-    W = rng.standard_normal((C, D), dtype=np.float32) * 0.01
     S = np.zeros((1, BLOCK, C), np.float32)
     G = rng.standard_normal((BLOCK, C), dtype=np.float32) * 0.01
-    part_W = np.zeros((C, D), np.float32)
+    X, W, part_W = (_at_offset(rng.random(shape, dtype=np.float32) * 0.01, 0)
+                    for shape in ((BLOCK, D), (C, D), (C, D)))
+    pixels = _at_offset(rng.integers(0, 256, (BLOCK, D)).astype(np.uint8), 0)
+    X16, W16, part_W16 = (_at_offset(a, 16) for a in (X, W, part_W))
     Gs, Z, E, row_max, row_total = _softmax_scratch(1, BLOCK, C, np.float32)
     b = np.zeros(C, np.float32)
     y = rng.integers(0, C, BLOCK)
@@ -97,6 +108,10 @@ def _measure(repeats):
 
     t_scores = time_of(scores, X, rows, W, S[0])
     t_grad = time_of(gradient, X, rows, G, part_W)
+    t_scores16 = time_of(scores, X16, rows, W16, S[0])
+    t_grad16 = time_of(gradient, X16, rows, G, part_W16)
+    t_scores_u8 = time_of(scores, pixels, rows, W, S[0])
+    t_grad_u8 = time_of(gradient, pixels, rows, G, part_W)
     t_soft = time_of(softmax, S, b, y, w, perm, Z[0], E[0], row_max[0], row_total[0], Gs[0],
                      b.copy())
     t_update = time_of(update, flat, vel, parts, grad)
@@ -109,7 +124,11 @@ def _measure(repeats):
         meetings(flags, 20000)
         samples.append((time.perf_counter() - t0) / 20000)
     return {"tuning": TUNING.profile, "scores_gflops": flops / t_scores / 1e9,
-            "gradient_gflops": flops / t_grad / 1e9, "softmax_us": t_soft * 1e6,
+            "gradient_gflops": flops / t_grad / 1e9,
+            "scores_gflops_off16": flops / t_scores16 / 1e9,
+            "gradient_gflops_off16": flops / t_grad16 / 1e9,
+            "scores_gflops_uint8": flops / t_scores_u8 / 1e9,
+            "gradient_gflops_uint8": flops / t_grad_u8 / 1e9, "softmax_us": t_soft * 1e6,
             "update_us": t_update * 1e6, "meeting_us": float(np.median(samples)) * 1e6}
 
 
@@ -123,7 +142,9 @@ def main(argv=None):
     if args.measure:
         print(json.dumps(_measure(args.repeats)))
         return
-    print(f"{'tuning':24s} {'scores GF/s':>12s} {'gradient GF/s':>14s} {'softmax us':>11s} "
+    print("GFLOP/s of the tiles on a block in cache: rows on 64-byte lines / 16 bytes off / "
+          "uint8 pixels")
+    print(f"{'tuning':24s} {'scores GF/s':>18s} {'gradient GF/s':>18s} {'softmax us':>11s} "
           f"{'update us':>10s} {'meeting us':>11s}")
     for tuning in args.tunings.split(";") if ";" in args.tunings else args.tunings.split(","):
         env = dict(os.environ, FASTLR_NUMBA_TUNING=tuning)
@@ -131,8 +152,11 @@ def main(argv=None):
                               str(args.repeats)], env=env, capture_output=True, text=True,
                              check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"{tuning:24s} {r['scores_gflops']:12.1f} {r['gradient_gflops']:14.1f} "
-              f"{r['softmax_us']:11.2f} {r['update_us']:10.2f} {r['meeting_us']:11.2f}")
+        tiles = [" / ".join(f"{r[f'{name}_gflops{suffix}']:.0f}"
+                            for suffix in ("", "_off16", "_uint8"))
+                 for name in ("scores", "gradient")]
+        print(f"{tuning:24s} {tiles[0]:>18s} {tiles[1]:>18s} {r['softmax_us']:11.2f} "
+              f"{r['update_us']:10.2f} {r['meeting_us']:11.2f}")
 
 
 if __name__ == "__main__":
