@@ -52,9 +52,10 @@ def target_lines(report, n_threads):
                          f"(goal >= 80%): {_verdict(speed, 0.8)}")
     for threads in sorted({key[2] for key in ms}):
         if ("numba:uint8", 1024, threads) in ms and ("numba", 1024, threads) in ms:
-            ratio = ms[("numba", 1024, threads)] / ms[("numba:uint8", 1024, threads)]
-            lines.append(f"4. batch 1024, {threads} thr: uint8 {ms[('numba:uint8', 1024, threads)]:.1f}"
-                         f" ms, float32 {ms[('numba', 1024, threads)]:.1f}: {ratio:.2f}x "
+            pixels, floats = ms[("numba:uint8", 1024, threads)], ms[("numba", 1024, threads)]
+            ratio = floats / pixels
+            lines.append(f"4. batch 1024, {threads} thr: uint8 {pixels:.1f} ms, float32 "
+                         f"{floats:.1f}: {ratio:.2f}x "
                          f"(goal >= 1.2x): {_verdict(ratio, 1.2)}")
     disturbed = [r for r in report["results"] if r.get("disturbed")]
     lines.append(f"rows disturbed by other processes: {len(disturbed)} of "

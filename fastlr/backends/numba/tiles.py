@@ -23,9 +23,10 @@ memory, so a loop over one cannot be FMA-bound); the intrinsics emit the loops a
 vectors of one 64-byte register with the accumulators in allocas that LLVM promotes to zmm
 registers and explicit ``llvm.fma`` calls, so the rounding does not depend on what the
 optimizer contracts, and the lanes are reduced by a fixed halving tree. The loop bodies are
-vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). With AVX-512 the 4 x 5
-score tile feeds 20 FMAs from 9 vector loads; the 10 x 2 gradient tile covers all of MNIST's
-classes, so one sweep over D reads each row once (AVX2 and baseline shapes: ``tuning.py``).
+vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). With
+AVX-512 the 4 x 5 score tile feeds 20 FMAs from 9 vector loads; the 10 x 2 gradient tile
+covers all of MNIST's classes, so one sweep over D reads each row once (the AVX2 and baseline
+shapes: ``tuning.py``).
 
 Fast-math is limited to reassociation and contraction (``FAST``), in these loops only.
 """

@@ -119,8 +119,10 @@ def tuning_for(features, machine=None, override=None):
         key, value = (s.strip() for s in item.split("=", 1))
         if key not in Tuning.__dataclass_fields__ or key == "profile":
             raise ValueError(f"{ENV_VAR}: unknown field {key!r}")
-        kind = Tuning.__dataclass_fields__[key].type
-        fields[key] = value.lower() in ("1", "true", "yes") if kind in (bool, "bool") else int(value)
+        if Tuning.__dataclass_fields__[key].type in (bool, "bool"):
+            fields[key] = value.lower() in ("1", "true", "yes")
+        else:
+            fields[key] = int(value)
     tuning = dataclasses.replace(_profile(name, x86), **fields)
     if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
         tuning = dataclasses.replace(tuning, fused=False)
