@@ -242,6 +242,8 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
     ``repeats`` runs of ``epochs`` epochs each (again if other processes disturbed them, see
     time_undisturbed). Returns a result row (times per epoch)."""
     X, y, perm, lr_steps, W0, b0 = (data[k] for k in ("X", "y", "perm", "lr_steps", "W0", "b0"))
+    if getattr(backend, "pixels", False):
+        X = data["X_pixels"]
     n, d = X.shape
     c = W0.shape[0]
     # Only the NumPy engine calls BLAS. For the others BLAS gets one thread: OpenBLAS workers
@@ -251,18 +253,18 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
         start = time.perf_counter()
         try:
             result = run_epoch(backend, X, y, W0, b0, perm, lr_steps, batch_size, threads,
-                               X.dtype)
+                               W0.dtype)
         except Exception as exc:  # a broken engine gets an error row, the run goes on
             return _error_row(engine, batch_size, threads, f"failed: {exc}")
         first_call = time.perf_counter() - start
         error = epoch_error(result, expected)
-        tolerance = TRAJECTORY_TOLERANCE[X.dtype]
+        tolerance = TRAJECTORY_TOLERANCE[W0.dtype]
         if not error <= tolerance:
             return _error_row(engine, batch_size, threads,
                               f"disagrees with the reference: error {error:.2g} > {tolerance:g}")
-        sw = np.ones(n, dtype=X.dtype)
-        parts_W = np.zeros((threads, c, d), dtype=X.dtype)
-        parts_b = np.zeros((threads, c), dtype=X.dtype)
+        sw = np.ones(n, dtype=W0.dtype)
+        parts_W = np.zeros((threads, c, d), dtype=W0.dtype)
+        parts_b = np.zeros((threads, c), dtype=W0.dtype)
 
         def run_once():
             W, b = W0.copy(), b0.copy()
@@ -480,11 +482,12 @@ def time_to_accuracy_sklearn_sgd(data, threads, target=TARGET_ACCURACY):
 # --- the whole run -------------------------------------------------------------------------------
 
 def prepare_data(data_dir=None, seed=0):
-    """MNIST in float32, loaded once, with the permutation and starting weights every engine
-    shares."""
+    """MNIST in float32 (and as its uint8 pixels, for the engines that take them), loaded
+    once, with the permutation and starting weights every engine shares."""
     X, y, X_test, y_test = load_mnist(data_dir)
     n_classes = int(max(y.max(), y_test.max())) + 1
     return {"X": X, "y": y, "X_test": X_test, "y_test": y_test,
+            "X_pixels": load_mnist(data_dir, dtype=np.uint8)[0],
             "perm": np.random.default_rng(seed).permutation(len(y)).astype(np.int64),
             "W0": np.zeros((n_classes, X.shape[1]), dtype=np.float32),
             "b0": np.zeros(n_classes, dtype=np.float32)}
@@ -537,6 +540,10 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
             else:
                 engines.append((name, None))
                 notes.append(f"{name}: not available ({missing.get(name, 'unknown')})")
+    for name, backend in list(engines):
+        if name != "numpy" and getattr(backend, "takes_pixels", False):
+            engines.append((f"{name}:uint8", SimpleNamespace(
+                name=name, sgd_epoch=backend.sgd_epoch, pixels=True)))
     if kernels:
         for name in ("numba", "cython"):
             if name in available and name in backends:

@@ -585,6 +585,18 @@ def _read_decoded(path):
     return array
 
 
+def _aligned_empty(shape, dtype, alignment=64):
+    """An empty C-contiguous array that starts on a cache line: the kernels' 64-byte vector
+    loads of its rows then never straddle two lines (on Intel cores such a load costs two;
+    the Numba score tile ran 1.37x faster on aligned rows, docs/kernels.md)."""
+    dtype = np.dtype(dtype)
+    n_bytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(n_bytes + alignment, np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start:start + n_bytes].view(dtype).reshape(shape)
+
+
+
 def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
     """Load a known data set by name, or any data set in MNIST's four file names and format.
 
@@ -635,11 +647,12 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
         if images.ndim < 2 or images.shape[0] != labels.shape[0]:
             raise DataError(f"{directory}: {split} has {images.shape[0]} images but "
                             f"{labels.shape[0]} labels")
-        X = images.reshape(images.shape[0], -1)
+        pixels = images.reshape(images.shape[0], -1)
+        X = _aligned_empty(pixels.shape, dtype)
         if dtype == np.uint8:
-            X = np.array(X)
-        else:  # one pass, the same values as X.astype(dtype) / 255
-            X = np.divide(X, dtype.type(255), dtype=dtype)
+            X[...] = pixels
+        else:  # one pass, the same values as pixels.astype(dtype) / 255
+            np.divide(pixels, dtype.type(255), out=X, dtype=dtype)
         out += [X, labels.astype(np.int64)]
     if out[0].shape[1] != out[2].shape[1]:
         raise DataError(f"{directory}: train images have {out[0].shape[1]} pixels, test images "

@@ -77,6 +77,8 @@ def test_load_mnist_shapes_scaling_and_labels():
     raw = load_mnist(MNIST_DIR, dtype=np.uint8)[0]
     assert raw.dtype == np.uint8 and raw.max() == 255
     np.testing.assert_array_equal(raw[:5] / np.float32(255), X_train[:5])
+    # on a 64-byte cache line, so the kernels' vector loads of a row never straddle two
+    assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in (X_train, X_test, raw))
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -105,6 +105,37 @@ def test_stepwise_epoch_is_bitwise_the_spinning_epoch(dtype, batch_size, momentu
         assert actual.tobytes() == expected.tobytes()
 
 
+def _off_a_line(a, offset=16):
+    """A copy of ``a`` starting ``offset`` bytes after a 64-byte line."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("sample_epoch", [epoch._sample_epoch, epoch._stepwise_epoch])
+def test_weights_off_a_cache_line_get_the_same_bits_in_place(sample_epoch):
+    """The epoch works on an aligned copy of W (and of the partial gradients) when they do
+    not start on a line, and writes W back: the caller's W, in place, with the bits of an
+    aligned run."""
+    rng = np.random.default_rng(31)
+    X, y, sw, W, b = make_problem(rng, 211, 784, 10, np.float32)
+    perm = rng.permutation(211).astype(np.int64)
+    results = []
+    for place in (lambda a: a.copy(), _off_a_line):
+        W_run, b_run = place(W), b.copy()
+        parts_W = place(np.zeros((2, 10, 784), np.float32))
+        loss = sample_epoch(X, y, sw, perm, W_run, b_run, np.zeros_like(W), np.zeros_like(b),
+                            np.full(4, 0.1), 64, 0.9, 1e-3, parts_W, np.zeros((2, 10), np.float32))
+        results.append((W_run, b_run, loss))
+    assert results[1][0].ctypes.data % 64 == 16  # the caller's array, updated in place
+    assert results[0][0].tobytes() == results[1][0].tobytes()
+    assert results[0][1].tobytes() == results[1][1].tobytes()
+    assert results[0][2] == results[1][2]
+    assert not np.array_equal(results[1][0], W)
+
+
 # --- the on-disk cache -------------------------------------------------------------------------
 
 CACHE_SCRIPT = """
@@ -179,8 +210,8 @@ def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     assert after_lab_edit["hits"] == 1 and after_lab_edit["misses"] == 0
 
     _edit(package / "backends" / "numba" / "tiles.py",
-          "            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail)\n",
-          "            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail)\n"
+          "            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail, scale)\n",
+          "            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail, scale)\n"
           "    S[0, 0] = 100.0\n")
     after_edit = _run(tmp_path, env)
     assert after_edit["first_run_compiles"] and after_edit["misses"] == 1

@@ -4,13 +4,15 @@ Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T thread
 
 The contract
 ------------
-A backend is a module with a ``name`` and three functions. They only compute: they validate
+A backend is a module with a ``name``, a ``takes_pixels`` flag (True if its kernels accept
+uint8 X) and three functions. They only compute: they validate
 nothing, print nothing, draw no random numbers, and write their results into arrays the
 driver (``fastlr/sgd.py``) allocated. The driver guarantees:
 
 - every array is C-contiguous;
 - ``X``, ``sample_weight``, ``W``, ``b``, ``vel_*``, ``grad_*``, ``parts_*`` and ``out`` share
-  one float dtype, float32 (the fast path) or float64;
+  one float dtype, float32 (the fast path) or float64; or X is uint8 pixels, whose features
+  are ``X / 255`` (``reference.features``), and the others share the float dtype;
 - ``y`` and ``perm`` are int64; labels lie in ``0..C-1``; ``lr_steps`` is float64;
 - the thread count T is ``parts_W.shape[0]``, at least 1.
 

@@ -36,8 +36,10 @@ def scaled_error(actual, expected):
 
 def run_epoch(backend, X, y, W, b, perm, lr_steps, batch_size, n_threads, dtype):
     """One ``sgd_epoch`` of ``backend`` in ``dtype`` from copies of (W, b), without momentum or
-    L2; returns the new (W, b) and the mean loss over the epoch."""
-    X = np.ascontiguousarray(X, dtype=dtype)
+    L2; returns the new (W, b) and the mean loss over the epoch. uint8 X (pixels) is passed as
+    it is."""
+    if X.dtype != np.uint8:
+        X = np.ascontiguousarray(X, dtype=dtype)
     W, b = W.astype(dtype), b.astype(dtype)
     parts_W = np.zeros((n_threads,) + W.shape, dtype=dtype)
     parts_b = np.zeros((n_threads, W.shape[0]), dtype=dtype)

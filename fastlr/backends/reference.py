@@ -33,12 +33,16 @@ regularized; with mu = 0 this is exactly ``W -= lr_t * (grad_W + alpha * W)``)::
     v_W = mu v_W + (grad_W + alpha W)      W -= lr_t v_W
     v_b = mu v_b +  grad_b                 b -= lr_t v_b
 
+Pixels: X may also be uint8 (MNIST's bytes as they are, a quarter of the memory traffic);
+its features are then ``x = X / 255`` in W's dtype, and everything else is as above.
+
 The kernel contract is documented in ``fastlr/backends/__init__.py``.
 """
 
 import numpy as np
 
 name = "numpy"
+takes_pixels = True  # uint8 X: features X / 255 (``features``)
 
 
 def softmax(scores):
@@ -59,10 +63,18 @@ def cross_entropy(scores, y):
     return log_sum_exp(scores) - scores[np.arange(len(y)), y]
 
 
+def features(X, dtype):
+    """The features of X (N, D): X itself if it is float, ``X / 255`` in ``dtype`` if it is
+    uint8 pixels."""
+    if X.dtype == np.uint8:
+        return X.astype(dtype) / dtype.type(255)
+    return X
+
+
 def predict_scores(X, W, b, out, n_threads):
     """Scores ``X W^T + b`` of X (N, D) written into ``out`` (N, C). ``n_threads`` is unused:
     NumPy's BLAS picks its own threads."""
-    np.matmul(X, W.T, out=out)
+    np.matmul(features(X, W.dtype), W.T, out=out)
     out += b
 
 
@@ -71,10 +83,10 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
 
     Parameters
     ----------
-    X : (B, D) float32 or float64
+    X : (B, D) float32 or float64, or uint8 pixels (features X / 255)
     y : (B,) int64, labels in 0..C-1
-    sample_weight : (B,) same dtype as X
-    W : (C, D), b : (C,) the current weights, same dtype as X
+    sample_weight : (B,) W's dtype
+    W : (C, D), b : (C,) the current weights, float32 or float64 (X's dtype if X is float)
     grad_W : (C, D), grad_b : (C,) outputs
     parts_W : (T, C, D), parts_b : (T, C) per-thread scratch; unused here
 
@@ -84,6 +96,7 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
         ``L = (1/B) sum_i s_i l_i``.
     """
     batch = X.shape[0]
+    X = features(X, W.dtype)
     scores = X @ W.T + b
     losses = cross_entropy(scores, y)
     delta = softmax(scores)

@@ -11,12 +11,15 @@ The contract (``fastlr/backends/__init__.py``; the math in ``reference.py``):
 The files, by job: ``tiles.py`` the register tiles in LLVM vector IR (scores, gradient,
 prefetch), ``softmax.py`` the vectorizable exp, the softmax and the loss, ``update.py`` the one
 SGD update (momentum and L2), ``sync.py`` the atomic flags and barrier of the threads,
-``partition.py`` which samples and weights each thread takes, ``epoch.py`` the chosen epoch,
-``predict.py`` the scores and ``loss_and_grad``, ``_cache.py`` the on-disk cache keyed by all of
-these sources. The variants tried on the way, and why each was kept or dropped, are the lab in
-``fastlr/backends/numba_ladder``; the measurements are in docs/kernels.md.
+``partition.py`` which samples and weights each thread takes, ``tuning.py`` what depends on the
+CPU (vector width, tile shapes, FMA, prefetch; ``FASTLR_NUMBA_TUNING`` overrides it),
+``epoch.py`` the chosen epoch, ``predict.py`` the scores and ``loss_and_grad``, ``_cache.py``
+the on-disk cache keyed by all of these sources and the tuning. The variants tried on the way,
+and why each was kept or dropped, are the lab in ``fastlr/backends/numba_ladder``; the
+measurements are in docs/kernels.md.
 
-float32 is the fast path; float64 runs the same code (8 lanes instead of 16). Importing this
+float32 is the fast path; float64 runs the same code (8 lanes instead of 16); uint8 pixels
+(features X / 255) run it on a quarter of the bytes. Importing this
 package compiles (or loads) one tiny parallel probe and raises ImportError if Numba cannot
 compile here, so the registry falls back.
 """
@@ -40,6 +43,7 @@ from .epoch import _sample_epoch, sgd_epoch  # noqa: E402
 from .predict import loss_and_grad, predict_scores  # noqa: E402
 
 name = "numba"
+takes_pixels = True  # uint8 X, the 1/255 folded into the tiles (``tiles.py``)
 
 
 def first_run_compiles():

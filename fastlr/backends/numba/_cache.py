@@ -6,7 +6,9 @@ stale ``sgd_epoch``. For every function defined in this package, the source stam
 checks is instead a hash of every ``.py`` file of the package: any edit to a production kernel
 file recompiles the production kernels at the next use. The lab (``numba_ladder``) calls
 production helpers, so its stamp covers both packages; an edit there never touches the
-production cache. Where the cache lives is Numba's own choice, kept: ``NUMBA_CACHE_DIR`` if
+production cache. The stamp also holds the CPU tuning (``tuning.py``): the tiles are compiled
+with its values as constants, so a kernel compiled under one tuning is never loaded under
+another. Where the cache lives is Numba's own choice, kept: ``NUMBA_CACHE_DIR`` if
 set, else ``__pycache__`` next to the source, else the user cache directory when the package
 directory is not writable.
 """
@@ -16,6 +18,8 @@ import hashlib
 import os
 
 from numba.core import caching
+
+from .tuning import TUNING
 
 PRODUCTION = os.path.dirname(os.path.abspath(__file__))
 LAB = os.path.join(os.path.dirname(PRODUCTION), "numba_ladder")
@@ -60,7 +64,7 @@ class _KernelSourcesMixin:
     """Numba's locator, with the source stamp of the whole kernel package."""
 
     def get_source_stamp(self):
-        return sources_stamp(self._kernel_directories)
+        return sources_stamp(self._kernel_directories) + repr(TUNING)
 
     @classmethod
     def from_function(cls, py_func, py_file):

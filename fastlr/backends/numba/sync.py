@@ -5,8 +5,9 @@ Shapes: T threads.
 The chosen epoch runs as one ``prange`` over the T threads; within it the threads meet twice
 per step (after the partial gradients, after the update). A meeting is a per-thread counter on
 its own cache line: ``_publish`` is a release store, ``_wait_until`` spins on acquire loads with
-``pause`` in between, and ``_barrier`` is thread k's side of one meeting. They are LLVM IR
-through ``numba.core.extending.intrinsic`` because Numba has no atomics of its own.
+x86's ``pause`` in between (a plain spin on other CPUs: ``TUNING.pause``), and ``_barrier`` is
+thread k's side of one meeting. They are LLVM IR through ``numba.core.extending.intrinsic``
+because Numba has no atomics of its own.
 
 Threads that spin on each other must all run at once: ``_threads_run_at_once`` says whether a
 ``prange(T)`` gives every chunk its own thread (OpenMP and workqueue do if Numba has T; TBB's
@@ -19,6 +20,8 @@ from llvmlite import ir
 from numba import get_num_threads, njit, threading_layer, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
+
+from .tuning import TUNING
 
 
 @intrinsic
@@ -44,8 +47,6 @@ def _wait_until(typingctx, flags, j, value):
     def codegen(context, builder, signature, args):
         fa = context.make_array(signature.args[0])(context, builder, args[0])
         ptr = builder.gep(fa.data, [args[1]])
-        pause = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
         spin = builder.append_basic_block("spin")
         wait = builder.append_basic_block("wait")
         done = builder.append_basic_block("done")
@@ -54,7 +55,9 @@ def _wait_until(typingctx, flags, j, value):
         seen = builder.load_atomic(ptr, "acquire", 8)
         builder.cbranch(builder.icmp_signed(">=", seen, args[2]), done, wait)
         builder.position_at_end(wait)
-        builder.call(pause, [])
+        if TUNING.pause:
+            builder.call(cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"), [])
         builder.branch(spin)
         builder.position_at_end(done)
         return context.get_dummy_value()

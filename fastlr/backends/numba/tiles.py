@@ -1,7 +1,12 @@
 """The register tiles: scores and gradients of a block of samples, in LLVM vector IR.
 
 Shapes: N samples, D features, C classes, P rows of a block (its n samples, rounded up to
-SCORE_SAMPLES), lanes = VECTOR_BYTES / itemsize (16 float32 or 8 float64).
+SCORE_SAMPLES), lanes = VECTOR_BYTES / itemsize of W (16 float32 or 8 float64 with AVX-512).
+
+X is float (W's dtype) or uint8 pixels: a vector of pixels is ``lanes`` bytes widened to
+floats (exact), and the 1/255 that makes them features multiplies each tile's finished sums,
+once (``_load_x``, ``_scaled``), so the loops are the same loads, broadcasts and FMAs on a
+quarter of the bytes. The tile shapes and the vector width come from ``tuning.py``.
 
 ``_gather_scores``    S[s, c] = X[rows[s]] . W[c]: score tiles of SCORE_SAMPLES samples x
                       TILE_CLASSES classes, then the leftover classes and features.
@@ -18,29 +23,35 @@ memory, so a loop over one cannot be FMA-bound); the intrinsics emit the loops a
 vectors of one 64-byte register with the accumulators in allocas that LLVM promotes to zmm
 registers and explicit ``llvm.fma`` calls, so the rounding does not depend on what the
 optimizer contracts, and the lanes are reduced by a fixed halving tree. The loop bodies are
-vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). The 4 x 5
-score tile feeds 20 FMAs from 9 vector loads; the 10 x 2 gradient tile covers all of MNIST's
-classes, so one sweep over D reads each row once.
+vector loads, broadcasts and ``vfmadd231ps`` only (checked with ``inspect_asm``). With
+AVX-512 the 4 x 5 score tile feeds 20 FMAs from 9 vector loads; the 10 x 2 gradient tile
+covers all of MNIST's classes, so one sweep over D reads each row once (the AVX2 and baseline
+shapes: ``tuning.py``).
 
 Fast-math is limited to reassociation and contraction (``FAST``), in these loops only.
 """
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
+
+from .tuning import TUNING
 
 # Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
 # other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
 # see an inf or a NaN if the weights diverge, so the driver can report it.
 FAST = {"reassoc", "contract"}
 
-VECTOR_BYTES = 64
-PREFETCH_LOCALITY = 2  # llvm.prefetch locality 2: prefetcht1, into L2
-SCORE_SAMPLES = 4   # samples x classes of the score tile: 9 vector loads feed 20 FMAs
-TILE_CLASSES = 5    # classes of the score tile; C = 10 is two tiles
-GATHER_CLASSES = 10  # classes of the gradient tile: all of MNIST's in one sweep over X
-GATHER_VECTORS = 2   # vectors of features of that tile: 10 x 2 accumulators
+# The shapes depend on the CPU: chosen in tuning.py (avx512: 64-byte vectors, a 4 x 5 score
+# tile, a 10 x 2 gradient tile).
+VECTOR_BYTES = TUNING.vector_bytes
+PREFETCH_LOCALITY = TUNING.prefetch_locality  # llvm.prefetch locality 2: prefetcht1, into L2
+SCORE_SAMPLES = TUNING.score_samples  # samples x classes of the score tile
+TILE_CLASSES = TUNING.score_classes   # classes of the score tile; C = 10 is two tiles of 5
+GATHER_CLASSES = TUNING.grad_classes  # classes of the gradient tile: 10, all of MNIST's at once
+GATHER_VECTORS = TUNING.grad_vectors  # vectors of features of that tile
 
 
 def _lanes_of(context, array_type):
@@ -49,8 +60,52 @@ def _lanes_of(context, array_type):
     return element, ir.VectorType(element, lanes)
 
 
+def _is_pixels(x_type):
+    """Whether X holds uint8 pixels, whose features are X / 255."""
+    return x_type.dtype == types.uint8
+
+
+def _load_x(builder, x_type, xa, index, vector):
+    """The vector of X's elements from ``index`` on, in the float type of ``vector``: loaded
+    as they are, or, for uint8 pixels, ``lanes`` bytes converted (exactly: 0..255) to floats;
+    the 1/255 multiplies the tiles' sums (``_scaled``), once per sum, not every pixel."""
+    if not _is_pixels(x_type):
+        return builder.load(_vector_at(builder, xa.data, index, vector), align=1)
+    pixels = ir.VectorType(ir.IntType(8), vector.count)
+    return builder.uitofp(builder.load(_vector_at(builder, xa.data, index, pixels), align=1),
+                          vector)
+
+
+def _scaled(builder, x_type, value):
+    """A tile's sum over features (a float or a vector of them) times X's scale: 1/255 for
+    uint8 pixels, nothing for float X."""
+    if not _is_pixels(x_type):
+        return value
+    if isinstance(value.type, ir.VectorType):
+        element = value.type.element
+        scale = ir.Constant(value.type, [ir.Constant(element, 1.0 / 255.0)] * value.type.count)
+    else:
+        scale = ir.Constant(value.type, 1.0 / 255.0)
+    return builder.fmul(value, scale)
+
+
+def pixel_scale(X):
+    """The factor that turns X's values into features: 1/255 for uint8 pixels, else 1."""
+    return 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
+
+
+@overload(pixel_scale)
+def _pixel_scale_typed(X):
+    if X.dtype == types.uint8:
+        return lambda X: 1.0 / 255.0
+    return lambda X: 1.0
+
+
 def _fma(builder, a, b, c):
-    """a * b + c on vectors, one rounding."""
+    """a * b + c on vectors: one rounding where the CPU has FMA (``TUNING.fused``), else a
+    multiply and an add."""
+    if not TUNING.fused:
+        return builder.fadd(builder.fmul(a, b), c)
     vector = a.type
     suffix = f"v{vector.count}f{64 if isinstance(vector.element, ir.DoubleType) else 32}"
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
@@ -112,15 +167,16 @@ def _prefetch_line(builder, fn, pointer):
                       ir.Constant(i32, 1)])
 
 
-def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga, g_row, d0_, c0_, oa,
-                    out_row, n_classes, n_vectors, overwrite=None, ask=None):
+def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga, g_row, d0_, c0_,
+                    oa, out_row, n_classes, n_vectors, overwrite=None, ask=None):
     """The body of the gradient tiles: for the n_classes classes c0.. and the n_vectors
     vectors of features from d0, ``out[c, d] (+)= sum_{s < n} G[s, c] x_s[d]`` with x_s the
     row of X starting at element ``row_start(s)``, summed over s in order in n_classes x
     n_vectors accumulators that stay in registers, and written to ``out`` once: added to it,
-    or stored over it where the i1 value ``overwrite`` is true. ``ask(s)``, if given, emits
-    the prefetches to issue at sample s."""
-    element, vector = _lanes_of(context, x_type)
+    or stored over it where the i1 value ``overwrite`` is true; for uint8 X the sums are
+    times 1/255. ``ask(s)``, if given, emits the prefetches to issue at sample s. The vectors
+    are of G's float type (X may be uint8)."""
+    element, vector = _lanes_of(context, g_type)
     lanes = vector.count
     intp = context.get_value_type(types.intp)
     acc = _accumulators(builder, vector, n_classes * n_vectors)
@@ -129,8 +185,8 @@ def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga, g_row, d0_,
         if ask is not None:
             ask(s)
         x_at = builder.add(row_start(s), d0_)
-        xs = [builder.load(_vector_at(builder, xa.data, builder.add(
-            x_at, ir.Constant(intp, v * lanes)), vector), align=1) for v in range(n_vectors)]
+        xs = [_load_x(builder, x_type, xa, builder.add(x_at, ir.Constant(intp, v * lanes)),
+                      vector) for v in range(n_vectors)]
         g_at = builder.add(builder.mul(s, g_row), c0_)
         for c in range(n_classes):
             gc = builder.load(builder.gep(ga.data, [builder.add(g_at, ir.Constant(intp, c))]))
@@ -143,7 +199,7 @@ def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga, g_row, d0_,
         for v in range(n_vectors):
             ptr = _vector_at(builder, oa.data, builder.add(out_at, ir.Constant(intp, v * lanes)),
                              vector)
-            total = builder.load(acc[c * n_vectors + v])
+            total = _scaled(builder, x_type, builder.load(acc[c * n_vectors + v]))
             added = builder.fadd(builder.load(ptr, align=1), total)
             if overwrite is not None:
                 added = builder.select(overwrite, total, added)
@@ -175,7 +231,8 @@ def _make_gather_grad_tile(n_classes, n_vectors):
             intp = context.get_value_type(types.intp)
             fn = _llvm_prefetch(builder)
             byte = ir.IntType(8).as_pointer()
-            n_lines = max(1, n_vectors * VECTOR_BYTES // 64)
+            n_lines = max(1, n_vectors * VECTOR_BYTES * x_type.dtype.bitwidth
+                          // (g_type.dtype.bitwidth * 64))
 
             def row_start(s):
                 return builder.mul(builder.load(builder.gep(ra.data, [s])), x_row)
@@ -191,7 +248,7 @@ def _make_gather_grad_tile(n_classes, n_vectors):
 
             overwrite_bit = builder.icmp_unsigned("!=", overwrite_, ir.Constant(
                 overwrite_.type, 0))
-            _emit_grad_tile(context, builder, x_type, xa, row_start, n_, ga,
+            _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga,
                             _row_length(context, builder, g_type, ga), d0_, c0_, oa,
                             _row_length(context, builder, out_type, oa), n_classes, n_vectors,
                             overwrite_bit, ask)
@@ -207,8 +264,9 @@ def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, 
     """The body of the score tiles: for the SCORE_SAMPLES rows of X starting at the elements
     ``row_starts`` and the TILE_CLASSES rows c0.. of W,
     ``S[s0 + s, c] = sum_{d < nv * lanes} x_s[d] W[c, d]``, each sum kept in one vector of
-    lanes across d and reduced by a fixed halving tree."""
-    element, vector = _lanes_of(context, x_type)
+    lanes across d and reduced by a fixed halving tree (for uint8 X, times 1/255). The vectors
+    are of W's float type."""
+    element, vector = _lanes_of(context, w_type)
     lanes = vector.count
     intp = context.get_value_type(types.intp)
     w_row = _row_length(context, builder, w_type, wa)
@@ -218,8 +276,7 @@ def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, 
     acc = _accumulators(builder, vector, SCORE_SAMPLES * TILE_CLASSES)
     with cgutils.for_range(builder, nv) as loop:
         d = builder.mul(loop.index, ir.Constant(intp, lanes))
-        xs = [builder.load(_vector_at(builder, xa.data, builder.add(start, d), vector), align=1)
-              for start in row_starts]
+        xs = [_load_x(builder, x_type, xa, builder.add(start, d), vector) for start in row_starts]
         for c in range(TILE_CLASSES):
             wv = builder.load(_vector_at(builder, wa.data, builder.add(w_starts[c], d), vector),
                               align=1)
@@ -229,7 +286,8 @@ def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, 
     for s in range(SCORE_SAMPLES):
         s_at = builder.add(builder.mul(builder.add(s0_, ir.Constant(intp, s)), s_row), c0_)
         for c in range(TILE_CLASSES):
-            total = _horizontal_sum(builder, builder.load(acc[s * TILE_CLASSES + c]))
+            total = _scaled(builder, x_type, _horizontal_sum(builder, builder.load(
+                acc[s * TILE_CLASSES + c])))
             builder.store(total, builder.gep(sa.data, [builder.add(s_at, ir.Constant(intp, c))]))
 
 
@@ -265,23 +323,23 @@ _gather_grad_class_narrow = _make_gather_grad_tile(1, 1)
 
 
 @njit(fastmath=FAST, cache=True)
-def _score_leftovers(x, W, z, c_tiles, d_tail):
-    """What the score tiles leave of one sample's scores z (C,): whole dot products x . W[c]
-    for the classes from c_tiles on, and the features from d_tail on for the classes before
-    (added to the tile's sums in z)."""
+def _score_leftovers(x, W, z, c_tiles, d_tail, scale):
+    """What the score tiles leave of one sample's scores z (C,): whole dot products
+    ``scale x . W[c]`` for the classes from c_tiles on, and the features from d_tail on for
+    the classes before (added to the tile's sums in z). ``scale``: ``pixel_scale(X)``."""
     C, D = W.shape
     for c in range(c_tiles, C):
         w = W[c]
         acc = W.dtype.type(0)
         for d in range(D):
-            acc += x[d] * w[d]
-        z[c] = acc
+            acc += W.dtype.type(x[d]) * w[d]
+        z[c] = acc * scale
     for c in range(c_tiles):
         w = W[c]
-        acc = z[c]
+        acc = W.dtype.type(0)
         for d in range(d_tail, D):
-            acc += x[d] * w[d]
-        z[c] = acc
+            acc += W.dtype.type(x[d]) * w[d]
+        z[c] += acc * scale
 
 
 @njit(fastmath=FAST, cache=True)
@@ -290,7 +348,8 @@ def _gather_scores(X, rows, n, W, S):
     valid row there; those scores are ignored): the register tiles over whole vectors, the
     leftover classes and features with plain loops."""
     C, D = W.shape
-    lanes = VECTOR_BYTES // X.itemsize
+    lanes = VECTOR_BYTES // W.itemsize
+    scale = pixel_scale(X)
     n_vec = D // lanes
     d_tail = n_vec * lanes
     c_tiles = C - C % TILE_CLASSES
@@ -298,7 +357,7 @@ def _gather_scores(X, rows, n, W, S):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _gather_score_tile(X, rows, s0, W, c0, n_vec, S)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail)
+            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail, scale)
 
 
 @njit(fastmath=FAST, cache=True)
@@ -309,7 +368,7 @@ def _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead):
     block's, so every line of them is asked for once, spread over the whole pass. Leftover
     features with plain loops."""
     C, D = part_W.shape
-    lanes = VECTOR_BYTES // X.itemsize
+    lanes = VECTOR_BYTES // part_W.itemsize
     wide = GATHER_VECTORS * lanes
     d_wide = D - D % wide
     d_narrow = D - D % lanes
@@ -333,10 +392,11 @@ def _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead):
     if d_narrow < D:
         if overwrite:
             part_W[:, d_narrow:] = 0
+        scale = pixel_scale(X)
         for s in range(n):
             x = X[rows[s], d_narrow:]
             for c in range(C):
-                g = G[s, c]
+                g = part_W.dtype.type(G[s, c] * scale)
                 row = part_W[c, d_narrow:]
                 for d in range(D - d_narrow):
-                    row[d] += g * x[d]
+                    row[d] += g * part_W.dtype.type(x[d])

@@ -47,7 +47,7 @@ def _make_grad_tile(n_vectors):
             oa = context.make_array(out_type)(context, builder, out_)
             x_row = _row_length(context, builder, x_type, xa)
             _emit_grad_tile(context, builder, x_type, xa, lambda s: builder.mul(s, x_row), n_,
-                            ga, _row_length(context, builder, g_type, ga), d0_, c0_, oa,
+                            g_type, ga, _row_length(context, builder, g_type, ga), d0_, c0_, oa,
                             _row_length(context, builder, out_type, oa), TILE_CLASSES,
                             n_vectors)
             return context.get_dummy_value()
@@ -157,7 +157,7 @@ def _panel_scores(Xp, n_rows, W, S, X, rows, next_lo, next_hi):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _score_tile(Xp, s0, W, c0, n_vec, S)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_leftovers(Xp[s], W, S[s], c_tiles, d_tail)
+            _score_leftovers(Xp[s], W, S[s], c_tiles, d_tail, 1.0)
 
 
 @njit(fastmath=FAST, cache=True)

@@ -58,7 +58,7 @@ def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k, cursor):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _score_tile(Xp, s0, W_k, c0, n_vec, S_k)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_leftovers(Xp[s], W_k, S_k[s], c_tiles, d_tail)
+            _score_leftovers(Xp[s], W_k, S_k[s], c_tiles, d_tail, 1.0)
 
 
 @njit(fastmath=FAST, cache=True)

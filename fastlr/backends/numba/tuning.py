@@ -1,0 +1,132 @@
+"""What depends on the CPU: the kernels' tile shapes, vector width and prefetch, chosen here once.
+
+Shapes: lanes = vector_bytes / itemsize; the tiles' letters are those of ``tiles.py``.
+
+Every microarchitecture-dependent parameter of the Numba kernels is a field of ``Tuning``, and
+``TUNING`` (the one the kernels compile with) is chosen at import from the instruction set
+Numba compiles for: its features are ``NUMBA_CPU_FEATURES`` if set, else the host's (as Numba's
+own code generator decides), so a test that forces ``NUMBA_CPU_NAME=haswell
+NUMBA_CPU_FEATURES=...`` in a subprocess gets the AVX2 tuning and its code. Three profiles:
+
+``avx512``    64-byte vectors, 32 registers: a 4 x 5 score tile (20 accumulators, 9 loads per
+              20 FMAs), a 10 x 2 gradient tile (all of MNIST's classes in one sweep over D)
+``avx2``      32-byte vectors, 16 registers: a 2 x 5 score tile and a 10 x 1 gradient tile
+              (10 accumulators, one row vector and one broadcast: 12 registers, no spills)
+``baseline``  16-byte vectors (SSE2, any x86-64 or other 128-bit SIMD), the avx2 shapes, and a
+              multiply then an add where the CPU has no FMA (``llvm.fma`` would call ``fmaf``)
+
+The override: ``FASTLR_NUMBA_TUNING`` names a profile, fields, or both
+(``FASTLR_NUMBA_TUNING=avx2`` or ``avx512,grad_vectors=1``), read at import, because the tiles
+are compiled with these values as constants. The Numba cache keys its entries on the tuning as
+well as on the sources (``_cache.py``), so two tunings never share a compiled kernel. Which
+profile won on which CPU, measured, is in docs/kernels.md.
+"""
+
+import dataclasses
+import os
+import platform
+
+from numba.core import config
+
+ENV_VAR = "FASTLR_NUMBA_TUNING"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """The parameters of the tiles and the threads' meetings.
+
+    Attributes
+    ----------
+    profile : str
+        The profile these values started from (``avx512``, ``avx2``, ``baseline``).
+    vector_bytes : int
+        Bytes of one vector register the tiles work in (64, 32 or 16).
+    score_samples, score_classes : int
+        The score tile: samples x classes of accumulators.
+    grad_classes, grad_vectors : int
+        The gradient tile: classes x vectors of features of accumulators.
+    fused : bool
+        Whether the tiles use fused multiply-adds (the CPU has FMA).
+    prefetch_locality : int
+        ``llvm.prefetch`` locality of the next rows (2: ``prefetcht1``, into L2).
+    pause : bool
+        Whether the spin loop of a meeting runs x86's ``pause`` between tries.
+    """
+
+    profile: str
+    vector_bytes: int
+    score_samples: int
+    score_classes: int
+    grad_classes: int
+    grad_vectors: int
+    fused: bool
+    prefetch_locality: int = 2
+    pause: bool = True
+
+
+def _profile(name, x86):
+    """The named profile's parameters; ``x86``: whether ``pause`` exists."""
+    if name == "avx512":
+        return Tuning(name, 64, 4, 5, 10, 2, True, pause=x86)
+    if name == "avx2":
+        return Tuning(name, 32, 2, 5, 10, 1, True, pause=x86)
+    if name == "baseline":
+        return Tuning(name, 16, 2, 5, 10, 1, False, pause=x86)
+    raise ValueError(f"{ENV_VAR}: unknown profile {name!r}; choose avx512, avx2 or baseline")
+
+
+def compile_features():
+    """The set of CPU features Numba compiles for (``NUMBA_CPU_FEATURES``, else the host's),
+    as names without the sign: ``{"avx2", "fma", ...}``."""
+    if config.CPU_FEATURES is not None:
+        text = config.CPU_FEATURES
+    else:
+        from numba.core.codegen import get_host_cpu_features
+        text = get_host_cpu_features()
+    return {f[1:] for f in text.split(",") if f.startswith("+")}
+
+
+def tuning_for(features, machine=None, override=None):
+    """The tuning for a CPU with ``features`` (a set of LLVM feature names).
+
+    Parameters
+    ----------
+    features : set of str
+        The instruction-set features, e.g. ``{"avx512f", "avx2", "fma"}``.
+    machine : str, optional
+        ``platform.machine()`` of the CPU (default this one's): ``pause`` only on x86.
+    override : str, optional
+        A profile name and/or ``field=value`` pairs, comma separated (the syntax of
+        ``FASTLR_NUMBA_TUNING``).
+
+    Returns
+    -------
+    Tuning
+    """
+    machine = platform.machine() if machine is None else machine
+    x86 = machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+    if "avx512f" in features:
+        name = "avx512"
+    elif "avx2" in features and "fma" in features:
+        name = "avx2"
+    else:
+        name = "baseline"
+    fields = {}
+    for item in filter(None, (part.strip() for part in (override or "").split(","))):
+        if "=" not in item:
+            name = item
+            continue
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key not in Tuning.__dataclass_fields__ or key == "profile":
+            raise ValueError(f"{ENV_VAR}: unknown field {key!r}")
+        if Tuning.__dataclass_fields__[key].type in (bool, "bool"):
+            fields[key] = value.lower() in ("1", "true", "yes")
+        else:
+            fields[key] = int(value)
+    tuning = dataclasses.replace(_profile(name, x86), **fields)
+    if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
+        tuning = dataclasses.replace(tuning, fused=False)
+    return tuning
+
+
+TUNING = tuning_for(compile_features(), override=os.environ.get(ENV_VAR))

@@ -1,0 +1,103 @@
+"""The per-CPU tuning of the Numba kernels: every profile chosen right, and every one correct.
+
+``tuning_for`` is checked on feature sets of CPUs this machine is not; then the kernels are
+compiled in subprocesses for an AVX2-only CPU and a baseline x86-64 (``NUMBA_CPU_NAME`` and
+``NUMBA_CPU_FEATURES``, which Numba's code generator and ``tuning.py`` both read), and must
+pick that profile, emit only that instruction set, and match the reference (float32 and uint8
+pixels, an SGD epoch on 2 threads).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("numba")
+
+from fastlr.backends.numba.tuning import Tuning, tuning_for  # noqa: E402
+
+AVX512 = {"avx512f", "avx512bw", "avx2", "fma", "sse2"}
+AVX2 = {"avx2", "fma", "avx", "sse2"}
+
+
+def test_profiles_follow_the_features():
+    assert tuning_for(AVX512, "x86_64").profile == "avx512"
+    assert tuning_for(AVX512, "x86_64").vector_bytes == 64
+    assert tuning_for(AVX2, "x86_64") == Tuning("avx2", 32, 2, 5, 10, 1, True)
+    baseline = tuning_for({"sse2"}, "x86_64")
+    assert baseline.profile == "baseline" and baseline.vector_bytes == 16 and not baseline.fused
+    assert tuning_for({"avx2"}, "x86_64").profile == "baseline"  # AVX2 without FMA
+
+
+def test_pause_only_on_x86():
+    assert tuning_for(AVX2, "x86_64").pause
+    assert not tuning_for({"neon"}, "aarch64").pause
+
+
+def test_the_override_names_a_profile_and_fields():
+    assert tuning_for(AVX512, "x86_64", "avx2").profile == "avx2"
+    forced = tuning_for(AVX512, "x86_64", "avx512, grad_vectors=1, pause=0")
+    assert forced.grad_vectors == 1 and not forced.pause and forced.vector_bytes == 64
+    assert not tuning_for({"sse2"}, "x86_64", "avx2").fused  # no FMA on the CPU: never fused
+    with pytest.raises(ValueError, match="unknown field"):
+        tuning_for(AVX2, "x86_64", "tile=3")
+    with pytest.raises(ValueError, match="unknown profile"):
+        tuning_for(AVX2, "x86_64", "avx1024")
+
+
+FORCED_CPU_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    from fastlr.backends import reference
+    from fastlr.backends import numba as nb
+    from fastlr.backends.check import TRAJECTORY_TOLERANCE, scaled_error
+    from fastlr.backends.numba.tiles import _gather_gradient, _gather_scores
+    from fastlr.backends.numba.tuning import TUNING
+
+    rng = np.random.default_rng(0)
+    n, d, c = 203, 784, 10
+    pixels = rng.integers(0, 256, size=(n, d)).astype(np.uint8)
+    y = rng.integers(0, c, size=n).astype(np.int64)
+    W0 = (rng.standard_normal((c, d)) * 0.01).astype(np.float32)
+    perm = rng.permutation(n).astype(np.int64)
+    errors = {}
+    for name, X in (("float32", (pixels / 255.0).astype(np.float32)), ("uint8", pixels)):
+        results = []
+        for backend, Xb, dtype in ((nb, X, np.float32), (reference, pixels / 255.0, np.float64)):
+            W, b = W0.astype(dtype), np.zeros(c, dtype)
+            loss = backend.sgd_epoch(Xb, y, np.ones(n, dtype), perm, W, b, np.zeros_like(W),
+                                     np.zeros_like(b), np.full(4, 0.1), 64, 0.9, 1e-4,
+                                     np.zeros((2, c, d), dtype), np.zeros((2, c), dtype))
+            loss = loss[0] if isinstance(loss, tuple) else loss
+            results.append((W, b, loss))
+        errors[name] = max(scaled_error(g, e) for g, e in zip(*results))
+    asm = "".join(list(f.inspect_asm().values())[0] for f in (_gather_scores, _gather_gradient))
+    print(json.dumps({"profile": TUNING.profile, "errors": errors,
+                      "tolerance": TRAJECTORY_TOLERANCE[np.dtype(np.float32)],
+                      "zmm": "zmm" in asm, "ymm": "ymm" in asm, "fma": "vfmadd" in asm}))
+""")
+
+
+@pytest.mark.parametrize("cpu,features,profile", [
+    ("haswell", "+avx,+avx2,+fma,+sse4.2,-avx512f", "avx2"),
+    ("x86-64", "+sse2,-avx,-avx2,-fma,-avx512f", "baseline"),
+])
+def test_kernels_compiled_for_another_cpu_match_the_reference(tmp_path, cpu, features,
+                                                              profile):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "FASTLR_NUMBA_TUNING"}
+    env.update(NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features, NUMBA_NUM_THREADS="2",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", FORCED_CPU_SCRIPT], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["profile"] == profile
+    assert not report["zmm"]  # no AVX-512 instruction where the CPU has none
+    assert report["ymm"] == (profile == "avx2")
+    assert report["fma"] == (profile == "avx2")
+    for name, error in report["errors"].items():
+        assert error <= report["tolerance"], (name, error)
