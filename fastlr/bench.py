@@ -52,9 +52,7 @@ disturbed twice and is marked (a full run is in the README and docs/bench.json):
 """
 
 import importlib.util
-import os
 import statistics
-import threading
 import time
 import warnings
 from types import SimpleNamespace
@@ -65,6 +63,8 @@ from .backends import available_backends, get_backend, reference, unavailable_re
 from .backends.check import TRAJECTORY_TOLERANCE, epoch_error, run_epoch
 from .data import load_mnist
 from .machine import machine_info
+from .measure import (RETRIES, _blas_threads, _median_min_max, measure_read_gbps,
+                      measure_sgemm_gflops, time_undisturbed)
 from .sgd import learning_rates
 
 FASTLR_BACKENDS = ("numpy", "numba", "cython")
@@ -78,137 +78,6 @@ EPOCHS_OF_SCHEDULE = 10
 def flops_per_epoch(n, d, c):
     """Forward scores and weight gradient: two (n x d x c) multiply-adds."""
     return 4.0 * n * d * c
-
-
-def _blas_threads(n_threads):
-    """A context manager limiting BLAS threads (a no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        from contextlib import nullcontext
-        return nullcontext()
-    return threadpool_limits(limits=n_threads, user_api="blas")
-
-
-def _median_min_max(seconds):
-    return statistics.median(seconds), min(seconds), max(seconds)
-
-
-# --- the machine's ceiling -----------------------------------------------------------------------
-
-def measure_sgemm_gflops(n_threads, size=2048, repeats=5):
-    """GFLOP/s of a (size x size) float32 matrix product through NumPy's BLAS; median."""
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size), dtype=np.float32)
-    b = rng.random((size, size), dtype=np.float32)
-    out = np.empty_like(a)
-    times = []
-    with _blas_threads(n_threads):
-        np.matmul(a, b, out=out)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            np.matmul(a, b, out=out)
-            times.append(time.perf_counter() - start)
-    return 2.0 * size ** 3 / statistics.median(times) / 1e9
-
-
-def measure_read_gbps(n_threads, n_bytes=1 << 29, repeats=5):
-    """Streaming read bandwidth in GB/s on ``n_threads`` threads: each sums its own contiguous
-    slice of a float64 array much larger than the caches (NumPy releases the GIL in the sum),
-    all starting together; median over ``repeats`` of the time until the last one is done.
-    One core alone cannot keep enough reads in flight to reach what two get."""
-    array = np.ones(n_bytes // 8)
-    slices = np.array_split(array, n_threads)
-    start_line = threading.Barrier(n_threads + 1)
-    finish_line = threading.Barrier(n_threads + 1)
-
-    def read_slice(part):
-        for _ in range(repeats + 1):
-            start_line.wait()
-            part.sum()
-            finish_line.wait()
-
-    workers = [threading.Thread(target=read_slice, args=(part,)) for part in slices]
-    for worker in workers:
-        worker.start()
-    times = []
-    for _ in range(repeats + 1):  # the first pass faults the pages in and is not counted
-        start_line.wait()
-        start = time.perf_counter()
-        finish_line.wait()
-        times.append(time.perf_counter() - start)
-    for worker in workers:
-        worker.join()
-    return n_bytes / statistics.median(times[1:]) / 1e9
-
-
-# --- how busy the machine was --------------------------------------------------------------------
-
-#: A timed row is disturbed when other processes took more than this share of the machine's
-#: CPU time (all cores) while it ran, beyond what /proc/stat can resolve.
-DISTURBED_SHARE = 0.05
-#: How many more times a disturbed row is timed before it is kept, marked, as the quietest try.
-RETRIES = 2
-
-
-def _busy_seconds():
-    """CPU seconds the whole machine has been busy since boot, summed over its cores: every
-    column of /proc/stat's first line but idle and iowait (steal, the time a hypervisor gave
-    to another machine, counts as busy: it was taken from us). None without /proc/stat."""
-    try:
-        with open("/proc/stat") as fh:
-            ticks = [int(field) for field in fh.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuWatch:
-    """How much CPU other processes took while the ``with`` block ran.
-
-    ``other_cpu`` is the machine's busy time (/proc/stat) minus this process's own CPU time
-    (all its threads), over the block's wall time: in cores, 0 on a quiet machine, None where
-    /proc/stat is missing. /proc/stat counts in clock ticks, so the figure is uncertain by
-    ``resolution`` cores (two ticks on every core over the wall time); ``disturbed`` is True
-    when it exceeds ``DISTURBED_SHARE`` of the cores by more than that."""
-
-    def __enter__(self):
-        self._wall = time.perf_counter()
-        self._own = time.process_time()
-        self._busy = _busy_seconds()
-        return self
-
-    def __exit__(self, *exc_info):
-        wall = time.perf_counter() - self._wall
-        own = time.process_time() - self._own
-        busy = _busy_seconds()
-        cores = os.cpu_count() or 1
-        self.other_cpu = self.resolution = None
-        self.disturbed = False
-        if self._busy is not None and busy is not None and wall > 0:
-            self.other_cpu = max(0.0, (busy - self._busy - own) / wall)
-            self.resolution = 2 * cores / os.sysconf("SC_CLK_TCK") / wall
-            self.disturbed = self.other_cpu - self.resolution > DISTURBED_SHARE * cores
-        return False
-
-
-def time_undisturbed(run_once, repeats, retries=RETRIES):
-    """Call ``run_once`` (which returns the seconds it timed) ``repeats`` times under a
-    CpuWatch; while the watch says disturbed, do it all again, up to ``retries`` more times.
-    Returns the times of the quietest attempt and a dict for its row: ``other_cpu`` (cores,
-    see CpuWatch), ``disturbed`` and ``attempts``."""
-    quietest = None
-    for attempt in range(1, retries + 2):
-        with CpuWatch() as watch:
-            seconds = [run_once() for _ in range(repeats)]
-        if quietest is None or (watch.other_cpu or 0.0) < (quietest[1].other_cpu or 0.0):
-            quietest = (seconds, watch)
-        if not watch.disturbed:
-            break
-    seconds, watch = quietest
-    return seconds, {"other_cpu": watch.other_cpu, "disturbed": watch.disturbed,
-                     "attempts": attempt}
 
 
 # --- one SGD engine, checked then timed -------------------------------------------------------

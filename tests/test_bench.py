@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fastlr import bench, data
+from fastlr import bench, data, measure
 from fastlr.backends import reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,11 +132,11 @@ SPIN_HALF_A_SECOND = "import time\nt = time.perf_counter()\nwhile time.perf_coun
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="no /proc/stat")
 def test_cpu_watch_sees_another_process_and_not_this_one():
-    with bench.CpuWatch() as own_work:
+    with measure.CpuWatch() as own_work:
         start = time.perf_counter()
         while time.perf_counter() - start < 0.5:
             pass
-    with bench.CpuWatch() as other_work:
+    with measure.CpuWatch() as other_work:
         subprocess.run([sys.executable, "-c", SPIN_HALF_A_SECOND], check=True)
     # The child's half second of CPU is another process's; this process only waited. (A busy
     # machine adds to both, so only the difference is certain.)
@@ -159,16 +159,16 @@ class FakeWatch:
 
 
 def test_a_disturbed_row_is_timed_again_and_the_quietest_try_kept(monkeypatch):
-    monkeypatch.setattr(bench, "CpuWatch", FakeWatch)
+    monkeypatch.setattr(measure, "CpuWatch", FakeWatch)
     calls = iter(range(100))
     FakeWatch.loads = [0.9, 0.3, 0.6]
-    seconds, load = bench.time_undisturbed(lambda: next(calls), repeats=2, retries=2)
+    seconds, load = measure.time_undisturbed(lambda: next(calls), repeats=2, retries=2)
     assert seconds == [2, 3] and load == {"other_cpu": 0.3, "disturbed": True, "attempts": 3}
     FakeWatch.loads = [0.9, 0.0, 0.6]
-    seconds, load = bench.time_undisturbed(lambda: next(calls), repeats=2, retries=2)
+    seconds, load = measure.time_undisturbed(lambda: next(calls), repeats=2, retries=2)
     assert seconds == [8, 9] and load == {"other_cpu": 0.0, "disturbed": False, "attempts": 2}
     FakeWatch.loads = [0.9]
-    seconds, load = bench.time_undisturbed(lambda: next(calls), repeats=1, retries=0)
+    seconds, load = measure.time_undisturbed(lambda: next(calls), repeats=1, retries=0)
     assert seconds == [10] and load["disturbed"] and load["attempts"] == 1
 
 
