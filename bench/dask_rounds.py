@@ -1,6 +1,6 @@
 """Data-parallel training on a local Dask cluster against one-process ``fit``, in one run.
 
-    flock /work/timing.lock python bench/dask_rounds.py [--workers 2] [--repeats 3]
+    python bench/dask_rounds.py [--workers 2] [--repeats 3]
         [--partitions 1,2,4,8,16,32,64] [--json docs/scale.json]
 
 Measures, with the defaults (10 epochs, batch 64, rate 1.0 decaying linearly) on MNIST:

@@ -1,6 +1,6 @@
 """Where the Numba backend's first-run compilation goes, per kernel and per dtype signature.
 
-    flock /work/timing.lock python bench/numba_compile.py [--repeats 3]
+    python bench/numba_compile.py [--repeats 3]
 
 Each row is a fresh interpreter with an empty ``NUMBA_CACHE_DIR`` that imports the backend
 (which compiles its small parallel probe), then times the first call of one kernel at one

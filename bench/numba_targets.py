@@ -1,6 +1,6 @@
 """The performance targets of the kernels, measured in one run.
 
-    flock /work/timing.lock python bench/numba_targets.py [--repeats 7] [--threads 2]
+    python bench/numba_targets.py [--repeats 7] [--threads 2]
 
 1. numba at batch 1024 reaches at least 55% of the machine's compute ceiling, the GFLOP/s of a
    large NumPy sgemm at the same thread count;

@@ -1,6 +1,6 @@
 """Streaming from disk against training in memory, on MNIST written as uncompressed IDX files.
 
-    flock /work/timing.lock python bench/streaming.py [--repeats 5] [--threads 1]
+    python bench/streaming.py [--repeats 5] [--threads 1]
         [--backend auto] [--seeds 0,1,2] [--json docs/streaming.json]
 
 Measures, with the defaults of ``fit`` (10 epochs, batch 64, rate 1.0 decaying linearly):

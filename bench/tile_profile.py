@@ -1,6 +1,6 @@
 """The Numba kernel's parts timed in isolation: score tile, gradient tile, softmax, update, meeting.
 
-    flock /work/timing.lock python bench/tile_profile.py [--repeats 7] [--tunings avx512,avx2]
+    python bench/tile_profile.py [--repeats 7] [--tunings avx512,avx2]
 
 Each tuning (``fastlr/backends/numba/tuning.py``; ``FASTLR_NUMBA_TUNING`` in a subprocess, so
 the tiles compile with its constants) times, on one thread and with a block's 64 rows of

@@ -1,6 +1,6 @@
 """The speed a user sees: the three targets of ``python -m fastlr train``, from one run.
 
-    flock /work/timing.lock python bench/user_speed.py [--repeats 5] [--first-repeats 3]
+    python bench/user_speed.py [--repeats 5] [--first-repeats 3]
 
 1. warm ``python -m fastlr train`` (the defaults, progress bar on) against the plain NumPy script
    ``bench/plain_numpy_train.py`` doing the same job: whole processes, run alternately
@@ -16,16 +16,16 @@ average before and after is printed: the machine may be shared. ``--before DIR``
 an older fastlr, its extension built) adds that checkout's ``train`` to the alternation and to
 the first-run rows, so a before/after table comes from one run. A benchmark, not a test: it
 exits 0 once it has measured, whether the targets hold or not. The output of
-``python bench/user_speed.py --repeats 5 --first-repeats 2 --threads 1 --before DIR`` (DIR a
-checkout of the commit before these changes) on the shared 2-core machine::
+``python bench/user_speed.py --repeats 5 --first-repeats 2 --before DIR`` (DIR a checkout of the
+commit before these changes) on the 2-core Xeon, quiet::
 
-    load average 3.46 before, 3.63 after
-    warm train vs plain NumPy:   train 0.90 s, numpy 1.43 s (medians of 5): 1.60x (goal >= 2x)
-      before (/tmp/speed-before):  train 2.45 s: 0.58x
-    fit's SGD share:             0.51 s of 0.52 s (median of 5): 97% (goal >= 80%)
-    first run, default backend:  0.91 s vs 0.46 s warm (medians of 2): 2.0x (goal <= 5x)
-    first run, --backend numba:  19.23 s vs 0.91 s warm (medians of 2): 21.2x (goal <= 5x)
-    first run, before, default:  24.81 s vs 2.05 s warm (medians of 2): 12.1x (goal <= 5x)
+    load average 1.63 before, 1.22 after
+    warm train vs plain NumPy:   train 0.56 s, numpy 1.38 s (medians of 5): 2.44x (goal >= 2x)
+      before (DIR):  train 1.57 s: 0.88x
+    fit's SGD share:             0.18 s of 0.19 s (median of 5): 93% (goal >= 80%)
+    first run, default backend:  0.60 s vs 0.33 s warm (medians of 2): 1.8x (goal <= 5x)
+    first run, --backend numba:  16.49 s vs 0.80 s warm (medians of 2): 20.6x (goal <= 5x)
+    first run, before, default:  15.86 s vs 1.10 s warm (medians of 2): 14.5x (goal <= 5x)
 """
 
 import argparse
