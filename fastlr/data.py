@@ -273,42 +273,31 @@ def _digest_of_download(raw, kind):
     return digest.hexdigest()
 
 
-def _digest_of_file(path, array, kind):
-    """The digest of kind ``kind`` of the IDX file at ``path``, whose content is ``array``; None
-    for the MD5 of a ``.gz`` when the file is not gzip-compressed."""
-    if kind == "sha256-content":
-        # The decompressed content is the header and the array: no second decompression.
-        digest = hashlib.sha256(_idx_header(array))
-        digest.update(np.ascontiguousarray(array).data)
-        return digest.hexdigest()
-    raw = path.read_bytes()
-    return _digest_of_download(raw, kind) if raw[:2] == b"\x1f\x8b" else None
-
-
 CHECKSUM_WORDS = {"sha256-content": "SHA-256 of the decompressed file",
                   "md5-gz": "MD5 of the .gz file"}
 
 
-def _check_known(files, arrays, known, advice):
-    """Every file must be the one ``known`` publishes; ``advice`` ends the error message."""
-    for stem, path in files.items():
-        if _digest_of_file(path, arrays[stem], known.checksum) != known.digests[stem]:
-            raise DataError(f"{path}: does not match {known.title}'s published checksum "
+def _check_known(files, known, advice):
+    """Every file (stem -> :class:`_IdxFile`) must be the one ``known`` publishes; ``advice``
+    ends the error message."""
+    for stem, file in files.items():
+        if file.digest(known.checksum) != known.digests[stem]:
+            raise DataError(f"{file.path}: does not match {known.title}'s published checksum "
                             f"({CHECKSUM_WORDS[known.checksum]}); the file is corrupted "
                             f"({advice})")
 
 
-def identify(files, arrays):
-    """The known data set whose published checksums all four files match, or None.
+def identify(files):
+    """The known data set whose published checksums all four files (stem ->
+    :class:`_IdxFile`) match, or None.
 
     Only data sets of the same shapes are candidates, and the small label files are compared
     first, so an unknown data set costs a hash of its labels at most.
     """
-    stems = sorted(files, key=lambda stem: arrays[stem].size)
+    stems = sorted(files, key=lambda stem: files[stem].array.size)
     for known in datasets.DATASETS.values():
-        if all(arrays[stem].shape == known.shapes[stem] for stem in stems) and all(
-                _digest_of_file(files[stem], arrays[stem], known.checksum)
-                == known.digests[stem] for stem in stems):
+        if all(files[stem].array.shape == known.shapes[stem] for stem in stems) and all(
+                files[stem].digest(known.checksum) == known.digests[stem] for stem in stems):
             return known
     return None
 
@@ -561,28 +550,54 @@ class Dataset:
                 "class_names": list(self.class_names) if self.class_names else None}
 
 
+@dataclass
+class _IdxFile:
+    """An IDX file as read: its bytes, its array, and the SHA-256 of its decompressed content
+    (the header and the array), from which :meth:`digest` answers for a published checksum."""
+
+    path: Path
+    raw: bytes
+    array: np.ndarray
+    content_sha256: str
+
+    def digest(self, kind):
+        """The digest of kind ``kind`` (see :class:`~fastlr.datasets.KnownDataset`); None for
+        the MD5 of a ``.gz`` when the file is not gzip-compressed."""
+        if kind == "sha256-content":
+            return self.content_sha256
+        return _digest_of_download(self.raw, kind) if self.raw[:2] == b"\x1f\x8b" else None
+
+
 def _read_decoded(path):
-    """Read an IDX file through the decoded cache: the array, memory-mapped (read-only) from
-    :func:`decoded_cache_dir` when a copy of these exact bytes is there, else decoded (and
-    checked as :func:`read_idx` does) and kept there for the next time. A cache that cannot be
-    written only means decoding again next time."""
+    """Read an IDX file through the decoded cache, as an :class:`_IdxFile`.
+
+    The array is memory-mapped (read-only) from :func:`decoded_cache_dir` when a copy of these
+    exact bytes is there, else decoded (and checked as :func:`read_idx` does) and kept there for
+    the next time. The copy's name holds the SHA-256 of the source's bytes and of the decoded
+    content, so the content is hashed once, when it is decoded. A cache that cannot be written
+    only means decoding again next time."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
-    decoded = decoded_cache_dir() / f"{stem}-{hashlib.sha256(raw).hexdigest()[:32]}.npy"
-    try:
-        return np.load(decoded, mmap_mode="r")
-    except (OSError, ValueError):  # not cached yet, or not a whole .npy file
-        pass
+    key = f"{stem}-{hashlib.sha256(raw).hexdigest()[:32]}"
+    for decoded in decoded_cache_dir().glob(f"{key}-*.npy"):
+        try:
+            array = np.load(decoded, mmap_mode="r")
+        except (OSError, ValueError):  # not a whole .npy file
+            continue
+        return _IdxFile(path, raw, array, decoded.stem[len(key) + 1:])
     array = parse_idx(raw, str(path))
+    content = hashlib.sha256(_idx_header(array))
+    content.update(np.ascontiguousarray(array).data)
+    file = _IdxFile(path, raw, array, content.hexdigest())
     try:
-        with atomic_write(decoded) as fh:
+        with atomic_write(decoded_cache_dir() / f"{key}-{file.content_sha256}.npy") as fh:
             np.save(fh, array)
     except (OSError, WriteError):
         pass
-    return array
+    return file
 
 
 def _aligned_empty(shape, dtype, alignment=64):
@@ -631,12 +646,13 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
     if dtype != np.uint8 and dtype.kind != "f":
         raise DataError(f"load_dataset: dtype must be uint8 or a float type, got {dtype}")
     directory, known, advice = find_data_dir(name, data_dir, progress=progress)
-    files = {stem: _find_file(directory, stem) for stem in datasets.FILE_STEMS.values()}
-    arrays = {stem: _read_decoded(path) for stem, path in files.items()}
+    files = {stem: _read_decoded(_find_file(directory, stem))
+             for stem in datasets.FILE_STEMS.values()}
+    arrays = {stem: file.array for stem, file in files.items()}
     if known is not None:
-        _check_known(files, arrays, known, advice)
+        _check_known(files, known, advice)
     else:
-        known = identify(files, arrays)
+        known = identify(files)
     out = []
     for split in ("train", "t10k"):
         images = arrays[f"{split}-images-idx3-ubyte"]
