@@ -10,19 +10,6 @@
    gradient: a block's worth, the rows its next scores will read. */
 enum { FASTLR_AHEAD = 64 };
 
-#define FLOAT float
-#include "kernels_impl.h"
-#undef FLOAT
-
-#define FLOAT double
-#include "kernels_impl.h"
-#undef FLOAT
-
-#define PIXELS
-#define FLOAT float
-#include "kernels_impl.h"
-#undef FLOAT
-#define FLOAT double
-#include "kernels_impl.h"
-#undef FLOAT
-#undef PIXELS
+#define FASTLR_TEMPLATE "kernels_impl.h"
+#include "each_type.h"
+#undef FASTLR_TEMPLATE

@@ -3,22 +3,9 @@
 
 #include "tiles.h"
 
-#define FLOAT float
-#include "tiles_impl.h"
-#undef FLOAT
-
-#define FLOAT double
-#include "tiles_impl.h"
-#undef FLOAT
-
-#define PIXELS
-#define FLOAT float
-#include "tiles_impl.h"
-#undef FLOAT
-#define FLOAT double
-#include "tiles_impl.h"
-#undef FLOAT
-#undef PIXELS
+#define FASTLR_TEMPLATE "tiles_impl.h"
+#include "each_type.h"
+#undef FASTLR_TEMPLATE
 
 /* v[i] = exp(v[i]) for the n arguments v[i] <= 0 of a block's softmax, in float64 and
    vectorized (libm's exp is a call per value): exp(x) = 2^k exp(r) with k = round(x / ln 2)
