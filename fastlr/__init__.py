@@ -1,6 +1,7 @@
 """fastlr: multinomial logistic (softmax) regression on MNIST, from scratch, fast.
 
-Public API: :class:`SoftmaxRegression`, :func:`load_mnist`, :func:`load_dataset` (MNIST and the
+Public API: :class:`SoftmaxRegression`, :class:`Pixels` (uint8 images the kernels read as
+bytes), :func:`load_mnist`, :func:`load_dataset` (MNIST and the
 data sets published in its format, by name), :func:`available_backends`, and the errors fastlr
 raises for problems a user can fix.
 """
@@ -11,9 +12,11 @@ from .data import load_dataset, load_mnist
 from .errors import (BackendError, DataError, DivergenceError, FastlrError, InvalidParameterError,
                      ModelFileError, WriteError)
 from .model import SoftmaxRegression
+from .pixels import Pixels
 
 __all__ = [
     "SoftmaxRegression",
+    "Pixels",
     "load_mnist",
     "load_dataset",
     "available_backends",

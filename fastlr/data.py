@@ -33,6 +33,7 @@ import numpy as np
 from . import datasets
 from .atomic import atomic_write, write_bytes
 from .errors import DataError, WriteError
+from .pixels import pixel_features
 from .validation import size_limit
 
 UBYTE = 0x08
@@ -667,8 +668,8 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
         X = _aligned_empty(pixels.shape, dtype)
         if dtype == np.uint8:
             X[...] = pixels
-        else:  # one pass, the same values as pixels.astype(dtype) / 255
-            np.divide(pixels, dtype.type(255), out=X, dtype=dtype)
+        else:
+            pixel_features(pixels, dtype, out=X)
         out += [X, labels.astype(np.int64)]
     if out[0].shape[1] != out[2].shape[1]:
         raise DataError(f"{directory}: train images have {out[0].shape[1]} pixels, test images "

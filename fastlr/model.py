@@ -71,6 +71,12 @@ class SoftmaxRegression:
         each image upright (see :mod:`fastlr.preprocess`). It is saved in the model file, so a
         loaded model preprocesses its input the same way.
 
+    Input
+    -----
+    X is a float array (float64 stays float64, anything else becomes float32), or
+    :class:`fastlr.Pixels`: uint8 images whose features are ``X / 255``, which the numba and
+    cython kernels read as bytes, a quarter of float32's memory traffic (``fastlr/pixels.py``).
+
     Attributes
     ----------
     coef_ : (C, D) array
@@ -310,7 +316,8 @@ class SoftmaxRegression:
                                             known_as="the model's classes",
                                             dtype=self.coef_.dtype,
                                             n_features=self.n_features_in_)
-        sw = check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        sw = check_sample_weight(sample_weight, X.shape[0],
+                                 self.coef_.dtype if fitted else X.dtype)
         if not fitted:
             self._initialize(classes, X.shape[1], X.dtype, names)
         else:

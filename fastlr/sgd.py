@@ -11,6 +11,7 @@ import numpy as np
 
 from .backends import reference
 from .errors import DivergenceError
+from .pixels import for_kernels
 
 LR_SCHEDULES = ("constant", "linear")
 
@@ -35,7 +36,8 @@ def allocate_parts(n_threads, n_classes, n_features, dtype):
 
 
 def predict_scores(backend, X, W, b, n_threads):
-    """Scores X W^T + b (N, C) through ``backend``."""
+    """Scores X W^T + b (N, C) through ``backend``; X float of W's dtype, or Pixels."""
+    X = for_kernels(X, backend, W.dtype)
     out = np.empty((X.shape[0], W.shape[0]), dtype=W.dtype)
     backend.predict_scores(X, W, b, out, n_threads)
     return out
@@ -71,14 +73,16 @@ def divergence_error(epoch, learning_rate, became_nan):
         f"{min(learning_rate / 10, 1.0):g}. {kept}")
 
 
-def _check_contract(X, y, sample_weight, W, b):
+def _check_contract(backend, X, y, sample_weight, W, b):
     """The kernel contract's preconditions; a failure here is a bug in the caller, not bad
     user input (the model validates that)."""
     dtype = W.dtype
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"weights must be float32 or float64, got {dtype}")
+    pixels = X.dtype == np.uint8 and getattr(backend, "takes_pixels", False)
     for name, array in (("X", X), ("sample_weight", sample_weight), ("W", W), ("b", b)):
-        if array.dtype != dtype or not array.flags.c_contiguous:
+        if (array.dtype != dtype and not (array is X and pixels)) \
+                or not array.flags.c_contiguous:
             raise TypeError(f"{name} must be C-contiguous {dtype}, got {array.dtype}")
     if y.dtype != np.int64 or not y.flags.c_contiguous:
         raise TypeError(f"y must be C-contiguous int64, got {y.dtype}")
@@ -105,7 +109,9 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
     Parameters
     ----------
     backend : module implementing the kernel contract (see ``fastlr.backends``)
-    X : (N, D) float, y : (N,) int64 labels 0..C-1, sample_weight : (N,) float
+    X : (N, D) float of W's dtype, or :class:`~fastlr.pixels.Pixels` (the bytes go to a backend
+        that takes pixels, the features to any other); y : (N,) int64 labels 0..C-1;
+        sample_weight : (N,) float
     W : (C, D), b : (C,) the starting weights, updated in place
     epochs, batch_size : int
     learning_rate : float; lr_schedule : "constant" or "linear"
@@ -146,7 +152,10 @@ def run_sgd(backend, X, y, sample_weight, W, b, *, epochs, batch_size, learning_
         If the loss or the weights stop being finite. W and b are restored to the weights at
         the start of the failing epoch, the last finite ones; the momentum buffers are zeroed.
     """
-    _check_contract(X, y, sample_weight, W, b)
+    X = for_kernels(X, backend, W.dtype)
+    if validation is not None:
+        validation = (for_kernels(validation[0], backend, W.dtype), validation[1])
+    _check_contract(backend, X, y, sample_weight, W, b)
     if early_stopping and validation is None:
         raise ValueError("early stopping needs a validation set")
     if train_index is None:

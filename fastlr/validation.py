@@ -27,6 +27,7 @@ import numpy as np
 from .backends import AUTO_ORDER, default_n_threads
 from .errors import (DataConversionWarning, DataError, DataTypeError, InvalidParameterError,
                      sklearn_compatible)
+from .pixels import Pixels
 from .preprocess import PREPROCESSING
 from .sgd import LR_SCHEDULES
 
@@ -233,11 +234,18 @@ def feature_names(X):
     return names
 
 
+def _check_n_features(X, n_features):
+    if n_features is not None and X.shape[1] != n_features:
+        raise DataError(f"X has {X.shape[1]} features, but SoftmaxRegression is expecting "
+                        f"{n_features} features as input (the number it was trained on)")
+
+
 def check_features(X, dtype=None, n_features=None):
     """Validate and convert X to a C-contiguous 2-D float array.
 
     float64 input stays float64 (unless ``dtype`` says otherwise); anything else becomes
-    float32, the fast path. The messages contain the phrases scikit-learn's own validation
+    float32, the fast path. :class:`~fastlr.pixels.Pixels` stay Pixels, for the kernels that
+    read the bytes (they were checked when wrapped). The messages contain the phrases scikit-learn's own validation
     uses ("0 sample(s)", "Reshape your data", "is expecting N features"), so code written
     against scikit-learn recognises them.
 
@@ -249,6 +257,9 @@ def check_features(X, dtype=None, n_features=None):
     DataTypeError
         If X is sparse or holds values that are not numbers.
     """
+    if isinstance(X, Pixels):  # checked when wrapped; the kernels that can read the bytes
+        _check_n_features(X, n_features)
+        return X
     if _is_sparse(X):
         raise DataTypeError("X is a sparse matrix, and sparse input is not supported; pass a "
                             "dense array (X.toarray())")
@@ -278,9 +289,7 @@ def check_features(X, dtype=None, n_features=None):
     if X.shape[1] == 0:
         raise DataError(f"X has no features: found an array with 0 feature(s) "
                         f"(shape={X.shape}) while a minimum of 1 is required.")
-    if n_features is not None and X.shape[1] != n_features:
-        raise DataError(f"X has {X.shape[1]} features, but SoftmaxRegression is expecting "
-                        f"{n_features} features as input (the number it was trained on)")
+    _check_n_features(X, n_features)
     if dtype is None:
         dtype = np.float64 if X.dtype == np.float64 else np.float32
     X = np.ascontiguousarray(X, dtype=dtype)

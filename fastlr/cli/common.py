@@ -54,25 +54,29 @@ def add_data_dir(parser, model_default=False, by_name=True):
                              "in MNIST's names (plain or .gz), read as they are")
 
 
-def load_data(args, model=None):
+def load_data(args, model=None, pixels=False):
     """The :class:`~fastlr.data.Dataset` the flags of :func:`add_data_dir` name; without them,
-    the one ``model`` records (if it names a known one), else the default lookup.
+    the one ``model`` records (if it names a known one), else the default lookup. Its images
+    are float32 features in [0, 1], or with ``pixels`` the uint8 bytes as stored.
 
     Raises
     ------
     DataError
         If the model was trained on a directory's data set and no flag says where it is.
     """
+    import numpy as np
+
     from ..data import load_dataset
     progress = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
+    dtype = np.uint8 if pixels else np.float32
     if args.dataset is None and args.data_dir is None and model is not None:
         record = getattr(model, "dataset_", None)
         if record and record["name"]:
-            return load_dataset(record["name"], progress=progress)
+            return load_dataset(record["name"], dtype=dtype, progress=progress)
         if record:
             raise DataError(f"{args.model} was trained on {record['title']}; pass --data-dir "
                             f"DIR (or --dataset NAME) for the data to use")
-    return load_dataset(args.dataset, args.data_dir, progress=progress)
+    return load_dataset(args.dataset, args.data_dir, dtype=dtype, progress=progress)
 
 
 def add_model(parser):

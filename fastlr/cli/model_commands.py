@@ -7,6 +7,7 @@ import numpy as np
 from ..datasets import class_label, image_shape_of
 from ..errors import DataError
 from ..model import SoftmaxRegression
+from ..pixels import Pixels
 from ..preprocess import deskew
 from .common import add_data_dir, add_model, load_data
 
@@ -44,10 +45,10 @@ def add_commands(commands):
 
 def cmd_evaluate(args):
     model = SoftmaxRegression.load(args.model)
-    dataset = load_data(args, model)
-    X_test, y_test = dataset.X_test, dataset.y_test
+    dataset = load_data(args, model, pixels=True)
+    X_test, y_test = Pixels(dataset.X_test), dataset.y_test
     if args.deskew and model.preprocessing != "deskew":
-        X_test = deskew(X_test)
+        X_test = deskew(X_test.features())
     predicted = model.predict(X_test)
     correct = predicted == y_test
     present = [label for label in model.classes_ if (y_test == label).any()]
