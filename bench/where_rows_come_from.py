@@ -1,0 +1,78 @@
+"""How much of an epoch is waiting for the rows of X: the same kernel, the same arithmetic, with
+the rows coming from different places.
+
+    python bench/where_rows_come_from.py [--backend numba] [--threads 2] [--batch-size 1024]
+                                         [--repeats 7]
+
+One backend's ``sgd_epoch`` on MNIST (60,000 x 784) with four permutations and two dtypes, in
+one run, interleaved, medians of ``--repeats``:
+
+``random``      a permutation, as training draws it: every row from memory, in random order
+``in order``    0, 1, 2, ...: the same rows from memory, in the order the hardware prefetchers
+                follow best
+``in cache``    i mod 512: the same number of rows and steps, but only 512 distinct rows
+                (1.6 MB as float32), which stay in the caches: the epoch's in-core time
+``random u8``   a permutation of the uint8 pixels: a quarter of the bytes
+
+The float32 arithmetic is the same in the first three (only the values of X differ), so the
+differences are the cost of reading the rows. A benchmark, not a test: run it on a quiet
+machine, and compare rows of one run.
+"""
+
+import argparse
+import importlib
+import statistics
+import time
+
+import numpy as np
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="numba", choices=("numba", "cython"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    from fastlr.data import load_mnist
+    backend = importlib.import_module(f"fastlr.backends.{args.backend}")
+    if args.backend == "numba":
+        import numba
+        numba.set_num_threads(args.threads)
+    X_float, y, _, _ = load_mnist()
+    X_bytes = load_mnist(dtype=np.uint8)[0]
+    n, d = X_float.shape
+    classes, T, B = 10, args.threads, args.batch_size
+    rng = np.random.default_rng(0)
+    random = rng.permutation(n).astype(np.int64)
+    cases = {"random": (X_float, random), "in order": (X_float, np.arange(n, dtype=np.int64)),
+             "in cache": (X_float, np.arange(n, dtype=np.int64) % 512),
+             "random u8": (X_bytes, random)}
+    ones = np.ones(n, np.float32)
+    lr_steps = np.full(-(-n // B), 0.1)
+
+    def epoch_ms(X, perm):
+        W, b = np.zeros((classes, d), np.float32), np.zeros(classes, np.float32)
+        parts_W, parts_b = np.zeros((T, classes, d), np.float32), np.zeros((T, classes), np.float32)
+        start = time.perf_counter()
+        backend.sgd_epoch(X, y, ones, perm, W, b, np.zeros_like(W), np.zeros_like(b), lr_steps,
+                          B, 0.0, 0.0, parts_W, parts_b)
+        return 1e3 * (time.perf_counter() - start)
+
+    for X, perm in cases.values():  # compile or load, warm the caches
+        epoch_ms(X, perm)
+    times = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, (X, perm) in cases.items():
+            times[name].append(epoch_ms(X, perm))
+    flop = 4 * n * d * classes
+    print(f"{args.backend}, {T} threads, batch {B}: ms per epoch, median of {args.repeats}")
+    for name, values in times.items():
+        ms = statistics.median(values)
+        print(f"  {name:10s} {ms:7.1f}  [{min(values):.1f} - {max(values):.1f}]"
+              f"  {flop / ms / 1e6:6.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
