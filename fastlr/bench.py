@@ -570,8 +570,9 @@ def format_report(report):
 
 def plot_report(report, path):
     """Throughput by batch size, one line per engine and thread count (solid: all threads,
-    dashed: one), the sgemm ceiling drawn in; written to ``path`` (PNG). The versions of the
-    kernel ladders are left out: the table has them."""
+    dashed: one), the sgemm ceiling drawn in; written to ``path`` (PNG). The uint8 pixel
+    engines are drawn beside the float32 ones; the versions of the kernel ladders are left
+    out: the table has them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -582,7 +583,7 @@ def plot_report(report, path):
     lines = {}
     for row in report["results"]:
         if (row["ms_per_epoch"] is None or row["backend"].startswith("sklearn")
-                or ":" in row["backend"]):
+                or (":" in row["backend"] and not row["backend"].endswith(":uint8"))):
             continue
         lines.setdefault((row["backend"], row["threads"]), []).append(
             (row["batch_size"], row["samples_per_s"]))
