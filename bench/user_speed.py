@@ -17,15 +17,15 @@ an older fastlr, its extension built) adds that checkout's ``train`` to the alte
 the first-run rows, so a before/after table comes from one run. A benchmark, not a test: it
 exits 0 once it has measured, whether the targets hold or not. The output of
 ``python bench/user_speed.py --repeats 5 --first-repeats 2 --before DIR`` (DIR a checkout of the
-commit before these changes) on the 2-core Xeon, quiet::
+commit before ``train`` handed the kernels MNIST's bytes) on the 2-core Xeon, quiet::
 
-    load average 1.63 before, 1.22 after
-    warm train vs plain NumPy:   train 0.56 s, numpy 1.38 s (medians of 5): 2.44x (goal >= 2x)
-      before (DIR):  train 1.57 s: 0.88x
-    fit's SGD share:             0.18 s of 0.19 s (median of 5): 93% (goal >= 80%)
-    first run, default backend:  0.60 s vs 0.33 s warm (medians of 2): 1.8x (goal <= 5x)
-    first run, --backend numba:  16.49 s vs 0.80 s warm (medians of 2): 20.6x (goal <= 5x)
-    first run, before, default:  15.86 s vs 1.10 s warm (medians of 2): 14.5x (goal <= 5x)
+    load average 0.25 before, 0.80 after
+    warm train vs plain NumPy:   train 0.37 s, numpy 1.11 s (medians of 5): 2.99x (goal >= 2x)
+      before (DIR):  train 0.49 s: 2.26x
+    fit's SGD share:             0.19 s of 0.20 s (median of 5): 93% (goal >= 80%)
+    first run, default backend:  0.46 s vs 0.22 s warm (medians of 2): 2.1x (goal <= 5x)
+    first run, --backend numba:  15.85 s vs 0.72 s warm (medians of 2): 21.9x (goal <= 5x)
+    first run, before, default:  0.71 s vs 0.28 s warm (medians of 2): 2.6x (goal <= 5x)
 """
 
 import argparse
