@@ -15,29 +15,12 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "tiles.h"
+#include "timing.h"
 
 enum { N_BLOCK = 64, D = 784, C = 10, CALLS = 3000, SPANS = (D + 31) / 32 };
 #define LINE_ALIGNED __attribute__((aligned(64)))
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-#define FASTEST(result, call)                       \
-    do {                                            \
-        result = 1e9;                               \
-        for (int r = 0; r < CALLS; r++) {           \
-            double start = seconds();               \
-            call;                                   \
-            double took = seconds() - start;        \
-            result = took < result ? took : result; \
-        }                                           \
-    } while (0)
 
 static void report(const char *what, double s) {
     printf("  %-30s %6.2f us  %6.1f GFLOP/s\n", what, s * 1e6, 2.0 * N_BLOCK * C * D / s / 1e9);
@@ -136,20 +119,20 @@ int main(void) {
     const struct fastlr_tiles *t = &fastlr_tiles_v4;
     double s;
     printf("one block: %d samples x %d features x %d classes, in cache\n", N_BLOCK, D, C);
-    FASTEST(s, t->scores_float(W, b, C, D, xs, N_BLOCK, z));
+    FASTEST(s, CALLS, t->scores_float(W, b, C, D, xs, N_BLOCK, z));
     report("fp32 FMA tile, float X", s);
-    FASTEST(s, t->scores_u8_float(W, b, C, D, ps, N_BLOCK, z));
+    FASTEST(s, CALLS, t->scores_u8_float(W, b, C, D, ps, N_BLOCK, z));
     report("fp32 FMA tile, uint8 X", s);
-    FASTEST(s, weights_to_bf16(W, Wb));
+    FASTEST(s, CALLS, weights_to_bf16(W, Wb));
     printf("  %-30s %6.2f us\n", "W rounded to bf16", s * 1e6);
-    FASTEST(s, scores_bf16_from_pixels(Wb, b, ps, N_BLOCK, z_bf16));
+    FASTEST(s, CALLS, scores_bf16_from_pixels(Wb, b, ps, N_BLOCK, z_bf16));
     report("vdpbf16ps tile, uint8 X", s);
     double error = 0, largest = 0;
     for (int i = 0; i < N_BLOCK * C; i++) {
         error = fmax(error, fabs(z_bf16[i] - z[i]));
         largest = fmax(largest, fabs(z[i]));
     }
-    FASTEST(s, scores_bf16_from_bf16(Wb, b, bs, N_BLOCK, z_bf16));
+    FASTEST(s, CALLS, scores_bf16_from_bf16(Wb, b, bs, N_BLOCK, z_bf16));
     report("vdpbf16ps tile, bf16 X", s);
     printf("  largest |bf16 score - fp32 score| %.2g, of scores up to %.2g\n", error, largest);
     return 0;

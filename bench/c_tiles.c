@@ -11,30 +11,12 @@
    epoch runs 938 blocks, so "ms/epoch" is that many calls. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "tiles.h"
+#include "timing.h"
 
 enum { N_BLOCK = 64, D = 784, C = 10, CALLS = 2000 };
 #define LINE_ALIGNED __attribute__((aligned(64)))
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-/* The fastest of CALLS runs of `call` on the tiles `t`. */
-#define FASTEST(result, call)                  \
-    do {                                       \
-        result = 1e9;                          \
-        for (int r = 0; r < CALLS; r++) {      \
-            double start = seconds();          \
-            call;                              \
-            double took = seconds() - start;   \
-            result = took < result ? took : result; \
-        }                                      \
-    } while (0)
 
 static void report(const char *what, double s) {
     double gflops = 2.0 * N_BLOCK * C * D / s / 1e9;
@@ -76,15 +58,15 @@ int main(void) {
             continue;
         double s;
         printf("ISA level %d\n", t->isa_level);
-        FASTEST(s, t->scores_float(W, b, C, D, xs, N_BLOCK, z));
+        FASTEST(s, CALLS, t->scores_float(W, b, C, D, xs, N_BLOCK, z));
         report("scores", s);
-        FASTEST(s, t->accumulate_float(gW, gb, C, D, xs, N_BLOCK, N_BLOCK, 0, z));
+        FASTEST(s, CALLS, t->accumulate_float(gW, gb, C, D, xs, N_BLOCK, N_BLOCK, 0, z));
         report("gradient (+prefetch)", s);
-        FASTEST(s, t->scores_u8_float(W, b, C, D, ps, N_BLOCK, z));
+        FASTEST(s, CALLS, t->scores_u8_float(W, b, C, D, ps, N_BLOCK, z));
         report("scores, uint8", s);
-        FASTEST(s, t->accumulate_u8_float(gW, gb, C, D, ps, N_BLOCK, N_BLOCK, 0, z));
+        FASTEST(s, CALLS, t->accumulate_u8_float(gW, gb, C, D, ps, N_BLOCK, N_BLOCK, 0, z));
         report("gradient, uint8", s);
-        FASTEST(s, {
+        FASTEST(s, CALLS, {
             for (int k = 0; k < N_BLOCK * C; k++)
                 ex[k] = -(k % 30) * 0.5;
             t->exp_nonpositive(ex, N_BLOCK * C);

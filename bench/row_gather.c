@@ -13,15 +13,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "timing.h"
 
 enum { N = 60000, D = 784, LINES = D * 4 / 64 };
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 
 /* The sum of rows perm[lo..hi-1], asking `ahead` rows ahead for every line of the row with
    `hint` (0: no prefetch). */
