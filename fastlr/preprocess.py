@@ -32,7 +32,6 @@ two steps; ``tests/test_page.py`` checks in a browser that the two agree.
 import numpy as np
 
 from .errors import DataError
-from .pixels import Pixels
 
 PREPROCESSING = (None, "deskew")
 
@@ -43,11 +42,11 @@ _CHUNK = 256
 
 def apply_preprocessing(name, X):
     """Apply the preprocessing ``name`` (None or ``"deskew"``) to the rows of X (N, D), float
-    features or :class:`~fastlr.pixels.Pixels` (deskewed as their float features)."""
+    features or :class:`~fastlr.pixels.Pixels` (which ``deskew`` reads as their features)."""
     if name is None:
         return X
     if name == "deskew":
-        return deskew(X.features() if isinstance(X, Pixels) else X)
+        return deskew(X)
     raise ValueError(f"unknown preprocessing {name!r}")
 
 

@@ -80,9 +80,11 @@ def _check_contract(backend, X, y, sample_weight, W, b):
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"weights must be float32 or float64, got {dtype}")
     pixels = X.dtype == np.uint8 and getattr(backend, "takes_pixels", False)
-    for name, array in (("X", X), ("sample_weight", sample_weight), ("W", W), ("b", b)):
-        if (array.dtype != dtype and not (array is X and pixels)) \
-                or not array.flags.c_contiguous:
+    if not (X.dtype == dtype or pixels) or not X.flags.c_contiguous:
+        raise TypeError(f"X must be C-contiguous {dtype} (or uint8 for a backend that takes "
+                        f"pixels), got {X.dtype}")
+    for name, array in (("sample_weight", sample_weight), ("W", W), ("b", b)):
+        if array.dtype != dtype or not array.flags.c_contiguous:
             raise TypeError(f"{name} must be C-contiguous {dtype}, got {array.dtype}")
     if y.dtype != np.int64 or not y.flags.c_contiguous:
         raise TypeError(f"y must be C-contiguous int64, got {y.dtype}")

@@ -149,12 +149,31 @@ print(json.dumps({'message': message, 'available': available_backends(), 'auto':
     assert "pip install -e ." in got["reason"]
 
 
+def _isa_problem(rng, X, c, weight_scale, lr):
+    """A problem on the float64 features X (n, d) with c classes, and the reference's answers:
+    labels, weights, the permutation and rates of one epoch at batch 40 (momentum 0.5, L2
+    1e-3), the loss and gradient at W, b and the weights after that epoch."""
+    from fastlr.backends import reference
+    n, d = X.shape
+    y = rng.integers(0, c, n).astype(np.int64)
+    sw = rng.uniform(0.5, 2.0, n)
+    W = rng.standard_normal((c, d)) * weight_scale
+    b = rng.standard_normal(c) * 0.05
+    perm = rng.permutation(n).astype(np.int64)
+    lr_steps = np.full(-(-n // 40), lr)
+    ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
+    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
+    ref_W, ref_b = W.copy(), b.copy()
+    reference.sgd_epoch(X, y, sw, perm, ref_W, ref_b, np.zeros_like(W), np.zeros_like(b),
+                        lr_steps, 40, 0.5, 1e-3, None, None)
+    return y, sw, W, b, perm, lr_steps, ref_loss, ref_grad_W, ref_grad_b, ref_W, ref_b
+
+
 def test_every_instruction_set_level_matches_the_reference():
     """The kernels of each ISA level this CPU runs (the best one is picked at import; the
     others would run on older CPUs) agree with the reference, on a batch that exercises the
     short tiles: odd samples, classes not a multiple of the tile, D not a multiple of the
     vector."""
-    from fastlr.backends import reference
     from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
     backend = get_backend("cython")
     best = backend.isa_level()
@@ -162,17 +181,8 @@ def test_every_instruction_set_level_matches_the_reference():
     rng = np.random.default_rng(3)
     n, d, c = 131, 795, 13
     X = rng.random((n, d))
-    y = rng.integers(0, c, n).astype(np.int64)
-    sw = rng.uniform(0.5, 2.0, n)
-    W = rng.standard_normal((c, d)) * 0.05
-    b = rng.standard_normal(c) * 0.05
-    perm = rng.permutation(n).astype(np.int64)
-    lr_steps = np.full(-(-n // 40), 0.2)
-    ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
-    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
-    ref_W, ref_b = W.copy(), b.copy()
-    reference.sgd_epoch(X, y, sw, perm, ref_W, ref_b, np.zeros_like(W), np.zeros_like(b),
-                        lr_steps, 40, 0.5, 1e-3, None, None)
+    y, sw, W, b, perm, lr_steps, ref_loss, ref_grad_W, ref_grad_b, ref_W, ref_b = \
+        _isa_problem(rng, X, c, weight_scale=0.05, lr=0.2)
     try:
         for level in levels:
             backend.set_isa_level(level)
@@ -205,7 +215,6 @@ def test_every_instruction_set_level_takes_pixels_as_their_features():
     """uint8 X at each ISA level (the tiles convert the bytes and scale each sum by 1/255)
     against the reference on the float features X / 255, with float32 and float64 weights;
     float X of the other dtype than W's is refused."""
-    from fastlr.backends import reference
     from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
     backend = get_backend("cython")
     best = backend.isa_level()
@@ -214,17 +223,8 @@ def test_every_instruction_set_level_takes_pixels_as_their_features():
     pixels = rng.integers(0, 256, size=(n, d)).astype(np.uint8)
     pixels[0] = 255
     X = pixels / 255.0
-    y = rng.integers(0, c, n).astype(np.int64)
-    sw = rng.uniform(0.5, 2.0, n)
-    W = rng.standard_normal((c, d)) * 0.01
-    b = rng.standard_normal(c) * 0.05
-    perm = rng.permutation(n).astype(np.int64)
-    lr_steps = np.full(-(-n // 40), 0.05)
-    ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
-    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
-    ref_W, ref_b = W.copy(), b.copy()
-    reference.sgd_epoch(X, y, sw, perm, ref_W, ref_b, np.zeros_like(W), np.zeros_like(b),
-                        lr_steps, 40, 0.5, 1e-3, None, None)
+    y, sw, W, b, perm, lr_steps, ref_loss, ref_grad_W, ref_grad_b, ref_W, ref_b = \
+        _isa_problem(rng, X, c, weight_scale=0.01, lr=0.05)
     try:
         for level in [level for level in (1, 3, 4) if level <= best]:
             backend.set_isa_level(level)

@@ -48,7 +48,7 @@ def cmd_evaluate(args):
     dataset = load_data(args, model, pixels=True)
     X_test, y_test = Pixels(dataset.X_test), dataset.y_test
     if args.deskew and model.preprocessing != "deskew":
-        X_test = deskew(X_test.features())
+        X_test = deskew(X_test)
     predicted = model.predict(X_test)
     correct = predicted == y_test
     present = [label for label in model.classes_ if (y_test == label).any()]
