@@ -63,8 +63,8 @@ from .backends import available_backends, get_backend, reference, unavailable_re
 from .backends.check import TRAJECTORY_TOLERANCE, epoch_error, run_epoch
 from .data import load_mnist
 from .machine import machine_info
-from .measure import (RETRIES, _blas_threads, _median_min_max, measure_read_gbps,
-                      measure_sgemm_gflops, time_undisturbed)
+from .measure import (DISTURBED_SHARE, RETRIES, _blas_threads, _median_min_max,
+                      measure_read_gbps, measure_sgemm_gflops, time_undisturbed)
 from .sgd import learning_rates
 
 FASTLR_BACKENDS = ("numpy", "numba", "cython")

@@ -172,6 +172,25 @@ def test_a_disturbed_row_is_timed_again_and_the_quietest_try_kept(monkeypatch):
     assert seconds == [10] and load["disturbed"] and load["attempts"] == 1
 
 
+class BusyWatch(FakeWatch):
+    """A CpuWatch on a machine where another process always takes a whole core."""
+
+    def __enter__(self):
+        self.other_cpu, self.disturbed = 1.0, True
+        return self
+
+
+def test_a_run_on_a_busy_machine_says_which_rows_were_disturbed(small_mnist, monkeypatch):
+    monkeypatch.setattr(measure, "CpuWatch", BusyWatch)
+    report = bench.run_bench(backends=("numpy",), batch_sizes=(64,), threads=(1,), repeats=1,
+                             time_to_accuracy=False, data_dir=small_mnist, retries=1)
+    row = report["results"][0]
+    assert row["disturbed"] and row["attempts"] == 2 and row["ms_per_epoch"] > 0
+    assert any("1 of 1 rows (marked !) were disturbed" in note and "5%" in note
+               for note in report["notes"]), report["notes"]
+    assert "1.00!" in bench.format_report(report)
+
+
 def test_the_report_marks_a_disturbed_row(small_mnist):
     report = bench.run_bench(backends=("numpy",), batch_sizes=(64,), threads=(1,), repeats=1,
                              time_to_accuracy=False, data_dir=small_mnist, retries=0)
