@@ -17,18 +17,19 @@ The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
                     t = 0..T-1 over its own slice of the C*D weights, straight into the
                     (momentum, L2) update there; a barrier; the next step.
 ``loss_and_grad``   the same first phase for one batch, then the fixed-order sum into grad_W.
-``predict_scores``  ``X W^T + b``, blocks of 64 rows spread over threads with prange.
+``predict_scores``  ``X W^T + b``, blocks of FASTLR_BLOCK rows spread over threads with prange.
 
 X is of W's float type, or uint8 pixels whose features are X / 255 (a second fused type,
 ``samples``): the tiles convert the bytes to floats, which is exact, and multiply each of their
 sums by 1/255 once, so an epoch reads a quarter of the bytes.
 
-A thread's chunk (``fastlr_chunk_grad_*``) goes in blocks of 64 samples: the block's scores
+A thread's chunk (``fastlr_chunk_grad_*``) goes in blocks of FASTLR_BLOCK = 32 samples (why 32:
+``kernels.h``): the block's scores
 (register tiles of 10 classes x 2 samples; W walked in 1 KB spans that stay in L1), a stable
 softmax and log-sum-exp in float64 (the block's exponentials vectorized, within 2 ulp of
 libm's), then the block's gradient with a tile of 10 rows x one vector of gW held in
-registers across all 64 samples (stored once per block, not once per sample). While the
-gradient, which is compute-bound, runs, the rows of the next 64 samples are prefetched into
+registers across the block's samples (stored once per block, not once per sample). While the
+gradient, which is compute-bound, runs, the rows of the next block's samples are prefetched into
 L2: the rows are scattered by the permutation and the scores would otherwise wait on DRAM.
 The tiles are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline
 (SSE2); the best the CPU supports is picked at import (``isa_level``; ``set_isa_level`` to

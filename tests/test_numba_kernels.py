@@ -1,6 +1,7 @@
 """The production Numba kernels beyond the reference checks of test_backends.py: the exp the
 softmax vectorizes, the two epoch paths (spinning threads, fork-joins) giving the same bits, and
-the on-disk cache that must notice an edit to any production kernel file and no edit to the lab.
+the on-disk cache that must notice an edit to any production kernel file and no edit to the lab;
+and the block size, a tuning that must not change the math.
 """
 
 import os
@@ -12,9 +13,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import make_problem, run_epochs
+from conftest import assert_matches, in_float64, make_problem, run_epochs
 
 numba_backend = pytest.importorskip("fastlr.backends.numba")
+from fastlr.backends import reference  # noqa: E402
+from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
 from fastlr.backends.numba import epoch  # noqa: E402
 
 
@@ -77,11 +80,16 @@ def test_sample_split_epoch_spins_correctly_with_more_threads_than_cores():
     assert done.stdout.strip() == "ok"
 
 
+def _in_blocks(kernel):
+    """One of the two epoch kernels with the contract's arguments, in this CPU's blocks."""
+    return lambda *args: kernel(*args, epoch.BLOCK)
+
+
 class _Epoch:
     """A backend-shaped wrapper around one of the two epoch kernels, for run_epochs."""
 
     def __init__(self, kernel):
-        self.sgd_epoch = kernel
+        self.sgd_epoch = _in_blocks(kernel)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -105,6 +113,28 @@ def test_stepwise_epoch_is_bitwise_the_spinning_epoch(dtype, batch_size, momentu
         assert actual.tobytes() == expected.tobytes()
 
 
+class _Blocks:
+    """A backend whose epoch is the chosen one in blocks of ``block`` samples."""
+
+    def __init__(self, block):
+        self.sgd_epoch = lambda *args: epoch.epoch_in_blocks(block, *args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("block", [5, 32, 64])
+def test_every_block_size_computes_the_reference_epoch(dtype, block):
+    """The block (``tuning.py``'s, or the lab's 64) only regroups a chunk's gradient sum:
+    a short last block (5 does not divide the chunks), the tuned size and Zen 4's all give
+    the reference's two epochs, at a batch of 300 whose chunks span several blocks."""
+    rng = np.random.default_rng(37)
+    X, y, sw, W, b = make_problem(rng, 661, 784, 10, dtype, weighted=True)
+    perms = [rng.permutation(661).astype(np.int64) for _ in range(2)]
+    expected = run_epochs(reference, *in_float64(X, y, sw, W, b), perms, 300, 0.1, 0.9, 1e-3)
+    got = run_epochs(_Blocks(block), X, y, sw, W, b, perms, 300, 0.1, 0.9, 1e-3, 2)
+    for actual, wanted in zip(got, expected):
+        assert_matches(actual, wanted, dtype, TRAJECTORY_TOLERANCE)
+
+
 def _off_a_line(a, offset=16):
     """A copy of ``a`` starting ``offset`` bytes after a 64-byte line."""
     raw = np.empty(a.nbytes + 128, np.uint8)
@@ -126,8 +156,9 @@ def test_weights_off_a_cache_line_get_the_same_bits_in_place(sample_epoch):
     for place in (lambda a: a.copy(), _off_a_line):
         W_run, b_run = place(W), b.copy()
         parts_W = place(np.zeros((2, 10, 784), np.float32))
-        loss = sample_epoch(X, y, sw, perm, W_run, b_run, np.zeros_like(W), np.zeros_like(b),
-                            np.full(4, 0.1), 64, 0.9, 1e-3, parts_W, np.zeros((2, 10), np.float32))
+        loss = _in_blocks(sample_epoch)(X, y, sw, perm, W_run, b_run, np.zeros_like(W),
+                                        np.zeros_like(b), np.full(4, 0.1), 64, 0.9, 1e-3,
+                                        parts_W, np.zeros((2, 10), np.float32))
         results.append((W_run, b_run, loss))
     assert results[1][0].ctypes.data % 64 == 16  # the caller's array, updated in place
     assert results[0][0].tobytes() == results[1][0].tobytes()

@@ -42,6 +42,10 @@ def test_the_override_names_a_profile_and_fields():
     forced = tuning_for(AVX512, "x86_64", "avx512, grad_vectors=1, pause=0")
     assert forced.grad_vectors == 1 and not forced.pause and forced.vector_bytes == 64
     assert not tuning_for({"sse2"}, "x86_64", "avx2").fused  # no FMA on the CPU: never fused
+    assert tuning_for(AVX512, "x86_64").block == 32
+    assert tuning_for(AVX512, "x86_64", "block=64").block == 64
+    with pytest.raises(ValueError, match="block must be"):
+        tuning_for(AVX2, "x86_64", "block=0")
     with pytest.raises(ValueError, match="unknown field"):
         tuning_for(AVX2, "x86_64", "tile=3")
     with pytest.raises(ValueError, match="unknown profile"):

@@ -8,7 +8,7 @@
 
 /* How many of the samples that come next a thread asks for while it accumulates a block's
    gradient: a block's worth, the rows its next scores will read. */
-enum { FASTLR_AHEAD = 64 };
+enum { FASTLR_AHEAD = FASTLR_BLOCK };
 
 #define FASTLR_TEMPLATE "kernels_impl.h"
 #include "each_type.h"

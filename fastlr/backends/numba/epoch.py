@@ -33,9 +33,13 @@ from .partition import _aligned_slice, _chunk_bounds
 from .softmax import _block_correct, _block_softmax, _softmax_scratch
 from .sync import _barrier, _threads_run_at_once
 from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores
+from .tuning import TUNING
 from .update import _update_bias, _update_slice
 
-BLOCK = 64  # samples of a thread's chunk taken together: 64 rows of MNIST are 200 KB
+# Samples of a thread's chunk taken together (``tuning.py``): 32 rows of MNIST are 100 KB as
+# float32, asked for while the block before them computes (64 was 1.1-1.25x slower on float32
+# on Sapphire Rapids: docs/kernels.md).
+BLOCK = TUNING.block
 
 
 @njit(cache=True)
@@ -75,25 +79,33 @@ def _aligned(a):
 
 
 @njit(cache=True)
-def _epoch_scratch(T, C, D, dtype):
-    """Per-thread scratch of the epoch, each row padded so no two threads share a cache line:
-    the block's row numbers and the next block's (T, BLOCK + 16) int64, the block's scores
-    S (T, 1, BLOCK, C), the softmax's G, Z, E, row maxima and sums, and the update's gradient
-    slice (T, C D / T + 16 + lanes)."""
-    rows = np.zeros((T, BLOCK + 16), np.int64)
-    ahead = np.zeros((T, BLOCK + 16), np.int64)
-    S = np.zeros((T, 1, BLOCK, C), dtype)
+def _whole_tiles(n):
+    """n rounded up to whole score tiles of SCORE_SAMPLES samples (the tiles fill them: the
+    rows past n repeat a row, their scores are ignored)."""
+    return (n + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
+
+
+@njit(cache=True)
+def _epoch_scratch(T, C, D, dtype, block):
+    """Per-thread scratch of the epoch in blocks of ``block`` samples, each row padded so no
+    two threads share a cache line: the block's row numbers and the next block's
+    (T, block + 16) int64, the block's scores S (T, 1, block rounded up to whole score tiles,
+    C), the softmax's G, Z, E, row maxima and sums, and the update's gradient slice
+    (T, C D / T + 16 + lanes)."""
+    rows = np.zeros((T, block + 16), np.int64)
+    ahead = np.zeros((T, block + 16), np.int64)
+    S = np.zeros((T, 1, _whole_tiles(block), C), dtype)
     lanes = VECTOR_BYTES // S.itemsize
-    G, Z, E, row_max, row_total = _softmax_scratch(T, BLOCK, C, dtype)
+    G, Z, E, row_max, row_total = _softmax_scratch(T, block, C, dtype)
     grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
     return rows, ahead, S, G, Z, E, row_max, row_total, grad
 
 
 @njit(cache=True)
 def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W, part_b,
-                    rows, ahead, S, G, Z, E, row_max, row_total):
+                    rows, ahead, S, G, Z, E, row_max, row_total, block):
     """Thread k's partial gradient of step t at the current W, into part_W (C, D) and part_b
-    (C,), block by block of BLOCK samples: the block's scores straight from the rows of X, its
+    (C,), block by block of ``block`` samples: the block's scores straight from the rows of X, its
     softmax, its gradient while the next block's rows are asked for. Returns the chunk's sum
     of s_i l_i and its sum of s_i over the samples whose highest score is their label."""
     M = perm.shape[0]
@@ -106,11 +118,11 @@ def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W
     part_b[:] = 0
     if hi == lo:
         part_W[:, :] = 0
-    for p0 in range(lo, hi, BLOCK):
-        n = min(BLOCK, hi - p0)
+    for p0 in range(lo, hi, block):
+        n = min(block, hi - p0)
         for s in range(n):
             rows[s] = perm[p0 + s]
-        for s in range(n, (n + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES):
+        for s in range(n, _whole_tiles(n)):
             rows[s] = rows[n - 1]
         _gather_scores(X, rows, n, W, S[0])
         loss = _block_softmax(S, n, inv_batch, b, y, sample_weight, perm, p0, Z, E, row_max,
@@ -137,7 +149,7 @@ def _update_share(k, T, lr, momentum, alpha, W, b, vel_W, vel_b, parts_W, parts_
 @njit(cache=True)
 def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                    W, b, vel_W, vel_b, parts_W, parts_b, rows, ahead, S, G, Z, E, row_max,
-                   row_total, grad, flags, step_loss, step_correct):
+                   row_total, grad, flags, step_loss, step_correct, block):
     """Thread k's whole epoch: per step its chunk gradient, a meeting, its share of the
     update, a meeting, after which W is whole again. Its sum of s_i l_i for step t goes to
     ``step_loss[t, k]``, its sum of s_i over the samples it scored right to
@@ -148,7 +160,7 @@ def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, moment
     for t in range(n_steps):
         step_loss[t, k], step_correct[t, k] = _chunk_gradient(
             k, T, t, X, y, sample_weight, perm, batch_size, W, b, parts_W[k], parts_b[k], rows,
-            ahead, S, G, Z, E, row_max, row_total)
+            ahead, S, G, Z, E, row_max, row_total, block)
         if T > 1:
             meetings += 1
             _barrier(flags, k, T, meetings)
@@ -172,13 +184,13 @@ def _sum_steps(per_step):
 
 @njit(parallel=True, cache=True)
 def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
-                  alpha, parts_W, parts_b):
+                  alpha, parts_W, parts_b, block):
     """The epoch as one parallel region: T threads that meet through atomic flags. W and the
     partial gradients are worked on where they start on a cache line (``_aligned``)."""
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
+    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype, block)
     flags = np.zeros(8 * T, np.int64)
     step_loss = np.zeros((n_steps, T))
     step_correct = np.zeros((n_steps, T))
@@ -187,7 +199,7 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
         _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                        W_work, b, vel_W, vel_b, parts_work, parts_b, rows[k], ahead[k], S[k],
                        G[k], Z[k], E[k], row_max[k], row_total[k], grad[k], flags, step_loss,
-                       step_correct)
+                       step_correct, block)
     if W_work.ctypes.data != W.ctypes.data:
         W[:, :] = W_work
     return _sum_steps(step_loss), _sum_steps(step_correct)
@@ -195,13 +207,13 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
 
 @njit(parallel=True, cache=True)
 def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
-                    momentum, alpha, parts_W, parts_b):
+                    momentum, alpha, parts_W, parts_b, block):
     """The epoch for threads that may not all run at once: ``_sample_epoch``'s chunk
     gradients and update, with two fork-joins per step in place of its meetings."""
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype)
+    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype, block)
     step_loss = np.zeros((n_steps, T))
     step_correct = np.zeros((n_steps, T))
     W_work, parts_work = _aligned(W), _aligned(parts_W)
@@ -210,7 +222,7 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
             step_loss[t, k], step_correct[t, k] = _chunk_gradient(
                 k, T, t, X, y, sample_weight, perm, batch_size, W_work, b, parts_work[k],
                 parts_b[k], rows[k], ahead[k], S[k], G[k], Z[k], E[k], row_max[k],
-                row_total[k])
+                row_total[k], block)
         for k in prange(T):
             _update_share(k, T, lr_steps[t], momentum, alpha, W_work, b, vel_W, vel_b,
                           parts_work, parts_b, grad[k])
@@ -245,8 +257,14 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
         The sum of ``s_i`` over the samples whose highest score at those weights is their
         label (the first one on a tie).
     """
-    args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
-            alpha, parts_W, parts_b)
-    if _threads_run_at_once(parts_W.shape[0]):
-        return _sample_epoch(*args)
-    return _stepwise_epoch(*args)
+    return epoch_in_blocks(BLOCK, X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps,
+                           batch_size, momentum, alpha, parts_W, parts_b)
+
+
+def epoch_in_blocks(block, *args):
+    """``sgd_epoch(*args)`` with the threads' chunks taken in blocks of ``block`` samples
+    instead of this CPU's ``BLOCK`` (the lab compares the two). The block changes the order
+    in which a chunk's gradient is summed, so the bits, not only the speed."""
+    if _threads_run_at_once(args[-2].shape[0]):
+        return _sample_epoch(*args, block)
+    return _stepwise_epoch(*args, block)

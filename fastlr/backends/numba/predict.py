@@ -12,21 +12,21 @@ Shapes: N samples, B batch, D features, C classes, T threads.
 import numpy as np
 from numba import njit, prange
 
-from .epoch import BLOCK, _chunk_gradient, _epoch_scratch
+from .epoch import BLOCK, _chunk_gradient, _epoch_scratch, _whole_tiles
 from .partition import _chunk_bounds
-from .tiles import SCORE_SAMPLES, _gather_scores
+from .tiles import _gather_scores
 
 
 @njit(cache=True)
 def _score_rows(X, W, b, lo, hi, rows, S, out):
     """out[lo:hi] = X[lo:hi] W^T + b, BLOCK rows at a time; ``rows`` (BLOCK,) int64 and
-    S (BLOCK, C) are scratch."""
+    S (BLOCK rounded up to whole score tiles, C) are scratch."""
     C = W.shape[0]
     for p0 in range(lo, hi, BLOCK):
         n = min(BLOCK, hi - p0)
         for s in range(n):
             rows[s] = p0 + s
-        for s in range(n, (n + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES):
+        for s in range(n, _whole_tiles(n)):
             rows[s] = p0 + n - 1
         _gather_scores(X, rows, n, W, S)
         for s in range(n):
@@ -49,7 +49,7 @@ def predict_scores(X, W, b, out, n_threads):
     C = W.shape[0]
     T = max(1, n_threads)
     rows = np.zeros((T, BLOCK + 16), np.int64)
-    S = np.zeros((T, BLOCK, C), W.dtype)
+    S = np.zeros((T, _whole_tiles(BLOCK), C), W.dtype)
     for k in prange(T):
         lo, hi = _chunk_bounds(0, N, k, T)
         _score_rows(X, W, b, lo, hi, rows[k], S[k], out)
@@ -92,12 +92,13 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     T, C, D = parts_W.shape
     B = X.shape[0]
     perm = np.arange(B)
-    rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype)
+    rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype, BLOCK)
     chunk_loss = np.zeros(T)
     for k in prange(T):
         chunk_loss[k], _ = _chunk_gradient(k, T, 0, X, y, sample_weight, perm, B, W, b,
                                            parts_W[k], parts_b[k], rows[k], ahead[k], S[k],
-                                           G[k], Z[k], E[k], row_max[k], row_total[k])
+                                           G[k], Z[k], E[k], row_max[k], row_total[k],
+                                           BLOCK)
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for k in range(T):

@@ -2,7 +2,8 @@
 
 Shapes: lanes = vector_bytes / itemsize; the tiles' letters are those of ``tiles.py``.
 
-Every microarchitecture-dependent parameter of the Numba kernels is a field of ``Tuning``, and
+Every microarchitecture-dependent parameter of the Numba kernels (and the size of the blocks
+of samples, which depends on the memory system) is a field of ``Tuning``, and
 ``TUNING`` (the one the kernels compile with) is chosen at import from the instruction set
 Numba compiles for: its features are ``NUMBA_CPU_FEATURES`` if set, else the host's (as Numba's
 own code generator decides), so a test that forces ``NUMBA_CPU_NAME=haswell
@@ -51,6 +52,11 @@ class Tuning:
         ``llvm.prefetch`` locality of the next rows (2: ``prefetcht1``, into L2).
     pause : bool
         Whether the spin loop of a meeting runs x86's ``pause`` between tries.
+    block : int
+        Samples of a thread's chunk taken together (scores, softmax, gradient), while the
+        next block's rows are asked for. 32 on every profile: on Sapphire Rapids 32 beat 64
+        by 1.1-1.25x on float32 rows and by up to 1.07x on uint8 (docs/kernels.md), on Zen 4
+        32, 64 and 128 were within noise of each other.
     """
 
     profile: str
@@ -62,6 +68,7 @@ class Tuning:
     fused: bool
     prefetch_locality: int = 2
     pause: bool = True
+    block: int = 32
 
 
 def _profile(name, x86):
@@ -124,6 +131,8 @@ def tuning_for(features, machine=None, override=None):
         else:
             fields[key] = int(value)
     tuning = dataclasses.replace(_profile(name, x86), **fields)
+    if tuning.block < 1:
+        raise ValueError(f"{ENV_VAR}: block must be at least 1 sample")
     if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
         tuning = dataclasses.replace(tuning, fused=False)
     return tuning

@@ -29,6 +29,7 @@ from .v07_vector_update import sgd_epoch_v7
 from .v08_register_tiles import sgd_epoch_v8
 from .v09_column_split import sgd_epoch_v9
 from .v10_panel_sync import sgd_epoch_v10
+from .v11_sample_split import sgd_epoch_v11
 
 
 
@@ -51,5 +52,6 @@ KERNEL_VERSIONS = {
     "v8-register-tiles": _uncounted(sgd_epoch_v8),
     "v9-column-split": _uncounted(sgd_epoch_v9),
     "v10-panel-sync": _uncounted(sgd_epoch_v10),
-    "v11-sample-split": sgd_epoch,
+    "v11-sample-split": sgd_epoch_v11,
+    "v12-tuned-blocks": sgd_epoch,
 }

@@ -8,8 +8,8 @@ the partial scores are double-buffered by panel parity and each panel's gradient
 its packed half rows while they are in L2. Same bits as v9, the loss included (tested). The
 threads spin on each other, so when they cannot all run at once v9 runs instead. It gained the
 fork-joins at batch 64; at batch 1024 the scores pass still waited on DRAM, which is what v11
-(the chosen epoch, ``fastlr.backends.numba.epoch``) changed: split the samples again and read
-whole rows in place.
+(the chosen epoch, ``fastlr.backends.numba.epoch``, in its first blocks) changed: split the
+samples again and read whole rows in place.
 """
 
 import numpy as np
