@@ -2,7 +2,7 @@
 the rows coming from different places.
 
     python bench/where_rows_come_from.py [--backend numba] [--threads 2] [--batch-size 1024]
-                                         [--repeats 7]
+                                         [--repeats 7] [--blocks 32,64]
 
 One backend's ``sgd_epoch`` on MNIST (60,000 x 784) with four permutations and two dtypes, in
 one run, interleaved, medians of ``--repeats``:
@@ -16,11 +16,14 @@ one run, interleaved, medians of ``--repeats``:
 ``in cache u8`` i mod 512 of the pixels: the uint8 path's in-core time
 
 The float32 arithmetic is the same in the first three (only the values of X differ), so the
-differences are the cost of reading the rows. A benchmark, not a test: run it on a quiet
+differences are the cost of reading the rows. ``--blocks`` (Numba only) times every case with
+the threads' chunks in blocks of each given number of samples (``epoch_in_blocks``) instead
+of the tuned one, interleaved in the same run. A benchmark, not a test: run it on a quiet
 machine, and compare rows of one run.
 """
 
 import argparse
+import functools
 import importlib
 import statistics
 import time
@@ -34,7 +37,11 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--blocks", default=None,
+                        help="comma-separated block sizes to compare (numba only)")
     args = parser.parse_args()
+    if args.blocks and args.backend != "numba":
+        parser.error("--blocks: only the Numba kernel takes its block size at run time")
 
     from fastlr.data import load_mnist
     backend = importlib.import_module(f"fastlr.backends.{args.backend}")
@@ -53,28 +60,34 @@ def main():
              "in cache u8": (X_bytes, np.arange(n, dtype=np.int64) % 512)}
     ones = np.ones(n, np.float32)
     lr_steps = np.full(-(-n // B), 0.1)
+    epochs = {"": backend.sgd_epoch}
+    if args.blocks:
+        from fastlr.backends.numba.epoch import epoch_in_blocks
+        epochs = {f" b{block}": functools.partial(epoch_in_blocks, block)
+                  for block in map(int, args.blocks.split(","))}
 
-    def epoch_ms(X, perm):
+    def epoch_ms(epoch, X, perm):
         W, b = np.zeros((classes, d), np.float32), np.zeros(classes, np.float32)
         parts_W, parts_b = np.zeros((T, classes, d), np.float32), np.zeros((T, classes), np.float32)
         start = time.perf_counter()
-        backend.sgd_epoch(X, y, ones, perm, W, b, np.zeros_like(W), np.zeros_like(b), lr_steps,
-                          B, 0.0, 0.0, parts_W, parts_b)
+        epoch(X, y, ones, perm, W, b, np.zeros_like(W), np.zeros_like(b), lr_steps, B, 0.0, 0.0,
+              parts_W, parts_b)
         return 1e3 * (time.perf_counter() - start)
 
-    for X, perm in cases.values():  # compile or load, warm the caches
-        epoch_ms(X, perm)
-    times = {name: [] for name in cases}
+    runs = {name + tag: (epoch, X, perm) for name, (X, perm) in cases.items()
+            for tag, epoch in epochs.items()}
+    for run in runs.values():  # compile or load, warm the caches
+        epoch_ms(*run)
+    times = {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, (X, perm) in cases.items():
-            times[name].append(epoch_ms(X, perm))
+        for name, run in runs.items():
+            times[name].append(epoch_ms(*run))
     flop = 4 * n * d * classes
     print(f"{args.backend}, {T} threads, batch {B}: ms per epoch, median of {args.repeats}")
     for name, values in times.items():
         ms = statistics.median(values)
-        print(f"  {name:11s} {ms:7.1f}  [{min(values):.1f} - {max(values):.1f}]"
+        print(f"  {name:16s} {ms:7.1f}  [{min(values):.1f} - {max(values):.1f}]"
               f"  {flop / ms / 1e6:6.1f} GFLOP/s")
-
 
 if __name__ == "__main__":
     main()

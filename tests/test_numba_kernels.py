@@ -82,7 +82,7 @@ def test_sample_split_epoch_spins_correctly_with_more_threads_than_cores():
 
 def _in_blocks(kernel):
     """One of the two epoch kernels with the contract's arguments, in this CPU's blocks."""
-    return lambda *args: kernel(*args, epoch.BLOCK)
+    return lambda X, *args: kernel(X, *args, epoch.samples_per_block(X.shape[1] * X.itemsize))
 
 
 class _Epoch:
@@ -120,19 +120,26 @@ class _Blocks:
         self.sgd_epoch = lambda *args: epoch.epoch_in_blocks(block, *args)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("block", [5, 32, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+@pytest.mark.parametrize("block", [5, 32, 64, 128])
 def test_every_block_size_computes_the_reference_epoch(dtype, block):
-    """The block (``tuning.py``'s, or the lab's 64) only regroups a chunk's gradient sum:
-    a short last block (5 does not divide the chunks), the tuned size and Zen 4's all give
-    the reference's two epochs, at a batch of 300 whose chunks span several blocks."""
+    """The block (``samples_per_block``'s, or the lab's 64) only regroups a chunk's gradient
+    sum: a short last block (5 does not divide the chunks) and the sizes the tuning picks
+    for float and for uint8 rows all give the reference's two epochs, at a batch of 300 whose
+    chunks span several blocks. uint8: pixels, float32 weights, the reference on X / 255."""
     rng = np.random.default_rng(37)
-    X, y, sw, W, b = make_problem(rng, 661, 784, 10, dtype, weighted=True)
+    floats = np.float32 if dtype == np.uint8 else dtype
+    X, y, sw, W, b = make_problem(rng, 661, 784, 10, floats, weighted=True)
+    features = X
+    if dtype == np.uint8:
+        X = rng.integers(0, 256, size=X.shape).astype(np.uint8)
+        features = X / 255.0
     perms = [rng.permutation(661).astype(np.int64) for _ in range(2)]
-    expected = run_epochs(reference, *in_float64(X, y, sw, W, b), perms, 300, 0.1, 0.9, 1e-3)
+    expected = run_epochs(reference, *in_float64(features, y, sw, W, b), perms, 300, 0.1, 0.9,
+                          1e-3)
     got = run_epochs(_Blocks(block), X, y, sw, W, b, perms, 300, 0.1, 0.9, 1e-3, 2)
     for actual, wanted in zip(got, expected):
-        assert_matches(actual, wanted, dtype, TRAJECTORY_TOLERANCE)
+        assert_matches(actual, wanted, floats, TRAJECTORY_TOLERANCE)
 
 
 def _off_a_line(a, offset=16):

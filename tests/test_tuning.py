@@ -42,10 +42,23 @@ def test_the_override_names_a_profile_and_fields():
     forced = tuning_for(AVX512, "x86_64", "avx512, grad_vectors=1, pause=0")
     assert forced.grad_vectors == 1 and not forced.pause and forced.vector_bytes == 64
     assert not tuning_for({"sse2"}, "x86_64", "avx2").fused  # no FMA on the CPU: never fused
-    assert tuning_for(AVX512, "x86_64").block == 32
-    assert tuning_for(AVX512, "x86_64", "block=64").block == 64
-    with pytest.raises(ValueError, match="block must be"):
-        tuning_for(AVX2, "x86_64", "block=0")
+    assert tuning_for(AVX512, "x86_64", "block_kib=50").block_kib == 50
+    with pytest.raises(ValueError, match="block_kib must be"):
+        tuning_for(AVX2, "x86_64", "block_kib=0")
+
+
+def test_a_block_is_the_same_bytes_of_rows_in_whole_score_tiles():
+    from fastlr.backends.numba.epoch import BLOCK_BYTES, MAX_BLOCK, samples_per_block
+    from fastlr.backends.numba.tiles import SCORE_SAMPLES
+    if os.environ.get("FASTLR_NUMBA_TUNING"):
+        pytest.skip("FASTLR_NUMBA_TUNING forces another tuning")
+    assert BLOCK_BYTES == 100 * 1024
+    assert samples_per_block(784 * 4) == 32  # MNIST's float32 features
+    assert samples_per_block(784) == 128  # its uint8 pixels
+    assert samples_per_block(784 * 8) == 16  # float64
+    assert samples_per_block(10**7) == SCORE_SAMPLES  # a row longer than a block: one tile
+    assert samples_per_block(4) == MAX_BLOCK
+    assert all(samples_per_block(b) % SCORE_SAMPLES == 0 for b in range(1, 5000, 7))
     with pytest.raises(ValueError, match="unknown field"):
         tuning_for(AVX2, "x86_64", "tile=3")
     with pytest.raises(ValueError, match="unknown profile"):

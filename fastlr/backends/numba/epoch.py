@@ -36,10 +36,8 @@ from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores
 from .tuning import TUNING
 from .update import _update_bias, _update_slice
 
-# Samples of a thread's chunk taken together (``tuning.py``): 32 rows of MNIST are 100 KB as
-# float32, asked for while the block before them computes (64 was 1.1-1.25x slower on float32
-# on Sapphire Rapids: docs/kernels.md).
-BLOCK = TUNING.block
+BLOCK_BYTES = TUNING.block_kib * 1024  # rows of X per block, in bytes (``tuning.py``)
+MAX_BLOCK = 1024  # samples: the scratch of a block of rows a few features long stays small
 
 
 @njit(cache=True)
@@ -76,6 +74,15 @@ def _aligned(a):
     if a.ctypes.data % 64 == 0:
         return a
     return a.copy()
+
+
+@njit(cache=True)
+def samples_per_block(row_bytes):
+    """The samples of a block for rows of ``row_bytes`` bytes: BLOCK_BYTES of them, rounded
+    down to whole score tiles, at least one tile and at most MAX_BLOCK (MNIST: 32 float32
+    rows, 128 uint8 rows, 16 float64 rows)."""
+    n = BLOCK_BYTES // row_bytes // SCORE_SAMPLES * SCORE_SAMPLES
+    return min(max(n, SCORE_SAMPLES), MAX_BLOCK)
 
 
 @njit(cache=True)
@@ -257,13 +264,14 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
         The sum of ``s_i`` over the samples whose highest score at those weights is their
         label (the first one on a tie).
     """
-    return epoch_in_blocks(BLOCK, X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps,
-                           batch_size, momentum, alpha, parts_W, parts_b)
+    return epoch_in_blocks(samples_per_block(X.shape[1] * X.itemsize), X, y, sample_weight, perm,
+                           W, b, vel_W, vel_b, lr_steps, batch_size, momentum, alpha, parts_W,
+                           parts_b)
 
 
 def epoch_in_blocks(block, *args):
     """``sgd_epoch(*args)`` with the threads' chunks taken in blocks of ``block`` samples
-    instead of this CPU's ``BLOCK`` (the lab compares the two). The block changes the order
+    instead of ``samples_per_block``'s (the lab compares the two). The block changes the order
     in which a chunk's gradient is summed, so the bits, not only the speed."""
     if _threads_run_at_once(args[-2].shape[0]):
         return _sample_epoch(*args, block)

@@ -12,10 +12,13 @@ Shapes: N samples, B batch, D features, C classes, T threads.
 import numpy as np
 from numba import njit, prange
 
-from .epoch import BLOCK, _chunk_gradient, _epoch_scratch, _whole_tiles
+from .epoch import _chunk_gradient, _epoch_scratch, _whole_tiles, samples_per_block
 from .partition import _chunk_bounds
 from .tiles import _gather_scores
 
+# Rows scored together by predict_scores: in order, so no next block to ask for; the size it
+# had when it shared the epoch's blocks.
+BLOCK = 64
 
 @njit(cache=True)
 def _score_rows(X, W, b, lo, hi, rows, S, out):
@@ -92,13 +95,14 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     T, C, D = parts_W.shape
     B = X.shape[0]
     perm = np.arange(B)
-    rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype, BLOCK)
+    block = samples_per_block(D * X.itemsize)
+    rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype, block)
     chunk_loss = np.zeros(T)
     for k in prange(T):
         chunk_loss[k], _ = _chunk_gradient(k, T, 0, X, y, sample_weight, perm, B, W, b,
                                            parts_W[k], parts_b[k], rows[k], ahead[k], S[k],
                                            G[k], Z[k], E[k], row_max[k], row_total[k],
-                                           BLOCK)
+                                           block)
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for k in range(T):

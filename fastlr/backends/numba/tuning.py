@@ -52,11 +52,13 @@ class Tuning:
         ``llvm.prefetch`` locality of the next rows (2: ``prefetcht1``, into L2).
     pause : bool
         Whether the spin loop of a meeting runs x86's ``pause`` between tries.
-    block : int
-        Samples of a thread's chunk taken together (scores, softmax, gradient), while the
-        next block's rows are asked for. 32 on every profile: on Sapphire Rapids 32 beat 64
-        by 1.1-1.25x on float32 rows and by up to 1.07x on uint8 (docs/kernels.md), on Zen 4
-        32, 64 and 128 were within noise of each other.
+    block_kib : int
+        KiB of rows of X in a block, the samples of a thread's chunk taken together (scores,
+        softmax, gradient) while the next block's rows are asked for: a block is this many
+        bytes of rows, in whole score tiles (``epoch.samples_per_block``), so 32 rows of
+        MNIST's float32 features and 128 of its uint8 pixels. On Sapphire Rapids those were
+        the fastest of 24-128 rows for each (docs/kernels.md); on Zen 4 blocks of 32, 64 and
+        128 float32 rows were within noise of each other.
     """
 
     profile: str
@@ -68,7 +70,7 @@ class Tuning:
     fused: bool
     prefetch_locality: int = 2
     pause: bool = True
-    block: int = 32
+    block_kib: int = 100
 
 
 def _profile(name, x86):
@@ -131,8 +133,8 @@ def tuning_for(features, machine=None, override=None):
         else:
             fields[key] = int(value)
     tuning = dataclasses.replace(_profile(name, x86), **fields)
-    if tuning.block < 1:
-        raise ValueError(f"{ENV_VAR}: block must be at least 1 sample")
+    if tuning.block_kib < 1:
+        raise ValueError(f"{ENV_VAR}: block_kib must be at least 1")
     if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
         tuning = dataclasses.replace(tuning, fused=False)
     return tuning

@@ -7,8 +7,8 @@ Zen 4: 64 samples, 200 KB of MNIST's float32 rows. Each thread takes its contigu
 every minibatch, scores a block straight from the rows with the register tiles, runs its
 softmax, and accumulates its gradient while the next block's rows are asked for; the threads
 meet twice per step in one parallel region. v12 (``v12-tuned-blocks``) is the same epoch in
-the blocks the CPU's tuning picks (``tuning.py``: 32), which on Sapphire Rapids were 1.1-1.25x
-faster than these on float32 rows (docs/kernels.md).
+the blocks the CPU's tuning picks (``tuning.py``: 100 KiB of rows, 32 of MNIST's float32
+rows), which on Sapphire Rapids were 1.1-1.2x faster than these (docs/kernels.md).
 """
 
 from ..numba.epoch import epoch_in_blocks
