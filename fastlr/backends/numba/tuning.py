@@ -58,7 +58,9 @@ class Tuning:
         bytes of rows, in whole score tiles (``epoch.samples_per_block``), so 32 rows of
         MNIST's float32 features and 128 of its uint8 pixels. On Sapphire Rapids those were
         the fastest of 24-128 rows for each (docs/kernels.md); on Zen 4 blocks of 32, 64 and
-        128 float32 rows were within noise of each other.
+        128 float32 rows were within noise of each other. Not measured on first use: the
+        block orders a chunk's gradient sum, so a timed choice would make the bits of a model
+        depend on how busy the machine was.
     """
 
     profile: str
