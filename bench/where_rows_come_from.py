@@ -89,5 +89,6 @@ def main():
         print(f"  {name:16s} {ms:7.1f}  [{min(values):.1f} - {max(values):.1f}]"
               f"  {flop / ms / 1e6:6.1f} GFLOP/s")
 
+
 if __name__ == "__main__":
     main()

@@ -24,8 +24,8 @@ X is of W's float type, or uint8 pixels whose features are X / 255 (a second fus
 sums by 1/255 once, so an epoch reads a quarter of the bytes.
 
 A thread's chunk (``fastlr_chunk_grad_*``) goes in blocks of FASTLR_BLOCK = 32 samples (why 32:
-``kernels.h``): the block's scores
-(register tiles of 10 classes x 2 samples; W walked in 1 KB spans that stay in L1), a stable
+``kernels.h``): the block's scores (register tiles of 10 classes x 2 samples; W walked in 1 KB
+spans that stay in L1), a stable
 softmax and log-sum-exp in float64 (the block's exponentials vectorized, within 2 ulp of
 libm's), then the block's gradient with a tile of 10 rows x one vector of gW held in
 registers across the block's samples (stored once per block, not once per sample). While the

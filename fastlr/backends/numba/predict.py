@@ -20,6 +20,7 @@ from .tiles import _gather_scores
 # had when it shared the epoch's blocks.
 BLOCK = 64
 
+
 @njit(cache=True)
 def _score_rows(X, W, b, lo, hi, rows, S, out):
     """out[lo:hi] = X[lo:hi] W^T + b, BLOCK rows at a time; ``rows`` (BLOCK,) int64 and
