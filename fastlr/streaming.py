@@ -27,9 +27,9 @@ Memory: the buffer's rows as uint8 (M D bytes) and their float32 copy for the ke
 (4 M D bytes), the labels, and the pages of the mapped files, which the operating system
 reclaims as it needs: bounded by ``buffer_size``, not by N.
 
-The uint8 kernels: a backend that reads uint8 rows itself (``takes_pixels``: numba, cython; the
-1/255 scale folded into its arithmetic) gets the buffer's bytes as they are; for the others
-:func:`_kernel_rows` converts each buffer to float in [0, 1].
+The uint8 kernels: a backend that reads uint8 rows itself (``takes_pixels``: all three of
+fastlr's, the 1/255 scale folded into their arithmetic) gets the buffer's bytes as they are; for
+any other :func:`_kernel_rows` converts each buffer to the loader's features in [0, 1].
 """
 
 import time
@@ -42,6 +42,7 @@ from .backends import get_backend
 from .data import _find_file, memmap_idx, read_idx
 from .datasets import FILE_STEMS, image_shape_of
 from .errors import DataError
+from .pixels import pixel_features
 
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_BUFFER_SIZE = 65536
@@ -86,8 +87,7 @@ class StreamingSource:
         self.title = title
         self.directory = Path(directory)
         self.image_shape = tuple(int(n) for n in image_shape)
-        self.test = None if test is None else (test[0].astype(np.float32) / np.float32(255),
-                                                test[1])
+        self.test = None if test is None else (pixel_features(test[0]), test[1])
         self.n_features = int(parts[0][0].shape[1])
         self.n_samples = int(sum(images.shape[0] for images, _ in parts))
         self.chunks = np.array([(p, start, min(start + self.chunk_size, images.shape[0]))
@@ -259,13 +259,11 @@ def _open_npy_classes(directory, test_size, sizes):
 
 def _kernel_rows(rows_uint8, out):
     """The buffer's rows as the kernels read them: the bytes themselves for a backend that
-    reads pixels (``out`` is None), else floats in [0, 1] written into ``out``."""
+    reads pixels (``out`` is None), else their features in [0, 1], the loader's, written into
+    ``out``."""
     if out is None:
         return rows_uint8
-    # Two passes, a cast then a scale in place, run 10x faster than one mixed-type multiply.
-    np.copyto(out, rows_uint8)
-    out *= np.float32(1 / 255)
-    return out
+    return pixel_features(rows_uint8, out.dtype, out=out)
 
 
 def fit(model, source, eval_set=None, on_epoch=None):
