@@ -275,6 +275,7 @@ def epoch_in_blocks(block, *args):
     """``sgd_epoch(*args)`` with the threads' chunks taken in blocks of ``block`` samples
     instead of ``samples_per_block``'s (the lab compares the two). The block changes the order
     in which a chunk's gradient is summed, so the bits, not only the speed."""
-    if _threads_run_at_once(args[-2].shape[0]):
+    parts_W = args[-2]  # (T, C, D): the contract's next-to-last argument
+    if _threads_run_at_once(parts_W.shape[0]):
         return _sample_epoch(*args, block)
     return _stepwise_epoch(*args, block)
