@@ -9,7 +9,8 @@ The contract (``fastlr/backends/__init__.py``; the math in ``reference.py``):
 ``predict_scores``   X W^T + b (``predict.py``)
 
 The files, by job: ``tiles.py`` the register tiles in LLVM vector IR (scores, gradient,
-prefetch), ``softmax.py`` the vectorizable exp, the softmax and the loss, ``update.py`` the one
+prefetch), ``amx.py`` the same products on AMX tiles for uint8 pixels where the CPU has them,
+``softmax.py`` the vectorizable exp, the softmax and the loss, ``update.py`` the one
 SGD update (momentum and L2), ``sync.py`` the atomic flags and barrier of the threads,
 ``partition.py`` which samples and weights each thread takes, ``tuning.py`` what depends on the
 CPU (vector width, tile shapes, FMA, prefetch; ``FASTLR_NUMBA_TUNING`` overrides it),

@@ -9,13 +9,17 @@ where they are, its softmax, then its gradient into the thread's partial gradien
 ``parts_W[k]`` while the next block's rows are asked for line by line. Then the
 threads meet, each sums the T partials in order k = 0..T-1 over its slice of the weights and
 applies the update there (thread 0 also the bias), and they meet again, with W whole for the
-next step. No Python runs between steps, and a given T gives the same bits on every run.
+next step. Where the CPU has AMX (``TUNING.amx``), a chunk of uint8 pixels of at least
+``AMX_MIN_CHUNK`` samples computes its blocks' scores and gradient on the tiles instead
+(``amx.py``; the overloads ``_tile_*`` keep the tile instructions out of every other
+compilation), with the same softmax and update. No Python runs between steps, and a given T gives the same bits on every run.
 
 Why this one won (the measurements are in docs/kernels.md and docs/bench.json): splitting the
 samples and reading rows in place needs no packing copy and runs each sample's softmax in one
 thread; one parallel region per epoch saves a fork-join per step; blocks of 100 KB of rows
 were 1.15-1.2x faster on float32 than the 64 samples of Zen 4's tuning (v11), on Sapphire
-Rapids. The earlier rungs (columns split between threads, packed panels, one fork-join per
+Rapids; the AMX tiles took uint8 pixels at batch 1024 1.15-1.2x past the vector tiles there
+(docs/kernels.md). The earlier rungs (columns split between threads, packed panels, one fork-join per
 step, blocks of 64) are in ``fastlr/backends/numba_ladder``.
 
 The threads spin on each other, so all T must run at once. When they cannot (T above Numba's
@@ -29,17 +33,20 @@ negligible against an epoch.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
+from . import amx
 from .partition import _aligned_slice, _chunk_bounds
 from .softmax import _block_correct, _block_softmax, _softmax_scratch
 from .sync import _barrier, _threads_run_at_once
-from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores
+from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores, pixel_scale
 from .tuning import TUNING
 from .update import _update_bias, _update_slice
 
 BLOCK_BYTES = TUNING.block_kib * 1024  # rows of X per block, in bytes (``tuning.py``)
 MAX_BLOCK = 1024  # samples: the scratch of a block of rows a few features long stays small
+AMX_MIN_CHUNK = TUNING.amx_min_chunk  # samples of a chunk below which it keeps vector tiles
 
 
 @njit(cache=True)
@@ -87,6 +94,67 @@ def samples_per_block(row_bytes):
     return min(max(n, SCORE_SAMPLES), MAX_BLOCK)
 
 
+def takes_tiles(X, W):
+    """Whether the epoch may compute on the AMX tiles (``amx.py``): uint8 pixels, float32
+    weights of at most 16 classes, and the tuning says the CPU has them (a thread's chunk
+    then takes them if it has at least ``TUNING.amx_min_chunk`` samples)."""
+    return (TUNING.amx and X.dtype == np.uint8 and W.dtype == np.float32
+            and W.shape[0] <= amx.SLAB)
+
+
+def _tiles_apply(X, W):
+    """Whether the overloads below compile the AMX tiles for these types (else a function
+    that is never called: the tile instructions must not reach a CPU without them)."""
+    return TUNING.amx and X.dtype == types.uint8 and W.dtype == types.float32
+
+
+@overload(takes_tiles)
+def _takes_tiles_typed(X, W):
+    if _tiles_apply(X, W):
+        return lambda X, W: W.shape[0] <= amx.SLAB
+    return lambda X, W: False
+
+
+def _tile_weights(X, W, scale, Wb):
+    """``amx.pack_weights(W, scale, Wb)`` where ``takes_tiles(X, W)`` can be true."""
+
+
+@overload(_tile_weights)
+def _tile_weights_typed(X, W, scale, Wb):
+    if _tiles_apply(X, W):
+        return lambda X, W, scale, Wb: amx.pack_weights(W, scale, Wb)
+    return lambda X, W, scale, Wb: None
+
+
+def _tile_scores(X, rows, n, ahead, n_ahead, W, Wb, buf, S):
+    """``amx.block_scores(X, rows, n, ahead, n_ahead, Wb, buf, S)`` where ``takes_tiles(X,
+    W)`` can be true."""
+
+
+@overload(_tile_scores)
+def _tile_scores_typed(X, rows, n, ahead, n_ahead, W, Wb, buf, S):
+    if _tiles_apply(X, W):
+        return lambda X, rows, n, ahead, n_ahead, W, Wb, buf, S: amx.block_scores(
+            X, rows, n, ahead, n_ahead, Wb, buf, S)
+    return lambda X, rows, n, ahead, n_ahead, W, Wb, buf, S: None
+
+
+def _tile_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf):
+    """``amx.block_gradient(...)`` (the same arguments) where ``takes_tiles(X, part_W)``
+    can be true."""
+
+
+@overload(_tile_gradient)
+def _tile_gradient_typed(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail,
+                         buf):
+    if _tiles_apply(X, part_W):
+        return (lambda G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf:
+                amx.block_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W,
+                                   overwrite, tail, buf))
+    return (lambda G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf:
+            None)
+
+
 @njit(cache=True)
 def _whole_tiles(n):
     """n rounded up to whole score tiles of SCORE_SAMPLES samples (the tiles fill them: the
@@ -95,28 +163,36 @@ def _whole_tiles(n):
 
 
 @njit(cache=True)
-def _epoch_scratch(T, C, D, dtype, block):
+def _epoch_scratch(T, C, D, dtype, block, tiles):
     """Per-thread scratch of the epoch in blocks of ``block`` samples, each row padded so no
     two threads share a cache line: the block's row numbers and the next block's
-    (T, block + 16) int64, the block's scores S (T, 1, block rounded up to whole score tiles,
-    C), the softmax's G, Z, E, row maxima and sums, and the update's gradient slice
-    (T, C D / T + 16 + lanes)."""
+    (T, block + 16) int64, the block's scores S (T, 1, block rounded up to whole groups of
+    16, C), the softmax's G, Z, E, row maxima and sums, the update's gradient slice
+    (T, C D / T + 16 + lanes), and, if ``tiles`` (AMX), the packed weights, the tile
+    buffers, the packed deltas and a tail slab (``amx.py``; else empty)."""
     rows = np.zeros((T, block + 16), np.int64)
     ahead = np.zeros((T, block + 16), np.int64)
-    S = np.zeros((T, 1, _whole_tiles(block), C), dtype)
+    S = np.zeros((T, 1, amx.whole_groups(block), C), dtype)
     lanes = VECTOR_BYTES // S.itemsize
     G, Z, E, row_max, row_total = _softmax_scratch(T, block, C, dtype)
     grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
-    return rows, ahead, S, G, Z, E, row_max, row_total, grad
+    P = amx.whole_groups(block) if tiles else 0
+    D16 = (D + amx.SLAB - 1) // amx.SLAB * amx.SLAB if tiles else 0
+    packed = (np.zeros((T, D16, C), np.uint32), amx.tile_buffers(T if tiles else 0),
+              np.zeros((T, P // amx.GROUP, C, amx.GROUP), np.uint32),
+              np.zeros((T, C, amx.SLAB), np.float32))
+    return rows, ahead, S, G, Z, E, row_max, row_total, grad, packed
 
 
 @njit(cache=True)
 def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W, part_b,
-                    rows, ahead, S, G, Z, E, row_max, row_total, block):
+                    rows, ahead, S, G, Z, E, row_max, row_total, packed, block):
     """Thread k's partial gradient of step t at the current W, into part_W (C, D) and part_b
-    (C,), block by block of ``block`` samples: the block's scores straight from the rows of X, its
-    softmax, its gradient while the next block's rows are asked for. Returns the chunk's sum
-    of s_i l_i and its sum of s_i over the samples whose highest score is their label."""
+    (C,), block by block of ``block`` samples: the block's scores straight from the rows of X
+    (or, on the AMX tiles, from the block packed as bfloat16 pairs), its softmax, its gradient,
+    while the next block's rows are asked for. ``packed``: thread k's (Wb, Xp, Dt, tail) of
+    ``_epoch_scratch``. Returns the chunk's sum of s_i l_i and its sum of s_i over the samples
+    whose highest score is their label."""
     M = perm.shape[0]
     start = t * batch_size
     stop = min(start + batch_size, M)
@@ -127,20 +203,40 @@ def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W
     part_b[:] = 0
     if hi == lo:
         part_W[:, :] = 0
+    # Short chunks keep the vector tiles: packing W for the tiles costs more than it buys.
+    tiles = takes_tiles(X, W) and hi - lo >= AMX_MIN_CHUNK
+    Wb, buf, Dt, tail = packed
+    scale = W.dtype.type(pixel_scale(X))
+    if tiles:
+        _tile_weights(X, W, scale, Wb)
     for p0 in range(lo, hi, block):
         n = min(block, hi - p0)
         for s in range(n):
             rows[s] = perm[p0 + s]
-        for s in range(n, _whole_tiles(n)):
+        for s in range(n, amx.whole_groups(n)):
             rows[s] = rows[n - 1]
-        _gather_scores(X, rows, n, W, S[0])
+        n_ahead = _stream_rows(perm, batch_size, k, T, t, p0 - lo + n, n, ahead)
+        if tiles:
+            _tile_scores(X, rows, n, ahead, n_ahead, W, Wb, buf, S[0])
+        else:
+            _gather_scores(X, rows, n, W, S[0])
         loss = _block_softmax(S, n, inv_batch, b, y, sample_weight, perm, p0, Z, E, row_max,
                               row_total, G, part_b, 0, n, loss)
         correct = _block_correct(Z, row_max, y, sample_weight, perm, p0, 0, n, correct)
-        n_ahead = _stream_rows(perm, batch_size, k, T, t, p0 - lo + n, n, ahead)
         # The first block overwrites the part: no pass to clear it.
-        _gather_gradient(X, rows, n, G, part_W, p0 == lo, ahead, n_ahead)
+        if tiles:
+            _tile_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, p0 == lo, tail,
+                           buf)
+        else:
+            _gather_gradient(X, rows, n, G, part_W, p0 == lo, ahead, n_ahead)
     return loss, correct
+
+
+@njit(cache=True)
+def _thread_packed(packed, k):
+    """Thread k's part of the AMX scratch of ``_epoch_scratch``."""
+    Wb, buf, Dt, tail = packed
+    return Wb[k], buf[k], Dt[k], tail[k]
 
 
 @njit(cache=True)
@@ -158,7 +254,7 @@ def _update_share(k, T, lr, momentum, alpha, W, b, vel_W, vel_b, parts_W, parts_
 @njit(cache=True)
 def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                    W, b, vel_W, vel_b, parts_W, parts_b, rows, ahead, S, G, Z, E, row_max,
-                   row_total, grad, flags, step_loss, step_correct, block):
+                   row_total, grad, packed, flags, step_loss, step_correct, block):
     """Thread k's whole epoch: per step its chunk gradient, a meeting, its share of the
     update, a meeting, after which W is whole again. Its sum of s_i l_i for step t goes to
     ``step_loss[t, k]``, its sum of s_i over the samples it scored right to
@@ -169,7 +265,7 @@ def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, moment
     for t in range(n_steps):
         step_loss[t, k], step_correct[t, k] = _chunk_gradient(
             k, T, t, X, y, sample_weight, perm, batch_size, W, b, parts_W[k], parts_b[k], rows,
-            ahead, S, G, Z, E, row_max, row_total, block)
+            ahead, S, G, Z, E, row_max, row_total, packed, block)
         if T > 1:
             meetings += 1
             _barrier(flags, k, T, meetings)
@@ -199,7 +295,8 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype, block)
+    rows, ahead, S, G, Z, E, row_max, row_total, grad, packed = _epoch_scratch(
+        T, C, D, W.dtype, block, takes_tiles(X, W))
     flags = np.zeros(8 * T, np.int64)
     step_loss = np.zeros((n_steps, T))
     step_correct = np.zeros((n_steps, T))
@@ -207,8 +304,8 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
         _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                        W_work, b, vel_W, vel_b, parts_work, parts_b, rows[k], ahead[k], S[k],
-                       G[k], Z[k], E[k], row_max[k], row_total[k], grad[k], flags, step_loss,
-                       step_correct, block)
+                       G[k], Z[k], E[k], row_max[k], row_total[k], grad[k], _thread_packed(
+                           packed, k), flags, step_loss, step_correct, block)
     if W_work.ctypes.data != W.ctypes.data:
         W[:, :] = W_work
     return _sum_steps(step_loss), _sum_steps(step_correct)
@@ -222,7 +319,8 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
     T, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype, block)
+    rows, ahead, S, G, Z, E, row_max, row_total, grad, packed = _epoch_scratch(
+        T, C, D, W.dtype, block, takes_tiles(X, W))
     step_loss = np.zeros((n_steps, T))
     step_correct = np.zeros((n_steps, T))
     W_work, parts_work = _aligned(W), _aligned(parts_W)
@@ -231,7 +329,7 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
             step_loss[t, k], step_correct[t, k] = _chunk_gradient(
                 k, T, t, X, y, sample_weight, perm, batch_size, W_work, b, parts_work[k],
                 parts_b[k], rows[k], ahead[k], S[k], G[k], Z[k], E[k], row_max[k],
-                row_total[k], block)
+                row_total[k], _thread_packed(packed, k), block)
         for k in prange(T):
             _update_share(k, T, lr_steps[t], momentum, alpha, W_work, b, vel_W, vel_b,
                           parts_work, parts_b, grad[k])

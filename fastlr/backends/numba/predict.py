@@ -12,7 +12,8 @@ Shapes: N samples, B batch, D features, C classes, T threads.
 import numpy as np
 from numba import njit, prange
 
-from .epoch import _chunk_gradient, _epoch_scratch, _whole_tiles, samples_per_block
+from .epoch import (_chunk_gradient, _epoch_scratch, _thread_packed, _whole_tiles,
+                    samples_per_block, takes_tiles)
 from .partition import _chunk_bounds
 from .tiles import _gather_scores
 
@@ -97,13 +98,14 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
     B = X.shape[0]
     perm = np.arange(B)
     block = samples_per_block(D * X.itemsize)
-    rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype, block)
+    rows, ahead, S, G, Z, E, row_max, row_total, _, packed = _epoch_scratch(
+        T, C, D, W.dtype, block, takes_tiles(X, W))
     chunk_loss = np.zeros(T)
     for k in prange(T):
         chunk_loss[k], _ = _chunk_gradient(k, T, 0, X, y, sample_weight, perm, B, W, b,
                                            parts_W[k], parts_b[k], rows[k], ahead[k], S[k],
                                            G[k], Z[k], E[k], row_max[k], row_total[k],
-                                           block)
+                                           _thread_packed(packed, k), block)
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for k in range(T):

@@ -52,6 +52,16 @@ class Tuning:
         ``llvm.prefetch`` locality of the next rows (2: ``prefetcht1``, into L2).
     pause : bool
         Whether the spin loop of a meeting runs x86's ``pause`` between tries.
+    amx : bool
+        Whether uint8 pixels with float32 weights and at most 16 classes take the AMX tiles
+        (``amx.py``: bfloat16 pairs, 16 x 16 x 32 products per instruction) instead of the
+        vector tiles: the CPU has AMX-BF16 and the operating system gave the process its tile
+        registers.
+    amx_min_chunk : int
+        Samples of a thread's chunk of a batch below which it keeps the vector tiles even
+        with ``amx``: the weights are packed for the tiles once per chunk (about 6 us for
+        MNIST's), and on Sapphire Rapids chunks of 64 and 128 pixel rows lost more to that
+        than the tiles gained, chunks of 256 and 512 gained (docs/kernels.md).
     block_kib : int
         KiB of rows of X in a block, the samples of a thread's chunk taken together (scores,
         softmax, gradient) while the next block's rows are asked for: a block is this many
@@ -73,6 +83,8 @@ class Tuning:
     prefetch_locality: int = 2
     pause: bool = True
     block_kib: int = 100
+    amx: bool = False
+    amx_min_chunk: int = 256
 
 
 def _profile(name, x86):
@@ -139,7 +151,20 @@ def tuning_for(features, machine=None, override=None):
         raise ValueError(f"{ENV_VAR}: block_kib must be at least 1")
     if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
         tuning = dataclasses.replace(tuning, fused=False)
+    if "amx" not in fields:
+        tuning = dataclasses.replace(tuning, amx=name == "avx512" and x86 and {
+            "amx-tile", "amx-bf16"} <= features)
     return tuning
 
 
-TUNING = tuning_for(compile_features(), override=os.environ.get(ENV_VAR))
+def _with_tiles(tuning):
+    """``tuning``, without AMX if the operating system does not give this process the tile
+    registers (asked here, once: a tile instruction without them kills the process)."""
+    if tuning.amx:
+        from .amx import request_tiles
+        if not request_tiles():
+            return dataclasses.replace(tuning, amx=False)
+    return tuning
+
+
+TUNING = _with_tiles(tuning_for(compile_features(), override=os.environ.get(ENV_VAR)))
