@@ -12,7 +12,10 @@ Instruction set: no ``-march`` flag at all, so the module itself is baseline x86
 on any x86-64 CPU. The loops that do the arithmetic (``fastlr/csrc/tiles_impl.h``) are compiled
 three times, by ``tiles_v4.c`` and ``tiles_v3.c`` (each under ``#pragma GCC target``, for
 x86-64-v4 and x86-64-v3) and ``tiles_base.c``; ``fastlr/csrc/dispatch.c`` picks at import the
-best one the CPU and its operating system support (``__builtin_cpu_supports``).
+best one the CPU and its operating system support (``__builtin_cpu_supports``). Where the
+compiler takes the AMX targets (probed, as OpenMP is), ``tiles_amx.c`` adds the AMX level: bf16
+tile products for uint8 pixels, used when the CPU has AMX-BF16 and Linux grants the process the
+tile registers.
 ``-march=native`` would be as fast on the build machine but could crash (SIGILL) on an older
 CPU. Other compilers, GCC before 12, or GCC off x86-64 Linux build the baseline kernels only.
 """
@@ -55,6 +58,24 @@ def _compiler_accepts(compiler, source, extra_compile_args, extra_link_args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# The AMX tiles (fastlr/csrc/tiles_amx.c) need a compiler that takes the amx-tile and
+# amx-bf16 targets in a pragma, their intrinsics, and their names in __builtin_cpu_supports
+# (GCC 12 does), and an assembler that knows the instructions.
+AMX_PROBE = r"""
+#pragma GCC target("arch=x86-64-v4,amx-tile,amx-bf16")
+#include <immintrin.h>
+int main(void) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16"))
+        return 1;
+    _tile_zero(0);
+    _tile_dpbf16ps(0, 1, 2);
+    _tile_release();
+    return 0;
+}
+"""
+
+
 class BuildKernels(build_ext):
     """build_ext that adds OpenMP when the compiler has it, and builds a serial kernel if not."""
 
@@ -71,13 +92,18 @@ class BuildKernels(build_ext):
         if not openmp:
             print("fastlr: the C compiler has no OpenMP; building the serial Cython kernel",
                   file=sys.stderr)
+        amx = (self.compiler.compiler_type != "msvc"
+               and _compiler_accepts(self.compiler, AMX_PROBE, [], []))
         for ext in self.extensions:
+            if amx:
+                ext.define_macros.append(("FASTLR_COMPILER_HAS_AMX", "1"))
             ext.extra_compile_args = compile_args + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args
         super().build_extensions()
 
 
-C_SOURCES = ["kernels.c", "dispatch.c", "tiles_v4.c", "tiles_v3.c", "tiles_base.c"]
+C_SOURCES = ["kernels.c", "dispatch.c", "tiles_amx.c", "tiles_v4.c", "tiles_v3.c",
+             "tiles_base.c"]
 
 extensions = [
     Extension(

@@ -33,7 +33,10 @@ gradient, which is compute-bound, runs, the rows of the next block's samples are
 L2: the rows are scattered by the permutation and the scores would otherwise wait on DRAM.
 The tiles are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline
 (SSE2); the best the CPU supports is picked at import (``isa_level``; ``set_isa_level`` to
-compare them).
+compare them). Above v4, the AMX level (``AMX_LEVEL``, where the CPU has AMX-BF16 and Linux
+grants the tile registers) computes the scores and gradient of uint8 pixels with float32
+weights (C <= 16, chunks of at least 64 samples) as bf16 tile products, each weight split into
+two bf16 (``fastlr/csrc/tiles_amx.c``): 1.5-1.6x v4's epoch on MNIST at batch 1024.
 
 Why it is built this way (measured on AMD Zen 4, then on Intel Sapphire Rapids; the numbers
 are in ``docs/kernels.md``, "The Cython kernels"):
@@ -62,7 +65,9 @@ Reproducibility: every sum has an order fixed in the source, so the same inputs,
 and the same ISA level give bitwise the same model. The gradient adds its terms sample by
 sample in batch order whatever the vector width, but the lane sums of the scores and the use
 of FMA differ between ISA levels, so a v4 and a v3 CPU round differently (well within the
-tolerances of ``fastlr/backends/check.py``); ``set_isa_level(3)`` reproduces a v3 CPU.
+tolerances of ``fastlr/backends/check.py``); ``set_isa_level(3)`` reproduces a v3 CPU. The
+AMX level rounds otherwise again (weights and deltas to about 16 bits, the tiles' float32
+sums); ``set_isa_level(4)`` reproduces, on a CPU with AMX, a v4 CPU without it.
 """
 
 from cython cimport floating
@@ -80,7 +85,8 @@ cdef extern from "threads.h":
 # The sizes are ptrdiff_t in kernels.h: the same type as Py_ssize_t.
 cdef extern from "kernels.h":
     enum: FASTLR_BLOCK
-    Py_ssize_t fastlr_scratch_size(Py_ssize_t C) noexcept nogil
+    enum: FASTLR_ISA_AMX
+    Py_ssize_t fastlr_scratch_size(Py_ssize_t C, Py_ssize_t D) noexcept nogil
     double fastlr_chunk_grad_float(
         const float* X, const int64_t* y, const float* sw, const int64_t* rows, Py_ssize_t lo,
         Py_ssize_t hi, const float* W, const float* b, Py_ssize_t C, Py_ssize_t D,
@@ -145,18 +151,29 @@ def max_threads():
     return fastlr_max_threads()
 
 
+#: The level of the AMX tiles: x86-64-v4 with bf16 tile products (AMX-BF16) for the epochs
+#: and gradients of uint8 X with float32 weights and at most 16 classes.
+AMX_LEVEL = FASTLR_ISA_AMX
+
+
 def isa_level():
-    """The instruction set the kernels run: 4 (x86-64-v4, AVX-512), 3 (x86-64-v3, AVX2 + FMA)
-    or 1 (the x86-64 baseline)."""
+    """The instruction set the kernels run: ``AMX_LEVEL`` (5: x86-64-v4 and AMX-BF16 tiles),
+    4 (x86-64-v4, AVX-512), 3 (x86-64-v3, AVX2 + FMA) or 1 (the x86-64 baseline)."""
     return fastlr_isa_level()
 
 
+def best_isa_level():
+    """The best instruction set level this build, this CPU and its operating system run: the
+    one picked at import."""
+    return fastlr_best_isa_level()
+
+
 def set_isa_level(int level):
-    """Run the kernels for instruction set ``level`` (4, 3 or 1) from now on, in this process:
-    to compare them, or to reproduce bitwise the results of a CPU with a lower level. Raises
-    ValueError for a level this CPU cannot run."""
+    """Run the kernels for instruction set ``level`` (5, 4, 3 or 1) from now on, in this
+    process: to compare them, or to reproduce bitwise the results of a CPU with a lower level.
+    Raises ValueError for a level this CPU cannot run."""
     if fastlr_set_isa_level(level) != 0:
-        raise ValueError(f"ISA level {level} is not one of 1, 3, 4 up to "
+        raise ValueError(f"ISA level {level} is not one of 1, 3, 4, {FASTLR_ISA_AMX} up to "
                          f"{fastlr_best_isa_level()}, the best this CPU runs")
 
 
@@ -219,16 +236,16 @@ cdef inline void _sum_update(floating* W, floating* vel, const floating* parts, 
 
 cdef class _ThreadBuffers:
     """What one kernel call needs besides the driver's arrays: ``chunk_loss`` and
-    ``chunk_correct`` (T,) zeros, and ``scratch``, ``fastlr_scratch_size(C)`` values of
+    ``chunk_correct`` (T,) zeros, and ``scratch``, ``fastlr_scratch_size(C, D)`` values of
     ``itemsize`` bytes for each of the T threads. Freed with the object."""
     cdef double* chunk_loss
     cdef double* chunk_correct
     cdef void* scratch
 
-    def __cinit__(self, Py_ssize_t T, Py_ssize_t C, size_t itemsize):
+    def __cinit__(self, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D, size_t itemsize):
         self.chunk_loss = <double*>calloc(T, sizeof(double))
         self.chunk_correct = <double*>calloc(T, sizeof(double))
-        self.scratch = malloc(T * fastlr_scratch_size(C) * itemsize)
+        self.scratch = malloc(T * fastlr_scratch_size(C, D) * itemsize)
         if self.chunk_loss == NULL or self.chunk_correct == NULL or self.scratch == NULL:
             raise MemoryError()
 
@@ -285,7 +302,7 @@ def loss_and_grad(const samples[:, ::1] X, const int64_t[::1] y,
     cdef double loss = 0.0
     if samples is not uint8_t and sizeof(samples) != sizeof(floating):
         raise TypeError("float X must have W's dtype")
-    cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, sizeof(floating))
+    cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, D, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
     cdef double* chunk_correct = buffers.chunk_correct
     cdef floating* scratch = <floating*>buffers.scratch
@@ -300,7 +317,7 @@ def loss_and_grad(const samples[:, ::1] X, const int64_t[::1] y,
                                             B * chunk // T, B * (chunk + 1) // T, &W[0, 0],
                                             &b[0], C, D, inv_batch, &parts_W[chunk, 0, 0],
                                             &parts_b[chunk, 0],
-                                            scratch + tid * fastlr_scratch_size(C), NULL, 0,
+                                            scratch + tid * fastlr_scratch_size(C, D), NULL, 0,
                                             &chunk_correct[chunk])
             chunk = chunk + team
         fastlr_barrier()
@@ -342,7 +359,7 @@ cdef void _sgd_step(int tid, int team, Py_ssize_t step, const samples* X, const 
         chunk_loss[chunk] += _chunk_grad(
             X, y, sw, perm + start, n_batch * chunk // T, n_batch * (chunk + 1) // T, W, b, C,
             D, 1.0 / n_batch, parts_W + chunk * CD, parts_b + chunk * C,
-            scratch + tid * fastlr_scratch_size(C), perm + start + batch_size + j0, j1 - j0,
+            scratch + tid * fastlr_scratch_size(C, D), perm + start + batch_size + j0, j1 - j0,
             chunk_correct + chunk)
         chunk += team
     fastlr_barrier()
@@ -374,7 +391,7 @@ cdef tuple _sgd_epoch(const samples[:, ::1] X, const int64_t[::1] y,
         raise TypeError("float X must have W's dtype")
     if M == 0:
         return 0.0, 0.0
-    cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, sizeof(floating))
+    cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, D, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
     cdef double* chunk_correct = buffers.chunk_correct
     cdef floating* scratch = <floating*>buffers.scratch

@@ -22,10 +22,13 @@ sgd_epoch = _kernels.sgd_epoch
 OPENMP_ENABLED = _kernels.OPENMP_ENABLED
 #: The most threads an OpenMP parallel region would start here.
 MAX_THREADS = _kernels.max_threads()
-#: ``isa_level()``: the instruction set the kernels run (4 x86-64-v4, 3 x86-64-v3, 1 baseline),
-#: the best this CPU supports unless ``set_isa_level`` chose a lower one.
+#: ``isa_level()``: the instruction set the kernels run (``AMX_LEVEL`` = 5: x86-64-v4 with
+#: AMX-BF16 tiles for uint8 X and float32 weights; 4 x86-64-v4, 3 x86-64-v3, 1 baseline), the
+#: best this CPU supports (``best_isa_level()``) unless ``set_isa_level`` chose a lower one.
 isa_level = _kernels.isa_level
+best_isa_level = _kernels.best_isa_level
 set_isa_level = _kernels.set_isa_level
+AMX_LEVEL = _kernels.AMX_LEVEL
 #: ``set_score_span(n_bytes)``: the span of the score tile (0: this CPU's choice); speed only.
 set_score_span = _kernels.set_score_span
 

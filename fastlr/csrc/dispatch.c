@@ -1,28 +1,64 @@
 /* Which tiles run, and how: the best instruction set this CPU and its operating system
-   support (__builtin_cpu_supports), unless fastlr_set_isa_level chose a lower one, to compare
-   the levels or to reproduce bitwise the results of an older CPU; and the span of the score
-   tile, from the size of the CPU's L1 data cache, unless fastlr_set_score_span chose one.
-   The only place that decides.
+   support (__builtin_cpu_supports; for AMX also the operating system's permission), unless
+   fastlr_set_isa_level chose a lower one, to compare the levels or to reproduce bitwise the
+   results of an older CPU; and the span of the score tile, from the size of the CPU's L1
+   data cache, unless fastlr_set_score_span chose one. The only place that decides.
 
    Levels differ in their rounding, not only in speed: the lane sums of the scores and the
-   FMAs of v3 and v4 round differently from the baseline (well within the tolerances of
-   fastlr/backends/check.py), so a result is bitwise reproducible for a given level. */
+   FMAs of v3 and v4 round differently from the baseline, and the AMX level's bf16 pairs
+   differently again (all well within the tolerances of fastlr/backends/check.py), so a
+   result is bitwise reproducible for a given level. */
 #include <unistd.h>
 
 #include "tiles.h"
 
-const struct fastlr_tiles *fastlr_active_tiles = &fastlr_tiles_base;
-
-/* The table of each level, from the best down. */
-static const struct fastlr_tiles *const TABLES[] = {
-#if FASTLR_MULTI_ISA
-    &fastlr_tiles_v4,
-    &fastlr_tiles_v3,
+#if FASTLR_AMX
+#include <sys/syscall.h>
 #endif
-    &fastlr_tiles_base,
+
+const struct fastlr_tiles *fastlr_active_tiles = &fastlr_tiles_base;
+const struct fastlr_amx_tiles *fastlr_active_amx = NULL;
+static int active_level = 1;
+
+/* Each level: its number (kernels.h), its vector tiles and its AMX tiles (or NULL), from the
+   best down. The AMX level is v4 with the AMX path for pixels with float weights. */
+static const struct {
+    int level;
+    const struct fastlr_tiles *tiles;
+    const struct fastlr_amx_tiles *amx;
+} LEVELS[] = {
+#if FASTLR_AMX
+    {FASTLR_ISA_AMX, &fastlr_tiles_v4, &fastlr_amx_tiles},
+#endif
+#if FASTLR_MULTI_ISA
+    {4, &fastlr_tiles_v4, NULL},
+    {3, &fastlr_tiles_v3, NULL},
+#endif
+    {1, &fastlr_tiles_base, NULL},
 };
 
+/* Whether the tile instructions may run: the CPU has AMX-TILE and AMX-BF16, and Linux lets
+   this process use the tile data registers (8 KB of state it saves on a context switch
+   only for the processes that asked: arch_prctl ARCH_REQ_XCOMP_PERM for
+   XFEATURE_XTILEDATA, Linux 5.16 and later; without it the first tile instruction raises
+   SIGILL). The request holds for every thread of the process, and asking again is harmless.
+   Found once by fastlr_dispatch_init. */
+static int amx_usable = 0;
+
+#if FASTLR_AMX
+static int amx_permitted(void) {
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("x86-64-v4") || !__builtin_cpu_supports("amx-tile")
+        || !__builtin_cpu_supports("amx-bf16"))
+        return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+#endif
+
 int fastlr_best_isa_level(void) {
+    if (amx_usable)
+        return FASTLR_ISA_AMX;
 #if FASTLR_MULTI_ISA
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4"))
@@ -33,7 +69,7 @@ int fastlr_best_isa_level(void) {
     return 1;
 }
 
-int fastlr_isa_level(void) { return fastlr_active_tiles->isa_level; }
+int fastlr_isa_level(void) { return active_level; }
 
 /* The score tile's span, when fastlr_set_score_span chose one (0: this CPU's choice), and
    the CPU's L1 data cache in bytes (0 if unknown), found once by fastlr_dispatch_init: the C
@@ -45,6 +81,9 @@ void fastlr_dispatch_init(void) {
 #ifdef _SC_LEVEL1_DCACHE_SIZE
     long bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
     l1_bytes = bytes > 0 ? bytes : 0;
+#endif
+#if FASTLR_AMX
+    amx_usable = amx_permitted();
 #endif
     fastlr_set_isa_level(fastlr_best_isa_level());
 }
@@ -64,10 +103,24 @@ void fastlr_set_score_span(ptrdiff_t bytes) { forced_score_span = bytes > 0 ? by
 int fastlr_set_isa_level(int level) {
     if (level > fastlr_best_isa_level())
         return -1;
-    for (size_t i = 0; i < sizeof TABLES / sizeof TABLES[0]; i++)
-        if (TABLES[i]->isa_level == level) {
-            fastlr_active_tiles = TABLES[i];
+    for (size_t i = 0; i < sizeof LEVELS / sizeof LEVELS[0]; i++)
+        if (LEVELS[i].level == level) {
+            fastlr_active_tiles = LEVELS[i].tiles;
+            fastlr_active_amx = LEVELS[i].amx;
+            active_level = level;
             return 0;
         }
     return -1;
+}
+
+ptrdiff_t fastlr_scratch_size(ptrdiff_t C, ptrdiff_t D) {
+    ptrdiff_t values = 3 * FASTLR_BLOCK * C;
+    if (fastlr_active_amx != NULL && C <= FASTLR_AMX_CLASSES) {
+        struct fastlr_amx_scratch unused;
+        /* In floats, the type of the only weights the AMX path takes. */
+        ptrdiff_t amx = fastlr_amx_scratch(0, C, D, &unused) / (ptrdiff_t)sizeof(float) + 1;
+        if (amx > values)
+            values = amx;
+    }
+    return (values + 15) / 16 * 16;
 }

@@ -16,6 +16,7 @@
      tiles_impl.h    the loops that do the arithmetic (register tiles of the scores and the
                      gradient, the update), compiled once per instruction set by tiles_v4.c,
                      tiles_v3.c and tiles_base.c (tiles_isa.h)
+     tiles_amx.c     the AMX level's bf16 tile products for uint8 pixels with float weights
      dispatch.c      which instruction set runs: the CPU's features, or set_isa_level */
 #ifndef FASTLR_KERNELS_H
 #define FASTLR_KERNELS_H
@@ -28,12 +29,11 @@
    float32 rows and 1.05-1.2x on uint8 (docs/kernels.md), as for the Numba kernel. */
 enum { FASTLR_BLOCK = 32 };
 
-/* The values of FLOAT scratch one thread needs for chunk_grad: the block's scores
-   (FASTLR_BLOCK, C), then room for FASTLR_BLOCK * C doubles (the exponentials), padded to
-   whole cache lines so that threads share none. */
-static inline ptrdiff_t fastlr_scratch_size(ptrdiff_t C) {
-    return (3 * FASTLR_BLOCK * C + 15) / 16 * 16;
-}
+/* The values of FLOAT scratch one thread needs for chunk_grad at the active instruction set
+   level, a multiple of 16 so that threads share no cache line: the block's scores
+   (FASTLR_BLOCK, C), then room for FASTLR_BLOCK * C doubles (the exponentials); at the AMX
+   level (C <= 16), the packed weights and deltas and the staged pixels as well (tiles.h). */
+ptrdiff_t fastlr_scratch_size(ptrdiff_t C, ptrdiff_t D);
 
 /* The gradient of samples lo..hi-1 of a batch of size 1 / inv_batch, written into gW (C, D)
    and gb (C,) (overwritten, zeros for an empty chunk); returns their sum of s_i l_i, with
@@ -99,10 +99,13 @@ void fastlr_sum_update_double(double *W, double *vel, const double *parts, ptrdi
                               ptrdiff_t stride, ptrdiff_t j0, ptrdiff_t j1, double lr,
                               double momentum, double alpha);
 
-/* The instruction set the kernels run: 4 (x86-64-v4: AVX-512), 3 (x86-64-v3: AVX2 + FMA)
-   or 1 (the x86-64 baseline). At first the baseline; fastlr_set_isa_level changes it and
-   returns 0, or returns -1 and changes nothing for a level this build or this CPU cannot
-   run. Set it between kernel calls, not during one. */
+/* The instruction set the kernels run: FASTLR_ISA_AMX (x86-64-v4 with AMX-BF16 tiles for
+   the gradient of uint8 pixels with float weights and at most 16 classes), 4 (x86-64-v4:
+   AVX-512), 3 (x86-64-v3: AVX2 + FMA) or 1 (the x86-64 baseline). At first the baseline;
+   fastlr_set_isa_level changes it and returns 0, or returns -1 and changes nothing for a
+   level this build or this CPU cannot run. Set it between kernel calls, not during one
+   (the scratch chunk_grad needs depends on it). */
+enum { FASTLR_ISA_AMX = 5 };
 int fastlr_isa_level(void);
 int fastlr_best_isa_level(void);
 int fastlr_set_isa_level(int level);

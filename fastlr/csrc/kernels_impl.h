@@ -69,11 +69,75 @@ static double KERNEL(softmax_block)(FLOAT *z, ptrdiff_t n, ptrdiff_t C, const in
 }
 #endif
 
+/* Points xs[0..n-1] at the rows of samples i..i+n-1 of the batch (X[rows[i]], or X[i] when
+   rows is NULL), and xs[n], xs[n + 1], ... at those of the up to `ahead` samples that come
+   after them: the rest of the chunk (up to hi), then next_rows[0..n_next-1]. Returns how many
+   came after, and prefetches their labels and weights, which would otherwise be a cache miss
+   on the path from a sample's scores to its delta. */
+static ptrdiff_t XKERNEL(block_rows)(const XT *X, const int64_t *y, const FLOAT *sw,
+                                     const int64_t *rows, ptrdiff_t i, ptrdiff_t n,
+                                     ptrdiff_t hi, ptrdiff_t D, const int64_t *next_rows,
+                                     ptrdiff_t n_next, ptrdiff_t ahead, const XT **xs) {
+    for (ptrdiff_t j = 0; j < n; j++)
+        xs[j] = X + (rows != NULL ? rows[i + j] : i + j) * D;
+    ptrdiff_t n_ahead = 0;
+    for (; n_ahead < ahead; n_ahead++) {
+        ptrdiff_t j = i + n + n_ahead;
+        int64_t idx;
+        if (j < hi)
+            idx = rows != NULL ? rows[j] : j;
+        else if (j - hi < n_next)
+            idx = next_rows[j - hi];
+        else
+            break;
+        xs[n + n_ahead] = X + idx * D;
+        __builtin_prefetch(&y[idx], 0, 2);
+        __builtin_prefetch(&sw[idx], 0, 2);
+    }
+    return n_ahead;
+}
+
+#if defined(PIXELS) && defined(FLOAT_IS_SINGLE)
+/* chunk_grad (below) on the AMX tiles (tiles_amx.c): blocks of FASTLR_AMX_BLOCK samples,
+   their scores and their gradient as tile products, while the next block's rows are
+   prefetched; W packed (Wb) once per chunk, since it is the same for the whole step. The
+   softmax is the same as the other levels', on pieces of FASTLR_BLOCK samples of the
+   block. */
+static double XKERNEL(chunk_grad_amx)(const uint8_t *X, const int64_t *y, const float *sw,
+                                      const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi,
+                                      const float *W, const float *b, ptrdiff_t C,
+                                      ptrdiff_t D, double inv_batch, float *gW, float *gb,
+                                      float *scratch, const int64_t *next_rows,
+                                      ptrdiff_t n_next, double *correct) {
+    const struct fastlr_amx_tiles *amx = fastlr_active_amx;
+    const struct fastlr_tiles *tiles = fastlr_active_tiles;
+    const uint8_t *xs[2 * FASTLR_AMX_BLOCK];
+    struct fastlr_amx_scratch s;
+    fastlr_amx_scratch((uintptr_t)scratch, C, D, &s);
+    double loss = 0.0;
+    amx->pack_weights(W, C, D, s.Wb);
+    for (ptrdiff_t i = lo; i < hi;) {
+        ptrdiff_t n = hi - i < FASTLR_AMX_BLOCK ? hi - i : FASTLR_AMX_BLOCK;
+        ptrdiff_t n_ahead = XKERNEL(block_rows)(X, y, sw, rows, i, n, hi, D, next_rows, n_next,
+                                                FASTLR_AMX_BLOCK, xs);
+        amx->scores(s.Wb, b, C, D, xs, n, n_ahead, s.z, s.stage);
+        for (ptrdiff_t j = 0; j < n; j += FASTLR_BLOCK)
+            loss += KERNEL(softmax_block)(s.z + j * C, n - j < FASTLR_BLOCK ? n - j : FASTLR_BLOCK,
+                                          C, y, sw, rows, i + j, inv_batch, s.ex, tiles,
+                                          correct);
+        /* The first block overwrites gW: no separate pass to clear it. */
+        amx->accumulate(gW, gb, C, D, xs, n, n_ahead, i == lo, s.z, s.Dt, s.stage, s.tail);
+        i += n;
+    }
+    return loss;
+}
+#endif
+
 /* A thread's chunk in blocks of FASTLR_BLOCK samples: the block's scores, its softmax, then
    its gradient, while the rows of the next FASTLR_AHEAD samples (the rest of the chunk, then
-   the thread's chunk of the next step) are prefetched; the labels and weights of those
-   samples too, which would otherwise be a cache miss on the path from a sample's scores to
-   its delta. */
+   the thread's chunk of the next step) are prefetched. At the AMX level, pixels with float
+   weights, C <= FASTLR_AMX_CLASSES and a chunk of at least FASTLR_AMX_MIN_CHUNK samples go
+   through chunk_grad_amx instead. */
 double XKERNEL(chunk_grad)(const XT *X, const int64_t *y, const FLOAT *sw,
                            const int64_t *rows, ptrdiff_t lo, ptrdiff_t hi, const FLOAT *W,
                            const FLOAT *b, ptrdiff_t C, ptrdiff_t D, double inv_batch,
@@ -86,25 +150,18 @@ double XKERNEL(chunk_grad)(const XT *X, const int64_t *y, const FLOAT *sw,
     if (hi <= lo) {
         memset(gW, 0, C * D * sizeof(FLOAT));
         memset(gb, 0, C * sizeof(FLOAT));
+        return 0.0;
     }
+#if defined(PIXELS) && defined(FLOAT_IS_SINGLE)
+    if (fastlr_active_amx != NULL && C <= FASTLR_AMX_CLASSES
+        && hi - lo >= FASTLR_AMX_MIN_CHUNK)
+        return XKERNEL(chunk_grad_amx)(X, y, sw, rows, lo, hi, W, b, C, D, inv_batch, gW, gb,
+                                       scratch, next_rows, n_next, correct);
+#endif
     for (ptrdiff_t i = lo; i < hi;) {
         ptrdiff_t n = hi - i < FASTLR_BLOCK ? hi - i : FASTLR_BLOCK;
-        for (ptrdiff_t j = 0; j < n; j++)
-            xs[j] = X + (rows != NULL ? rows[i + j] : i + j) * D;
-        ptrdiff_t n_ahead = 0;
-        for (; n_ahead < FASTLR_AHEAD; n_ahead++) {
-            ptrdiff_t j = i + n + n_ahead;
-            int64_t idx;
-            if (j < hi)
-                idx = rows != NULL ? rows[j] : j;
-            else if (j - hi < n_next)
-                idx = next_rows[j - hi];
-            else
-                break;
-            xs[n + n_ahead] = X + idx * D;
-            __builtin_prefetch(&y[idx], 0, 2);
-            __builtin_prefetch(&sw[idx], 0, 2);
-        }
+        ptrdiff_t n_ahead = XKERNEL(block_rows)(X, y, sw, rows, i, n, hi, D, next_rows, n_next,
+                                                FASTLR_AHEAD, xs);
         tiles->XTILE(scores)(W, b, C, D, xs, n, scratch);
         loss += KERNEL(softmax_block)(scratch, n, C, y, sw, rows, i, inv_batch,
                                       (double *)(scratch + FASTLR_BLOCK * C), tiles,
