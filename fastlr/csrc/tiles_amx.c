@@ -58,10 +58,10 @@
        batch 1024, 1 / 2 threads:  AMX 12.9 / 6.7 ms,  v4 20.6 / 10.2 ms  (1.60x / 1.53x)
        batch  128, 1 / 2 threads:  AMX 15.1 / 11.2 ms, v4 21.4 / 12.1 ms  (1.42x / 1.08x)
        batch   64, 1 thread:       AMX 17.6 ms,        v4 22.2 ms         (1.26x)
-   Blocks of 64 samples: with 32 or 128 the gain at batch 1024 was 2-3% smaller. Per chunk, packing W
-   costs 5,000 cycles (2 us) when W is in this core's caches and 15,000 when the other
-   thread has just updated half of it: on chunks of 32 samples (batch 64 on 2 threads) that
-   made the AMX path 16% slower than v4, hence FASTLR_AMX_MIN_CHUNK = 64. */
+   Blocks of 64 samples: with 32 or 128 the gain at batch 1024 was 2-3% smaller. Per
+   chunk, packing W costs 5,000 cycles (2 us) when W is in this core's caches and 15,000
+   when the other thread has just updated half of it: on chunks of 32 samples (batch 64 on
+   2 threads) that made the AMX path 16% slower than v4, hence FASTLR_AMX_MIN_CHUNK = 64. */
 #include "tiles.h"
 
 #if FASTLR_AMX

@@ -12,15 +12,16 @@ applies the update there (thread 0 also the bias), and they meet again, with W w
 next step. Where the CPU has AMX (``TUNING.amx``), a chunk of uint8 pixels of at least
 ``AMX_MIN_CHUNK`` samples computes its blocks' scores and gradient on the tiles instead
 (``amx.py``; the overloads ``_tile_*`` keep the tile instructions out of every other
-compilation), with the same softmax and update. No Python runs between steps, and a given T gives the same bits on every run.
+compilation), with the same softmax and update. No Python runs between steps, and a given T
+gives the same bits on every run.
 
 Why this one won (the measurements are in docs/kernels.md and docs/bench.json): splitting the
 samples and reading rows in place needs no packing copy and runs each sample's softmax in one
 thread; one parallel region per epoch saves a fork-join per step; blocks of 100 KB of rows
 were 1.15-1.2x faster on float32 than the 64 samples of Zen 4's tuning (v11), on Sapphire
 Rapids; the AMX tiles took uint8 pixels at batch 1024 1.15-1.2x past the vector tiles there
-(docs/kernels.md). The earlier rungs (columns split between threads, packed panels, one fork-join per
-step, blocks of 64) are in ``fastlr/backends/numba_ladder``.
+(docs/kernels.md). The earlier rungs (columns split between threads, packed panels, one
+fork-join per step, blocks of 64) are in ``fastlr/backends/numba_ladder``.
 
 The threads spin on each other, so all T must run at once. When they cannot (T above Numba's
 thread count, or the TBB layer), ``sgd_epoch`` runs ``_stepwise_epoch`` instead: the same

@@ -5,10 +5,10 @@ Shapes: T threads.
 The chosen epoch runs as one ``prange`` over the T threads; within it the threads meet twice
 per step (after the partial gradients, after the update). A meeting is a per-thread counter on
 its own cache line: ``_publish`` is a release store, ``_wait_until`` spins on acquire loads with
-x86's ``pause`` in between (a plain spin on other CPUs: ``TUNING.pause``), and yields the core
+x86's ``pause`` in between (a plain spin on other CPUs: ``TUNING.pause``) and yields the core
 between tries once a wait is long (a thread it waits for may share the core), and
-``_barrier`` is thread k's side of one meeting. They are LLVM IR through ``numba.core.extending.intrinsic``
-because Numba has no atomics of its own.
+``_barrier`` is thread k's side of one meeting. They are LLVM IR through
+``numba.core.extending.intrinsic`` because Numba has no atomics of its own.
 
 Threads that spin on each other must all run at once: ``_threads_run_at_once`` says whether a
 ``prange(T)`` gives every chunk its own thread (OpenMP and workqueue do if Numba has T; TBB's
