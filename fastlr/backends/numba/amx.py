@@ -138,12 +138,33 @@ def _shape2(builder, array):
     return cgutils.unpack_tuple(builder, array.shape, 2)
 
 
-def _by_count(builder, count, emit):
-    """Emit ``emit(k)`` for the value k = count in 1..WAYS (tile numbers are constants, so
-    each count is its own code)."""
-    for k in range(1, WAYS + 1):
-        with builder.if_then(builder.icmp_signed("==", count, ir.Constant(count.type, k))):
-            emit(k)
+def _int(value):
+    """An i64 constant."""
+    return ir.Constant(_i64, value)
+
+
+def _in_ways(builder, n, emit):
+    """``emit(first, k)`` for first = 0, WAYS, 2 WAYS, ... < n with k = min(WAYS, n - first)
+    items from first on: k is a Python constant (tile numbers are constants in the
+    instructions, so each count is its own code)."""
+    with cgutils.for_range_slice(builder, _int(0), n, _int(WAYS)) as (first, _):
+        left = builder.sub(n, first)
+        count = builder.select(builder.icmp_signed("<", left, _int(WAYS)), left, _int(WAYS))
+        for k in range(1, WAYS + 1):
+            with builder.if_then(builder.icmp_signed("==", count, _int(k))):
+                emit(first, k)
+
+
+def _pipelined(builder, n, convert, multiply):
+    """``convert(i)`` then ``multiply(i)`` for i < n, the conversion of step i + 1 issued
+    before the products of step i (the buffer's two halves take turns: a tile load never
+    waits for the stores just issued)."""
+    convert(_int(0))
+    with cgutils.for_range(builder, n) as loop:
+        following = builder.add(loop.index, _int(1))
+        with builder.if_then(builder.icmp_signed("<", following, n)):
+            convert(following)
+        multiply(loop.index)
 
 
 def _words_of(builder, vector):
@@ -164,7 +185,6 @@ class _Rows:
     def __init__(self, context, builder, x_type, x_value, rows_type, rows_value, buf_type,
                  buf_value):
         self.b = builder
-        self.x_type = x_type
         self.xa = context.make_array(x_type)(context, builder, x_value)
         self.ra = context.make_array(rows_type)(context, builder, rows_value)
         self.buf = context.make_array(buf_type)(context, builder, buf_value).data
@@ -178,7 +198,7 @@ class _Rows:
         b = self.b
         out = []
         for i in range(16):
-            row = b.load(b.gep(self.ra.data, [b.add(first, ir.Constant(_i64, i))]))
+            row = b.load(b.gep(self.ra.data, [b.add(first, _int(i))]))
             out.append(b.gep(self.xa.data, [b.mul(row, self.D)]))
         return out
 
@@ -195,20 +215,20 @@ class _Rows:
             b.store(b.load(b.gep(pointer, [loop.index])), b.gep(lanes, [loop.index]))
         return b.load(slot)
 
-    def tile(self, starts, d0, slot):
+    def tile(self, starts, d0, step, j):
         """Write the words of features d0.. (zeros past D) of the 16 rows at ``starts`` into
-        buffer tile ``slot`` (an i64 value; 16 rows of 64 bytes)."""
+        buffer tile ``slot(step, j)``."""
         b = self.b
         words = ir.VectorType(_i32, 16)
-        base = self.slot(slot)
+        base = self.slot(step, j)
         left = b.sub(self.D, d0)
-        whole = b.icmp_signed(">=", left, ir.Constant(_i64, 16))
+        whole = b.icmp_signed(">=", left, _int(16))
 
         def fill(count):
             for i, start in enumerate(starts):
                 value = _words_of(b, self._load(b.gep(start, [d0]), count))
-                b.store(value, b.bitcast(b.gep(base, [ir.Constant(_i64, 16 * i)]),
-                                         words.as_pointer()), align=1)
+                b.store(value, b.bitcast(b.gep(base, [_int(16 * i)]), words.as_pointer()),
+                        align=1)
 
         with b.if_else(whole) as (then, otherwise):
             with then:
@@ -216,21 +236,23 @@ class _Rows:
             with otherwise:
                 fill(left)
 
-    def slot(self, slot):
-        """The address of buffer tile ``slot`` (an i64 value)."""
-        return self.b.gep(self.buf, [self.b.mul(slot, ir.Constant(_i64, 256))])
+    def slot(self, step, j):
+        """The address of tile j (< 4) of the buffer's half for ``step`` (an i64 value): 16
+        rows of 64 bytes, the half ``step & 1``."""
+        b = self.b
+        half = b.mul(b.and_(step, _int(1)), _int(4))
+        return b.gep(self.buf, [b.mul(b.add(half, _int(j)), _int(256))])
 
     def ask(self, ahead, lo, hi, first, d0):
         """Ask (``prefetcht1``) for the line of features d0.. of the rows ``ahead[first +
         i]``, i < 16 and lo <= first + i < hi, when d0 starts a line of them."""
         b = self.b
         fn = _void_fn(b, "llvm.prefetch.p0", [_byte_ptr, _i32, _i32, _i32])
-        offset = b.mul(d0, ir.Constant(_i64, self.itemsize))
-        starts_line = b.icmp_signed("==", b.and_(offset, ir.Constant(_i64, 63)),
-                                    ir.Constant(_i64, 0))
+        offset = b.mul(d0, _int(self.itemsize))
+        starts_line = b.icmp_signed("==", b.and_(offset, _int(63)), _int(0))
         with b.if_then(starts_line):
             for i in range(16):
-                index = b.add(first, ir.Constant(_i64, i))
+                index = b.add(first, _int(i))
                 asked = b.and_(b.icmp_signed(">=", index, lo), b.icmp_signed("<", index, hi))
                 with b.if_then(asked):
                     row = b.load(b.gep(ahead, [index]))
@@ -258,56 +280,36 @@ def _amx_scores(typingctx, X, rows, n_rows, ahead, n_ahead, Wb, buf, S):
         s_out = context.make_array(s_t)(context, builder, args[7])
         d16, C = _shape2(builder, wb)
         tiles = _Tiles(builder)
-        zero = ir.Constant(_i64, 0)
-        one = ir.Constant(_i64, 1)
-        four = ir.Constant(_i64, 4)
-        sixteen = ir.Constant(_i64, 16)
-        line = ir.Constant(_i64, 64)
-        c_bytes = builder.mul(C, four)
+        sixteen, line = _int(16), _int(64)
+        c_bytes = builder.mul(C, _int(4))
         tiles.configure([(sixteen, c_bytes)] * 6 + [(sixteen, line)] * 2)
         n_groups = builder.sdiv(n_rows, sixteen)
-        n_steps = builder.sdiv(d16, sixteen)
-        ask_stop = builder.sdiv(n_ahead, ir.Constant(_i64, 2))
-        with cgutils.for_range_slice(builder, zero, n_groups, ir.Constant(_i64, WAYS)) as (
-                g0, _):
-            left = builder.sub(n_groups, g0)
-            count = builder.select(builder.icmp_signed("<", left, four), left, four)
+        ask_stop = builder.sdiv(n_ahead, _int(2))
 
-            def emit(k):
-                firsts = [builder.mul(builder.add(g0, ir.Constant(_i64, g)), sixteen)
-                          for g in range(k)]
-                starts = [src.starts(first) for first in firsts]
+        def emit(g0, k):
+            firsts = [builder.mul(builder.add(g0, _int(g)), sixteen) for g in range(k)]
+            starts = [src.starts(first) for first in firsts]
 
-                def convert(step):
-                    # Step ``step``'s tiles of rows into the half ``step & 1`` of the buffer,
-                    # while the tiles of the other half are multiplied: a tile load never
-                    # waits for the stores just issued.
-                    d0 = builder.mul(step, sixteen)
-                    half = builder.mul(builder.and_(step, one), four)
-                    for g in range(k):
-                        src.ask(ahead, zero, ask_stop, firsts[g], d0)
-                        src.tile(starts[g], d0, builder.add(half, ir.Constant(_i64, g)))
-
+            def convert(step):
+                d0 = builder.mul(step, sixteen)
                 for g in range(k):
-                    tiles.zero(g)
-                convert(zero)
-                with cgutils.for_range(builder, n_steps) as loop:
-                    step = loop.index
-                    following = builder.add(step, one)
-                    with builder.if_then(builder.icmp_signed("<", following, n_steps)):
-                        convert(following)
-                    tiles.load(4, builder.gep(wb.data, [builder.mul(builder.mul(
-                        step, sixteen), C)]), c_bytes)
-                    half = builder.mul(builder.and_(step, one), four)
-                    for g in range(k):
-                        tiles.load(6 + g % 2, src.slot(builder.add(half, ir.Constant(
-                            _i64, g))), line)
-                        tiles.dot(g, 6 + g % 2, 4)
-                for g in range(k):
-                    tiles.store(g, builder.gep(s_out.data, [builder.mul(firsts[g], C)]),
-                                c_bytes)
+                    src.ask(ahead, _int(0), ask_stop, firsts[g], d0)
+                    src.tile(starts[g], d0, step, g)
 
-            _by_count(builder, count, emit)
+            def multiply(step):
+                tiles.load(4, builder.gep(wb.data, [builder.mul(builder.mul(step, sixteen),
+                                                                C)]), c_bytes)
+                for g in range(k):
+                    tiles.load(6 + g % 2, src.slot(step, g), line)
+                    tiles.dot(g, 6 + g % 2, 4)
+
+            for g in range(k):
+                tiles.zero(g)
+            _pipelined(builder, builder.sdiv(d16, sixteen), convert, multiply)
+            for g in range(k):
+                tiles.store(g, builder.gep(s_out.data, [builder.mul(firsts[g], C)]), c_bytes)
+
+        _in_ways(builder, n_groups, emit)
         tiles.release()
         return context.get_dummy_value()
 
@@ -337,62 +339,42 @@ def _amx_gradient(typingctx, Dt, X, rows, n_rows, x_col, out, d_stop, overwrite,
         C = cgutils.unpack_tuple(builder, dt.shape, 3)[1]
         D = _shape2(builder, out)[1]
         tiles = _Tiles(builder)
-        zero = ir.Constant(_i64, 0)
-        one = ir.Constant(_i64, 1)
-        four = ir.Constant(_i64, 4)
-        sixteen = ir.Constant(_i64, 16)
-        line = ir.Constant(_i64, 64)
-        out_stride = builder.mul(D, four)
+        sixteen, line = _int(16), _int(64)
+        out_stride = builder.mul(D, _int(4))
         tiles.configure([(C, line)] * 6 + [(sixteen, line)] * 2)
-        n_groups = builder.sdiv(n_rows, sixteen)
-        n_slabs = builder.sdiv(d_stop, sixteen)
-        ask_start = builder.sdiv(n_ahead, ir.Constant(_i64, 2))
+        ask_start = builder.sdiv(n_ahead, _int(2))
         fresh = builder.icmp_unsigned("!=", overwrite, ir.Constant(overwrite.type, 0))
-        with cgutils.for_range_slice(builder, zero, n_slabs, ir.Constant(_i64, WAYS)) as (
-                j0, _):
-            left = builder.sub(n_slabs, j0)
-            count = builder.select(builder.icmp_signed("<", left, four), left, four)
 
-            def column(j):
-                return builder.mul(builder.add(j0, ir.Constant(_i64, j)), sixteen)
-
-            def emit(k):
-                with builder.if_else(fresh) as (then, otherwise):
-                    with then:
-                        for j in range(k):
-                            tiles.zero(j)
-                    with otherwise:
-                        for j in range(k):
-                            tiles.load(j, builder.gep(out.data, [column(j)]), out_stride)
-
-                def convert(g):
-                    # Group g's tiles of rows into the half ``g & 1`` of the buffer, while
-                    # the other half's are multiplied.
-                    first = builder.mul(g, sixteen)
-                    starts = src.starts(first)
-                    half = builder.mul(builder.and_(g, one), four)
+        def emit(j0, k):
+            columns = [builder.mul(builder.add(j0, _int(j)), sixteen) for j in range(k)]
+            with builder.if_else(fresh) as (then, otherwise):
+                with then:
                     for j in range(k):
-                        d0 = builder.add(x_col, column(j))
-                        src.ask(ahead, ask_start, n_ahead, first, d0)
-                        src.tile(starts, d0, builder.add(half, ir.Constant(_i64, j)))
-
-                convert(zero)
-                with cgutils.for_range(builder, n_groups) as group:
-                    g = group.index
-                    following = builder.add(g, one)
-                    with builder.if_then(builder.icmp_signed("<", following, n_groups)):
-                        convert(following)
-                    tiles.load(4, builder.gep(dt.data, [builder.mul(builder.mul(g, C),
-                                                                    sixteen)]), line)
-                    half = builder.mul(builder.and_(g, one), four)
+                        tiles.zero(j)
+                with otherwise:
                     for j in range(k):
-                        tiles.load(6 + j % 2, src.slot(builder.add(half, ir.Constant(
-                            _i64, j))), line)
-                        tiles.dot(j, 4, 6 + j % 2)
+                        tiles.load(j, builder.gep(out.data, [columns[j]]), out_stride)
+
+            def convert(g):
+                first = builder.mul(g, sixteen)
+                starts = src.starts(first)
                 for j in range(k):
-                    tiles.store(j, builder.gep(out.data, [column(j)]), out_stride)
+                    d0 = builder.add(x_col, columns[j])
+                    src.ask(ahead, ask_start, n_ahead, first, d0)
+                    src.tile(starts, d0, g, j)
 
-            _by_count(builder, count, emit)
+            def multiply(g):
+                tiles.load(4, builder.gep(dt.data, [builder.mul(builder.mul(g, C), sixteen)]),
+                           line)
+                for j in range(k):
+                    tiles.load(6 + j % 2, src.slot(g, j), line)
+                    tiles.dot(j, 4, 6 + j % 2)
+
+            _pipelined(builder, builder.sdiv(n_rows, sixteen), convert, multiply)
+            for j in range(k):
+                tiles.store(j, builder.gep(out.data, [columns[j]]), out_stride)
+
+        _in_ways(builder, builder.sdiv(d_stop, sixteen), emit)
         tiles.release()
         return context.get_dummy_value()
 

@@ -181,7 +181,7 @@ def _epoch_scratch(T, C, D, dtype, block, tiles):
     D16 = (D + amx.SLAB - 1) // amx.SLAB * amx.SLAB if tiles else 0
     packed = (np.zeros((T, D16, C), np.uint32), amx.tile_buffers(T if tiles else 0),
               np.zeros((T, P // amx.GROUP, C, amx.GROUP), np.uint32),
-              np.zeros((T, C, amx.SLAB), np.float32))
+              np.zeros((T, C if tiles else 0, amx.SLAB), np.float32))
     return rows, ahead, S, G, Z, E, row_max, row_total, grad, packed
 
 
