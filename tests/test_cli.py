@@ -155,11 +155,18 @@ def test_ctrl_c_during_training_saves_the_model(tmp_path):
     import time
 
     out = tmp_path / "interrupted.npz"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fastlr", "train", "--epochs", "200", "--backend", "numpy",
-         "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    # Under a shell without job control (a script's `cmd &`) the tests start with SIGINT
+    # ignored, and a child inherits an ignored signal: the training would never see the
+    # Ctrl-C. A caught signal is reset to its default at exec, so catch it while starting it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastlr", "train", "--epochs", "200", "--backend", "numpy",
+             "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    finally:  # None: a handler installed outside Python, which cannot be put back
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
     # tqdm redraws the bar on stderr after each epoch; wait for the first one to finish.
     seen = b""
     deadline = time.monotonic() + 300
