@@ -88,6 +88,31 @@ static void load_config(struct tile_config *cfg) {
     _tile_loadconfig(cfg);
 }
 
+/* The products of one step in up to four ways: the staged tiles of words at x (16 x 16
+ * dwords each, 256 apart) are loaded into tiles 5, 6, 7 and 5 again, and
+ * PRODUCT(acc, tile) adds each one's product with tile 4 into accumulator 0..ways-1. The
+ * tile numbers are constants in the instructions, so this is a macro: the scores take the
+ * rows as A (FASTLR_ROWS_TIMES_4), the gradient as B (FASTLR_4_TIMES_ROWS). */
+#define FASTLR_ROWS_TIMES_4(acc, tile) _tile_dpbf16ps(acc, tile, 4)
+#define FASTLR_4_TIMES_ROWS(acc, tile) _tile_dpbf16ps(acc, 4, tile)
+#define FASTLR_IN_WAYS(ways, x, PRODUCT)   \
+    do {                                   \
+        _tile_loadd(5, (x), 64);           \
+        PRODUCT(0, 5);                     \
+        if ((ways) > 1) {                  \
+            _tile_loadd(6, (x) + 256, 64); \
+            PRODUCT(1, 6);                 \
+        }                                  \
+        if ((ways) > 2) {                  \
+            _tile_loadd(7, (x) + 512, 64); \
+            PRODUCT(2, 7);                 \
+        }                                  \
+        if ((ways) > 3) {                  \
+            _tile_loadd(5, (x) + 768, 64); \
+            PRODUCT(3, 5);                 \
+        }                                  \
+    } while (0)
+
 static inline void shape_tile(struct tile_config *cfg, int tile, ptrdiff_t rows,
                               ptrdiff_t bytes_per_row) {
     cfg->rows[tile] = (uint8_t)rows;
@@ -212,20 +237,7 @@ static inline __attribute__((always_inline)) void scores_of_groups(
         }
         MEMORY_BARRIER();
         _tile_loadd(4, Wb + 16 * k * FASTLR_AMX_CLASSES, w_stride);
-        _tile_loadd(5, x, 64);
-        _tile_dpbf16ps(0, 5, 4);
-        if (ng > 1) {
-            _tile_loadd(6, x + 256, 64);
-            _tile_dpbf16ps(1, 6, 4);
-        }
-        if (ng > 2) {
-            _tile_loadd(7, x + 512, 64);
-            _tile_dpbf16ps(2, 7, 4);
-        }
-        if (ng > 3) {
-            _tile_loadd(5, x + 768, 64);
-            _tile_dpbf16ps(3, 5, 4);
-        }
+        FASTLR_IN_WAYS(ng, x, FASTLR_ROWS_TIMES_4);
         MEMORY_BARRIER();
     }
     _tile_stored(0, z, z_stride);
@@ -360,20 +372,7 @@ static inline __attribute__((always_inline)) void gradient_of_slabs(
         }
         MEMORY_BARRIER();
         _tile_loadd(4, Dt + g * C * 16, 64);
-        _tile_loadd(5, x, 64);
-        _tile_dpbf16ps(0, 4, 5);
-        if (ns > 1) {
-            _tile_loadd(6, x + 256, 64);
-            _tile_dpbf16ps(1, 4, 6);
-        }
-        if (ns > 2) {
-            _tile_loadd(7, x + 512, 64);
-            _tile_dpbf16ps(2, 4, 7);
-        }
-        if (ns > 3) {
-            _tile_loadd(5, x + 768, 64);
-            _tile_dpbf16ps(3, 4, 5);
-        }
+        FASTLR_IN_WAYS(ns, x, FASTLR_4_TIMES_ROWS);
         MEMORY_BARRIER();
     }
     _tile_stored(0, out[0], out_stride[0]);
