@@ -28,7 +28,7 @@ thread count, or the TBB layer), ``sgd_epoch`` runs ``_stepwise_epoch`` instead:
 chunk gradients and the same update, with a fork-join in place of each meeting. It computes
 the same arithmetic in the same order, so it gives the same bits; it is only slower.
 
-The scratch (row lists, scores, softmax rows, the update's summed pieces) is allocated once
+The scratch (row lists, scores, softmax rows, the update's gradient slice) is allocated once
 per epoch, not per step: the contract's signature has no place for it, and an allocation is
 negligible against an epoch.
 """
@@ -43,7 +43,7 @@ from .softmax import _block_correct, _block_softmax, _softmax_scratch
 from .sync import _barrier, _threads_run_at_once
 from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores, pixel_scale
 from .tuning import TUNING
-from .update import UPDATE_PIECE, _update_bias, _update_slice
+from .update import _update_bias, _update_slice
 
 BLOCK_BYTES = TUNING.block_kib * 1024  # rows of X per block, in bytes (``tuning.py``)
 MAX_BLOCK = 1024  # samples: the scratch of a block of rows a few features long stays small
@@ -168,15 +168,15 @@ def _epoch_scratch(T, C, D, dtype, block, tiles):
     """Per-thread scratch of the epoch in blocks of ``block`` samples, each row padded so no
     two threads share a cache line: the block's row numbers and the next block's
     (T, block + 16) int64, the block's scores S (T, 1, block rounded up to whole groups of
-    16, C), the softmax's G, Z, E, row maxima and sums, the update's sum of a piece
-    (T, UPDATE_PIECE or C + lanes), and, if ``tiles`` (AMX), the packed weights, the tile
+    16, C), the softmax's G, Z, E, row maxima and sums, the update's gradient slice
+    (T, C D / T + 16 + lanes), and, if ``tiles`` (AMX), the packed weights, the tile
     buffers, the packed deltas and a tail slab (``amx.py``; else empty)."""
     rows = np.zeros((T, block + 16), np.int64)
     ahead = np.zeros((T, block + 16), np.int64)
     S = np.zeros((T, 1, amx.whole_groups(block), C), dtype)
     lanes = VECTOR_BYTES // S.itemsize
     G, Z, E, row_max, row_total = _softmax_scratch(T, block, C, dtype)
-    grad = np.zeros((T, max(UPDATE_PIECE, C) + lanes), dtype)
+    grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
     P = amx.whole_groups(block) if tiles else 0
     D16 = (D + amx.SLAB - 1) // amx.SLAB * amx.SLAB if tiles else 0
     packed = (np.zeros((T, D16, C), np.uint32), amx.tile_buffers(T if tiles else 0),

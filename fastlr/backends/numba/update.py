@@ -6,23 +6,23 @@ Shapes: C classes, D features, T threads (partial gradients).
 contract in ``fastlr/backends/__init__.py``, the math in ``reference.py``). ``_sgd_step`` is
 that arithmetic on one flat view, element by element, in float64 and rounded once to the
 weights' type, as the C kernel does (``sgd_update`` in ``fastlr/csrc/tiles_impl.h``);
-``_update_slice`` sums the T partial gradients of a slice of the flat W in order k = 0..T-1,
-piece by piece of UPDATE_PIECE values, and steps each piece; ``_update_bias`` does the same for
-b. No fast-math: the update keeps strict IEEE order. Every loop runs over views that start at
-the slice's first element: indexing ``W[lo + j]`` costs a negative-index check per element and
-the loops stop vectorizing (the update took 8 us per step instead of 1).
+``_update_slice`` sums the T partial gradients of a slice of the flat W in order k = 0..T-1
+and steps it; ``_update_bias`` does the same for b. No fast-math: the update keeps strict IEEE
+order. Every loop runs over views that start at the slice's first element: indexing
+``W[lo + j]`` costs a negative-index check per element and the loops stop vectorizing (the
+update took 8 us per step instead of 1).
 
-Why float64 and pieces (Xeon, batch 64, two threads, float32, where the update is a fifth of
-an epoch; docs/kernels.md, round six): the same update in float32, the whole slice summed and
-then stepped, took 21.4-22.1 ms an epoch; in float64, in pieces, 19.2-19.5, as fast as the C
-kernel's update called from the same epoch (19.2-19.5).
+Why float64: with momentum the velocity of a pixel that is rarely lit decays by the momentum
+every step, through the subnormal range on its way to zero (at batch 64 on MNIST, 38-104 of
+the 7,840 velocities are subnormal at the end of an epoch). On Intel cores arithmetic on a
+subnormal operand goes through a microcode assist: the float32 update of half of W, in cache,
+took 32 us with subnormal velocities against 1.0 us without. Widened to float64 they are ordinary
+numbers, and the update takes 1.8 us either way; at batch 64 on two threads an epoch went
+from 22.2-23.4 to 20.0-21.2 ms (Xeon, docs/kernels.md, round six).
 """
 
 import numpy as np
 from numba import njit
-
-# Values of a piece: its sum of the T partials (1 KB of float32) stays in L1 for its step.
-UPDATE_PIECE = 256
 
 
 @njit(cache=True)
@@ -59,11 +59,9 @@ def _sum_parts(parts, lo, hi, out):
 @njit(cache=True)
 def _update_slice(W, vel, parts, lo, hi, lr, momentum, alpha, grad):
     """The SGD step on the elements [lo, hi) of the flat W (C D,) and vel, with the gradient
-    summed from parts (T, C D), UPDATE_PIECE values at a time, into the scratch ``grad``."""
-    for p0 in range(lo, hi, UPDATE_PIECE):
-        p1 = min(hi, p0 + UPDATE_PIECE)
-        _sum_parts(parts, p0, p1, grad)
-        _sgd_step(W[p0:p1], vel[p0:p1], grad[:p1 - p0], lr, momentum, alpha)
+    summed from parts (T, C D) into the scratch ``grad``."""
+    _sum_parts(parts, lo, hi, grad)
+    _sgd_step(W[lo:hi], vel[lo:hi], grad[:hi - lo], lr, momentum, alpha)
 
 
 @njit(cache=True)
