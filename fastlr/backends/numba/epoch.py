@@ -41,7 +41,8 @@ from . import amx
 from .partition import _aligned_slice, _chunk_bounds
 from .softmax import _block_correct, _block_softmax, _softmax_scratch
 from .sync import _barrier, _threads_run_at_once
-from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores, pixel_scale
+from .tiles import (SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores,
+                    _prefetch_element, pixel_scale)
 from .tuning import TUNING
 from .update import _update_bias, _update_slice
 
@@ -214,6 +215,10 @@ def _chunk_gradient(k, T, t, X, y, sample_weight, perm, batch_size, W, b, part_W
         n = min(block, hi - p0)
         for s in range(n):
             rows[s] = perm[p0 + s]
+            # The softmax reads the block's labels and weights, scattered over y and
+            # sample_weight: asked for now, they arrive while the scores run.
+            _prefetch_element(y, rows[s])
+            _prefetch_element(sample_weight, rows[s])
         for s in range(n, amx.whole_groups(n)):
             rows[s] = rows[n - 1]
         n_ahead = _stream_rows(perm, batch_size, k, T, t, p0 - lo + n, n, ahead)

@@ -167,6 +167,21 @@ def _prefetch_line(builder, fn, pointer):
                       ir.Constant(i32, 1)])
 
 
+@intrinsic
+def _prefetch_element(typingctx, a, i):
+    """``prefetch_element(a, i)``: ask for the cache line of ``a[i]`` (a 1-d array; i within
+    it), ``prefetcht1`` as the rows; a hint, it never faults."""
+    sig = types.void(a, i)
+
+    def codegen(context, builder, signature, args):
+        aa = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = builder.bitcast(builder.gep(aa.data, [args[1]]), ir.IntType(8).as_pointer())
+        _prefetch_line(builder, _llvm_prefetch(builder), pointer)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga, g_row, d0_, c0_,
                     oa, out_row, n_classes, n_vectors, overwrite=None, ask=None):
     """The body of the gradient tiles: for the n_classes classes c0.. and the n_vectors
