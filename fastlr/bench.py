@@ -64,7 +64,7 @@ from .backends.check import TRAJECTORY_TOLERANCE, epoch_error, run_epoch
 from .data import load_mnist
 from .machine import machine_info
 from .measure import (DISTURBED_SHARE, RETRIES, _blas_threads, _median_min_max,
-                      measure_read_gbps, measure_sgemm_gflops, time_undisturbed)
+                      measure_read_gbps, measure_sgemm_gflops, settle, time_undisturbed)
 from .sgd import learning_rates
 
 FASTLR_BACKENDS = ("numpy", "numba", "cython")
@@ -119,6 +119,7 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
     # left over from an earlier multi-threaded call busy-wait, and on a 2-core machine they
     # take a core from the engine's own threads (numba at T = 2 measured 52 instead of 30 ms).
     with _blas_threads(threads if backend.name == "numpy" else 1):
+        settle()  # the first call's time counts toward compile s: no leftover BLAS spinning
         start = time.perf_counter()
         try:
             result = run_epoch(backend, X, y, W0, b0, perm, lr_steps, batch_size, threads,

@@ -126,13 +126,41 @@ class CpuWatch:
         return False
 
 
+#: settle(): how long one look at the process's CPU time lasts, the share of it that counts as
+#: quiet, and how long to wait at most.
+SETTLE_WINDOW = 0.01
+SETTLE_QUIET_SHARE = 0.1
+SETTLE_MAX_SECONDS = 2.0
+
+
+def settle(max_seconds=SETTLE_MAX_SECONDS):
+    """Wait until this process's other threads are idle: the calling thread sleeps in windows
+    of SETTLE_WINDOW seconds until the process used less than SETTLE_QUIET_SHARE of a core in
+    one, or for ``max_seconds`` at most. Returns the seconds waited.
+
+    Why: a CpuWatch sees only other processes. OpenBLAS's worker threads busy-wait for a while
+    after a multi-threaded call, even once BLAS is limited to one thread; after a two-thread
+    NumPy row, the next engine's first epochs ran 2-4x slower on a 2-core machine (Numba at
+    batch 1024: 25.8-63.3 ms instead of 13.6) until they stopped, and the harness took it for
+    the engine's own time."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_seconds:
+        used = time.process_time()
+        time.sleep(SETTLE_WINDOW)
+        if time.process_time() - used < SETTLE_QUIET_SHARE * SETTLE_WINDOW:
+            break
+    return time.perf_counter() - start
+
+
 def time_undisturbed(run_once, repeats, retries=RETRIES):
     """Call ``run_once`` (which returns the seconds it timed) ``repeats`` times under a
-    CpuWatch; while the watch says disturbed, do it all again, up to ``retries`` more times.
-    Returns the times of the quietest attempt and a dict for its row: ``other_cpu`` (cores,
-    see CpuWatch), ``disturbed`` and ``attempts``."""
+    CpuWatch, once this process's own leftover threads are idle (``settle``); while the watch
+    says disturbed, do it all again, up to ``retries`` more times. Returns the times of the
+    quietest attempt and a dict for its row: ``other_cpu`` (cores, see CpuWatch),
+    ``disturbed`` and ``attempts``."""
     quietest = None
     for attempt in range(1, retries + 2):
+        settle()
         with CpuWatch() as watch:
             seconds = [run_once() for _ in range(repeats)]
         if quietest is None or (watch.other_cpu or 0.0) < (quietest[1].other_cpu or 0.0):

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +126,25 @@ def test_quick_bench_smoke_run(tmp_path):
     assert report["results"]
     assert all(r["validated"] and r["error"] is None for r in report["results"]), \
         report["results"]
+
+
+def test_settle_waits_until_this_process_s_other_threads_are_idle():
+    """A thread of this process that still spins (as OpenBLAS's workers do after a call)
+    keeps settle waiting; it returns once the thread has stopped."""
+    stopped = threading.Event()
+
+    def spin():
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.3:
+            pass
+        stopped.set()
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    measure.settle(max_seconds=10.0)
+    assert stopped.is_set()
+    spinner.join()
+    assert measure.settle(max_seconds=10.0) < 10.0
 
 
 SPIN_HALF_A_SECOND = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.5: pass"
