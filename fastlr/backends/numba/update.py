@@ -17,8 +17,8 @@ every step, through the subnormal range on its way to zero (at batch 64 on MNIST
 the 7,840 velocities are subnormal at the end of an epoch). On Intel cores arithmetic on a
 subnormal operand goes through a microcode assist: the float32 update of half of W, in cache,
 took 32 us with subnormal velocities against 1.0 us without. Widened to float64 they are ordinary
-numbers, and the update takes 1.8 us either way; at batch 64 on two threads an epoch went
-from 22.2-23.4 to 20.0-21.2 ms (Xeon, docs/kernels.md, round six).
+numbers, and the update takes 1.8 us either way; at batch 64 on two threads with momentum 0.9
+an epoch went from 22.2-23.4 to 20.0-21.2 ms (Xeon, docs/kernels.md, round six).
 """
 
 import numpy as np
