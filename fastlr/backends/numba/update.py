@@ -7,7 +7,9 @@ contract in ``fastlr/backends/__init__.py``, the math in ``reference.py``). ``_s
 that arithmetic on one flat view, element by element, in float64 and rounded once to the
 weights' type, as the C kernel does (``sgd_update`` in ``fastlr/csrc/tiles_impl.h``);
 ``_update_slice`` sums the T partial gradients of a slice of the flat W in order k = 0..T-1
-and steps it; ``_update_bias`` does the same for b. No fast-math: the update keeps strict IEEE
+and steps it (two partials, the common case, are summed inside the step's loop,
+``_sgd_step_of``: no pass through a scratch slice, the same bits); ``_update_bias`` does the
+same for b. No fast-math: the update keeps strict IEEE
 order. Every loop runs over views that start at the slice's first element: indexing
 ``W[lo + j]`` costs a negative-index check per element and the loops stop vectorizing (the
 update took 8 us per step instead of 1).
@@ -26,20 +28,29 @@ from numba import njit
 
 
 @njit(cache=True)
+def _sgd_step_of(w, v, g0, g1, lr, momentum, alpha):
+    """``_sgd_step`` with the gradient ``g0 + g1`` (summed in w's type, then widened), or g0
+    alone if g1 is None: two partial gradients step W without a pass that sums them first."""
+    dtype = w.dtype.type
+    if momentum != 0.0:
+        for j in range(w.shape[0]):
+            g = np.float64(g0[j]) if g1 is None else np.float64(g0[j] + g1[j])
+            step = momentum * np.float64(v[j]) + (g + alpha * np.float64(w[j]))
+            v[j] = dtype(step)
+            w[j] = dtype(w[j] - lr * step)
+    else:
+        for j in range(w.shape[0]):
+            g = np.float64(g0[j]) if g1 is None else np.float64(g0[j] + g1[j])
+            w[j] = dtype(w[j] - lr * (g + alpha * np.float64(w[j])))
+
+
+@njit(cache=True)
 def _sgd_step(w, v, grad, lr, momentum, alpha):
     """One SGD step on the 1-d views w, v (the velocity) with the gradient grad, all of one
     length n: ``v = momentum v + (grad + alpha w); w -= lr v`` in float64, each result rounded
     once to w's type; with momentum 0, v is not touched and the step is ``w -= lr (grad +
     alpha w)``."""
-    dtype = w.dtype.type
-    if momentum != 0.0:
-        for j in range(w.shape[0]):
-            step = momentum * np.float64(v[j]) + (np.float64(grad[j]) + alpha * np.float64(w[j]))
-            v[j] = dtype(step)
-            w[j] = dtype(w[j] - lr * step)
-    else:
-        for j in range(w.shape[0]):
-            w[j] = dtype(w[j] - lr * (np.float64(grad[j]) + alpha * np.float64(w[j])))
+    _sgd_step_of(w, v, grad, None, lr, momentum, alpha)
 
 
 @njit(cache=True)
@@ -59,9 +70,15 @@ def _sum_parts(parts, lo, hi, out):
 @njit(cache=True)
 def _update_slice(W, vel, parts, lo, hi, lr, momentum, alpha, grad):
     """The SGD step on the elements [lo, hi) of the flat W (C D,) and vel, with the gradient
-    summed from parts (T, C D) into the scratch ``grad``."""
-    _sum_parts(parts, lo, hi, grad)
-    _sgd_step(W[lo:hi], vel[lo:hi], grad[:hi - lo], lr, momentum, alpha)
+    summed from parts (T, C D): two parts within the step's loop (alone, half of W at
+    momentum 0.9: 1.40 against 1.77 us; the epoch at batch 64 on two threads 17.9-19.1 against
+    19.6-20.4 ms), more into the scratch ``grad`` first."""
+    if parts.shape[0] == 2:
+        _sgd_step_of(W[lo:hi], vel[lo:hi], parts[0, lo:hi], parts[1, lo:hi], lr, momentum,
+                     alpha)
+    else:
+        _sum_parts(parts, lo, hi, grad)
+        _sgd_step(W[lo:hi], vel[lo:hi], grad[:hi - lo], lr, momentum, alpha)
 
 
 @njit(cache=True)
