@@ -2,25 +2,24 @@
 
 Shapes: C classes, D features, T threads (partial gradients).
 
-``v = momentum v + (grad + alpha W); W -= lr v``, the bias the same without alpha (the
-contract in ``fastlr/backends/__init__.py``, the math in ``reference.py``). ``_sgd_step`` is
-that arithmetic on one flat view, element by element, in float64 and rounded once to the
-weights' type, as the C kernel does (``sgd_update`` in ``fastlr/csrc/tiles_impl.h``);
-``_update_slice`` sums the T partial gradients of a slice of the flat W in order k = 0..T-1
-and steps it (two partials, the common case, are summed inside the step's loop,
-``_sgd_step_of``: no pass through a scratch slice, the same bits); ``_update_bias`` does the
-same for b. No fast-math: the update keeps strict IEEE
-order. Every loop runs over views that start at the slice's first element: indexing
-``W[lo + j]`` costs a negative-index check per element and the loops stop vectorizing (the
-update took 8 us per step instead of 1).
+``v = momentum v + (grad + alpha W); W -= lr v``, the bias the same without alpha (the contract
+in ``fastlr/backends/__init__.py``, the math in ``reference.py``). ``_sgd_step`` is that
+arithmetic on one flat view, element by element, in float64 and rounded once to the weights'
+type, as the C kernel does (``sgd_update`` in ``fastlr/csrc/tiles_impl.h``); ``_update_slice``
+sums the T partial gradients of a slice of the flat W in order k = 0..T-1 and steps it (two
+partials, the common case, are summed inside the step's loop, ``_sgd_step_of``: no pass through
+a scratch slice, the same bits); ``_update_bias`` does the same for b. No fast-math: the update
+keeps strict IEEE order. Every loop runs over views that start at the slice's first element:
+indexing ``W[lo + j]`` costs a negative-index check per element and the loops stop vectorizing
+(the update took 8 us per step instead of 1).
 
 Why float64: with momentum the velocity of a pixel that is rarely lit decays by the momentum
-every step, through the subnormal range on its way to zero (at batch 64 on MNIST, 38-104 of
-the 7,840 velocities are subnormal at the end of an epoch). On Intel cores arithmetic on a
+every step, through the subnormal range on its way to zero (at batch 64 on MNIST, 38-104 of the
+7,840 velocities are subnormal at the end of an epoch). On Intel cores arithmetic on a
 subnormal operand goes through a microcode assist: the float32 update of half of W, in cache,
-took 32 us with subnormal velocities against 1.0 us without. Widened to float64 they are ordinary
-numbers, and the update takes 1.8 us either way; at batch 64 on two threads with momentum 0.9
-an epoch went from 22.2-23.4 to 20.0-21.2 ms (Xeon, docs/kernels.md, round six).
+took 32 us with subnormal velocities against 1.0 us without. Widened to float64 they are
+ordinary numbers, and the update takes 1.8 us either way; at batch 64 on two threads with
+momentum 0.9 an epoch went from 22.2-23.4 to 20.0-21.2 ms (Xeon, docs/kernels.md, round six).
 """
 
 import numpy as np
