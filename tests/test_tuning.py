@@ -26,7 +26,7 @@ AVX2 = {"avx2", "fma", "avx", "sse2"}
 def test_profiles_follow_the_features():
     assert tuning_for(AVX512, "x86_64").profile == "avx512"
     assert tuning_for(AVX512, "x86_64").vector_bytes == 64
-    assert tuning_for(AVX2, "x86_64") == Tuning("avx2", 32, 2, 5, 10, 1, True)
+    assert tuning_for(AVX2, "x86_64") == Tuning("avx2", 32, 2, 5, 5, 2, True)
     baseline = tuning_for({"sse2"}, "x86_64")
     assert baseline.profile == "baseline" and baseline.vector_bytes == 16 and not baseline.fused
     assert tuning_for({"avx2"}, "x86_64").profile == "baseline"  # AVX2 without FMA

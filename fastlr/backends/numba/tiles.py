@@ -50,7 +50,7 @@ VECTOR_BYTES = TUNING.vector_bytes
 PREFETCH_LOCALITY = TUNING.prefetch_locality  # llvm.prefetch locality 2: prefetcht1, into L2
 SCORE_SAMPLES = TUNING.score_samples  # samples x classes of the score tile
 TILE_CLASSES = TUNING.score_classes   # classes of the score tile; C = 10 is two tiles of 5
-GATHER_CLASSES = TUNING.grad_classes  # classes of the gradient tile: 10, all of MNIST's at once
+GATHER_CLASSES = TUNING.grad_classes  # classes of the gradient tile (avx512: all 10 of MNIST's)
 GATHER_VECTORS = TUNING.grad_vectors  # vectors of features of that tile
 
 

@@ -11,8 +11,11 @@ NUMBA_CPU_FEATURES=...`` in a subprocess gets the AVX2 tuning and its code. Thre
 
 ``avx512``    64-byte vectors, 32 registers: a 4 x 5 score tile (20 accumulators, 9 loads per
               20 FMAs), a 10 x 2 gradient tile (all of MNIST's classes in one sweep over D)
-``avx2``      32-byte vectors, 16 registers: a 2 x 5 score tile and a 10 x 1 gradient tile
-              (10 accumulators, one row vector and one broadcast: 12 registers, no spills)
+``avx2``      32-byte vectors, 16 registers: a 2 x 5 score tile and a 5 x 2 gradient tile
+              (10 accumulators, two row vectors, one broadcast; 7 loads per 10 FMAs). A
+              10 x 1 gradient tile (11 loads per 10 FMAs, one sweep over D) spilled two of
+              its accumulators to the stack once LLVM unrolled its loop by two, and ran at
+              half the speed on Zen 3 (docs/kernels.md)
 ``baseline``  16-byte vectors (SSE2, any x86-64 or other 128-bit SIMD), the avx2 shapes, and a
               multiply then an add where the CPU has no FMA (``llvm.fma`` would call ``fmaf``)
 
@@ -92,9 +95,9 @@ def _profile(name, x86):
     if name == "avx512":
         return Tuning(name, 64, 4, 5, 10, 2, True, pause=x86)
     if name == "avx2":
-        return Tuning(name, 32, 2, 5, 10, 1, True, pause=x86)
+        return Tuning(name, 32, 2, 5, 5, 2, True, pause=x86)
     if name == "baseline":
-        return Tuning(name, 16, 2, 5, 10, 1, False, pause=x86)
+        return Tuning(name, 16, 2, 5, 5, 2, False, pause=x86)
     raise ValueError(f"{ENV_VAR}: unknown profile {name!r}; choose avx512, avx2 or baseline")
 
 
