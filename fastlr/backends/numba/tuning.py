@@ -69,7 +69,8 @@ class Tuning:
         KiB of rows of X in a block, the samples of a thread's chunk taken together (scores,
         softmax, gradient) while the next block's rows are asked for: a block is this many
         bytes of rows, in whole score tiles (``epoch.samples_per_block``), so 32 rows of
-        MNIST's float32 features and 128 of its uint8 pixels. On Sapphire Rapids those were
+        MNIST's float32 features and 128 of its uint8 pixels (130 in AVX2's tiles of 2
+        samples). On Sapphire Rapids those were
         the fastest of 24-128 rows for each (docs/kernels.md); on Zen 4 blocks of 32, 64 and
         128 float32 rows were within noise of each other. Not measured on first use: the
         block orders a chunk's gradient sum, so a timed choice would make the bits of a model
