@@ -6,12 +6,12 @@ Shapes: C classes, D features, T threads (partial gradients).
 in ``fastlr/backends/__init__.py``, the math in ``reference.py``). ``_sgd_step`` is that
 arithmetic on one flat view, element by element, in float64 and rounded once to the weights'
 type, as the C kernel does (``sgd_update`` in ``fastlr/csrc/tiles_impl.h``); ``_update_slice``
-sums the T partial gradients of a slice of the flat W in order k = 0..T-1 and steps it (two
-partials, the common case, are summed inside the step's loop, ``_sgd_step_of``: no pass through
-a scratch slice, the same bits); ``_update_bias`` does the same for b. No fast-math: the update
-keeps strict IEEE order. Every loop runs over views that start at the slice's first element:
-indexing ``W[lo + j]`` costs a negative-index check per element and the loops stop vectorizing
-(the update took 8 us per step instead of 1).
+sums the T partial gradients of a slice of the flat W in order k = 0..T-1 and steps it (the
+last partial added inside the step's loop, ``_sgd_step_of``: one or two partials take no pass
+through a scratch slice, the same bits); ``_update_bias`` does the same for b. No fast-math:
+the update keeps strict IEEE order. Every loop runs over views that start at the slice's first
+element: indexing ``W[lo + j]`` costs a negative-index check per element and the loops stop
+vectorizing (the update took 8 us per step instead of 1).
 
 Why float64: with momentum the velocity of a pixel that is rarely lit decays by the momentum
 every step, through the subnormal range on its way to zero (at batch 64 on MNIST, 38-104 of the
@@ -69,21 +69,26 @@ def _sum_parts(parts, lo, hi, out):
 @njit(cache=True)
 def _update_slice(W, vel, parts, lo, hi, lr, momentum, alpha, grad):
     """The SGD step on the elements [lo, hi) of the flat W (C D,) and vel, with the gradient
-    summed from parts (T, C D): two parts within the step's loop (alone, half of W at
-    momentum 0.9: 1.40 against 1.77 us; the epoch at batch 64 on two threads 17.9-19.1 against
-    19.6-20.4 ms), more into the scratch ``grad`` first."""
-    if parts.shape[0] == 2:
-        _sgd_step_of(W[lo:hi], vel[lo:hi], parts[0, lo:hi], parts[1, lo:hi], lr, momentum,
-                     alpha)
+    summed from parts (T, C D) in order k = 0..T-1. The last partial is added inside the
+    step's loop, so one thread steps on its partial as it is and two sum theirs with no pass
+    through a scratch slice (alone, half of W at momentum 0.9: 1.40 against 1.77 us; the epoch
+    at batch 64 on two threads 17.9-19.1 against 19.6-20.4 ms); more sum the first T - 1 into
+    the scratch ``grad`` first."""
+    T = parts.shape[0]
+    w, v = W[lo:hi], vel[lo:hi]
+    if T == 1:
+        _sgd_step_of(w, v, parts[0, lo:hi], None, lr, momentum, alpha)
+        return
+    if T == 2:
+        first = parts[0, lo:hi]
     else:
-        _sum_parts(parts, lo, hi, grad)
-        _sgd_step(W[lo:hi], vel[lo:hi], grad[:hi - lo], lr, momentum, alpha)
+        _sum_parts(parts[:T - 1], lo, hi, grad)
+        first = grad[:hi - lo]
+    _sgd_step_of(w, v, first, parts[T - 1, lo:hi], lr, momentum, alpha)
 
 
 @njit(cache=True)
 def _update_bias(b, vel_b, parts_b, lr, momentum, grad):
-    """The SGD step on the bias b (C,), with the gradient summed from parts_b (T, C) into the
-    scratch ``grad``; no decay on the bias."""
-    C = b.shape[0]
-    _sum_parts(parts_b, 0, C, grad)
-    _sgd_step(b, vel_b, grad[:C], lr, momentum, 0.0)
+    """The SGD step on the bias b (C,), with the gradient summed from parts_b (T, C) as
+    ``_update_slice`` sums W's; no decay on the bias."""
+    _update_slice(b, vel_b, parts_b, 0, b.shape[0], lr, momentum, 0.0, grad)
