@@ -52,6 +52,8 @@ import numpy as np
 from fastlr import SoftmaxRegression, load_mnist
 from fastlr import distributed as fastlr_distributed
 from fastlr.distributed import training_arrays, require_dask
+from fastlr.pixels import Pixels
+from fastlr.sgd import StepSettings
 
 
 def one_process(mnist, n_threads, repeats):
@@ -75,11 +77,10 @@ def task_in_process(mnist, n_partitions, repeats):
     the same rows and with the same config: what a task costs without Dask around it."""
     n_rows = len(mnist[1]) // n_partitions
     partition = fastlr_distributed._prepare_partition(
-        mnist[0][:n_rows], mnist[1][:n_rows], None, np.arange(10), None, np.float32)
+        mnist[0][:n_rows], mnist[1][:n_rows], None, np.arange(10), None, np.float32, False)
     weights = (np.zeros((10, mnist[0].shape[1]), np.float32), np.zeros(10, np.float32))
-    config = {"backend": "auto", "n_threads": 1, "batch_size": 64, "learning_rate": 1.0,
-              "lr_schedule": "linear", "momentum": 0.0, "alpha": 0.0, "n_rounds": 10,
-              "seed": 0}
+    config = {"backend": "auto", "settings": StepSettings(64, 0.0, 0.0, 1),
+              "schedule": ("linear", 1.0, 10), "seed": 0}
     train, score = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -104,14 +105,19 @@ def sorted_by_label(mnist, n_partitions):
 def on_cluster(client, mnist, arrays, repeats, epochs=10):
     """Median fit wall time, round time and task compute times, and the per-round test
     accuracy, of fits on the Dask arrays ``arrays`` (X, y), first persisted on the workers."""
-    X, y = client.persist(arrays)
+    X, y = arrays
+    pixels = isinstance(X, Pixels)
+    X, y = client.persist([X.data if pixels else X, y])
+    partitions = X.numblocks[0]
+    X = Pixels(X) if pixels else X
     client.wait_for_workers(1)
     walls, rounds, train_tasks, score_tasks = [], [], [], []
     for _ in range(repeats):
         client.get_task_stream(start=time.time())
         stream_start = time.time()
         start = time.perf_counter()
-        model = SoftmaxRegression(epochs=epochs).fit(X, y, eval_set=(mnist[2], mnist[3]))
+        model = SoftmaxRegression(epochs=epochs).fit(X, y, eval_set=(mnist[2], mnist[3]),
+                                                     score_train=True)
         walls.append(time.perf_counter() - start)
         rounds.append(statistics.median(r["time_s"] for r in model.history_))
         for task in client.get_task_stream(start=stream_start):
@@ -122,7 +128,7 @@ def on_cluster(client, mnist, arrays, repeats, epochs=10):
                 train_tasks.extend(compute)
             elif name.startswith("_score_partition"):
                 score_tasks.extend(compute)
-    return {"partitions": X.numblocks[0], "fit_s": statistics.median(walls),
+    return {"partitions": partitions, "fit_s": statistics.median(walls),
             "round_s": statistics.median(rounds),
             "train_task_s": statistics.median(train_tasks) if train_tasks else None,
             "score_task_s": statistics.median(score_tasks) if score_tasks else None,

@@ -34,6 +34,7 @@ import json, sys, time
 start = time.perf_counter()
 import numpy as np
 import fastlr.backends.numba as nb
+from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
 imported = time.perf_counter() - start
 kernel, dtype = sys.argv[1], np.dtype(sys.argv[2])
 rng = np.random.default_rng(0)
@@ -46,14 +47,14 @@ W, b = np.zeros((c, d), dtype), np.zeros(c, dtype)
 
 def call():
     if kernel == "sgd_epoch":
-        nb.sgd_epoch(X, y, sw, np.arange(n, dtype=np.int64), W, b, np.zeros_like(W),
-                     np.zeros_like(b), np.full(4, 0.1), 64, 0.0, 0.0,
-                     np.zeros((T, c, d), dtype), np.zeros((T, c), dtype))
+        nb.sgd_epoch(Samples(X, y, sw), SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                     Steps(np.arange(n, dtype=np.int64), np.full(4, 0.1), 64, 0.0, 0.0),
+                     make_threads(T, c, d, dtype))
     elif kernel == "predict_scores":
         nb.predict_scores(X, W, b, np.zeros((n, c), dtype), T)
     elif kernel == "loss_and_grad":
-        nb.loss_and_grad(X, y, sw, W, b, np.zeros_like(W), np.zeros_like(b),
-                         np.zeros((T, c, d), dtype), np.zeros((T, c), dtype))
+        nb.loss_and_grad(Samples(X, y, sw), W, b, np.zeros_like(W), np.zeros_like(b),
+                         make_threads(T, c, d, dtype))
 
 
 timings = []

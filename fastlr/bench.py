@@ -65,7 +65,8 @@ from .data import load_mnist
 from .machine import machine_info
 from .measure import (DISTURBED_SHARE, RETRIES, _blas_threads, _median_min_max,
                       measure_read_gbps, measure_sgemm_gflops, settle, time_undisturbed)
-from .sgd import learning_rates
+from .backends.contract import SGDState, Samples, Steps, make_threads
+from .sgd import Schedule
 
 FASTLR_BACKENDS = ("numpy", "numba", "cython")
 PEERS = ("torch", "sklearn")
@@ -132,17 +133,16 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
         if not error <= tolerance:
             return _error_row(engine, batch_size, threads,
                               f"disagrees with the reference: error {error:.2g} > {tolerance:g}")
-        sw = np.ones(n, dtype=W0.dtype)
-        parts_W = np.zeros((threads, c, d), dtype=W0.dtype)
-        parts_b = np.zeros((threads, c), dtype=W0.dtype)
+        samples = Samples(X, y, np.ones(n, dtype=W0.dtype))
+        steps = Steps(perm, lr_steps, batch_size, 0.0, 0.0)
+        thread_parts = make_threads(threads, c, d, W0.dtype)
 
         def run_once():
             W, b = W0.copy(), b0.copy()
-            vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
+            state = SGDState(W, b, np.zeros_like(W), np.zeros_like(b))
             start = time.perf_counter()
             for _ in range(epochs):
-                backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
-                                  0.0, 0.0, parts_W, parts_b)
+                backend.sgd_epoch(samples, state, steps, thread_parts)
             return (time.perf_counter() - start) / epochs
 
         seconds, load = time_undisturbed(run_once, repeats, retries)
@@ -296,14 +296,14 @@ def time_to_accuracy_fastlr(backend_name, data, threads, target=TARGET_ACCURACY)
     start = time.perf_counter()
 
     def on_epoch(record):
-        if "s" not in reached and record["val_accuracy"] >= target:
+        if "s" not in reached and record["test_accuracy"] >= target:
             reached.update(s=time.perf_counter() - start, epoch=record["epoch"])
 
     model.fit(data["X"], data["y"], eval_set=(data["X_test"], data["y_test"]),
-              on_epoch=on_epoch)
+              on_epoch=on_epoch, eval_name="test")
     return {"engine": f"fastlr {backend_name}", "threads": threads,
             "seconds": reached.get("s"), "epochs": reached.get("epoch"),
-            "final_accuracy": model.history_[-1]["val_accuracy"]}
+            "final_accuracy": model.history_[-1]["test_accuracy"]}
 
 
 def time_to_accuracy_torch(loop, data, threads, batch_size=64, target=TARGET_ACCURACY):
@@ -311,7 +311,7 @@ def time_to_accuracy_torch(loop, data, threads, batch_size=64, target=TARGET_ACC
     loop.torch.set_num_threads(threads)
     n = len(data["y"])
     steps = -(-n // batch_size)
-    lrs = learning_rates("linear", LEARNING_RATE, steps * EPOCHS_OF_SCHEDULE)
+    schedule = Schedule("linear", LEARNING_RATE, EPOCHS_OF_SCHEDULE)
     model, optimizer = loop.new_model(np.zeros_like(data["W0"]), np.zeros_like(data["b0"]))
     X_test = loop.torch.from_numpy(data["X_test"])
     y_test = loop.torch.from_numpy(data["y_test"])
@@ -319,8 +319,8 @@ def time_to_accuracy_torch(loop, data, threads, batch_size=64, target=TARGET_ACC
     start = time.perf_counter()
     accuracy = None
     for epoch in range(EPOCHS_OF_SCHEDULE):
-        loop.run_epoch(model, optimizer, rng.permutation(n),
-                       lrs[epoch * steps:(epoch + 1) * steps], batch_size)
+        loop.run_epoch(model, optimizer, rng.permutation(n), schedule.rates(epoch, steps),
+                       batch_size)
         with loop.torch.no_grad():
             accuracy = float((model(X_test).argmax(dim=1) == y_test).double().mean())
         if accuracy >= target:
@@ -367,8 +367,11 @@ def kernel_versions(backend_name):
     """(name, sgd_epoch) of each kernel version a backend keeps side by side (the Numba
     optimization ladder, the Cython synchronization variants), in order."""
     if backend_name == "numba":  # the lab lives apart from the production backend
+        from .backends.contract import epoch_arguments
         from .backends.numba_ladder import KERNEL_VERSIONS
-        return list(KERNEL_VERSIONS.items())
+        # The rungs keep the positional arguments they were written with.
+        return [(version, lambda *records, rung=rung: rung(*epoch_arguments(*records)))
+                for version, rung in KERNEL_VERSIONS.items()]
     return list(getattr(get_backend(backend_name), "KERNEL_VERSIONS", {}).items())
 
 
@@ -432,8 +435,8 @@ def run_bench(backends=DEFAULT_BACKENDS, batch_sizes=(64, 256, 1024), threads=(1
     expected, lr_steps = {}, {}
     for batch_size in batch_sizes:
         steps = -(-n // batch_size)
-        lr_steps[batch_size] = np.ascontiguousarray(
-            learning_rates("linear", LEARNING_RATE, steps * EPOCHS_OF_SCHEDULE)[:steps])
+        lr_steps[batch_size] = Schedule("linear", LEARNING_RATE,
+                                        EPOCHS_OF_SCHEDULE).rates(0, steps)
         log(f"batch {batch_size}: the reference epoch in float64")
         expected[batch_size] = run_epoch(reference, data["X"], data["y"], data["W0"],
                                          data["b0"], data["perm"], lr_steps[batch_size],

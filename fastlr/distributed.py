@@ -3,25 +3,34 @@
 Shapes: N samples, D features, C classes, P partitions (the row blocks of the Dask array X),
 R rounds (``epochs``: one round is one pass over all N samples).
 
-``SoftmaxRegression.fit`` hands Dask arrays to :func:`fit`. The partitions stay on the workers
-that hold them; only weights move. One round:
+``SoftmaxRegression.fit`` turns Dask arrays into a :class:`DaskSource` and trains on it with
+the one engine, :func:`fastlr.sgd.train`, as it would an array in memory: one round is one of
+its epochs. The partitions stay on the workers that hold them; only weights move. One round:
 
-1. The averaged weights W (C, D), b (C,) of the last round become one task on the cluster
-   (zeros before the first round); each worker fetches one copy, C (D + 1) floats in.
-2. Every partition p runs one epoch of the fused kernel from those weights, through the driver
-   (:func:`fastlr.sgd.run_sgd`), with its own permutation and its slice of the learning-rate
-   schedule, and sends its weights W_p, b_p back: C (D + 1) floats out.
-3. The client averages them by sample count, ``W = sum_p n_p W_p / sum_p n_p`` (n_p: the
+1. The weights W (C, D), b (C,) of the last round become one task on the cluster (zeros
+   before the first round); each worker fetches one copy, C (D + 1) floats in.
+2. Every partition p runs one epoch from those weights through the engine's own epoch
+   (:meth:`fastlr.sgd.Source.train_epoch` of an :class:`~fastlr.sgd.ArraySource` on the
+   worker), with its own permutation and its slice of the learning-rate schedule, and sends
+   back its weights W_p, b_p and its running loss and accuracy sums: C (D + 1) floats out.
+3. The client averages them by sample weight, ``W = sum_p n_p W_p / sum_p n_p`` (n_p: the
    partition's total sample weight, its number of samples without ``sample_weight``), in
    partition order and in float64.
-4. Every partition scores the averaged weights; the history gets one record per round with
-   their loss and accuracy on the training data (and on ``eval_set``, scored by the client),
-   the rate of the round's last step, its wall time and the number of partitions.
+
+The engine then does what it does for every source: the history record (running loss and
+accuracy summed over the partitions, as in one process), the check for divergence, the
+evaluation set (scored by the client), the callback; ``score_train`` scores the averaged
+weights on every partition in a wave of tasks that each score their rows in blocks
+(:func:`fastlr.sgd.evaluate_sums`), so a worker's memory for scoring is O(block x C).
 
 The schedule runs over the rounds: partition p with S_p = ceil(n_p / batch_size) steps per
 epoch takes steps ``r S_p .. (r + 1) S_p - 1`` of a schedule of ``R S_p`` steps in round r, so
 a linear schedule decays to 0 over the whole fit as it does in one process. Momentum starts
 from zero in every round: no worker keeps state between rounds.
+
+Pixels: ``Pixels(X)`` of a uint8 Dask array means the features ``X / 255``, as in memory; the
+partitions stay bytes on the workers, and the kernels read them so. A plain uint8 Dask array
+means its values as numbers, as a plain uint8 array does in memory.
 
 Determinism and faults: a task is a pure function of its partition, the weights it starts from,
 the round, the partition index and the seed. The permutation comes from
@@ -33,24 +42,22 @@ the round's tasks from the last averaged weights, with the same result.
 
 A partition is whatever a block of the Dask array is: a block of an in-memory array cut by
 ``da.from_array`` (it travels to the workers inside the task graph), or a block each worker
-reads from storage (``da.from_zarr``, ``da.from_npy_stack``, :func:`training_arrays`); a
-streamed source only has to hand a worker its block's rows.
+reads from storage (``da.from_zarr``, ``da.from_npy_stack``, :func:`training_arrays`).
 """
 
 import contextlib
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import sgd
 from .backends import get_backend
 from .data import load_dataset
-from .errors import DataError, DivergenceError, MissingDependencyError
+from .errors import DataError, MissingDependencyError
+from .pixels import Pixels, is_dask_array
+from .preprocess import apply_preprocessing
+from .sgd import ArraySource, Schedule, TrainingState, evaluate_sums
 from .validation import (check_features, check_labels, check_sample_weight, encode_labels,
                          plain)
-from .preprocess import apply_preprocessing
 
 DASK_MISSING = 'training on a Dask cluster needs Dask: pip install "fastlr[dask]"'
 
@@ -72,10 +79,9 @@ def require_dask():
     return dask, distributed
 
 
-def is_dask_array(X):
-    """Whether X is a Dask array. Never imports Dask: if it is not loaded, X is not one."""
-    dask_array = sys.modules.get("dask.array")
-    return dask_array is not None and isinstance(X, dask_array.Array)
+def is_dask_input(X):
+    """Whether X is a Dask array, or Pixels of one. Never imports Dask."""
+    return is_dask_array(X.data if isinstance(X, Pixels) else X)
 
 
 @contextlib.contextmanager
@@ -94,8 +100,9 @@ def cluster_client(scheduler=None, n_workers=None):
 
 
 def training_arrays(n_partitions, n_samples=60000, n_features=784, name=None, data_dir=None):
-    """A data set's training images and labels as Dask arrays X (N, D) float32 and y (N,) int64
-    of ``n_partitions`` row blocks, each read from disk by the worker that computes it.
+    """A data set's training images and labels as ``Pixels`` of a Dask array X (N, D) uint8
+    and a Dask array y (N,) int64, of ``n_partitions`` row blocks, each read from disk by the
+    worker that computes it; the images stay bytes on the workers.
 
     The data never travels through the client, and a block lost with a worker is read again.
     ``name`` (a known data set) or ``data_dir`` (default: where :func:`fastlr.load_dataset`
@@ -108,119 +115,109 @@ def training_arrays(n_partitions, n_samples=60000, n_features=784, name=None, da
     X_blocks, y_blocks = [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         images, labels = dask.delayed(_training_rows, nout=2, pure=True)(name, data_dir, lo, hi)
-        X_blocks.append(dask.array.from_delayed(images, (hi - lo, n_features), np.float32))
+        X_blocks.append(dask.array.from_delayed(images, (hi - lo, n_features), np.uint8))
         y_blocks.append(dask.array.from_delayed(labels, (hi - lo,), np.int64))
-    return dask.array.concatenate(X_blocks), dask.array.concatenate(y_blocks)
+    return Pixels(dask.array.concatenate(X_blocks)), dask.array.concatenate(y_blocks)
 
 
 def _training_rows(name, data_dir, lo, hi):
-    """Rows lo..hi-1 of a data set's training images and labels, read on the worker."""
-    X_train, y_train, _, _ = load_dataset(name, data_dir).arrays()
+    """Rows lo..hi-1 of a data set's training images (uint8) and labels, read on the worker."""
+    X_train, y_train, _, _ = load_dataset(name, data_dir, dtype=np.uint8,
+                                          progress=False).arrays()
+    X_train = X_train.reshape(len(X_train), -1)
     return np.ascontiguousarray(X_train[lo:hi]), y_train[lo:hi].astype(np.int64)
 
 
-def fit(model, X, y, sample_weight=None, eval_set=None, on_epoch=None):
-    """Train ``model`` (a SoftmaxRegression) on the Dask array X by synchronous model averaging.
+class DaskSource:
+    """The partitions of Dask arrays on their cluster, as a source of the engine
+    (:func:`fastlr.sgd.train`): :meth:`train_epoch` is one round of model averaging.
 
-    Parameters
+    Make one with :meth:`from_arrays`; ``SoftmaxRegression.fit`` does, for Dask input.
+
+    Attributes
     ----------
-    model : SoftmaxRegression, trained in place from zero weights
-    X : dask.array (N, D), chunked along the rows; each row block is a partition
-    y : dask.array or array-like (N,), the labels
-    sample_weight : dask.array or array-like (N,), optional
-    eval_set : (X_eval, y_eval), optional; scored by the client after every round
-    on_epoch : callable(record), optional; called after every round with its record
-
-    Returns
-    -------
-    model
-
-    Raises
-    ------
-    DataError
-        For unusable data, or when no Dask client is running.
-    DivergenceError
-        If a partition's loss stops being finite; the model keeps the weights averaged at the
-        end of the last round that finished.
+    classes : (C,) the sorted distinct labels; dtype : the float dtype of training;
+    n_features : D; weight_total : the sum of the sample weights (N without them)
     """
-    dask, distributed = require_dask()
-    try:
-        client = distributed.get_client()
-    except ValueError:
-        raise DataError("fit got Dask arrays but no Dask client is running: start one with "
-                        "dask.distributed.Client(...) first") from None
-    model._check_hyperparameters()
-    if model.early_stopping:
-        raise DataError("early_stopping does not work on Dask arrays; pass eval_set to follow "
-                        "the accuracy per round instead")
-    if X.ndim != 2:
-        raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-    if any(np.isnan(n) for n in X.shape):
-        raise DataError("X has blocks of unknown size; call X.compute_chunk_sizes() first")
-    partitions, classes, dtype = _partitions(client, dask, X, y, sample_weight,
-                                             model.preprocessing)
-    n_features = X.shape[1]
 
-    validation = None
-    if eval_set is not None:
-        X_eval = apply_preprocessing(model.preprocessing, check_features(
-            eval_set[0], dtype=dtype, n_features=n_features))
-        y_eval = check_labels(eval_set[1], X_eval.shape[0])
-        validation = (X_eval, encode_labels(y_eval, classes, "the training labels"))
+    def __init__(self, client, partitions, classes, dtype, n_features, weight_total):
+        self.client = client
+        self.partitions = partitions
+        self.classes = classes
+        self.dtype = dtype
+        self.n_features = n_features
+        self.weight_total = weight_total
+        self.config = None
 
-    model._initialize(classes, n_features, dtype)
-    model.n_threads_ = int(model.n_threads or 1)
-    backend = get_backend(model.backend_)
-    config = {"backend": model.backend_, "n_threads": model.n_threads_,
-              "batch_size": int(model.batch_size), "learning_rate": float(model.learning_rate),
-              "lr_schedule": model.lr_schedule, "momentum": float(model.momentum),
-              "alpha": float(model.alpha), "n_rounds": int(model.epochs),
-              "seed": int(model._rng.integers(2 ** 63))}
+    @classmethod
+    def from_arrays(cls, X, y, sample_weight=None, preprocessing=None):
+        """Check and convert Dask arrays on their cluster: X (N, D), or Pixels of uint8 X;
+        y and sample_weight (N,) Dask arrays or array-likes.
 
-    weights = client.submit(_round_weights, model.coef_, model.intercept_)
-    for round_index in range(config["n_rounds"]):
-        start = time.perf_counter()
-        n_partitions = len(partitions)
-        trained = client.map(_train_partition, partitions, [weights] * n_partitions,
-                             [round_index] * n_partitions, range(n_partitions),
-                             [config] * n_partitions)
+        Raises
+        ------
+        DataError
+            For unusable data, or when no Dask client is running.
+        """
+        dask, distributed = require_dask()
         try:
-            results = client.gather(trained)
-        except DivergenceError:
-            lr = config["learning_rate"]
-            raise DivergenceError(
-                f"training diverged in round {round_index + 1} (the loss of a partition "
-                f"stopped being finite): the learning rate {lr:g} is too high; try a smaller "
-                f"one, e.g. --lr {lr / 10:g}. " + (
-                    f"The weights averaged in round {round_index} are kept" if round_index
-                    else "The weights are not trained")) from None
-        coef, intercept, lr_last = _average(results, dtype)
-        weights = client.submit(_round_weights, coef, intercept)
-        scores = client.gather(client.map(_score_partition, partitions,
-                                          [weights] * n_partitions, [config] * n_partitions))
-        model.coef_, model.intercept_ = coef, intercept
-        total = sum(weight for _, _, weight in scores)
-        record = {"epoch": round_index + 1,
-                  "train_loss": sum(loss * weight for loss, _, weight in scores) / total,
-                  "train_accuracy": sum(acc * weight for _, acc, weight in scores) / total,
-                  "lr": lr_last, "time_s": time.perf_counter() - start,
-                  "partitions": len(partitions)}
-        if validation is not None:
-            val_loss, val_acc = sgd.evaluate(backend, validation[0], validation[1], coef,
-                                             intercept, model.n_threads_)
-            record.update(val_loss=val_loss, val_accuracy=val_acc)
-        model.history_.append(record)
-        if model.verbose:
-            model._print_epoch(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return model
+            client = distributed.get_client()
+        except ValueError:
+            raise DataError("fit got Dask arrays but no Dask client is running: start one "
+                            "with dask.distributed.Client(...) first") from None
+        pixels = isinstance(X, Pixels)
+        X = X.data if pixels else X
+        if X.ndim != 2:
+            raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if any(np.isnan(n) for n in X.shape):
+            raise DataError("X has blocks of unknown size; call X.compute_chunk_sizes() first")
+        if pixels and X.dtype != np.uint8:
+            raise DataError(f"Pixels needs uint8 images (bytes 0-255), got dtype {X.dtype}")
+        partitions, classes, dtype = _partitions(client, dask, X, y, sample_weight,
+                                                 preprocessing, pixels)
+        weights = client.gather(client.map(_partition_weight, partitions))
+        total = float(sum(weights))
+        return cls(client, partitions, classes, dtype, int(X.shape[1]),
+                   total if total > 0 else float(X.shape[0]))
+
+    def start(self, backend_name, settings, schedule, seed):
+        """Fix what every round's tasks share: the backend, the step settings, the schedule
+        and the seed their permutations are drawn from."""
+        self.config = {"backend": backend_name, "settings": settings,
+                       "schedule": (schedule.kind, schedule.learning_rate, schedule.epochs),
+                       "seed": int(seed)}
+
+    def train_epoch(self, backend, state, schedule, epoch, settings):
+        """One round: every partition trains one epoch from ``state``'s weights, and the
+        client averages theirs into ``state`` (W and b, in place)."""
+        n = len(self.partitions)
+        weights = self.client.submit(_round_weights, state.W, state.b)
+        results = self.client.gather(self.client.map(
+            _train_partition, self.partitions, [weights] * n, [epoch] * n, range(n),
+            [self.config] * n))
+        total = sum(result[2] for result in results)
+        state.W[...] = _average([result[0] for result in results], results, total)
+        state.b[...] = _average([result[1] for result in results], results, total)
+        return (sum(result[3] for result in results), sum(result[4] for result in results),
+                results[0][5])
+
+    def score(self, backend, W, b, n_threads):
+        """The weighted mean loss and accuracy of (W, b) on every partition: one wave of
+        tasks, each scoring its rows in blocks."""
+        n = len(self.partitions)
+        weights = self.client.submit(_round_weights, W, b)
+        sums = sum(self.client.gather(self.client.map(
+            _score_partition, self.partitions, [weights] * n, [self.config] * n)))
+        if not sums[2] > 0:
+            return float("nan"), float("nan")
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
 
 
-def _partitions(client, dask, X, y, sample_weight, preprocessing):
+def _partitions(client, dask, X, y, sample_weight, preprocessing, pixels):
     """The non-empty row blocks of X, y, sample_weight checked and converted on the workers
     (futures of :func:`_prepare_partition`), the sorted distinct labels of y, and the float
-    dtype of training (float64 stays float64, anything else becomes float32).
+    dtype of training (float64 stays float64, anything else becomes float32; ``pixels``
+    keep their bytes and train in float32).
 
     The blocks are read once: persisted, their labels counted, then converted. The raw blocks
     are released when the partitions are made; Dask keeps their lineage."""
@@ -238,10 +235,10 @@ def _partitions(client, dask, X, y, sample_weight, preprocessing):
     if len(classes) < 2:
         raise DataError(f"y holds one class only ({plain(classes)[1:-1]}); a classifier "
                         f"needs at least two classes")
-    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    dtype = np.float64 if X.dtype == np.float64 and not pixels else np.float32
     partitions = client.compute([
         dask.delayed(_prepare_partition)(x_block, y_block, sw_block, classes, preprocessing,
-                                         dtype)
+                                         dtype, pixels)
         for x_block, y_block, sw_block, rows in zip(X.to_delayed().ravel(), y.to_delayed(),
                                                     sw_blocks, row_chunks) if rows > 0])
     return partitions, classes, dtype
@@ -257,12 +254,19 @@ def _rows_like_X(dask_array, values, row_chunks, name):
 
 # --- the tasks: pure functions of their arguments, so Dask may rerun any of them anywhere --------
 
-def _prepare_partition(X, y, sample_weight, classes, preprocessing, dtype):
-    """One row block, checked and converted as ``fit`` does in one process: X (n_p, D) C-contiguous
-    ``dtype``, y (n_p,) int64 indices into ``classes``, sample_weight (n_p,) ``dtype``."""
-    X = apply_preprocessing(preprocessing, check_features(X, dtype=dtype))
+def _prepare_partition(X, y, sample_weight, classes, preprocessing, dtype, pixels):
+    """One row block, checked and converted as ``fit`` does in one process: X (n_p, D)
+    C-contiguous ``dtype`` (Pixels of its bytes if ``pixels``), y (n_p,) int64 indices into
+    ``classes``, sample_weight (n_p,) ``dtype``."""
+    X = apply_preprocessing(preprocessing, check_features(Pixels(X) if pixels else X,
+                                                          dtype=dtype))
     y = encode_labels(check_labels(y, X.shape[0]), classes, "the training labels")
-    return X, y, check_sample_weight(sample_weight, X.shape[0], X.dtype)
+    return X, y, check_sample_weight(sample_weight, X.shape[0], dtype)
+
+
+def _partition_weight(partition):
+    """The total sample weight of one partition."""
+    return float(partition[2].sum(dtype=np.float64))
 
 
 def _round_weights(coef, intercept):
@@ -272,33 +276,31 @@ def _round_weights(coef, intercept):
 
 
 def _train_partition(partition, weights, round_index, partition_index, config):
-    """One epoch over one partition from the round's weights; returns (W_p, b_p, n_p, lr)."""
+    """One epoch of the engine over one partition from the round's weights; returns (W_p, b_p,
+    n_p, the running loss sum, the running correct sum, the rate of the last step)."""
     X, y, sample_weight = partition
-    coef, intercept = weights[0].copy(), weights[1].copy()
-    steps = -(-X.shape[0] // config["batch_size"])
-    lr_steps = sgd.learning_rates(config["lr_schedule"], config["learning_rate"],
-                                  steps * config["n_rounds"])
-    lr_round = lr_steps[round_index * steps:(round_index + 1) * steps]
-    rng = np.random.default_rng([config["seed"], round_index, partition_index])
-    sgd.run_sgd(get_backend(config["backend"]), X, y, sample_weight, coef, intercept,
-                epochs=1, batch_size=config["batch_size"],
-                learning_rate=config["learning_rate"], momentum=config["momentum"],
-                alpha=config["alpha"], n_threads=config["n_threads"], rng=rng,
-                lr_steps=lr_round)
-    return coef, intercept, float(sample_weight.sum(dtype=np.float64)), float(lr_round[-1])
+    backend = get_backend(config["backend"])
+    W, b = weights[0].copy(), weights[1].copy()
+    state = TrainingState(W, b, np.zeros_like(W), np.zeros_like(b),
+                          np.random.default_rng([config["seed"], round_index,
+                                                 partition_index]))
+    source = ArraySource(backend, X, y, sample_weight, W, b)
+    loss_sum, correct_sum, last_rate = source.train_epoch(
+        backend, state, Schedule(*config["schedule"]), round_index, config["settings"])
+    return (W, b, float(sample_weight.sum(dtype=np.float64)), loss_sum, correct_sum,
+            last_rate)
 
 
 def _score_partition(partition, weights, config):
-    """Mean loss and accuracy of the weights on one partition, and its total sample weight."""
+    """The sums of s_i l_i, of s_i over the samples scored right and of s_i, of the weights on
+    one partition, scored in blocks."""
     X, y, sample_weight = partition
-    loss, accuracy = sgd.evaluate(get_backend(config["backend"]), X, y, weights[0], weights[1],
-                                  config["n_threads"], sample_weight)
-    return loss, accuracy, float(sample_weight.sum(dtype=np.float64))
+    return evaluate_sums(get_backend(config["backend"]), X, y, weights[0], weights[1],
+                         config["settings"].n_threads, sample_weight)
 
 
-def _average(results, dtype):
-    """The sample-weighted mean of the partitions' weights, summed in partition order in float64."""
-    total = sum(n for _, _, n, _ in results)
-    coef = sum(W.astype(np.float64) * (n / total) for W, _, n, _ in results)
-    intercept = sum(b.astype(np.float64) * (n / total) for _, b, n, _ in results)
-    return coef.astype(dtype), intercept.astype(dtype), results[0][3]
+def _average(arrays, results, total):
+    """The sample-weighted mean of the partitions' ``arrays``, summed in partition order in
+    float64 (``results``: the partitions' results, their weights at index 2)."""
+    return sum(array.astype(np.float64) * (result[2] / total)
+               for array, result in zip(arrays, results))

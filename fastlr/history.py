@@ -1,6 +1,6 @@
 """Training history files: the per-epoch records of ``SoftmaxRegression.history_`` as CSV or JSON.
 
-Shapes: none; a history is a list of dicts, one per epoch (see :func:`fastlr.sgd.run_sgd`).
+Shapes: none; a history is a list of dicts, one per epoch (see :func:`fastlr.sgd.train`).
 """
 
 import csv
@@ -15,7 +15,7 @@ HISTORY_FORMATS = (".csv", ".json")
 
 # Known fields first, in this order; any others follow in order of first appearance.
 _FIELD_ORDER = ("epoch", "train_loss", "train_accuracy", "end_train_loss", "end_train_accuracy",
-                "val_loss", "val_accuracy", "lr", "time_s")
+                "test_loss", "test_accuracy", "val_loss", "val_accuracy", "lr", "time_s")
 
 
 def check_history_path(path):

@@ -5,6 +5,7 @@ The estimator validates its input (:mod:`fastlr.validation`), hands the arrays t
 :mod:`fastlr.model_file`.
 """
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -17,6 +18,21 @@ from .preprocess import apply_preprocessing
 from .validation import (PARAMETER_CONSTRAINTS, cap_threads, check_classes, check_features,
                          check_labels, check_params, check_sample_weight, encode_labels,
                          feature_names, plain, unique_labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainingData:
+    """What ``fit`` learns of its training data before training: the classes (C,), the
+    number of features D, the float dtype, the DataFrame's column names (or None), and either
+    a ready source (a cluster's, a stream) or the checked arrays (X, y_encoded, sample_weight)
+    of data in memory."""
+
+    classes: np.ndarray
+    n_features: int
+    dtype: np.dtype
+    names: object
+    source: object
+    arrays: tuple
 
 
 def _as_generator(random_state):
@@ -87,7 +103,11 @@ class SoftmaxRegression:
         then; a model read from a file has none)
     backend_ : str, the backend actually used
     n_threads_ : int, the thread count actually used
-    history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.run_sgd`)
+    history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.train`)
+    n_iter_ : int, the epochs the model has trained (all calls of ``partial_fit`` counted)
+    best_epoch_ : int or None, with ``early_stopping``: the epoch whose weights were kept
+        when it stopped, None if it ran all ``epochs``
+    validation_size_ : int, with ``early_stopping``: the samples held out to decide it
     dataset_ : dict or None, set by :meth:`load`: the training data set the model file
         records (name, title, image shape, class names; see :mod:`fastlr.model_file`)
 
@@ -181,18 +201,20 @@ class SoftmaxRegression:
         return X, y_encoded, classes
 
     def fit(self, X, y=None, sample_weight=None, eval_set=None, on_epoch=None,
-            score_train=False):
+            score_train=False, eval_name="val"):
         """Train from scratch on X (N, D), y (N,).
 
         Parameters
         ----------
-        X : array-like (N, D), numeric, finite
+        X : array-like (N, D), numeric, finite; or :class:`fastlr.Pixels`; or a Dask array
+            (or Pixels of one); or a :class:`fastlr.streaming.StreamingSource` (with y None)
         y : array-like (N,), any labels (numbers or strings) with at least two distinct values
         sample_weight : array-like (N,), optional, non-negative
             Scales each sample's loss. Minibatches are drawn from all samples, so a weight of
             2 is like a duplicate sample only on average, not step by step.
         eval_set : (X_eval, y_eval), optional
-            Scored after every epoch; its accuracy lands in ``history_`` as ``val_accuracy``.
+            Scored after every epoch; its loss and accuracy land in ``history_`` as
+            ``{eval_name}_loss`` and ``{eval_name}_accuracy``.
         on_epoch : callable(record), optional
             Called after every epoch with its ``history_`` record (progress bars use it).
         score_train : bool, default False
@@ -200,6 +222,9 @@ class SoftmaxRegression:
             ``end_train_accuracy`` in ``history_``). Without it ``train_loss`` and
             ``train_accuracy`` are the running figures the kernel counts during the epoch,
             at no extra pass.
+        eval_name : str, default "val"
+            The name of ``eval_set`` in the history's columns (``train`` on the command line
+            names the test set ``test``).
 
         Returns
         -------
@@ -214,24 +239,67 @@ class SoftmaxRegression:
 
         Notes
         -----
-        A Dask array X trains on its Dask cluster, by synchronous model averaging over its
-        row blocks: see :mod:`fastlr.distributed`.
-        A :class:`fastlr.streaming.StreamingSource` X (with y None) trains on data on disk,
-        streamed a shuffle buffer at a time: see :mod:`fastlr.streaming`.
+        Wherever the data lives, one engine trains on it (:func:`fastlr.sgd.train`); only the
+        source of its minibatches differs. A Dask array trains on its Dask cluster, by
+        synchronous model averaging over its row blocks (:mod:`fastlr.distributed`); a
+        :class:`fastlr.streaming.StreamingSource` trains on data on disk, streamed a shuffle
+        buffer at a time (:mod:`fastlr.streaming`).
         """
-        # --- Dask arrays: data-parallel training on their cluster (fastlr/distributed.py) ---
-        from . import distributed
-        if distributed.is_dask_array(X):
-            return distributed.fit(self, X, y, sample_weight, eval_set, on_epoch)
-        # --- a data set on disk, streamed a shuffle buffer at a time (fastlr/streaming.py) --
-        from . import streaming
+        self._check_hyperparameters()
+        backend = get_backend(self.backend)
+        data = self._training_data(X, y, sample_weight)
+        evaluation = None
+        if eval_set is not None and not self.early_stopping:
+            X_eval, y_eval, _ = self._prepare(*eval_set, classes=data.classes,
+                                              known_as="the training labels",
+                                              dtype=data.dtype, n_features=data.n_features)
+            evaluation = sgd.Evaluation(str(eval_name), X_eval, y_eval)
+        self._initialize(data.classes, data.n_features, data.dtype, data.names)
+        early_stopping = None
+        if data.source is not None:  # a cluster's or a stream's
+            source = data.source
+            if hasattr(source, "start"):  # a cluster: one thread per task unless asked
+                self.n_threads_ = int(self.n_threads or 1)
+                source.start(backend.name, self._settings(), self._schedule(self.epochs),
+                             self._state.rng.integers(2 ** 63))
+        else:
+            X, y_encoded, sw = data.arrays
+            rows = None
+            if self.early_stopping:
+                rows, evaluation = self._hold_out(X, y_encoded)
+                early_stopping = sgd.EarlyStopping(int(self.n_iter_no_change))
+            source = sgd.ArraySource(backend, X, y_encoded, sw, self.coef_, self.intercept_,
+                                     rows)
+        outcome = self._train(backend, source, self._schedule(self.epochs), int(self.epochs),
+                              evaluation=evaluation, early_stopping=early_stopping,
+                              on_epoch=on_epoch, score_train=score_train)
+        if early_stopping is not None:
+            self.validation_size_ = len(evaluation.y)
+            self.best_epoch_ = outcome.best_epoch
+        return self
+
+    def _training_data(self, X, y, sample_weight):
+        """The training data of ``fit``, checked: a _TrainingData."""
+        from . import distributed, streaming
+        if distributed.is_dask_input(X):
+            if self.early_stopping:
+                raise DataError("early_stopping does not work on Dask arrays; pass eval_set "
+                                "to follow the accuracy per round instead")
+            source = distributed.DaskSource.from_arrays(X, y, sample_weight,
+                                                        self.preprocessing)
+            return _TrainingData(source.classes, source.n_features, source.dtype, None,
+                                 source, None)
         if isinstance(X, streaming.StreamingSource):
             if y is not None or sample_weight is not None:
                 raise DataError("a StreamingSource holds its own labels; pass y=None and no "
                                 "sample_weight")
-            return streaming.fit(self, X, eval_set, on_epoch)
-        # -------------------------------------------------------------------------------------
-        self._check_hyperparameters()
+            if self.early_stopping:
+                raise DataError("early_stopping does not work on a streamed data set; pass "
+                                "eval_set to follow the accuracy per epoch instead")
+            if self.preprocessing is not None:
+                raise DataError(f"preprocessing={self.preprocessing!r} does not work on a "
+                                f"streamed data set")
+            return _TrainingData(X.classes, X.n_features, np.dtype(np.float32), None, X, None)
         names = feature_names(X)
         X, y_encoded, classes = self._prepare(X, y)
         if len(classes) < 2:
@@ -244,28 +312,18 @@ class SoftmaxRegression:
                 raise DataError(f"sample_weight leaves one class only "
                                 f"({plain(classes[weighted])[1:-1]}) with non-zero weight; a "
                                 f"classifier needs at least two classes")
-        validation = None
-        if eval_set is not None and not self.early_stopping:
-            X_eval, y_eval, _ = self._prepare(*eval_set, classes=classes,
-                                              known_as="the training labels", dtype=X.dtype,
-                                              n_features=X.shape[1])
-            validation = (X_eval, y_eval)
+        return _TrainingData(classes, X.shape[1], X.dtype, names, None, (X, y_encoded, sw))
 
-        self._initialize(classes, X.shape[1], X.dtype, names)
-        train_index = None
-        if self.early_stopping:
-            order = self._rng.permutation(X.shape[0])
-            n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
-            if n_val >= X.shape[0]:
-                raise DataError("too few samples to hold out a validation set")
-            val_index = np.sort(order[:n_val])
-            train_index = np.sort(order[n_val:]).astype(np.int64)
-            validation = (X[val_index], y_encoded[val_index])
-        self._run_sgd(X, y_encoded, sw, epochs=int(self.epochs), lr_schedule=self.lr_schedule,
-                      train_index=train_index, validation=validation,
-                      early_stopping=self.early_stopping, on_epoch=on_epoch,
-                      score_train=score_train)
-        return self
+    def _hold_out(self, X, y_encoded):
+        """The rows to train on and the validation :class:`~fastlr.sgd.Evaluation` of early
+        stopping: ``validation_fraction`` of the samples, drawn from the model's generator."""
+        order = self._state.rng.permutation(X.shape[0])
+        n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
+        if n_val >= X.shape[0]:
+            raise DataError("too few samples to hold out a validation set")
+        val_index = np.sort(order[:n_val])
+        rows = np.sort(order[n_val:]).astype(np.int64)
+        return rows, sgd.Evaluation("val", X[val_index], y_encoded[val_index])
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch of SGD over the chunk X, y, continuing from the current weights.
@@ -321,14 +379,18 @@ class SoftmaxRegression:
         if not fitted:
             self._initialize(classes, X.shape[1], X.dtype, names)
         else:
-            if not hasattr(self, "_velocity"):  # a loaded model: fresh momentum and shuffling
-                self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
-                self._rng = _as_generator(self.random_state)
+            if not hasattr(self, "_state"):  # a loaded model: fresh momentum and shuffling
+                self._state = sgd.TrainingState(
+                    self.coef_, self.intercept_, np.zeros_like(self.coef_),
+                    np.zeros_like(self.intercept_), _as_generator(self.random_state),
+                    self.history_)
             self.backend_ = get_backend(self.backend).name
             self.n_threads_ = cap_threads(self.n_threads)
-        first_epoch = len(self.history_) + 1
-        self._run_sgd(X, y_encoded, sw, epochs=1, lr_schedule="constant")
-        self.history_[-1]["epoch"] = first_epoch
+        backend = get_backend(self.backend_)
+        source = sgd.ArraySource(backend, X, y_encoded, sw, self.coef_, self.intercept_)
+        first = len(self.history_)
+        self._train(backend, source, sgd.Schedule("constant", self.learning_rate, 1),
+                    first + 1, first_epoch=first)
         return self
 
     def _initialize(self, classes, n_features, dtype, names=None):
@@ -339,18 +401,30 @@ class SoftmaxRegression:
             self.__dict__.pop("feature_names_in_", None)
         else:
             self.feature_names_in_ = names
+        for fitted in ("validation_size_", "best_epoch_"):
+            self.__dict__.pop(fitted, None)
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
         self.backend_ = backend.name
         self.n_threads_ = cap_threads(self.n_threads)
-        self.coef_ = np.zeros((len(classes), n_features), dtype=dtype)
-        self.intercept_ = np.zeros(len(classes), dtype=dtype)
-        self.history_ = []
-        self._velocity = (np.zeros_like(self.coef_), np.zeros_like(self.intercept_))
-        self._rng = _as_generator(self.random_state)
+        self._state = sgd.TrainingState.zeros(len(classes), n_features, dtype,
+                                              _as_generator(self.random_state))
+        self.coef_ = self._state.W
+        self.intercept_ = self._state.b
+        self.history_ = self._state.history
+        self.n_iter_ = 0
 
-    def _run_sgd(self, X, y_encoded, sw, *, epochs, lr_schedule, train_index=None,
-                 validation=None, early_stopping=False, on_epoch=None, score_train=False):
+    def _schedule(self, epochs):
+        return sgd.Schedule(self.lr_schedule, self.learning_rate, epochs)
+
+    def _settings(self):
+        return sgd.StepSettings(int(self.batch_size), float(self.momentum), float(self.alpha),
+                                self.n_threads_)
+
+    def _train(self, backend, source, schedule, epochs, first_epoch=0, **options):
+        """Run the engine on ``source`` for epochs ``first_epoch .. epochs - 1``; n_iter_
+        counts the epochs the model has trained."""
+        on_epoch = options.pop("on_epoch", None)
         if self.verbose:
             user_callback = on_epoch
 
@@ -359,14 +433,12 @@ class SoftmaxRegression:
                 if user_callback is not None:
                     user_callback(record)
 
-        sgd.run_sgd(get_backend(self.backend_), X, y_encoded, sw, self.coef_, self.intercept_,
-                    epochs=epochs, batch_size=int(self.batch_size),
-                    learning_rate=float(self.learning_rate), lr_schedule=lr_schedule,
-                    momentum=float(self.momentum), alpha=float(self.alpha),
-                    n_threads=self.n_threads_, rng=self._rng, train_index=train_index,
-                    validation=validation, early_stopping=early_stopping,
-                    n_iter_no_change=int(self.n_iter_no_change), on_epoch=on_epoch,
-                    history=self.history_, velocity=self._velocity, score_train=score_train)
+        try:
+            return sgd.train(backend, source, self._state, schedule, self._settings(),
+                             epochs=epochs, first_epoch=first_epoch, on_epoch=on_epoch,
+                             **options)
+        finally:
+            self.n_iter_ = len(self.history_)
 
     @staticmethod
     def _print_epoch(record):
@@ -380,17 +452,32 @@ class SoftmaxRegression:
 
     # --- prediction -----------------------------------------------------------------------------
 
-    def _scores(self, X):
-        """All C scores ``X W^T + b``, shape (N, C), float64."""
+    def _fitted_classes(self):
+        """``classes_``, or NotFittedError before any fit."""
         if not self.__sklearn_is_fitted__():
             raise sklearn_compatible(NotFittedError)(
                 "this SoftmaxRegression is not fitted yet; call fit (or partial_fit) first")
+        return self.classes_
+
+    def _score_blocks(self, X):
+        """N and the scores ``X W^T + b`` of X block by block, (start, stop, scores
+        (stop - start, C) float64): O(block x C) memory at any N
+        (:func:`fastlr.sgd.score_blocks`)."""
+        self._fitted_classes()
         self._check_feature_names(feature_names(X))
         X = self._prepare_features(X, dtype=self.coef_.dtype, n_features=self.n_features_in_)
         backend = get_backend_or_auto(getattr(self, "backend_", "auto"))
-        scores = sgd.predict_scores(backend, X, self.coef_, self.intercept_,
-                                    cap_threads(getattr(self, "n_threads_", None)))
-        return scores.astype(np.float64, copy=False)
+        return X.shape[0], sgd.score_blocks(backend, X, self.coef_, self.intercept_,
+                                            cap_threads(getattr(self, "n_threads_", None)))
+
+    def _per_row(self, X, width, per_block, dtype=np.float64):
+        """``per_block(scores)`` of every block of X's scores, gathered into an (N,) array
+        (``width`` None) or an (N, width) one."""
+        n, blocks = self._score_blocks(X)
+        out = np.empty((n,) if width is None else (n, width), dtype=dtype)
+        for start, stop, scores in blocks:
+            out[start:stop] = per_block(scores)
+        return out
 
     def _check_feature_names(self, names):
         """A DataFrame's columns must be those the model was fitted on, in the same order."""
@@ -402,24 +489,24 @@ class SoftmaxRegression:
 
     def decision_function(self, X):
         """Scores ``X W^T + b``: shape (N, C), or (N,) for two classes (see Notes)."""
-        scores = self._scores(X)
-        if scores.shape[1] == 2:
-            return scores[:, 1] - scores[:, 0]
-        return scores
+        n_classes = len(self._fitted_classes())
+        if n_classes == 2:
+            return self._per_row(X, None, lambda scores: scores[:, 1] - scores[:, 0])
+        return self._per_row(X, n_classes, lambda scores: scores)
 
     def predict_log_proba(self, X):
         """Log class probabilities (N, C), columns in the order of ``classes_``."""
-        scores = self._scores(X)
-        return scores - reference.log_sum_exp(scores)[:, None]
+        return self._per_row(X, len(self._fitted_classes()),
+                             lambda z: z - reference.log_sum_exp(z)[:, None])
 
     def predict_proba(self, X):
         """Class probabilities (N, C), columns in the order of ``classes_``."""
-        return reference.softmax(self._scores(X))
+        return self._per_row(X, len(self._fitted_classes()), reference.softmax)
 
     def predict(self, X):
         """The most probable label of each row of X."""
-        scores = self._scores(X)
-        return self.classes_[np.argmax(scores, axis=1)]
+        index = self._per_row(X, None, lambda scores: np.argmax(scores, axis=1), np.int64)
+        return self._fitted_classes()[index]
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy on X, y (weighted by ``sample_weight`` if given)."""

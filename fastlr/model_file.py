@@ -173,7 +173,8 @@ def _check_dataset(record, coef_shape, path):
 
 # What every per-epoch record of a model file's history holds, and what it may hold beside.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_accuracy")
-OPTIONAL_HISTORY_FIELDS = ("val_loss", "val_accuracy", "lr", "time_s")
+OPTIONAL_HISTORY_FIELDS = ("end_train_loss", "end_train_accuracy", "test_loss",
+                           "test_accuracy", "val_loss", "val_accuracy", "lr", "time_s")
 
 
 def _check_history(history, path):

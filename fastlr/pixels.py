@@ -21,9 +21,18 @@ that does not (converted once per call); preprocessing (deskewing) works on the 
 the features they stand for.
 """
 
+import sys
+
 import numpy as np
 
 from .errors import DataError
+
+
+def is_dask_array(data):
+    """Whether ``data`` is a Dask array. Never imports Dask: if it is not loaded, data is not
+    one."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(data, dask_array.Array)
 
 
 def pixel_features(pixels, dtype=np.float32, out=None):
@@ -43,7 +52,8 @@ class Pixels:
     Parameters
     ----------
     data : array-like (N, D) of uint8
-        Kept as it is if it is already C-contiguous (a memory map stays one), else copied.
+        Kept as it is if it is already C-contiguous (a memory map stays one), else copied. A
+        Dask array is kept as it is, its blocks on its cluster (``fastlr.distributed``).
 
     Attributes
     ----------
@@ -62,7 +72,8 @@ class Pixels:
     ndim = 2
 
     def __init__(self, data):
-        data = np.asarray(data)
+        lazy = is_dask_array(data)  # a Dask array's blocks stay on its cluster
+        data = data if lazy else np.asarray(data)
         if data.dtype != np.uint8:
             raise DataError(f"Pixels needs uint8 images (bytes 0-255), got dtype {data.dtype}; "
                             f"pass float features to the model directly")
@@ -72,7 +83,7 @@ class Pixels:
         if data.shape[0] == 0 or data.shape[1] == 0:
             raise DataError(f"Pixels needs at least one image of at least one pixel, got shape "
                             f"{data.shape}")
-        self.data = np.ascontiguousarray(data)
+        self.data = data if lazy else np.ascontiguousarray(data)
 
     @property
     def shape(self):

@@ -96,16 +96,17 @@ def weights_figure(coef, classes, title=None, image_shape=None):
     return fig
 
 
-def curves_figure(history, eval_label="test", title=None):
-    """Loss and accuracy per epoch, on the training data and (if recorded) the eval data.
+def curves_figure(history, title=None):
+    """Loss and accuracy per epoch, on the training data and on the set scored after every
+    epoch, if the history has one.
 
     Parameters
     ----------
     history : list of dict
-        Records with ``epoch``, ``train_loss``, ``train_accuracy`` and optionally ``val_loss``,
-        ``val_accuracy`` (see :func:`fastlr.sgd.run_sgd`).
-    eval_label : str
-        What the ``val_*`` numbers were measured on (``test`` or ``validation``).
+        Records with ``epoch``, ``train_loss``, ``train_accuracy`` and optionally
+        ``test_loss``, ``test_accuracy`` (the test set, scored by ``train``) or ``val_loss``,
+        ``val_accuracy`` (a validation set: early stopping's, or ``fit``'s ``eval_set``); see
+        :func:`fastlr.sgd.train`.
 
     Returns
     -------
@@ -114,12 +115,13 @@ def curves_figure(history, eval_label="test", title=None):
     epochs = [r["epoch"] for r in history]
     fig = new_figure(10, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    has_eval = all("val_loss" in r for r in history)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train")
-    if has_eval:
-        ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label=eval_label)
-        ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], "s-", label=eval_label)
+    for name, label in (("test", "test"), ("val", "validation")):
+        if all(f"{name}_loss" in r for r in history):
+            ax_loss.plot(epochs, [r[f"{name}_loss"] for r in history], "s-", label=label)
+            ax_acc.plot(epochs, [100 * r[f"{name}_accuracy"] for r in history], "s-",
+                        label=label)
     ax_loss.set_ylabel("mean cross-entropy")
     ax_acc.set_ylabel("accuracy (%)")
     for ax in (ax_loss, ax_acc):

@@ -1,9 +1,7 @@
-"""Training data larger than memory: a source read from disk a chunk at a time, and the epochs
-that stream it through the kernels.
+"""Training data larger than memory: a source read from disk a buffer at a time.
 
-Shapes: N samples, D features, C classes, K chunks of at most ``chunk_size`` rows, G chunks per
-shuffle buffer (``buffer_size // chunk_size``), M <= G * chunk_size rows in one buffer,
-B batch.
+Shapes: N samples, D features, C classes, P parts (files), M <= ``buffer_size`` rows in one
+shuffle buffer, B batch.
 
 Two layouts on disk, both memory-mapped, never loaded whole:
 
@@ -15,42 +13,43 @@ Two layouts on disk, both memory-mapped, never loaded whole:
   are the file names, sorted. The last rows of each file are held out as the test set.
 
 The shuffle. Data on disk is often in class order (every .npy file is one class), and SGD on
-a class-ordered stream forgets the early classes. An epoch therefore draws a permutation of
-the K chunks, cuts it into shuffle buffers of G chunks each, reads a buffer's chunks from
-wherever they lie in the sources, and trains on the buffer in a random order (the kernel's
-``perm``: nothing is copied to shuffle). Every sample is seen once per epoch; a buffer holds G
-chunks from G random places, so class-ordered data is mixed G chunks at a time. With G = K it
-is a full shuffle. What a smaller buffer costs in accuracy on MNIST is measured by
-``bench/streaming.py`` (README, "Training on data larger than memory").
+a class-ordered stream forgets the early classes. Every shuffle buffer therefore draws from all
+parts in proportion to the rows each still has to give this epoch (a multivariate
+hypergeometric draw of the buffer's M rows from the parts' remaining rows), so every buffer
+holds every class in about its share of the data. Within a part, an epoch visits its chunks of
+``chunk_size`` rows in a random order and reads them front to back, each buffer taking its
+rows from where the last one stopped: the reads stay sequential runs of rows, which the page
+cache and the disk's read-ahead serve well. The kernel then visits the buffer in a random
+order (its ``perm``: nothing is copied to shuffle). Every sample is seen once per epoch, and
+every buffer but the last holds exactly M rows, so an epoch has the same number of steps each
+time and the learning-rate schedule is made one epoch at a time (``fastlr/sgd.py``).
 
-Memory: the buffer's rows as uint8 (M D bytes) and their float32 copy for the kernels
-(4 M D bytes), the labels, and the pages of the mapped files, which the operating system
-reclaims as it needs: bounded by ``buffer_size``, not by N.
+Training runs through the one engine, :func:`fastlr.sgd.train`: ``SoftmaxRegression.fit``
+hands it a :class:`StreamingSource` as it would an array.
 
-The uint8 kernels: a backend that reads uint8 rows itself (``takes_pixels``: all three of
-fastlr's, the 1/255 scale folded into their arithmetic) gets the buffer's bytes as they are; for
-any other :func:`_kernel_rows` converts each buffer to the loader's features in [0, 1].
+Memory: the buffer's rows as uint8 (M D bytes; a backend that does not read pixels gets
+their features, 4 M D more), the labels, and the pages of the mapped files, which the
+operating system reclaims as it needs: bounded by ``buffer_size``, not by N.
 """
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import sgd
-from .backends import get_backend
 from .data import _find_file, memmap_idx, read_idx
 from .datasets import FILE_STEMS, image_shape_of
 from .errors import DataError
-from .pixels import pixel_features
+from .backends.contract import Samples
+from .pixels import Pixels, pixel_features
+from .sgd import Source, evaluate_sums
 
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_BUFFER_SIZE = 65536
 DEFAULT_TEST_SIZE = 10000
 
 
-class StreamingSource:
-    """Training rows on disk, read a chunk at a time.
+class StreamingSource(Source):
+    """Training rows on disk, read a shuffle buffer at a time.
 
     Make one with :func:`open_source`; ``SoftmaxRegression.fit(source)`` trains on it.
 
@@ -62,7 +61,8 @@ class StreamingSource:
         indices (int64, into ``classes``).
     classes : (C,) array, the sorted labels the indices stand for
     chunk_size, buffer_size : int
-        Rows per chunk read from disk, and rows per shuffle buffer (at least one chunk).
+        Rows per chunk (the unit of the random order within a part) and rows per shuffle
+        buffer; each is capped by the rows there are.
     title : str, directory : Path, image_shape : (H, W)
     test : (X_test (M, D) uint8, y_test (M,)), or None
         The test set, with its labels as values of ``classes``; kept in memory as float32 in
@@ -71,34 +71,27 @@ class StreamingSource:
     Attributes
     ----------
     n_samples, n_features : int
-    chunks : (K, 3) int64
-        Each chunk's part, first row and end row.
+    part_rows : (P,) int64, the rows of each part
     """
 
     def __init__(self, parts, classes, *, chunk_size=DEFAULT_CHUNK_SIZE,
                  buffer_size=DEFAULT_BUFFER_SIZE, title, directory, image_shape, test=None):
-        if chunk_size < 1 or buffer_size < chunk_size:
-            raise DataError(f"the shuffle buffer ({buffer_size} rows) must hold at least one "
-                            f"chunk ({chunk_size} rows)")
+        if chunk_size < 1 or buffer_size < 1:
+            raise DataError(f"the chunk ({chunk_size} rows) and the shuffle buffer "
+                            f"({buffer_size} rows) must hold at least one row")
         self.parts = parts
         self.classes = np.asarray(classes)
-        self.chunk_size = int(chunk_size)
-        self.buffer_size = int(buffer_size)
         self.title = title
         self.directory = Path(directory)
         self.image_shape = tuple(int(n) for n in image_shape)
         self.test = None if test is None else (pixel_features(test[0]), test[1])
         self.n_features = int(parts[0][0].shape[1])
-        self.n_samples = int(sum(images.shape[0] for images, _ in parts))
-        self.chunks = np.array([(p, start, min(start + self.chunk_size, images.shape[0]))
-                                for p, (images, _) in enumerate(parts)
-                                for start in range(0, images.shape[0], self.chunk_size)],
-                               dtype=np.int64).reshape(-1, 3)
-
-    @property
-    def chunks_per_buffer(self):
-        """G, the chunks one shuffle buffer holds."""
-        return self.buffer_size // self.chunk_size
+        self.part_rows = np.array([images.shape[0] for images, _ in parts], dtype=np.int64)
+        self.n_samples = int(self.part_rows.sum())
+        self.weight_total = float(self.n_samples)
+        self.buffer_size = int(min(buffer_size, self.n_samples))
+        self.chunk_size = int(min(chunk_size, self.part_rows.max()))
+        self._buffers = None
 
     def record(self):
         """What a model file and ``--json`` record of the data set (as
@@ -106,29 +99,84 @@ class StreamingSource:
         return {"name": None, "title": self.title, "image_shape": list(self.image_shape),
                 "class_names": None}
 
+    def steps_per_epoch(self, batch_size):
+        full, last = divmod(self.n_samples, self.buffer_size)
+        return full * -(-self.buffer_size // batch_size) + -(-last // batch_size)
+
     def epoch_plan(self, rng):
-        """The shuffle buffers of one epoch, in order: a list of arrays of chunk indices, G
-        chunks each (the last may hold fewer), together a permutation of the K chunks."""
-        order = rng.permutation(len(self.chunks))
-        per = self.chunks_per_buffer
-        return [order[i:i + per] for i in range(0, len(order), per)]
+        """One epoch's shuffle buffers: a list of (P,) int64 arrays, how many rows each buffer
+        takes from each part, drawn in proportion to what the parts have left; every buffer
+        holds ``buffer_size`` rows but the last."""
+        remaining = self.part_rows.copy()
+        plan = []
+        while remaining.sum() > 0:
+            take = rng.multivariate_hypergeometric(remaining, min(self.buffer_size,
+                                                                  int(remaining.sum())))
+            plan.append(take)
+            remaining -= take
+        return plan
 
-    def buffer_rows(self, chunk_ids):
-        """The number of rows the chunks ``chunk_ids`` hold."""
-        chunks = self.chunks[chunk_ids]
-        return int((chunks[:, 2] - chunks[:, 1]).sum())
+    def _chunk_orders(self, rng):
+        """Each part's chunks in this epoch's random order, as the (start, stop) rows of its
+        runs: a list of P (n_chunks_p, 2) int64 arrays."""
+        orders = []
+        for rows in self.part_rows:
+            starts = np.arange(0, rows, self.chunk_size, dtype=np.int64)
+            starts = starts[rng.permutation(len(starts))]
+            orders.append(np.stack([starts, np.minimum(starts + self.chunk_size, rows)], 1))
+        return orders
 
-    def read_buffer(self, chunk_ids, X_out, y_out):
-        """Read the chunks ``chunk_ids`` into the top rows of X_out (>= M, D) uint8 and
-        y_out (>= M,) int64, in the order given; returns M, the rows read."""
-        m = 0
-        for part, start, stop in self.chunks[chunk_ids]:
-            images, labels = self.parts[part]
-            rows = stop - start
-            X_out[m:m + rows] = images[start:stop]
-            y_out[m:m + rows] = labels if np.isscalar(labels) else labels[start:stop]
-            m += rows
-        return m
+    def _buffers_for(self):
+        """The buffer's rows (uint8), labels and unit sample weights (float32, the dtype a
+        streamed model trains in), allocated at the first use."""
+        if self._buffers is None:
+            self._buffers = (np.empty((self.buffer_size, self.n_features), dtype=np.uint8),
+                             np.empty(self.buffer_size, dtype=np.int64),
+                             np.ones(self.buffer_size, dtype=np.float32))
+        return self._buffers
+
+    def _read_rows(self, part, start, stop, X_out, y_out):
+        """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out."""
+        images, labels = self.parts[part]
+        X_out[:stop - start] = images[start:stop]
+        y_out[:stop - start] = labels if np.isscalar(labels) else labels[start:stop]
+
+    def epoch_blocks(self, rng):
+        """One block per shuffle buffer (see :meth:`fastlr.sgd.Source.epoch_blocks`): the
+        buffer's rows as :class:`~fastlr.pixels.Pixels` (bytes for a backend that reads them,
+        features for any other), their labels and unit weights, and a random order over
+        them."""
+        X_raw, y_raw, ones = self._buffers_for()
+        orders = self._chunk_orders(rng)
+        cursor = [[0, 0] for _ in orders]  # per part: the chunk being read, the rows read
+        for take in self.epoch_plan(rng):
+            m = 0
+            for part in np.flatnonzero(take):
+                need = int(take[part])
+                while need:
+                    chunk, done = cursor[part]
+                    start, stop = orders[part][chunk]
+                    rows = min(need, stop - start - done)
+                    self._read_rows(part, start + done, start + done + rows, X_raw[m:],
+                                    y_raw[m:])
+                    m += rows
+                    need -= rows
+                    cursor[part] = [chunk + 1, 0] if done + rows == stop - start else \
+                        [chunk, done + rows]
+            yield Samples(Pixels(X_raw[:m]), y_raw[:m], ones[:m]), rng.permutation(m)
+
+    def score(self, backend, W, b, n_threads):
+        """The mean loss and accuracy of (W, b) on every training row, read in order a buffer
+        at a time."""
+        X_raw, y_raw, _ = self._buffers_for()
+        sums = np.zeros(3)
+        for part, rows in enumerate(self.part_rows):
+            for start in range(0, rows, self.buffer_size):
+                stop = min(start + self.buffer_size, rows)
+                self._read_rows(part, start, stop, X_raw, y_raw)
+                sums += evaluate_sums(backend, Pixels(X_raw[:stop - start]),
+                                      y_raw[:stop - start], W, b, n_threads)
+        return sums[0] / self.n_samples, sums[1] / self.n_samples
 
 
 def is_streaming_dir(directory):
@@ -255,116 +303,3 @@ def _open_npy_classes(directory, test_size, sizes):
                            directory=directory,
                            image_shape=image_shape or image_shape_of(n_features), test=test,
                            **sizes)
-
-
-def _kernel_rows(rows_uint8, out):
-    """The buffer's rows as the kernels read them: the bytes themselves for a backend that
-    reads pixels (``out`` is None), else their features in [0, 1], the loader's, written into
-    ``out``."""
-    if out is None:
-        return rows_uint8
-    return pixel_features(rows_uint8, out.dtype, out=out)
-
-
-def fit(model, source, eval_set=None, on_epoch=None):
-    """Train ``model`` (a SoftmaxRegression) from zero weights on a :class:`StreamingSource`.
-
-    Each epoch follows the source's :meth:`~StreamingSource.epoch_plan`: one call of the
-    backend's ``sgd_epoch`` per shuffle buffer, with the buffer's permutation and its slice of
-    the run's learning-rate schedule, so a linear schedule decays to 0 over the whole run as it
-    does in memory. The plans of all epochs are drawn first, to know the number of steps.
-
-    The history's ``train_loss`` and ``train_accuracy`` are running figures, as in memory: each
-    sample's loss and whether its highest score is its label, at the weights of its step, summed
-    over the epoch by the kernel itself (a second pass over the data to score the final weights
-    would cost as much as the epoch). ``time_s`` is the SGD pass, reading and conversion
-    included.
-
-    Parameters
-    ----------
-    model : SoftmaxRegression
-    source : StreamingSource
-    eval_set : (X_eval, y_eval), optional; scored after every epoch
-    on_epoch : callable(record), optional
-
-    Returns
-    -------
-    model
-
-    Raises
-    ------
-    DataError
-        For options that do not stream (``early_stopping``, ``preprocessing``).
-    DivergenceError
-        If the loss stops being finite; the model keeps the weights of the last epoch that
-        finished.
-    """
-    model._check_hyperparameters()
-    if model.early_stopping:
-        raise DataError("early_stopping does not work on a streamed data set; pass eval_set "
-                        "to follow the accuracy per epoch instead")
-    if model.preprocessing is not None:
-        raise DataError(f"preprocessing={model.preprocessing!r} does not work on a streamed "
-                        f"data set")
-    dtype = np.dtype(np.float32)
-    validation = None
-    if eval_set is not None:
-        X_eval, y_eval, _ = model._prepare(*eval_set, classes=source.classes,
-                                           known_as="the training labels", dtype=dtype,
-                                           n_features=source.n_features)
-        validation = (X_eval, y_eval)
-    model._initialize(source.classes, source.n_features, dtype)
-    backend = get_backend(model.backend_)
-    rng = model._rng
-    batch_size = int(model.batch_size)
-    plans = [source.epoch_plan(rng) for _ in range(int(model.epochs))]
-    steps = [[-(-source.buffer_rows(ids) // batch_size) for ids in plan] for plan in plans]
-    lr_all = sgd.learning_rates(model.lr_schedule, float(model.learning_rate),
-                                sum(map(sum, steps)))
-
-    rows = source.chunks_per_buffer * source.chunk_size
-    X_raw = np.empty((rows, source.n_features), dtype=np.uint8)
-    X_buffer = (None if getattr(backend, "takes_pixels", False)
-                else np.empty((rows, source.n_features), dtype=dtype))
-    y_buffer = np.empty(rows, dtype=np.int64)
-    ones = np.ones(rows, dtype=dtype)
-    W, b = model.coef_, model.intercept_
-    vel_W, vel_b = model._velocity
-    parts_W, parts_b = sgd.allocate_parts(model.n_threads_, *W.shape, dtype)
-    step = 0
-    for epoch, (plan, plan_steps) in enumerate(zip(plans, steps)):
-        start = time.perf_counter()
-        last_W, last_b = W.copy(), b.copy()
-        loss_sum = correct = 0.0
-        for chunk_ids, n_steps in zip(plan, plan_steps):
-            m = source.read_buffer(chunk_ids, X_raw, y_buffer)
-            X = _kernel_rows(X_raw[:m], None if X_buffer is None else X_buffer[:m])
-            y = y_buffer[:m]
-            perm = rng.permutation(m)
-            lr_steps = lr_all[step:step + n_steps]
-            step += n_steps
-            with np.errstate(over="ignore", invalid="ignore"):
-                buffer_loss, buffer_correct = backend.sgd_epoch(
-                    X, y, ones[:m], perm, W, b, vel_W, vel_b, lr_steps, batch_size,
-                    float(model.momentum), float(model.alpha), parts_W, parts_b)
-            loss_sum += buffer_loss
-            correct += buffer_correct
-            if not np.isfinite(loss_sum):
-                break
-        elapsed = time.perf_counter() - start
-        if not (np.isfinite(loss_sum) and np.isfinite(W).all() and np.isfinite(b).all()):
-            W[...], b[...] = last_W, last_b
-            vel_W[...], vel_b[...] = 0, 0
-            raise sgd.divergence_error(epoch, float(model.learning_rate), np.isnan(loss_sum))
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / source.n_samples,
-                  "train_accuracy": correct / source.n_samples, "lr": float(lr_steps[-1]),
-                  "time_s": elapsed}
-        if validation is not None:
-            val_loss, val_acc = sgd.evaluate(backend, *validation, W, b, model.n_threads_)
-            record.update(val_loss=val_loss, val_accuracy=val_acc)
-        model.history_.append(record)
-        if model.verbose:
-            model._print_epoch(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return model

@@ -21,6 +21,8 @@ from hypothesis import settings
 
 from fastlr import data, datasets
 from fastlr.backends.check import TOLERANCE, scaled_error
+from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
+from fastlr.sgd import Schedule
 
 settings.register_profile("fastlr", deadline=None)
 settings.load_profile("fastlr")
@@ -128,29 +130,24 @@ def in_float64(X, y, sw, W, b):
 
 
 def run_loss_and_grad(backend, X, y, sw, W, b, n_threads=1):
-    c, d = W.shape
     grad_W = np.full_like(W, np.nan)
     grad_b = np.full_like(b, np.nan)
-    parts_W = np.zeros((n_threads, c, d), dtype=W.dtype)
-    parts_b = np.zeros((n_threads, c), dtype=W.dtype)
-    loss = backend.loss_and_grad(X, y, sw, W, b, grad_W, grad_b, parts_W, parts_b)
+    loss = backend.loss_and_grad(Samples(X, y, sw), W, b, grad_W, grad_b,
+                                 make_threads(n_threads, *W.shape, W.dtype))
     return loss, grad_W, grad_b
 
 
 def run_epochs(backend, X, y, sw, W, b, perms, batch_size, lr, momentum, alpha, n_threads=1):
     """Run len(perms) epochs with a linearly decaying learning rate; return W, b and the
-    epochs' loss sums."""
+    epochs' loss sums and running correct sums, (epochs, 2)."""
     W, b = W.copy(), b.copy()
-    vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
-    c, d = W.shape
-    parts_W = np.zeros((n_threads, c, d), dtype=W.dtype)
-    parts_b = np.zeros((n_threads, c), dtype=W.dtype)
+    state = SGDState(W, b, np.zeros_like(W), np.zeros_like(b))
+    threads = make_threads(n_threads, *W.shape, W.dtype)
     steps = -(-len(perms[0]) // batch_size)
-    lr_all = lr * (1.0 - np.arange(steps * len(perms)) / (steps * len(perms)))
-    losses = []
+    schedule = Schedule("linear", lr, len(perms))
+    sums = []
     for epoch, perm in enumerate(perms):
-        lr_steps = np.ascontiguousarray(lr_all[epoch * steps:(epoch + 1) * steps])
-        loss_sum, _ = backend.sgd_epoch(X, y, sw, perm, W, b, vel_W, vel_b, lr_steps,
-                                        batch_size, momentum, alpha, parts_W, parts_b)
-        losses.append(loss_sum)
-    return W, b, np.array(losses)
+        sums.append(backend.sgd_epoch(
+            Samples(X, y, sw), state,
+            Steps(perm, schedule.rates(epoch, steps), batch_size, momentum, alpha), threads))
+    return W, b, np.array(sums)

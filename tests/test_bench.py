@@ -18,6 +18,8 @@ import pytest
 
 from fastlr import bench, data, measure
 from fastlr.backends import reference
+from fastlr.backends.contract import Samples
+from fastlr.sgd import Schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW_KEYS = {"backend", "batch_size", "threads", "ms_per_epoch", "ms_min", "ms_max",
@@ -85,14 +87,15 @@ def test_report_follows_the_schema_and_every_engine_validates(small_mnist, tmp_p
 
 
 def test_a_wrong_backend_is_refused_and_gets_no_number(small_mnist):
-    def sgd_epoch_with_a_bug(X, y, sw, perm, W, b, *rest):
+    def sgd_epoch_with_a_bug(samples, *rest):
         # The reference, but with every sample's weight off by 5%: a plausible kernel bug.
-        return reference.sgd_epoch(X, y, sw * X.dtype.type(1.05), perm, W, b, *rest)
+        X, y, sw = samples
+        return reference.sgd_epoch(Samples(X, y, sw * X.dtype.type(1.05)), *rest)
 
     impostor = SimpleNamespace(name="impostor", sgd_epoch=sgd_epoch_with_a_bug)
     shared = bench.prepare_data(small_mnist)
     n = len(shared["y"])
-    shared["lr_steps"] = bench.learning_rates("linear", 1.0, -(-n // 64))
+    shared["lr_steps"] = Schedule("linear", 1.0, 1).rates(0, -(-n // 64))
     expected = bench.run_epoch(reference, shared["X"], shared["y"], shared["W0"], shared["b0"],
                                shared["perm"], shared["lr_steps"], 64, 1, np.float64)
     row = bench.bench_sgd_engine("impostor", impostor, shared, 64, 1, 2, expected)

@@ -9,6 +9,7 @@ import pytest
 
 from fastlr.backends import available_backends, get_backend, reference
 from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
+from fastlr.backends.contract import SGDState, Samples, Steps, Threads, make_threads
 
 pytestmark = pytest.mark.skipif("cython" not in available_backends(),
                                 reason="the Cython extension is not built")
@@ -45,17 +46,19 @@ def epoch(backend, pixels, y, sw, W, b, perm, lr_steps, batch_size, n_threads,
     """One float32 sgd_epoch of ``backend`` from copies of W, b; returns W, b and the loss sum."""
     W, b = W.astype(np.float32), b.astype(np.float32)
     c, d = W.shape
-    loss_sum, _ = backend.sgd_epoch(pixels, y, sw.astype(np.float32), perm, W, b,
-                                    np.zeros_like(W), np.zeros_like(b), lr_steps, batch_size,
-                                    momentum, alpha, np.zeros((n_threads, c, d), np.float32),
-                                    np.zeros((n_threads, c), np.float32))
+    loss_sum, _ = backend.sgd_epoch(Samples(pixels, y, sw.astype(np.float32)),
+                                    SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                                    Steps(perm, lr_steps, batch_size, momentum, alpha),
+                                    make_threads(n_threads, c, d, np.float32))
     return W, b, loss_sum
 
 
 def reference_epoch(X, y, sw, W, b, perm, lr_steps, batch_size, momentum=0.0, alpha=0.0):
     W, b = W.copy(), b.copy()
-    loss_sum, _ = reference.sgd_epoch(X, y, sw, perm, W, b, np.zeros_like(W), np.zeros_like(b),
-                                      lr_steps, batch_size, momentum, alpha, None, None)
+    loss_sum, _ = reference.sgd_epoch(Samples(X, y, sw),
+                                      SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                                      Steps(perm, lr_steps, batch_size, momentum, alpha),
+                                      Threads(1, None, None))
     return W, b, loss_sum
 
 
@@ -88,12 +91,12 @@ def test_amx_epoch_matches_the_reference(amx, d, c, batch_size, n_threads):
 def test_amx_loss_and_gradient_match_the_reference(amx, n, d, c, n_threads):
     pixels, X, y, sw, W, b = pixel_problem(21, n, d, c)
     ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
-    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
+    ref_loss = reference.loss_and_grad(Samples(X, y, sw), W, b, ref_grad_W, ref_grad_b,
+                                       Threads(1, None, None))
     W32, b32 = W.astype(np.float32), b.astype(np.float32)
     grad_W, grad_b = np.full_like(W32, np.nan), np.full_like(b32, np.nan)
-    loss = amx.loss_and_grad(pixels, y, sw.astype(np.float32), W32, b32, grad_W, grad_b,
-                             np.zeros((n_threads, c, d), np.float32),
-                             np.zeros((n_threads, c), np.float32))
+    loss = amx.loss_and_grad(Samples(pixels, y, sw.astype(np.float32)), W32, b32, grad_W, grad_b,
+                             make_threads(n_threads, c, d, np.float32))
     tol = TOLERANCE[np.dtype(np.float32)]
     assert scaled_error(loss, ref_loss) <= tol
     assert scaled_error(grad_W, ref_grad_W) <= tol
@@ -110,10 +113,9 @@ def test_amx_tiles_take_the_chunks_of_at_least_min_chunk_samples(amx, n, n_threa
     for level in (amx.AMX_LEVEL, 4):
         amx.set_isa_level(level)
         grad_W, grad_b = np.empty((10, 784), np.float32), np.empty(10, np.float32)
-        amx.loss_and_grad(pixels, y, sw.astype(np.float32), W.astype(np.float32),
+        amx.loss_and_grad(Samples(pixels, y, sw.astype(np.float32)), W.astype(np.float32),
                           b.astype(np.float32), grad_W, grad_b,
-                          np.zeros((n_threads, 10, 784), np.float32),
-                          np.zeros((n_threads, 10), np.float32))
+                          make_threads(n_threads, 10, 784, np.float32))
         grads[level] = grad_W
     assert np.array_equal(grads[amx.AMX_LEVEL], grads[4]) == like_v4
 
@@ -149,8 +151,8 @@ def test_levels_other_than_amx_still_run_and_match(amx):
     assert amx.isa_level() == amx.AMX_LEVEL
     # float64 weights on pixels: the v4 tiles, so float64's tolerance holds.
     W64, b64 = W.copy(), b.copy()
-    amx.sgd_epoch(pixels, y, sw, perm, W64, b64, np.zeros_like(W), np.zeros_like(b), lr_steps,
-                  64, 0.0, 0.0, np.zeros((1, c, d)), np.zeros((1, c)))
+    amx.sgd_epoch(Samples(pixels, y, sw), SGDState(W64, b64, np.zeros_like(W), np.zeros_like(b)),
+                  Steps(perm, lr_steps, 64, 0.0, 0.0), make_threads(1, c, d, np.float64))
     assert scaled_error(W64, want[0]) <= TRAJECTORY_TOLERANCE[np.dtype(np.float64)]
     # 17 classes: the v4 tiles, bitwise the same as at level 4.
     pixels17, _, y17, sw17, W17, b17 = pixel_problem(53, n, d, 17)
@@ -165,9 +167,9 @@ def test_levels_other_than_amx_still_run_and_match(amx):
     for level in (amx.AMX_LEVEL, 4):
         amx.set_isa_level(level)
         W1, b1 = W.astype(np.float32), b.astype(np.float32)
-        amx.sgd_epoch(X.astype(np.float32), y, sw.astype(np.float32), perm, W1, b1,
-                      np.zeros_like(W1), np.zeros_like(b1), lr_steps, 64, 0.0, 0.0,
-                      np.zeros((1, c, d), np.float32), np.zeros((1, c), np.float32))
+        amx.sgd_epoch(Samples(X.astype(np.float32), y, sw.astype(np.float32)),
+                      SGDState(W1, b1, np.zeros_like(W1), np.zeros_like(b1)),
+                      Steps(perm, lr_steps, 64, 0.0, 0.0), make_threads(1, c, d, np.float32))
         results[level] = W1
     assert np.array_equal(results[amx.AMX_LEVEL], results[4])
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fastlr.backends import available_backends, get_backend
+from fastlr.backends.contract import SGDState, Samples, Steps, Threads, make_threads
 
 pytestmark = pytest.mark.skipif("cython" not in available_backends(),
                                 reason="the Cython extension is not built")
@@ -60,6 +61,7 @@ RUN_AT_T3 = """
 import hashlib, json
 import numpy as np
 from fastlr.backends import get_backend
+from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
 backend = get_backend('cython')
 rng = np.random.default_rng(5)
 n, d, c, T = 250, 70, 7, 3
@@ -68,12 +70,13 @@ y = rng.integers(0, c, n).astype(np.int64)
 sw = rng.uniform(0.5, 2.0, n).astype(np.float32)
 W = (rng.standard_normal((c, d)) * 0.05).astype(np.float32)
 b = np.zeros(c, np.float32)
-parts_W, parts_b = np.zeros((T, c, d), np.float32), np.zeros((T, c), np.float32)
+threads = make_threads(T, c, d, np.float32)
 grad_W, grad_b = np.empty_like(W), np.empty_like(b)
-loss = backend.loss_and_grad(X, y, sw, W, b, grad_W, grad_b, parts_W, parts_b)
-epoch_loss = backend.sgd_epoch(X, y, sw, rng.permutation(n).astype(np.int64), W, b,
-                               np.zeros_like(W), np.zeros_like(b), np.full(25, 0.3), 10, 0.9,
-                               1e-3, parts_W, parts_b)
+loss = backend.loss_and_grad(Samples(X, y, sw), W, b, grad_W, grad_b, threads)
+epoch_loss = backend.sgd_epoch(Samples(X, y, sw),
+                               SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                               Steps(rng.permutation(n).astype(np.int64), np.full(25, 0.3), 10,
+                                     0.9, 1e-3), threads)
 digest = hashlib.sha256(b''.join(np.asarray(a).tobytes()
                                  for a in (loss, grad_W, grad_b, epoch_loss, W, b)))
 print(json.dumps({'digest': digest.hexdigest(), 'openmp': backend.OPENMP_ENABLED}))
@@ -162,10 +165,12 @@ def _isa_problem(rng, X, c, weight_scale, lr):
     perm = rng.permutation(n).astype(np.int64)
     lr_steps = np.full(-(-n // 40), lr)
     ref_grad_W, ref_grad_b = np.empty_like(W), np.empty_like(b)
-    ref_loss = reference.loss_and_grad(X, y, sw, W, b, ref_grad_W, ref_grad_b, None, None)
+    ref_loss = reference.loss_and_grad(Samples(X, y, sw), W, b, ref_grad_W, ref_grad_b,
+                                       Threads(1, None, None))
     ref_W, ref_b = W.copy(), b.copy()
-    reference.sgd_epoch(X, y, sw, perm, ref_W, ref_b, np.zeros_like(W), np.zeros_like(b),
-                        lr_steps, 40, 0.5, 1e-3, None, None)
+    reference.sgd_epoch(Samples(X, y, sw),
+                        SGDState(ref_W, ref_b, np.zeros_like(W), np.zeros_like(b)),
+                        Steps(perm, lr_steps, 40, 0.5, 1e-3), Threads(1, None, None))
     return y, sw, W, b, perm, lr_steps, ref_loss, ref_grad_W, ref_grad_b, ref_W, ref_b
 
 
@@ -190,17 +195,17 @@ def test_every_instruction_set_level_matches_the_reference():
                 cast = [a.astype(dtype) for a in (X, sw, W, b)]
                 Xd, swd, Wd, bd = cast
                 grad_W, grad_b = np.empty_like(Wd), np.empty_like(bd)
-                parts_W = np.zeros((2, c, d), dtype)
-                parts_b = np.zeros((2, c), dtype)
-                loss = backend.loss_and_grad(Xd, y, swd, Wd, bd, grad_W, grad_b, parts_W,
-                                             parts_b)
+                threads = make_threads(2, c, d, dtype)
+                loss = backend.loss_and_grad(Samples(Xd, y, swd), Wd, bd, grad_W, grad_b,
+                                             threads)
                 tol = TOLERANCE[np.dtype(dtype)]
                 assert scaled_error(loss, ref_loss) <= tol, (level, dtype)
                 assert scaled_error(grad_W, ref_grad_W) <= tol, (level, dtype)
                 assert scaled_error(grad_b, ref_grad_b) <= tol, (level, dtype)
                 W1, b1 = Wd.copy(), bd.copy()
-                backend.sgd_epoch(Xd, y, swd, perm, W1, b1, np.zeros_like(Wd),
-                                  np.zeros_like(bd), lr_steps, 40, 0.5, 1e-3, parts_W, parts_b)
+                backend.sgd_epoch(Samples(Xd, y, swd),
+                                  SGDState(W1, b1, np.zeros_like(Wd), np.zeros_like(bd)),
+                                  Steps(perm, lr_steps, 40, 0.5, 1e-3), threads)
                 tol = TRAJECTORY_TOLERANCE[np.dtype(dtype)]
                 assert scaled_error(W1, ref_W) <= tol, (level, dtype)
                 assert scaled_error(b1, ref_b) <= tol, (level, dtype)
@@ -231,9 +236,9 @@ def test_every_instruction_set_level_takes_pixels_as_their_features():
             for dtype in (np.float32, np.float64):
                 swd, Wd, bd = (a.astype(dtype) for a in (sw, W, b))
                 grad_W, grad_b = np.empty_like(Wd), np.empty_like(bd)
-                parts_W, parts_b = np.zeros((2, c, d), dtype), np.zeros((2, c), dtype)
-                loss = backend.loss_and_grad(pixels, y, swd, Wd, bd, grad_W, grad_b, parts_W,
-                                             parts_b)
+                threads = make_threads(2, c, d, dtype)
+                loss = backend.loss_and_grad(Samples(pixels, y, swd), Wd, bd, grad_W, grad_b,
+                                             threads)
                 tol = TOLERANCE[np.dtype(dtype)]
                 assert scaled_error(loss, ref_loss) <= tol, (level, dtype)
                 assert scaled_error(grad_W, ref_grad_W) <= tol, (level, dtype)
@@ -242,8 +247,9 @@ def test_every_instruction_set_level_takes_pixels_as_their_features():
                 backend.predict_scores(pixels, Wd, bd, scores, 2)
                 assert scaled_error(scores, X @ W.T + b) <= tol, (level, dtype)
                 W1, b1 = Wd.copy(), bd.copy()
-                backend.sgd_epoch(pixels, y, swd, perm, W1, b1, np.zeros_like(Wd),
-                                  np.zeros_like(bd), lr_steps, 40, 0.5, 1e-3, parts_W, parts_b)
+                backend.sgd_epoch(Samples(pixels, y, swd),
+                                  SGDState(W1, b1, np.zeros_like(Wd), np.zeros_like(bd)),
+                                  Steps(perm, lr_steps, 40, 0.5, 1e-3), threads)
                 tol = TRAJECTORY_TOLERANCE[np.dtype(dtype)]
                 assert scaled_error(W1, ref_W) <= tol, (level, dtype)
                 assert scaled_error(b1, ref_b) <= tol, (level, dtype)
@@ -300,9 +306,9 @@ def test_every_score_span_gives_the_same_bits():
 
     def epoch():
         W, b = np.zeros((c, d), np.float32), np.zeros(c, np.float32)
-        backend.sgd_epoch(X, y, sw, perm, W, b, np.zeros_like(W), np.zeros_like(b),
-                          np.full(-(-n // 40), 0.3), 40, 0.5, 1e-3,
-                          np.zeros((2, c, d), np.float32), np.zeros((2, c), np.float32))
+        backend.sgd_epoch(Samples(X, y, sw), SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                          Steps(perm, np.full(-(-n // 40), 0.3), 40, 0.5, 1e-3),
+                          make_threads(2, c, d, np.float32))
         scores = np.empty((n, c), np.float32)
         backend.predict_scores(X, W, b, scores, 2)
         return W, b, scores

@@ -33,7 +33,7 @@ def small_mnist():
     X_train, y_train, X_test, y_test = load_mnist(MNIST_DIR)
     X_train, y_train, X_test, y_test = X_train[:800], y_train[:800], X_test[:300], y_test[:300]
     model = SoftmaxRegression(epochs=3, batch_size=32, backend="numpy").fit(
-        X_train, y_train, eval_set=(X_test, y_test))
+        X_train, y_train, eval_set=(X_test, y_test), eval_name="test")
     return X_train, y_train, X_test, y_test, model
 
 
@@ -62,7 +62,7 @@ def test_curves_figure_plots_train_and_eval(small_mnist):
     for ax in fig.axes:
         assert [line.get_label() for line in ax.get_lines()] == ["train", "test"]
         assert len(ax.get_lines()[0].get_xdata()) == len(history)
-    without_eval = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in history]
+    without_eval = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in history]
     assert all(len(ax.get_lines()) == 1 for ax in plots.curves_figure(without_eval).axes)
 
 
@@ -151,8 +151,8 @@ def test_history_files(tmp_path, small_mnist):
     assert json.loads((tmp_path / "h.json").read_text()) == history
     write_history(tmp_path / "h.csv", history)
     lines = (tmp_path / "h.csv").read_text().splitlines()
-    assert lines[0].split(",")[:5] == ["epoch", "train_loss", "train_accuracy", "val_loss",
-                                       "val_accuracy"]
+    assert lines[0].split(",")[:5] == ["epoch", "train_loss", "train_accuracy", "test_loss",
+                                       "test_accuracy"]
     assert len(lines) == len(history) + 1
     with pytest.raises(DataError, match=".csv or .json"):
         write_history(tmp_path / "h.txt", history)

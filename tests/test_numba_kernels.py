@@ -18,6 +18,8 @@ from conftest import assert_matches, in_float64, make_problem, run_epochs
 numba_backend = pytest.importorskip("fastlr.backends.numba")
 from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
+from fastlr.backends.contract import (SGDState, Samples, Steps, Threads,  # noqa: E402
+                                      epoch_arguments)
 from fastlr.backends.numba import epoch  # noqa: E402
 
 
@@ -39,6 +41,7 @@ SPINNING_SCRIPT = """
 import numpy as np
 from fastlr.backends import numba as numba_backend, reference
 from fastlr.backends.check import TRAJECTORY_TOLERANCE, scaled_error
+from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
 
 from fastlr.backends.numba.sync import _threads_run_at_once
 
@@ -57,9 +60,10 @@ for batch_size in (2, 7, 64):
         W, b = W0.astype(dtype), b0.astype(dtype)
         vel_W, vel_b = np.zeros_like(W), np.zeros_like(b)
         lr_steps = np.full(-(-n // batch_size), 0.1)
-        loss, _ = backend.sgd_epoch(X.astype(dtype), y, sw.astype(dtype), perm, W, b, vel_W, vel_b,
-                                 lr_steps, batch_size, 0.9, 1e-3, np.zeros((T, c, d), dtype),
-                                 np.zeros((T, c), dtype))
+        loss, _ = backend.sgd_epoch(Samples(X.astype(dtype), y, sw.astype(dtype)),
+                                    SGDState(W, b, vel_W, vel_b),
+                                    Steps(perm, lr_steps, batch_size, 0.9, 1e-3),
+                                    make_threads(T, c, d, dtype))
         results.append((W, b, np.array(loss)))
     for got, expected in zip(results[1], results[0]):
         error = scaled_error(got, expected)
@@ -81,8 +85,12 @@ def test_sample_split_epoch_spins_correctly_with_more_threads_than_cores():
 
 
 def _in_blocks(kernel):
-    """One of the two epoch kernels with the contract's arguments, in this CPU's blocks."""
-    return lambda X, *args: kernel(X, *args, epoch.samples_per_block(X.shape[1] * X.itemsize))
+    """One of the two epoch kernels with the contract's records, in this CPU's blocks."""
+    def run(samples, state, steps, threads):
+        X = samples.X
+        return kernel(*epoch_arguments(samples, state, steps, threads),
+                      epoch.samples_per_block(X.shape[1] * X.itemsize))
+    return run
 
 
 class _Epoch:
@@ -117,7 +125,8 @@ class _Blocks:
     """A backend whose epoch is the chosen one in blocks of ``block`` samples."""
 
     def __init__(self, block):
-        self.sgd_epoch = lambda *args: epoch.epoch_in_blocks(block, *args)
+        self.sgd_epoch = lambda *records: epoch.epoch_in_blocks(block,
+                                                               *epoch_arguments(*records))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
@@ -163,9 +172,10 @@ def test_weights_off_a_cache_line_get_the_same_bits_in_place(sample_epoch):
     for place in (lambda a: a.copy(), _off_a_line):
         W_run, b_run = place(W), b.copy()
         parts_W = place(np.zeros((2, 10, 784), np.float32))
-        loss = _in_blocks(sample_epoch)(X, y, sw, perm, W_run, b_run, np.zeros_like(W),
-                                        np.zeros_like(b), np.full(4, 0.1), 64, 0.9, 1e-3,
-                                        parts_W, np.zeros((2, 10), np.float32))
+        loss = _in_blocks(sample_epoch)(
+            Samples(X, y, sw), SGDState(W_run, b_run, np.zeros_like(W), np.zeros_like(b)),
+            Steps(perm, np.full(4, 0.1), 64, 0.9, 1e-3),
+            Threads(2, parts_W, np.zeros((2, 10), np.float32)))
         results.append((W_run, b_run, loss))
     assert results[1][0].ctypes.data % 64 == 16  # the caller's array, updated in place
     assert results[0][0].tobytes() == results[1][0].tobytes()
@@ -189,9 +199,11 @@ nb.predict_scores(np.ones((5, 784)), W, b, out, 1)
 if {run_epoch}:
     X = np.ones((8, 784), np.float32)
     W32, b32 = W.astype(np.float32), b.astype(np.float32)
-    nb.sgd_epoch(X, np.zeros(8, np.int64), np.ones(8, np.float32), np.arange(8), W32, b32,
-                 np.zeros_like(W32), np.zeros_like(b32), np.full(2, 0.1), 4, 0.0, 0.0,
-                 np.zeros((1, 10, 784), np.float32), np.zeros((1, 10), np.float32))
+    from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
+    nb.sgd_epoch(Samples(X, np.zeros(8, np.int64), np.ones(8, np.float32)),
+                 SGDState(W32, b32, np.zeros_like(W32), np.zeros_like(b32)),
+                 Steps(np.arange(8), np.full(2, 0.1), 4, 0.0, 0.0),
+                 make_threads(1, 10, 784, np.float32))
     nb.predict_scores(X, W32, b32, np.zeros((8, 10), np.float32), 1)
 stats = nb.predict_scores.stats
 print(json.dumps({"first_run_compiles": compiles, "misses": sum(stats.cache_misses.values()),

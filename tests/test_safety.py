@@ -124,12 +124,12 @@ def interrupt_epoch(monkeypatch, number):
     from fastlr.backends import reference
     real_epoch, calls = reference.sgd_epoch, []
 
-    def epoch(X, y, sample_weight, perm, W, b, *rest):
+    def epoch(samples, state, *rest):
         calls.append(1)
         if len(calls) == number:
-            W += 1.0  # part of an epoch's steps done
+            state.W[...] += 1.0  # part of an epoch's steps done
             raise KeyboardInterrupt
-        return real_epoch(X, y, sample_weight, perm, W, b, *rest)
+        return real_epoch(samples, state, *rest)
 
     monkeypatch.setattr(reference, "sgd_epoch", epoch)
 

@@ -44,17 +44,15 @@ def write_class_ordered_idx(directory, n_per_class, n_classes=10, side=4, test=T
     return labels
 
 
+def epoch_buffers(source, rng):
+    """The rows and labels of each shuffle buffer of one epoch, in the order trained on."""
+    for samples, perm in source.epoch_blocks(rng):
+        yield samples.X.data[perm], samples.y[perm]
+
+
 def epoch_rows(source, rng):
     """The rows and labels of one epoch, in the order they are trained on."""
-    X_raw = np.empty((source.chunks_per_buffer * source.chunk_size, source.n_features),
-                     dtype=np.uint8)
-    y_raw = np.empty(len(X_raw), dtype=np.int64)
-    rows, labels = [], []
-    for chunk_ids in source.epoch_plan(rng):
-        m = source.read_buffer(chunk_ids, X_raw, y_raw)
-        perm = rng.permutation(m)
-        rows.append(X_raw[:m][perm])
-        labels.append(y_raw[:m][perm])
+    rows, labels = zip(*epoch_buffers(source, rng))
     return np.concatenate(rows), np.concatenate(labels)
 
 
@@ -115,10 +113,15 @@ def test_a_directory_of_neither_layout_says_what_it_needs(tmp_path):
         streaming.open_source(tmp_path)
 
 
-def test_the_buffer_must_hold_a_chunk(tmp_path):
-    write_class_files(tmp_path, [10, 10])
-    with pytest.raises(DataError, match="at least one chunk"):
-        streaming.open_source(tmp_path, chunk_size=8, buffer_size=4)
+def test_buffers_and_chunks_are_capped_by_the_data(tmp_path):
+    write_class_files(tmp_path, [10, 30])
+    source = streaming.open_source(tmp_path, chunk_size=10**12, buffer_size=10**15,
+                                   test_size=2)
+    assert (source.buffer_size, source.chunk_size) == (38, 29)
+    rows, _ = epoch_rows(source, np.random.default_rng(0))
+    assert len(rows) == 38
+    with pytest.raises(DataError, match="at least one row"):
+        streaming.open_source(tmp_path, chunk_size=0)
 
 
 # --- the shuffle -------------------------------------------------------------------------------
@@ -144,6 +147,31 @@ def test_every_sample_is_trained_on_once_per_epoch(tmp_path, chunk_size, buffer_
         assert len(rows) == source.n_samples
         assert len({tuple(row[:3]) for row in rows}) == source.n_samples
         np.testing.assert_array_equal(rows[:, 0], labels)  # each row keeps its own label
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, 4096])
+def test_every_buffer_draws_every_class_in_its_share(tmp_path, chunk_size):
+    """Class-per-file data: each buffer draws from every file in proportion to what is left
+    in it, so a buffer of 400 rows from 120 classes holds each class about 400 / 120 times,
+    whatever the chunk size (with chunks of one file each, a buffer would hold a few classes
+    only)."""
+    sizes = np.random.default_rng(2).integers(50, 150, 120)
+    write_class_files(tmp_path, sizes, n_features=4)
+    source = streaming.open_source(tmp_path, chunk_size=chunk_size, buffer_size=400,
+                                   test_size=120)
+    shares = source.part_rows / source.n_samples
+    buffers = list(epoch_buffers(source, np.random.default_rng(1)))
+    assert [len(labels) for _, labels in buffers[:-1]] == [400] * (len(buffers) - 1)
+    for _, labels in buffers[:-1]:
+        counts = np.bincount(labels, minlength=120)
+        # A hypergeometric draw of about 3.3 rows per class: most classes present, none
+        # crowding the buffer (16 is more than 6 standard deviations above the mean).
+        assert np.count_nonzero(counts) > 100 and counts.max() <= 16
+    # Over the epoch, each buffer's share of a class follows its share of the data.
+    halves = [np.concatenate([labels for _, labels in part])
+              for part in (buffers[:len(buffers) // 2], buffers[len(buffers) // 2:])]
+    for half in halves:
+        assert np.abs(np.bincount(half, minlength=120) / len(half) - shares).max() < 0.01
 
 
 def test_class_ordered_data_is_mixed(tmp_path):

@@ -73,6 +73,7 @@ FORCED_CPU_SCRIPT = textwrap.dedent("""
     from fastlr.backends import reference
     from fastlr.backends import numba as nb
     from fastlr.backends.check import TRAJECTORY_TOLERANCE, scaled_error
+    from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
     from fastlr.backends.numba.tiles import _gather_gradient, _gather_scores
     from fastlr.backends.numba.tuning import TUNING
 
@@ -87,9 +88,10 @@ FORCED_CPU_SCRIPT = textwrap.dedent("""
         results = []
         for backend, Xb, dtype in ((nb, X, np.float32), (reference, pixels / 255.0, np.float64)):
             W, b = W0.astype(dtype), np.zeros(c, dtype)
-            loss = backend.sgd_epoch(Xb, y, np.ones(n, dtype), perm, W, b, np.zeros_like(W),
-                                     np.zeros_like(b), np.full(4, 0.1), 64, 0.9, 1e-4,
-                                     np.zeros((2, c, d), dtype), np.zeros((2, c), dtype))
+            loss = backend.sgd_epoch(Samples(Xb, y, np.ones(n, dtype)),
+                                     SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                                     Steps(perm, np.full(4, 0.1), 64, 0.9, 1e-4),
+                                     make_threads(2, c, d, dtype))
             loss = loss[0] if isinstance(loss, tuple) else loss
             results.append((W, b, loss))
         errors[name] = max(scaled_error(g, e) for g, e in zip(*results))

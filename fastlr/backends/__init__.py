@@ -1,50 +1,18 @@
-"""Backend registry and the kernel contract every backend implements.
+"""Backend registry: name -> backend module, and the order ``auto`` tries them in.
 
 Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T threads.
 
-The contract
-------------
-A backend is a module with a ``name``, a ``takes_pixels`` flag (True if its kernels accept
-uint8 X) and three functions. They only compute: they validate
-nothing, print nothing, draw no random numbers, and write their results into arrays the
-driver (``fastlr/sgd.py``) allocated. The driver guarantees:
-
-- every array is C-contiguous;
-- ``X``, ``sample_weight``, ``W``, ``b``, ``vel_*``, ``grad_*``, ``parts_*`` and ``out`` share
-  one float dtype, float32 (the fast path) or float64; or X is uint8 pixels, whose features
-  are ``X / 255`` (``reference.features``), and the others share the float dtype;
-- ``y`` and ``perm`` are int64; labels lie in ``0..C-1``; ``lr_steps`` is float64;
-- the thread count T is ``parts_W.shape[0]``, at least 1.
-
-``predict_scores(X, W, b, out, n_threads)``
-    X (N, D), W (C, D), b (C,) -> out (N, C) = X W^T + b, on ``n_threads`` threads.
-
-``loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b) -> float``
-    One batch X (B, D), y (B,), sample_weight (B,). Returns the mean weighted cross-entropy
-    ``(1/B) sum_i s_i l_i`` and writes its gradient into grad_W (C, D), grad_b (C,).
-    parts_W (T, C, D), parts_b (T, C) are per-thread partial sums, reduced in a fixed order.
-
-``sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
-alpha, parts_W, parts_b) -> (loss_sum, correct_sum)``
-    One epoch of minibatch SGD: step t takes the samples ``perm[t*batch_size:(t+1)*batch_size]``
-    (the last batch may be smaller), computes the gradient of that whole batch at the current
-    weights and applies ``v = momentum v + (grad + alpha W); W -= lr_steps[t] v`` (the bias the
-    same, without alpha). Returns two floats, the running metrics of the epoch at no extra
-    pass: the sum of ``s_i l_i`` over the epoch, each loss taken at the weights of its step,
-    and the sum of ``s_i`` over the samples whose highest score at those weights (the first
-    one on a tie, as ``argmax``) is their label.
-
-The math is specified, and checked, in ``reference.py``. A backend must agree with it within
-the tolerances of ``tests/test_backends.py``, and, for a given T, give bitwise the same result on
-every run.
+A backend implements the kernel contract of ``contract.py``: three functions taking named
+records (:class:`~fastlr.backends.contract.Samples`, ``SGDState``, ``Steps``, ``Threads``),
+checked against the NumPy reference (``reference.py``) within the tolerances of ``check.py``.
 
 The registry
 ------------
 ``backend="auto"`` takes the first of ``AUTO_ORDER`` that imports; ``numpy`` always does. The
-compiled extension comes first: its epoch is within ~15% of Numba's (docs/bench.json), and a
-process that uses it does not pay for importing Numba and loading its cached kernels (about
-1 s) or, on the first run, compiling them; for the defaults' 10 epochs of ~20 ms that start-up
-is most of the run. Only the backend a command uses is imported.
+compiled extension comes first: its epoch is close to Numba's (docs/bench.json), and a process
+that uses it pays neither for importing Numba and loading its cached kernels nor, on the first
+run, for compiling them, which for the defaults' short run is most of the time. Only the
+backend a command uses is imported.
 """
 
 import importlib

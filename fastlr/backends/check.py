@@ -9,6 +9,8 @@ that one tolerance serves a gradient of size 1e-3 and a weight matrix of size 10
 
 import numpy as np
 
+from .contract import SGDState, Samples, Steps, make_threads
+
 # One kernel call (a loss, a gradient, scores).
 TOLERANCE = {
     np.dtype(np.float64): 1e-10,
@@ -41,11 +43,10 @@ def run_epoch(backend, X, y, W, b, perm, lr_steps, batch_size, n_threads, dtype)
     if X.dtype != np.uint8:
         X = np.ascontiguousarray(X, dtype=dtype)
     W, b = W.astype(dtype), b.astype(dtype)
-    parts_W = np.zeros((n_threads,) + W.shape, dtype=dtype)
-    parts_b = np.zeros((n_threads, W.shape[0]), dtype=dtype)
-    loss_sum, _ = backend.sgd_epoch(X, y, np.ones(len(y), dtype=dtype), perm, W, b,
-                                 np.zeros_like(W), np.zeros_like(b), lr_steps, batch_size, 0.0,
-                                 0.0, parts_W, parts_b)
+    loss_sum, _ = backend.sgd_epoch(
+        Samples(X, y, np.ones(len(y), dtype=dtype)),
+        SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+        Steps(perm, lr_steps, batch_size, 0.0, 0.0), make_threads(n_threads, *W.shape, dtype))
     return W, b, loss_sum / len(perm)
 
 

@@ -1,8 +1,8 @@
 """Cython backend: a thin import of the compiled kernels, ``fastlr/_kernels.pyx`` (the OpenMP
 regions) and the C in ``fastlr/csrc``.
 
-Shapes: N samples, D features, C classes, B batch, T threads. The contract is documented in
-``fastlr/backends/__init__.py``.
+Shapes: N samples, D features, C classes, B batch, T threads. The contract is ``contract.py``;
+its records are unpacked here, once, into the positional arguments of the compiled kernels.
 """
 
 try:
@@ -10,13 +10,28 @@ try:
 except ImportError as exc:
     raise ImportError("the Cython extension fastlr._kernels is not built") from exc
 
+from .contract import batch_arguments, epoch_arguments  # noqa: E402
+
 name = "cython"
 #: The kernels take uint8 X (pixels, features X / 255) as well as float X of W's dtype.
 takes_pixels = True
 
 predict_scores = _kernels.predict_scores
-loss_and_grad = _kernels.loss_and_grad
-sgd_epoch = _kernels.sgd_epoch
+
+
+def loss_and_grad(samples, W, b, grad_W, grad_b, threads):
+    """The contract's ``loss_and_grad`` (``contract.py``), unpacked for the compiled kernel."""
+    return _kernels.loss_and_grad(*batch_arguments(samples, W, b, grad_W, grad_b, threads))
+
+
+def sgd_epoch(samples, state, steps, threads):
+    """The contract's ``sgd_epoch`` (``contract.py``), unpacked for the compiled kernel."""
+    return _kernels.sgd_epoch(*epoch_arguments(samples, state, steps, threads))
+
+
+def _region_per_step(samples, state, steps, threads):
+    return _kernels.sgd_epoch_region_per_step(*epoch_arguments(samples, state, steps, threads))
+
 
 #: Whether the kernels were compiled with OpenMP; without it they run on one thread.
 OPENMP_ENABLED = _kernels.OPENMP_ENABLED
@@ -36,6 +51,6 @@ set_score_span = _kernels.set_score_span
 #: one OpenMP parallel region per epoch with a barrier between steps (the one ``sgd_epoch``
 #: uses), against a new parallel region per step.
 KERNEL_VERSIONS = {
-    "one-region": _kernels.sgd_epoch,
-    "region-per-step": _kernels.sgd_epoch_region_per_step,
+    "one-region": sgd_epoch,
+    "region-per-step": _region_per_step,
 }

@@ -36,10 +36,13 @@ regularized; with mu = 0 this is exactly ``W -= lr_t * (grad_W + alpha * W)``)::
 Pixels: X may also be uint8 (MNIST's bytes as they are, a quarter of the memory traffic);
 its features are then ``x = X / 255`` in W's dtype, and everything else is as above.
 
-The kernel contract is documented in ``fastlr/backends/__init__.py``.
+The kernel contract (its records and guarantees) is ``fastlr/backends/contract.py``. The epoch
+below is composed of the functions above it, so every formula is written once.
 """
 
 import numpy as np
+
+from .contract import Samples
 
 name = "numpy"
 takes_pixels = True  # uint8 X: features X / 255 (``features``)
@@ -71,88 +74,100 @@ def features(X, dtype):
     return X
 
 
+def scores(X, W, b):
+    """Scores ``z = x W^T + b`` (N, C) of the features of X (N, D)."""
+    return features(X, W.dtype) @ W.T + b
+
+
 def predict_scores(X, W, b, out, n_threads):
-    """Scores ``X W^T + b`` of X (N, D) written into ``out`` (N, C). ``n_threads`` is unused:
-    NumPy's BLAS picks its own threads."""
-    np.matmul(features(X, W.dtype), W.T, out=out)
-    out += b
+    """Scores of X (N, D) written into ``out`` (N, C). ``n_threads`` is unused: NumPy's BLAS
+    picks its own threads."""
+    out[...] = scores(X, W, b)
 
 
-def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b):
-    """Mean weighted cross-entropy of one batch, and its gradient written into grad_W, grad_b.
+def batch_gradient(samples, W, b, grad_W, grad_b):
+    """One batch's weighted sums and its gradient: the heart of every step.
 
     Parameters
     ----------
-    X : (B, D) float32 or float64, or uint8 pixels (features X / 255)
-    y : (B,) int64, labels in 0..C-1
-    sample_weight : (B,) W's dtype
-    W : (C, D), b : (C,) the current weights, float32 or float64 (X's dtype if X is float)
-    grad_W : (C, D), grad_b : (C,) outputs
-    parts_W : (T, C, D), parts_b : (T, C) per-thread scratch; unused here
+    samples : :class:`~fastlr.backends.contract.Samples` of B rows
+    W : (C, D), b : (C,) the current weights
+    grad_W : (C, D), grad_b : (C,) outputs: the gradient of ``L = (1/B) sum_i s_i l_i``
 
     Returns
     -------
-    float
-        ``L = (1/B) sum_i s_i l_i``.
+    loss_sum : float, ``sum_i s_i l_i``
+    correct_sum : float, ``sum_i s_i`` over the samples whose highest score (the first, on a
+        tie) is their label
     """
+    X, y, sample_weight = samples
     batch = X.shape[0]
-    X = features(X, W.dtype)
-    scores = X @ W.T + b
-    losses = cross_entropy(scores, y)
-    delta = softmax(scores)
-    delta[np.arange(batch), y] -= 1.0
+    rows = np.arange(batch)
+    x = features(X, W.dtype)
+    z = scores(x, W, b)
+    losses = cross_entropy(z, y)
+    correct = z.argmax(axis=1) == y
+    delta = softmax(z)
+    delta[rows, y] -= 1.0
     delta *= (sample_weight / batch)[:, None]
-    grad_W[...] = delta.T @ X
+    grad_W[...] = delta.T @ x
     grad_b[...] = delta.sum(axis=0)
-    return float(np.dot(sample_weight, losses) / batch)
+    return float(np.dot(sample_weight, losses)), float(np.dot(sample_weight, correct))
 
 
-def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
-              alpha, parts_W, parts_b):
-    """One epoch of minibatch SGD over the samples in ``perm`` order, updating W, b in place.
+def loss_and_grad(samples, W, b, grad_W, grad_b, threads):
+    """Mean weighted cross-entropy ``L = (1/B) sum_i s_i l_i`` of one batch (``samples``, B
+    rows), and its gradient written into grad_W (C, D), grad_b (C,). ``threads`` is unused."""
+    loss_sum, _ = batch_gradient(samples, W, b, grad_W, grad_b)
+    return loss_sum / samples.X.shape[0]
 
-    Step t uses samples ``perm[t*batch_size : (t+1)*batch_size]`` (the last batch may be
-    smaller) and learning rate ``lr_steps[t]``.
+
+def sgd_update(state, grad_W, grad_b, lr, momentum, alpha):
+    """One step of the update rule in the module docstring, in place on ``state``
+    (:class:`~fastlr.backends.contract.SGDState`)."""
+    W, b, vel_W, vel_b = state
+    step_W = grad_W + alpha * W
+    step_b = grad_b
+    if momentum != 0.0:
+        vel_W[...] = momentum * vel_W + step_W
+        vel_b[...] = momentum * vel_b + step_b
+        step_W, step_b = vel_W, vel_b
+    W -= lr * step_W
+    b -= lr * step_b
+
+
+def sgd_epoch(samples, state, steps, threads):
+    """One epoch of minibatch SGD: step t takes the rows ``perm[t*batch_size :
+    (t+1)*batch_size]`` (the last batch may be smaller) at rate ``lr_steps[t]``.
 
     Parameters
     ----------
-    X : (N, D), y : (N,) int64, sample_weight : (N,)
-    perm : (M,) int64, indices into X in the order they are visited (M <= N: a validation
-        split is simply left out of perm)
-    W : (C, D), b : (C,) updated in place
-    vel_W : (C, D), vel_b : (C,) momentum buffers, updated in place (untouched if momentum == 0)
-    lr_steps : (S,) float64 with S = ceil(M / batch_size)
-    batch_size : int; momentum, alpha : float
-    parts_W : (T, C, D), parts_b : (T, C) per-thread scratch; unused here
+    samples : :class:`~fastlr.backends.contract.Samples`, N rows
+    state : :class:`~fastlr.backends.contract.SGDState`, updated in place
+    steps : :class:`~fastlr.backends.contract.Steps`; ``perm`` (M,) may leave rows out (a
+        validation split is simply not visited)
+    threads : unused here
 
     Returns
     -------
     loss_sum : float
-        The sum over the epoch of ``s_i l_i``, each loss taken at the weights of its step.
-        Divided by the sum of the weights it is the running mean loss; it is not finite if
-        training diverged.
+        The sum over the epoch of ``s_i l_i``, each loss taken at the weights of its step;
+        divided by the sum of the weights, the running mean loss. Not finite if training
+        diverged.
     correct_sum : float
-        The sum over the epoch of ``s_i`` for the samples whose highest score (the first, on a
-        tie, as ``argmax``) is their label, at the same weights: divided by the sum of the
-        weights, the running accuracy.
+        The sum over the epoch of ``s_i`` for the samples whose highest score at the same
+        weights is their label: divided by the sum of the weights, the running accuracy.
     """
-    grad_W = np.empty_like(W)
-    grad_b = np.empty_like(b)
+    X, y, sample_weight = samples
+    grad_W = np.empty_like(state.W)
+    grad_b = np.empty_like(state.b)
     loss_sum = 0.0
     correct_sum = 0.0
-    for step, start in enumerate(range(0, len(perm), batch_size)):
-        idx = perm[start:start + batch_size]
-        scores = X[idx] @ W.T + b
-        correct_sum += float(np.sum(sample_weight[idx] * (scores.argmax(axis=1) == y[idx])))
-        batch_loss = loss_and_grad(X[idx], y[idx], sample_weight[idx], W, b, grad_W, grad_b,
-                                   parts_W, parts_b)
-        loss_sum += batch_loss * len(idx)
-        step_W = grad_W + alpha * W
-        step_b = grad_b
-        if momentum != 0.0:
-            vel_W[...] = momentum * vel_W + step_W
-            vel_b[...] = momentum * vel_b + step_b
-            step_W, step_b = vel_W, vel_b
-        W -= lr_steps[step] * step_W
-        b -= lr_steps[step] * step_b
+    for t, start in enumerate(range(0, len(steps.perm), steps.batch_size)):
+        idx = steps.perm[start:start + steps.batch_size]
+        batch = Samples(X[idx], y[idx], sample_weight[idx])
+        batch_loss, batch_correct = batch_gradient(batch, state.W, state.b, grad_W, grad_b)
+        loss_sum += batch_loss
+        correct_sum += batch_correct
+        sgd_update(state, grad_W, grad_b, steps.lr_steps[t], steps.momentum, steps.alpha)
     return loss_sum, correct_sum

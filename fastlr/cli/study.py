@@ -99,10 +99,9 @@ def cmd_plot_weights(args):
 def cmd_plot_curves(args):
     from ..plots import curves_figure, save_figure
     model = _load_with_history(args.model)
-    eval_label = "validation" if model.early_stopping else "test"
     record = model.dataset_ or {}
     trained_on = f" on {record['title']}" if record else ""
-    figure = curves_figure(model.history_, eval_label=eval_label,
+    figure = curves_figure(model.history_,
                            title=f"training of {os.path.basename(args.model)}{trained_on}")
     print(f"wrote {save_figure(figure, args.out)}")
     return 0

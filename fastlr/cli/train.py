@@ -169,9 +169,9 @@ def _train(args, client, streams):
         if bar is not None:
             postfix = {"loss": f"{record['train_loss']:.4f}",
                        "train": f"{record['train_accuracy']:.2%}"}
-            if "val_accuracy" in record:
-                postfix["val" if args.early_stopping else "test"] = \
-                    f"{record['val_accuracy']:.2%}"
+            for name in ("test", "val"):
+                if f"{name}_accuracy" in record:
+                    postfix[name] = f"{record[name + '_accuracy']:.2%}"
             bar.set_postfix(postfix)
             bar.update(1)
 
@@ -182,7 +182,7 @@ def _train(args, client, streams):
     start = time.perf_counter()
     try:
         model.fit(X_train, y_train, eval_set=eval_set, on_epoch=on_epoch,
-                  score_train=args.score_train)
+                  score_train=args.score_train, eval_name="test")
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -209,6 +209,11 @@ def _train(args, client, streams):
         "dataset": dataset.record(),
     }
     summary["preprocessing"] = model.preprocessing
+    if args.early_stopping:
+        summary["early_stopping"] = {"held_out": model.validation_size_,
+                                     "best_epoch": model.best_epoch_}
+    if client is not None:
+        summary["partitions"] = X_train.data.numblocks[0]
     # The files are written before the summary is printed, and a failed write is reported
     # after it: the accuracy of a run is never lost to a full disk.
     written, failures = _save(args, model, dataset)
@@ -284,9 +289,17 @@ def _print_summary(args, summary, model, dataset, n_train, n_test, written, clie
           f"epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
+    if args.early_stopping:
+        stop = summary["early_stopping"]
+        stopped = (f"ran all {summary['epochs']} epochs without stopping"
+                   if stop["best_epoch"] is None else
+                   f"stopped after epoch {summary['epochs']}, kept the weights of epoch "
+                   f"{stop['best_epoch']}, the best on it")
+        print(f"  early stopping  held out {stop['held_out']:,} training images as a "
+              f"validation set; {stopped}")
     if client is not None:
         print(f"  cluster         {len(client.nthreads())} Dask workers, "
-              f"{last['partitions']} partitions, weights averaged every epoch")
+              f"{summary['partitions']} partitions, weights averaged every epoch")
     if args.deskew:
         print("  preprocessing   deskew")
     if args.out in written:

@@ -2,7 +2,8 @@
 
 Shapes: N samples, D features, C classes, B batch, T threads.
 
-The contract (``fastlr/backends/__init__.py``; the math in ``reference.py``):
+The contract (``fastlr/backends/contract.py``, its records unpacked here; the math in
+``reference.py``):
 
 ``sgd_epoch``        the whole epoch in compiled code, one parallel region (``epoch.py``)
 ``loss_and_grad``    one batch's mean loss and gradient (``predict.py``)
@@ -40,11 +41,23 @@ from . import _cache  # noqa: E402
 
 _cache.register()  # before any kernel is defined: the locator is chosen at decoration
 
-from .epoch import _sample_epoch, sgd_epoch  # noqa: E402
-from .predict import loss_and_grad, predict_scores  # noqa: E402
+from ..contract import batch_arguments, epoch_arguments  # noqa: E402
+from . import epoch as _epoch, predict as _predict  # noqa: E402
+from .epoch import _sample_epoch  # noqa: E402
+from .predict import predict_scores  # noqa: E402
 
 name = "numba"
 takes_pixels = True  # uint8 X, the 1/255 folded into the tiles (``tiles.py``)
+
+
+def loss_and_grad(samples, W, b, grad_W, grad_b, threads):
+    """The contract's ``loss_and_grad`` (``contract.py``), unpacked for the kernel."""
+    return _predict.loss_and_grad(*batch_arguments(samples, W, b, grad_W, grad_b, threads))
+
+
+def sgd_epoch(samples, state, steps, threads):
+    """The contract's ``sgd_epoch`` (``contract.py``), unpacked for the kernel."""
+    return _epoch.sgd_epoch(*epoch_arguments(samples, state, steps, threads))
 
 
 def first_run_compiles():

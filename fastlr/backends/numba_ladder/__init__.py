@@ -18,7 +18,7 @@ the contract's two results, with NaN for the count they do not keep.
 import functools
 import math
 
-from ..numba import sgd_epoch
+from ..numba.epoch import sgd_epoch
 from .v01_naive import sgd_epoch_v1
 from .v02_vectorized import sgd_epoch_v2
 from .v03_blocked import sgd_epoch_v3
