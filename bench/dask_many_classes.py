@@ -1,0 +1,123 @@
+"""Many classes on a Dask cluster: a fit of 1M rows x 345 classes per worker, and its memory.
+
+    python bench/dask_many_classes.py [--workers 2] [--rows-per-worker 1000000]
+        [--classes 345] [--memory-limit 6.5GiB] [--epochs 1] [--json FILE]
+
+Each worker makes its own partition of synthetic, learnable uint8 images (28 x 28: a prototype
+per class plus noise, Quick, Draw!'s shape), so nothing travels through the client; the fit
+trains on ``Pixels`` of them (the bytes stay bytes on the workers), scores the training set after
+every epoch (``score_train``: the scoring wave over every partition) and a test set of 10,000
+images in the client. While it runs, the resident memory of every worker process is sampled
+every 0.2 s; the peak is what the memory limit must hold. Dask's nanny kills a worker at 95% of
+its limit, so a fit that completes stayed under it.
+
+A measurement, not a test: it prints what it measured (and writes it with ``--json``).
+"""
+
+import argparse
+import json
+import threading
+import time
+
+import numpy as np
+
+from fastlr import Pixels, SoftmaxRegression
+from fastlr.distributed import require_dask
+
+SIDE = 28
+
+
+def prototypes(n_classes, seed=0):
+    """One smooth random 28 x 28 uint8 pattern per class: (C, 784) float32."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((n_classes, 7, 7), dtype=np.float32)
+    fine = np.kron(coarse, np.ones((4, 4), np.float32))
+    return (fine.reshape(n_classes, SIDE * SIDE) * 255).astype(np.float32)
+
+
+def images(n_rows, n_classes, seed):
+    """``n_rows`` labelled images: a class's prototype plus Gaussian noise, as uint8 (N, 784)
+    and int64 labels (N,)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n_rows)
+    protos = prototypes(n_classes)
+    out = np.empty((n_rows, SIDE * SIDE), np.uint8)
+    for start in range(0, n_rows, 65536):
+        stop = min(start + 65536, n_rows)
+        noisy = protos[labels[start:stop]] + rng.normal(0, 40, (stop - start, SIDE * SIDE))
+        out[start:stop] = np.clip(noisy, 0, 255)
+    return out, labels
+
+
+def partition_images(n_rows, n_classes, seed):
+    return images(n_rows, n_classes, seed)[0]
+
+
+def partition_labels(n_rows, n_classes, seed):
+    return images(n_rows, n_classes, seed)[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rows-per-worker", type=int, default=1_000_000)
+    parser.add_argument("--classes", type=int, default=345)
+    parser.add_argument("--memory-limit", default="6.5GiB")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    dask, distributed = require_dask()
+    import psutil
+
+    n, c = args.rows_per_worker, args.classes
+    X_blocks, y_blocks = [], []
+    for worker in range(args.workers):
+        X_blocks.append(dask.array.from_delayed(
+            dask.delayed(partition_images, pure=True)(n, c, worker), (n, SIDE * SIDE), np.uint8))
+        y_blocks.append(dask.array.from_delayed(
+            dask.delayed(partition_labels, pure=True)(n, c, worker), (n,), np.int64))
+    X, y = dask.array.concatenate(X_blocks), dask.array.concatenate(y_blocks)
+    X_test, y_test = images(10_000, c, seed=10_000)
+
+    with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                  processes=True, memory_limit=args.memory_limit,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        peaks = {}
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                for address, rss in client.run(
+                        lambda: psutil.Process().memory_info().rss).items():
+                    peaks[address] = max(peaks.get(address, 0), rss)
+                done.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.perf_counter()
+        model = SoftmaxRegression(epochs=args.epochs, batch_size=args.batch_size,
+                                  learning_rate=0.1).fit(
+            Pixels(X), y, eval_set=(Pixels(X_test), y_test), score_train=True)
+        wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    report = {"workers": args.workers, "rows_per_worker": n, "classes": c,
+              "memory_limit": args.memory_limit, "epochs": args.epochs,
+              "batch_size": args.batch_size, "fit_s": wall,
+              "epoch_s": [r["time_s"] for r in model.history_],
+              "end_train_accuracy": model.history_[-1]["end_train_accuracy"],
+              "test_accuracy": model.history_[-1]["val_accuracy"],
+              "peak_worker_rss_gib": sorted(p / 2 ** 30 for p in peaks.values())}
+    print(f"{args.workers} workers x {n:,} rows x {c} classes, limit {args.memory_limit}: "
+          f"fit {wall:.1f} s, test accuracy {report['test_accuracy']:.4f}, train "
+          f"{report['end_train_accuracy']:.4f}; peak worker memory "
+          + ", ".join(f"{g:.2f}" for g in report["peak_worker_rss_gib"]) + " GiB")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
