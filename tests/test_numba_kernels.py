@@ -19,7 +19,7 @@ numba_backend = pytest.importorskip("fastlr.backends.numba")
 from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
 from fastlr.backends.contract import (SGDState, Samples, Steps, Threads,  # noqa: E402
-                                      epoch_arguments)
+                                      epoch_arguments, team_arguments)
 from fastlr.backends.numba import epoch  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def _in_blocks(kernel):
     def run(samples, state, steps, threads):
         X = samples.X
         return kernel(*epoch_arguments(samples, state, steps, threads),
-                      epoch.samples_per_block(X.shape[1] * X.itemsize))
+                      *team_arguments(threads), epoch.samples_per_block(X.shape[1] * X.itemsize))
     return run
 
 
