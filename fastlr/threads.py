@@ -20,8 +20,11 @@ one (``bench/busy_machine.py``). :class:`ThreadPlan` decides, once, for both com
 backends:
 
 - a count asked for (``n_threads``, ``--threads N``) is kept as it is, whatever happens;
-- otherwise each epoch starts on the cores that no other process is running on
-  (:func:`busy_cores`, a look at the run queue), at least one;
+- otherwise each epoch starts on the cores that no other process keeps busy, at least one:
+  looks at the run queue as epochs start (:func:`busy_cores`), at least ``LOOK_SECONDS``
+  apart so that a run of tiny epochs pays for few, and a process counts when the last
+  ``LOOKS`` looks all saw it (one that runs now and then does not; one that starts in the
+  middle of a run is met by the next point);
 - the kernels count the long waits of their meetings (a thread that waited so long that it
   yielded its core); after ``PATIENCE`` of them within ``PATIENCE_STEPS`` steps the threads
   stop at the end of the step, and the epoch goes on, from that step, on one thread fewer,
@@ -35,6 +38,7 @@ summary and the model file.
 """
 
 import os
+import time
 
 #: The samples of a chunk beyond the first two chunks. Large: on AMX the weights are packed
 #: for the tiles once per chunk, and a chunk below ``TUNING.amx_min_chunk`` samples leaves
@@ -48,6 +52,10 @@ PARTS_BYTES = 32 << 20
 #: on with one fewer.
 PATIENCE = 4
 PATIENCE_STEPS = 1024
+#: The looks at the run queue that must all see other processes' threads before an epoch
+#: starts on fewer threads (at the first epoch, its own look), and the seconds between two.
+LOOKS = 3
+LOOK_SECONDS = 0.05
 
 
 def chunks_per_batch(batch_size, n_classes, n_features, itemsize):
@@ -130,6 +138,8 @@ class ThreadPlan:
         self.threads = None
         self._falls = 0
         self._next_try = 0
+        self._looks = []
+        self._looked = None
 
     @property
     def used(self):
@@ -144,15 +154,18 @@ class ThreadPlan:
         reason = (f"a batch is {chunks} chunk{'s' if chunks > 1 else ''} of samples"
                   if most < self.most else None)
         if self.adapt and most > 1:
-            if epoch < self._next_try and self.threads is not None:
-                threads = min(self.threads, most)
+            now = time.monotonic()
+            if self._looked is None or now - self._looked >= LOOK_SECONDS:
+                self._looks = (self._looks + [self._busy()])[-LOOKS:]
+                self._looked = now
+            busy = min(self._looks)
+            threads = max(1, min(most, self.most - busy))
+            if threads < most:
+                reason = (f"other processes had {busy} thread{'s' if busy > 1 else ''} "
+                          f"running")
+            if epoch < self._next_try and self.threads is not None and self.threads < threads:
+                threads = self.threads
                 reason = "another process took a core"
-            else:
-                busy = self._busy()
-                threads = max(1, min(most, self.most - busy))
-                if threads < most:
-                    reason = (f"other processes had {busy} thread{'s' if busy > 1 else ''} "
-                              f"running")
         if threads != self.threads:
             if self.threads is not None and threads > self.threads:
                 reason = "the cores were idle again"
