@@ -97,12 +97,14 @@ def main():
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         start = time.perf_counter()
-        model = SoftmaxRegression(epochs=args.epochs, batch_size=args.batch_size,
-                                  learning_rate=0.1).fit(
-            Pixels(X), y, eval_set=(Pixels(X_test), y_test), score_train=True)
-        wall = time.perf_counter() - start
-        done.set()
-        sampler.join()
+        try:
+            model = SoftmaxRegression(epochs=args.epochs, batch_size=args.batch_size,
+                                      learning_rate=0.1).fit(
+                Pixels(X), y, eval_set=(Pixels(X_test), y_test), score_train=True)
+        finally:
+            wall = time.perf_counter() - start
+            done.set()
+            sampler.join()
     report = {"workers": args.workers, "rows_per_worker": n, "classes": c,
               "memory_limit": args.memory_limit, "epochs": args.epochs,
               "batch_size": args.batch_size, "fit_s": wall,
