@@ -17,8 +17,10 @@ one run, interleaved, medians of ``--repeats``:
 
 The float32 arithmetic is the same in the first three (only the values of X differ), so the
 differences are the cost of reading the rows. ``--blocks`` (Numba only) times every case with
-the threads' chunks in blocks of each given number of samples (``epoch_in_blocks``) instead
-of the tuned one, interleaved in the same run. A benchmark, not a test: run it on a quiet
+the threads' chunks in blocks of each given number of samples instead of the tuned one,
+interleaved in the same run: the lab's copy of the production epoch (v12,
+``fastlr.backends.numba_ladder.v12_tuned_blocks.epoch_in_blocks``), which production does not
+keep. A benchmark, not a test: run it on a quiet
 machine, and compare rows of one run.
 """
 
@@ -62,7 +64,7 @@ def main():
     lr_steps = np.full(-(-n // B), 0.1)
     epochs = {"": backend.sgd_epoch}
     if args.blocks:
-        from fastlr.backends.numba.epoch import epoch_in_blocks
+        from fastlr.backends.numba_ladder.v12_tuned_blocks import epoch_in_blocks
         epochs = {f" b{block}": functools.partial(epoch_in_blocks, block)
                   for block in map(int, args.blocks.split(","))}
 

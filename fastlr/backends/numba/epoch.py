@@ -371,16 +371,9 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
         The sum of ``s_i`` over the samples whose highest score at those weights is their
         label (the first one on a tie).
     """
-    return epoch_in_blocks(samples_per_block(X.shape[1] * X.itemsize), X, y, sample_weight, perm,
-                           W, b, vel_W, vel_b, lr_steps, batch_size, momentum, alpha, parts_W,
-                           parts_b)
-
-
-def epoch_in_blocks(block, *args):
-    """``sgd_epoch(*args)`` with the threads' chunks taken in blocks of ``block`` samples
-    instead of ``samples_per_block``'s (the lab compares the two). The block changes the order
-    in which a chunk's gradient is summed, so the bits, not only the speed."""
-    parts_W = args[-2]  # (T, C, D): the contract's next-to-last argument
+    args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+            alpha, parts_W, parts_b)
+    block = samples_per_block(X.shape[1] * X.itemsize)
     if _threads_run_at_once(parts_W.shape[0]):
         return _sample_epoch(*args, block)
     return _stepwise_epoch(*args, block)
