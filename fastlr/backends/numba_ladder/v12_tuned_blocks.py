@@ -704,7 +704,7 @@ def _publish(typingctx, flags, j, value):
 # takes microseconds, so a thread still waiting after this many tries (a millisecond or so)
 # most likely waits for a thread that shares its core, which runs only when it yields. With
 # both threads of an epoch on one core (``taskset -c 0``, or the other core busy), an epoch at
-# batch 1024 took 471 ms instead of about 30 (docs/kernels.md).
+# batch 1024 took 471 ms instead of about 30 (docs/journal/xeon-sapphire-rapids.md).
 SPINS_BEFORE_YIELD = 1 << 13
 
 
@@ -799,7 +799,7 @@ def _aligned(a):
     64 bytes). On Intel cores a 64-byte load that straddles two lines costs two; a row of
     MNIST (3136 bytes) is a whole number of lines, so aligning the start aligns every row:
     the score tile alone went from 116 to 156 GFLOP/s, the gradient tile from 181 to 208
-    (Xeon, docs/kernels.md)."""
+    (Xeon, docs/journal/xeon-sapphire-rapids.md)."""
     if a.ctypes.data % 64 == 0:
         return a
     return a.copy()
@@ -1007,8 +1007,9 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
 
 def epoch_in_blocks(block, *args):
     """``sgd_epoch(*args)`` with the threads' chunks taken in blocks of ``block`` samples
-    instead of ``samples_per_block``'s (for comparisons: bench/where_rows_come_from.py --blocks). The block changes the order
-    in which a chunk's gradient is summed, so the bits, not only the speed."""
+    instead of ``samples_per_block``'s (for comparisons: bench/where_rows_come_from.py
+    --blocks). The block changes the order in which a chunk's gradient is summed, so the bits,
+    not only the speed."""
     parts_W = args[-2]  # (T, C, D): the contract's next-to-last argument
     if _threads_run_at_once(parts_W.shape[0]):
         return _sample_epoch(*args, block)
