@@ -181,5 +181,5 @@ def main(sgd_epoch, doc, argv=None):
         times = [1e3 * s for s in seconds[config]]
         print(f"epoch batch {config[0]:5d}  threads {config[1]}: median "
               f"{statistics.median(times):7.1f} ms  (min {min(times):.1f}, max "
-              f"{max(times):.1f}, {len(times)} epochs; first epoch with compilation "
+              f"{max(times):.1f}, {len(times)} epochs; first epoch, compiling if not cached, "
               f"{first[config]:.1f} s)")
