@@ -1,15 +1,19 @@
-"""The Numba kernels' AMX tiles (``fastlr/backends/numba/amx.py``) against the reference.
+"""The Numba kernels' AMX provider (``fastlr/backends/numba/amx.py``) against the reference.
 
-They run only where the CPU has AMX-BF16 and the operating system gives the process its tile
-registers (``TUNING.amx``); elsewhere this module is skipped, and the vector tiles the epoch
-takes instead are what the rest of the suite checks. The pieces (the bfloat16 pairs, the
-score and gradient tiles with their tails) are checked alone, then whole epochs of uint8
-pixels with the chunk sizes that take the tiles, and the choice itself: which chunks take
-them, that the others give the vector tiles' bits, and that ``amx=0`` turns them off.
+The tiles run only where the CPU has AMX-BF16 and the operating system gives the process its
+tile registers (``TUNING.amx``); elsewhere those tests are skipped, and the vector tiles the
+epoch takes instead are what the rest of the suite checks. Everywhere: the microkernel takes
+its provider from the tuning, and on any x86-64 the AMX provider compiles (not runs) to tile
+instructions for a CPU said to have them, and to none for float rows. Where the tiles run, the
+pieces (the bfloat16 pairs, the score and gradient tiles with their tails) are checked alone,
+then whole epochs of uint8 pixels with the chunk sizes that take the tiles, and the choice
+itself: which chunks take them, that the others give the vector tiles' bits, and that
+``amx=0`` turns them off.
 """
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -22,8 +26,8 @@ pytest.importorskip("numba")
 from fastlr.backends import numba as nb  # noqa: E402
 from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
-from fastlr.backends.numba import amx  # noqa: E402
-from fastlr.backends.numba.epoch import AMX_MIN_CHUNK, takes_tiles  # noqa: E402
+from fastlr.backends.numba import amx, microkernel, tiles  # noqa: E402
+from fastlr.backends.numba.amx import AMX_MIN_CHUNK, takes_tiles  # noqa: E402
 from fastlr.backends.numba.tuning import TUNING, tuning_for  # noqa: E402
 
 from conftest import assert_matches, run_epochs  # noqa: E402
@@ -43,6 +47,73 @@ def test_the_tiles_follow_the_features_and_the_override():
     assert not tuning_for(amx_cpu, "x86_64", "amx=0").amx
     assert not tuning_for(amx_cpu, "x86_64", "avx2").amx  # only with the AVX-512 tiles
     assert tuning_for(amx_cpu, "x86_64", "amx_min_chunk=64").amx_min_chunk == 64
+
+
+INTERFACE = ("new_scratch", "thread_scratch", "padded_rows", "pack_weights", "score_block",
+             "accumulate_gradient")
+
+
+def test_the_microkernel_takes_the_provider_the_tuning_names():
+    provider = amx if TUNING.amx else tiles
+    for name in INTERFACE:
+        assert getattr(microkernel, name) is getattr(provider, name), name
+
+
+# Compiles (never runs) the AMX provider's block, pixels and float rows, for the host CPU with
+# the AMX features added, and reports which tile instructions each compilation holds.
+COMPILE_SCRIPT = textwrap.dedent("""
+    import json
+    from numba import njit, types
+    from fastlr.backends.numba import amx, microkernel, tiles
+    from fastlr.backends.numba.tuning import TUNING
+
+    @njit
+    def block(X, rows, n, ahead, n_ahead, W, scratch, S, G, part_W):
+        amx.pack_weights(X, W, n, scratch)
+        amx.score_block(X, rows, n, ahead, n_ahead, W, scratch, S)
+        amx.accumulate_gradient(X, rows, n, ahead, n_ahead, G, part_W, True, scratch)
+
+    def array(dtype, ndim):
+        return types.Array(dtype, ndim, "C")
+
+    scratch = types.Tuple((array(types.uint32, 2), array(types.uint32, 1),
+                           array(types.uint32, 3), array(types.float32, 2),
+                           array(types.bool_, 1)))
+    found = {}
+    for name, x in (("pixels", types.uint8), ("floats", types.float32)):
+        sig = (array(x, 2), array(types.int64, 1), types.int64, array(types.int64, 1),
+               types.int64, array(types.float32, 2), scratch, array(types.float32, 2),
+               array(types.float32, 2), array(types.float32, 2))
+        block.compile(sig)
+        asm = block.inspect_asm(sig)
+        found[name] = sorted(i for i in ("tdpbf16ps", "ldtilecfg", "tileloadd", "tilestored")
+                             if i in asm)
+    print(json.dumps({"amx": TUNING.amx, "chosen": microkernel.score_block is amx.score_block,
+                      "found": found}))
+""")
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+def test_the_amx_provider_compiles_to_tile_instructions_for_pixels_only(tmp_path):
+    """The tiles' code, as an AMX CPU would get it: tile instructions for uint8 pixels with
+    float32 weights, none for float rows. Compiled in a subprocess whose CPU features add
+    AMX's to the host's and take away AVX-512 (so the avx2 profile, which never chooses AMX:
+    the epoch keeps the vector tiles there, and nothing compiled runs)."""
+    from numba.core.codegen import get_host_cpu_features
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    features = ",".join(f for f in get_host_cpu_features().split(",")
+                        if not f[1:].startswith("avx512") and not f[1:].startswith("amx"))
+    env = {k: v for k, v in os.environ.items() if k != "FASTLR_NUMBA_TUNING"}
+    env.update(NUMBA_CPU_FEATURES=features + ",+amx-tile,+amx-bf16,-avx512f",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not report["amx"] and not report["chosen"]
+    assert report["found"]["pixels"] == ["ldtilecfg", "tdpbf16ps", "tileloadd", "tilestored"]
+    assert report["found"]["floats"] == []
 
 
 @needs_tiles
@@ -76,9 +147,9 @@ def test_scores_and_gradient_of_a_block(n, d, c):
     d16 = -(-d // amx.SLAB) * amx.SLAB
     Wb = np.zeros((d16, c), np.uint32)
     buf = amx.tile_buffers(1)[0]
-    amx.pack_weights(W, SCALE, Wb)
+    amx.pack_bf16_weights(W, SCALE, Wb)
     S = np.full((n16, c), np.nan, np.float32)
-    amx.block_scores(X, rows, n, rows, n, Wb, buf, S)
+    amx.tile_scores(X, rows, n, rows, n, Wb, buf, S)
     features = X[rows[:n]] / 255.0
     assert_matches(S[:n], features @ W.T.astype(np.float64), np.float32)
     G = rng.standard_normal((n16, c)).astype(np.float32)
@@ -86,9 +157,9 @@ def test_scores_and_gradient_of_a_block(n, d, c):
     tail = np.zeros((c, amx.SLAB), np.float32)
     expected = G[:n].astype(np.float64).T @ features
     out = np.full((c, d), np.nan, np.float32)
-    amx.block_gradient(G, n, SCALE, Dt, X, rows, rows, n, out, True, tail, buf)
+    amx.tile_gradient(G, n, SCALE, Dt, X, rows, rows, n, out, True, tail, buf)
     assert_matches(out, expected, np.float32)
-    amx.block_gradient(G, n, SCALE, Dt, X, rows, rows, 0, out, False, tail, buf)
+    amx.tile_gradient(G, n, SCALE, Dt, X, rows, rows, 0, out, False, tail, buf)
     assert_matches(out, 2 * expected, np.float32)
 
 

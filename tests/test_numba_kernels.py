@@ -122,17 +122,18 @@ def test_stepwise_epoch_is_bitwise_the_spinning_epoch(dtype, batch_size, momentu
 
 
 class _Blocks:
-    """A backend whose epoch is the chosen one in blocks of ``block`` samples."""
+    """A backend whose epoch is the chosen one in blocks of ``block`` samples (T = 2: the
+    spinning epoch where Numba has two threads, else the fork-join one, the same bits)."""
 
     def __init__(self, block):
-        self.sgd_epoch = lambda *records: epoch.epoch_in_blocks(block,
-                                                               *epoch_arguments(*records))
+        kernel = epoch._sample_epoch if epoch._threads_run_at_once(2) else epoch._stepwise_epoch
+        self.sgd_epoch = lambda *records: kernel(*epoch_arguments(*records), block)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
 @pytest.mark.parametrize("block", [5, 32, 64, 128])
 def test_every_block_size_computes_the_reference_epoch(dtype, block):
-    """The block (``samples_per_block``'s, or the lab's 64) only regroups a chunk's gradient
+    """The block (``samples_per_block``'s, or another) only regroups a chunk's gradient
     sum: a short last block (5 does not divide the chunks) and the sizes the tuning picks
     for float and for uint8 rows all give the reference's two epochs, at a batch of 300 whose
     chunks span several blocks. uint8: pixels, float32 weights, the reference on X / 255."""

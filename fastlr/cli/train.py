@@ -153,11 +153,13 @@ def _train(args, client, streams):
         backend=args.backend, n_threads=args.threads, random_state=args.seed,
         early_stopping=args.early_stopping, preprocessing="deskew" if args.deskew else None)
     if _compiles_on_first_run(get_backend(args.backend)):
-        # Measured: the probe, the float32 epoch and predict_scores, ~25 s on 2 idle cores.
+        # How long it takes: bench/numba_compile.py (the probe, the float32 epoch and
+        # predict_scores).
         hint = ("; the Cython backend needs no compiling: build it with `pip install -e .`"
                 if args.backend == "auto" else "")
-        print(f"fastlr: compiling the Numba kernels for this machine (about 25 s, once; later "
-              f"runs load them from the cache){hint}", file=sys.stderr, flush=True)
+        print(f"fastlr: compiling the Numba kernels for this machine (once, and it takes a "
+              f"while; later runs load them from the cache){hint}", file=sys.stderr,
+              flush=True)
     show_progress = not args.no_progress and not args.json
     bar = None
     if show_progress:
