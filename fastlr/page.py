@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .atomic import write_text
 from .errors import DataError
 from .explain import confusion_matrix
 from .images import BOX, CENTRE, INK_THRESHOLD, SIDE
@@ -223,17 +224,14 @@ def write_page(model, X_train, y_train, X_test, y_test, out, **options):
     Raises
     ------
     DataError
-        If the data does not fit the model (see :func:`page_data`) or ``out`` cannot be
-        written.
+        If the data does not fit the model (see :func:`page_data`).
+    WriteError
+        If ``out`` cannot be written (through :func:`fastlr.atomic.atomic_write`: an existing
+        page is left as it was).
     """
     start = time.perf_counter()
     data = page_data(model, X_train, y_train, X_test, y_test, **options)
     text = render_page(data)
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{out}: cannot write the page: {exc.strerror or exc}") from None
+    out = write_text(out, text)
     return {"path": out, "bytes": len(text.encode("utf-8")), "seconds": time.perf_counter() -
             start, "data": data}
