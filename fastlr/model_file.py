@@ -20,8 +20,6 @@ estimator's (:mod:`fastlr.validation`). Loading a model file never runs code.
 import json
 import math
 import struct
-import tokenize
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from ._version import __version__
 from .atomic import atomic_write
 from .backends import AUTO_ORDER
 from .errors import InvalidParameterError, ModelFileError
+from .reading import open_once, read_npy
 from .validation import check_params, size_limit
 
 MODEL_FORMAT = "fastlr-model"
@@ -216,77 +215,55 @@ def _parse_metadata(metadata_array, path):
 
 def _read_npz(path):
     """The arrays of an .npz archive, read without pickle and checked against their sizes."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            if len(infos) > MAX_MODEL_MEMBERS:
-                raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} members)")
-            declared, limit = sum(info.file_size for info in infos), max_model_bytes()
-            if declared > limit:
-                raise ModelFileError(f"{path}: its members declare {declared:,} bytes, more "
-                                     f"than the limit of {limit:,} for a model file; set "
-                                     f"FASTLR_MAX_MODEL_BYTES to read larger models")
-            arrays = {}
-            for info in infos:
-                if not info.filename.endswith(".npy"):
-                    raise ModelFileError(f"{path}: not a fastlr model file (member "
-                                         f"{info.filename!r} is not an array)")
-                with archive.open(info) as fh:
-                    arrays[info.filename[:-4]] = _read_npy_member(fh, info, path)
-            return arrays
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, not a model file") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
-            NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
-            UnicodeDecodeError, SyntaxError, tokenize.TokenError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
-        raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
-                             f"({type(exc).__name__}: {exc})") from None
-
-
-def _read_npy_member(fh, info, path):
-    """One .npy member: its header parsed, object dtypes refused, its length checked."""
-    version = np.lib.format.read_magic(fh)
-    if version not in ((1, 0), (2, 0)):
-        raise ModelFileError(f"{path}: unsupported .npy version {version} in "
-                             f"{info.filename!r}")
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    # NumPy warns, and then parses it another way, of a header only Python 2 writes; fastlr
-    # never wrote one, so it is refused rather than leak a warning to stderr.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
+    limit = max_model_bytes()
+    with open_once(path, limit, ModelFileError) as opened:
         try:
-            shape, fortran_order, dtype = read_header(fh)
-        except UserWarning:
-            raise ModelFileError(f"{path}: not a fastlr model file ({info.filename!r} has a "
-                                 f".npy header of Python 2)") from None
-    if dtype.hasobject:
-        raise ModelFileError(f"{path}: {info.filename!r} holds a pickled object array; "
-                             f"refused, since loading it could run code")
-    n_bytes = math.prod(shape) * dtype.itemsize
-    header_bytes = 6 + 2 + (2 if version == (1, 0) else 4)
-    if n_bytes > info.file_size:
-        raise ModelFileError(f"{path}: truncated: {info.filename!r} declares shape {shape} "
-                             f"but holds {info.file_size - header_bytes} bytes or fewer")
-    raw = bytearray(n_bytes)  # filled chunk by chunk: the member's bytes are held once
-    view, n_read = memoryview(raw), 0
-    while n_read < n_bytes:
-        chunk = fh.read(min(n_bytes - n_read, 1 << 20))
-        if not chunk:
-            break
-        view[n_read:n_read + len(chunk)] = chunk
-        n_read += len(chunk)
-    if n_read != n_bytes:
-        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {n_read} of "
-                             f"{n_bytes} bytes")
-    array = np.frombuffer(raw, dtype=dtype)
-    if fortran_order:
-        return array.reshape(shape[::-1]).T
-    return array.reshape(shape)
+            _check_directory(opened.fh, path)
+            with zipfile.ZipFile(opened.fh) as archive:
+                infos = archive.infolist()
+                if len(infos) > MAX_MODEL_MEMBERS:
+                    raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} "
+                                         f"members)")
+                declared = sum(info.file_size for info in infos)
+                if declared > limit:
+                    raise ModelFileError(f"{path}: its members declare {declared:,} bytes, "
+                                         f"more than the limit of {limit:,} for a model file; "
+                                         f"set FASTLR_MAX_MODEL_BYTES to read larger models")
+                arrays = {}
+                for info in infos:
+                    if not info.filename.endswith(".npy"):
+                        raise ModelFileError(f"{path}: not a fastlr model file (member "
+                                             f"{info.filename!r} is not an array)")
+                    with archive.open(info) as fh:
+                        arrays[info.filename[:-4]] = read_npy(
+                            fh, f"{path}: member {info.filename!r}", info.file_size, limit,
+                            ModelFileError)
+                return arrays
+        except ModelFileError:
+            raise
+        except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+                NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
+                UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
+                                 f"({type(exc).__name__}: {exc})") from None
+
+
+# A fastlr model's central directory takes some 400 bytes; a larger one is not read.
+MAX_DIRECTORY_BYTES = 64 << 10
+
+
+def _check_directory(fh, path):
+    """Refuse an archive whose end record declares more members or a larger directory than a
+    model has, before ``zipfile`` reads the directory (hundreds of thousands of entries would
+    cost seconds and hundreds of MB before the count could be checked)."""
+    end = zipfile._EndRecData(fh)
+    if end is None:
+        raise ModelFileError(f"{path}: not a fastlr model file (not a zip archive)")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > MAX_MODEL_MEMBERS or size > MAX_DIRECTORY_BYTES:
+        raise ModelFileError(f"{path}: not a fastlr model file ({entries:,} members in a "
+                             f"directory of {size:,} bytes)")
+    fh.seek(0)
 
 
 def _json_default(value):

@@ -47,6 +47,10 @@ COMPARE_L2 = 3e-3
 # default model keeps 449 of its 731 mistakes). At most MAX_MISTAKES in all, so that a model of
 # many classes gets a small page too.
 MISTAKES_PER_CELL = 8
+
+# The most epochs the comparison model trains, whatever the model file's metadata asks: ten
+# times the default; a file asking for a million would have the page train for days.
+MAX_COMPARE_EPOCHS = 100
 MAX_MISTAKES = 1000
 
 
@@ -83,13 +87,16 @@ def train_comparison(model, X_train, y_train, *, l2=COMPARE_L2, backend="auto", 
     l2 : float, the comparison's L2 penalty
     backend, n_threads, random_state : how the comparison is trained
 
+    The comparison trains the model's epochs, at most :data:`MAX_COMPARE_EPOCHS`.
+
     Returns
     -------
     (SoftmaxRegression, seconds)
     """
     params = model.get_params()
+    # The epochs come from a model file, which may ask for any number: capped.
     params.update(alpha=l2, backend=backend, n_threads=n_threads, random_state=random_state,
-                  verbose=False)
+                  verbose=False, epochs=min(params["epochs"], MAX_COMPARE_EPOCHS))
     start = time.perf_counter()
     comparison = SoftmaxRegression(**params).fit(X_train, y_train)
     return comparison, time.perf_counter() - start
