@@ -5,14 +5,16 @@ Shapes: N samples, D features, C classes, K chunks of at most ``chunk_size`` row
 shuffle buffer (``buffer_size // chunk_size``), M <= G * chunk_size rows in one buffer,
 B batch.
 
-Two layouts on disk, both memory-mapped, never loaded whole:
+Two layouts on disk, both read a chunk of rows at a time with positioned reads
+(:class:`fastlr.reading.RowFile`), never loaded whole and never memory-mapped (a mapped file
+truncated during training would kill the process with SIGBUS; a short read is one error):
 
 - **IDX**: MNIST's ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``, uncompressed
-  (a gzip file cannot be mapped), mapped at the header's offset; the test files
+  (a gzip file cannot be read by rows), read from the header's offset; the test files
   (``t10k-*``, plain or .gz) are read whole as the test set.
 - **One .npy per class** (Google's Quick, Draw! layout): ``NAME.npy`` holds the uint8 images
-  (n, D) or (n, H, W) of class ``NAME``, opened with ``np.load(mmap_mode="r")``; the classes
-  are the file names, sorted. The last rows of each file are held out as the test set.
+  (n, D) or (n, H, W) of class ``NAME``, in C or Fortran order; the classes are the file
+  names, sorted. The last rows of each file are held out as the test set.
 
 The shuffle. Data on disk is often in class order (every .npy file is one class), and SGD on
 a class-ordered stream forgets the early classes. An epoch therefore draws a permutation of
@@ -24,14 +26,15 @@ is a full shuffle. What a smaller buffer costs in accuracy on MNIST is measured 
 ``bench/streaming.py`` (README, "Training on data larger than memory").
 
 Memory: the buffer's rows as uint8 (M D bytes) and their float32 copy for the kernels
-(4 M D bytes), the labels, and the pages of the mapped files, which the operating system
-reclaims as it needs: bounded by ``buffer_size``, not by N.
+(4 M D bytes), the labels, and the files' pages in the page cache, which the operating
+system reclaims as it needs: bounded by ``buffer_size`` (itself capped at N), not by N.
 
 The uint8 kernels: a backend that reads uint8 rows itself (``takes_pixels``: all three of
 fastlr's, the 1/255 scale folded into their arithmetic) gets the buffer's bytes as they are; for
 any other :func:`_kernel_rows` converts each buffer to the loader's features in [0, 1].
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -39,10 +42,11 @@ import numpy as np
 
 from . import sgd
 from .backends import get_backend
-from .data import _find_file, memmap_idx, read_idx
+from .data import _find_file, idx_rows, read_idx
 from .datasets import FILE_STEMS, image_shape_of
 from .errors import DataError
 from .pixels import pixel_features
+from .reading import RowFile, read_npy_header
 
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_BUFFER_SIZE = 65536
@@ -57,12 +61,13 @@ class StreamingSource:
     Parameters
     ----------
     parts : list of (images, labels)
-        images : (n_p, D) uint8, memory-mapped; labels : one int, the class index of every
-        row of the part, or anything whose slice ``[start:stop]`` gives those rows' class
-        indices (int64, into ``classes``).
+        images : a :class:`~fastlr.reading.RowFile` of (n_p, D) uint8 rows; labels : one int,
+        the class index of every row of the part, or anything whose slice ``[start:stop]``
+        gives those rows' class indices (int64, into ``classes``).
     classes : (C,) array, the sorted labels the indices stand for
     chunk_size, buffer_size : int
-        Rows per chunk read from disk, and rows per shuffle buffer (at least one chunk).
+        Rows per chunk read from disk, and rows per shuffle buffer (at least one chunk); both
+        are capped at the number of rows.
     title : str, directory : Path, image_shape : (H, W)
     test : (X_test (M, D) uint8, y_test (M,)), or None
         The test set, with its labels as values of ``classes``; kept in memory as float32 in
@@ -82,14 +87,16 @@ class StreamingSource:
                             f"chunk ({chunk_size} rows)")
         self.parts = parts
         self.classes = np.asarray(classes)
-        self.chunk_size = int(chunk_size)
-        self.buffer_size = int(buffer_size)
+        self.n_features = int(parts[0][0].shape[1])
+        self.n_samples = int(sum(images.shape[0] for images, _ in parts))
+        # The buffers are allocated by these sizes: capped by the data, so that a chunk or a
+        # buffer of 10**12 rows costs what one of all the rows costs.
+        self.chunk_size = min(int(chunk_size), max(self.n_samples, 1))
+        self.buffer_size = max(min(int(buffer_size), self.n_samples), self.chunk_size)
         self.title = title
         self.directory = Path(directory)
         self.image_shape = tuple(int(n) for n in image_shape)
         self.test = None if test is None else (pixel_features(test[0]), test[1])
-        self.n_features = int(parts[0][0].shape[1])
-        self.n_samples = int(sum(images.shape[0] for images, _ in parts))
         self.chunks = np.array([(p, start, min(start + self.chunk_size, images.shape[0]))
                                 for p, (images, _) in enumerate(parts)
                                 for start in range(0, images.shape[0], self.chunk_size)],
@@ -125,7 +132,7 @@ class StreamingSource:
         for part, start, stop in self.chunks[chunk_ids]:
             images, labels = self.parts[part]
             rows = stop - start
-            X_out[m:m + rows] = images[start:stop]
+            images.read_into(start, stop, X_out[m:m + rows])
             y_out[m:m + rows] = labels if np.isscalar(labels) else labels[start:stop]
             m += rows
         return m
@@ -179,13 +186,14 @@ def _open_idx(directory, sizes):
                 path.with_name(path.name + ".gz").is_file() else ""
             raise DataError(f"--data-dir {directory}: no uncompressed {path.name}{gz}, and no "
                             f".npy files; streaming needs one of the two")
-    images = memmap_idx(images_path)
-    labels = memmap_idx(labels_path)
-    if labels.ndim != 1 or images.ndim < 2 or images.shape[0] != labels.shape[0]:
+    images = idx_rows(images_path)
+    labels = idx_rows(labels_path)
+    if (len(labels.stored_shape) != 1 or len(images.stored_shape) < 2
+            or images.shape[0] != labels.shape[0]):
         raise DataError(f"{directory}: {images.shape[0]} training images but labels of shape "
-                        f"{labels.shape}")
-    n_features = int(np.prod(images.shape[1:]))
-    counts = np.bincount(labels, minlength=256)  # one pass over N bytes
+                        f"{labels.stored_shape}")
+    n_features = images.shape[1]
+    counts = labels.bincount()  # one pass over N bytes, a MiB at a time
     classes = np.flatnonzero(counts).astype(np.int64)
     if len(classes) < 2:
         raise DataError(f"{labels_path}: one class only; a classifier needs at least two")
@@ -202,10 +210,9 @@ def _open_idx(directory, sizes):
     if test[0].shape[1] != n_features:
         raise DataError(f"{directory}: training images have {n_features} pixels, test images "
                         f"{test[0].shape[1]}")
-    image_shape = (images.shape[1], n_features // images.shape[1]) if images.ndim >= 3 else \
-        (1, n_features)
-    return StreamingSource([(images.reshape(images.shape[0], n_features),
-                             _EncodedLabels(labels, encode))], classes,
+    stored = images.stored_shape
+    image_shape = (stored[1], n_features // stored[1]) if len(stored) >= 3 else (1, n_features)
+    return StreamingSource([(images, _EncodedLabels(labels, encode))], classes,
                            title=f"IDX data set at {directory}", directory=directory,
                            image_shape=image_shape, test=test, **sizes)
 
@@ -214,11 +221,11 @@ class _EncodedLabels:
     """Raw label bytes on disk, read as indices into the classes a slice at a time."""
 
     def __init__(self, labels, encode):
-        self.labels = labels
+        self.labels = labels  # a RowFile of (N, 1) bytes
         self.encode = encode
 
     def __getitem__(self, rows):
-        return self.encode[self.labels[rows]]
+        return self.encode[self.labels.rows(rows.start, rows.stop)[:, 0]]
 
 
 def _open_npy_classes(directory, test_size, sizes):
@@ -229,15 +236,10 @@ def _open_npy_classes(directory, test_size, sizes):
                         f"least two classes, one file each")
     arrays, image_shape = [], None
     for path in paths:
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a .npy array ({exc})") from None
-        if array.dtype != np.uint8 or array.ndim < 2 or array.shape[0] < 2:
-            raise DataError(f"{path}: needs uint8 images, at least two, of shape (n, D) or "
-                            f"(n, H, W); got {array.dtype} {array.shape}")
-        arrays.append(array.reshape(array.shape[0], -1))
-        image_shape = image_shape or (array.shape[1:] if array.ndim == 3 else None)
+        array = _npy_rows(path)
+        arrays.append(array)
+        stored = array.stored_shape
+        image_shape = image_shape or (stored[1:] if len(stored) == 3 else None)
     n_features = arrays[0].shape[1]
     for path, array in zip(paths, arrays):
         if array.shape[1] != n_features:
@@ -247,14 +249,33 @@ def _open_npy_classes(directory, test_size, sizes):
     held_out = [min(array.shape[0] - 1, max(1, test_size * array.shape[0] // total))
                 for array in arrays]
     classes = np.array([path.stem for path in paths])
-    test = (np.concatenate([array[len(array) - k:] for array, k in zip(arrays, held_out)]),
+    test = (np.concatenate([array.rows(array.shape[0] - k, array.shape[0])
+                            for array, k in zip(arrays, held_out)]),
             np.repeat(classes, held_out))
-    parts = [(array[:len(array) - k], label)
+    parts = [(array.head(array.shape[0] - k), label)
              for label, (array, k) in enumerate(zip(arrays, held_out))]
     return StreamingSource(parts, classes, title=f"{len(paths)} class files at {directory}",
                            directory=directory,
                            image_shape=image_shape or image_shape_of(n_features), test=test,
                            **sizes)
+
+
+def _npy_rows(path):
+    """A per-class ``.npy`` file's images (n, D) uint8 as a :class:`~fastlr.reading.RowFile`,
+    in C or Fortran order, its header checked against the file's size."""
+    try:
+        with open(path, "rb") as fh:
+            shape, fortran_order, dtype, n_bytes = read_npy_header(fh, path)
+            offset, size = fh.tell(), os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if dtype != np.uint8 or len(shape) < 2 or shape[0] < 2:
+        raise DataError(f"{path}: needs uint8 images, at least two, of shape (n, D) or "
+                        f"(n, H, W); got {dtype} {shape}")
+    if offset + n_bytes != size:
+        raise DataError(f"{path}: the header declares {n_bytes:,} bytes of {shape} images, "
+                        f"and the file holds {size - offset:,}")
+    return RowFile(path, offset, shape, fortran_order)
 
 
 def _kernel_rows(rows_uint8, out):

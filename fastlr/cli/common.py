@@ -72,11 +72,33 @@ def load_data(args, model=None, pixels=False):
     if args.dataset is None and args.data_dir is None and model is not None:
         record = getattr(model, "dataset_", None)
         if record and record["name"]:
-            return load_dataset(record["name"], dtype=dtype, progress=progress)
+            return _labels_known(load_dataset(record["name"], dtype=dtype, progress=progress),
+                                 model, args.model)
         if record:
             raise DataError(f"{args.model} was trained on {record['title']}; pass --data-dir "
                             f"DIR (or --dataset NAME) for the data to use")
-    return load_dataset(args.dataset, args.data_dir, dtype=dtype, progress=progress)
+    dataset = load_dataset(args.dataset, args.data_dir, dtype=dtype, progress=progress)
+    return dataset if model is None else _labels_known(dataset, model, args.model)
+
+
+def _labels_known(dataset, model, name):
+    """``dataset``, if every label in it is one of ``model``'s classes: a model scored on
+    labels it cannot predict would report an accuracy of 0.00%, not that it met other data."""
+    import numpy as np
+
+    from ..validation import plain
+    for split, labels in (("test", dataset.y_test), ("training", dataset.y_train)):
+        classes = model.classes_
+        if classes.dtype.kind != labels.dtype.kind and {classes.dtype.kind,
+                                                        labels.dtype.kind} & {"U", "S", "O"}:
+            unknown = np.unique(labels)
+        else:
+            unknown = np.setdiff1d(labels, classes)
+        if len(unknown):
+            raise DataError(f"{name} knows the classes {plain(classes)}, but the {split} labels "
+                            f"of {dataset.title} include {plain(unknown)}: it was trained on "
+                            f"other data (name its data with --data-dir or --dataset)")
+    return dataset
 
 
 def add_model(parser):

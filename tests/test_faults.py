@@ -1,0 +1,318 @@
+"""Nothing lost, nothing hangs, nothing unbounded: the faults by class, each class tested where
+every path goes through it (one bounded reader, one writer, one deadline, one error handler).
+
+1. work and memory bounded by what the input declares, before the work;
+4. nothing waits forever, and errors from libraries are one line;
+5. inputs that change or lie while being read;
+6. a hostile or odd environment;
+7. the library API guards like the CLI.
+
+(Class 2, the writer, is tested in test_atomic.py and test_safety.py.)
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import ROOT, write_small_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastlr import DataError, ModelFileError, SoftmaxRegression, streaming
+from fastlr.cli import main
+from fastlr.images import read_inputs
+from fastlr.reading import RowFile, read_npy
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    directory = tmp_path / "data"
+    write_small_dataset(directory)
+    return directory
+
+
+@pytest.fixture
+def model_path(tmp_path, data_dir):
+    assert main(["train", "--data-dir", str(data_dir), "--backend", "numpy", "--epochs", "1",
+                 "--no-progress", "--out", str(tmp_path / "model.npz")]) == 0
+    return tmp_path / "model.npz"
+
+
+def one_error_line(err, *fragments):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastlr: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+    return lines[0]
+
+
+def peak_memory(work):
+    """The peak memory Python and NumPy allocate while ``work()`` runs, and its result or
+    exception."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = work()
+        except Exception as exc:  # noqa: BLE001 - returned for the test to look at
+            outcome = exc
+        return tracemalloc.get_traced_memory()[1], outcome
+    finally:
+        tracemalloc.stop()
+
+
+def npy_header(shape, descr="<f8", fortran=False):
+    header = "{'descr': '%s', 'fortran_order': %s, 'shape': %r, }" % (descr, fortran,
+                                                                      tuple(shape))
+    header = header.ljust(117) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+def run_fastlr(*args, stdin=None, timeout=120, env=None):
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "fastlr", *args], input=stdin,
+                          capture_output=True, env=full_env, cwd=ROOT, timeout=timeout)
+
+
+# --- 1. work and memory bounded by what the input declares ---------------------------------------
+
+def test_a_128_byte_npy_declaring_2_to_the_40_floats_is_refused_in_small_memory(
+        tmp_path, model_path, capsys):
+    path = tmp_path / "huge.npy"
+    path.write_bytes(npy_header((2 ** 40,)))
+    assert path.stat().st_size == 128
+    peak, outcome = peak_memory(lambda: read_inputs(path, 16))
+    assert isinstance(outcome, DataError) and peak < MiB
+    assert "declares shape (1099511627776,)" in str(outcome) and "holds 0" in str(outcome)
+    assert main(["predict", str(model_path), str(path)]) == 1
+    one_error_line(capsys.readouterr().err, "huge.npy: truncated")
+
+
+@settings(max_examples=60)
+@given(shape=st.lists(st.integers(0, 2 ** 31), min_size=1, max_size=4),
+       descr=st.sampled_from(["<f8", "|u1", ">i4", "<f4"]),
+       tail=st.integers(0, 4096))
+def test_a_npy_reader_never_allocates_more_than_the_file_holds(shape, descr, tail):
+    raw = npy_header(shape, descr) + bytes(tail)
+    peak, outcome = peak_memory(lambda: read_npy(io.BytesIO(raw), "fuzzed", len(raw), 64 * MiB))
+    assert peak < 64 * 1024 + 2 * len(raw)
+    if not isinstance(outcome, DataError):
+        assert outcome.nbytes <= tail and outcome.shape == tuple(shape)
+
+
+def test_a_npy_over_the_limit_is_refused_by_its_header(tmp_path, monkeypatch):
+    path = tmp_path / "images.npy"
+    np.save(path, np.zeros((10, 4, 4), dtype=np.uint8))
+    assert read_inputs(path, 16).shape == (10, 16)
+    monkeypatch.setenv("FASTLR_MAX_IDX_BYTES", "100")
+    with pytest.raises(DataError, match="160 bytes, beyond the limit of 100; set FASTLR_MAX"):
+        read_inputs(path, 16)
+
+
+def test_a_zip_listing_many_members_is_refused_before_its_directory_is_read(tmp_path):
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(50_000):
+            archive.writestr(f"m{i}.npy", b"")
+    peak, outcome = peak_memory(lambda: SoftmaxRegression.load(path))
+    assert isinstance(outcome, ModelFileError) and "50,000 members" in str(outcome)
+    assert peak < MiB
+
+
+def test_a_zip_whose_end_record_understates_its_directory_is_refused(tmp_path):
+    path = tmp_path / "lying.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(3000):
+            archive.writestr(f"m{i}.npy", b"")
+    raw = bytearray(path.read_bytes())
+    end = raw.rindex(b"PK\x05\x06")
+    raw[end + 8:end + 12] = (1).to_bytes(2, "little") * 2  # one member, says the end record
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="1 members in a directory of"):
+        SoftmaxRegression.load(path)
+
+
+def test_the_page_trains_its_comparison_for_at_most_100_epochs_whatever_the_file_says():
+    from fastlr.page import MAX_COMPARE_EPOCHS, train_comparison
+    rng = np.random.default_rng(0)
+    X, y = rng.random((20, 4)), np.arange(20) % 2
+    model = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
+    model.set_params(epochs=10 ** 6)  # as a model file's metadata may say
+    comparison, _ = train_comparison(model, X, y, backend="numpy")
+    assert MAX_COMPARE_EPOCHS == 100 and len(comparison.history_) == 100
+
+
+@pytest.fixture
+def idx_stream_dir(tmp_path):
+    directory = tmp_path / "stream"
+    write_small_dataset(directory, n_train=40, n_test=10, compress=False)
+    return directory
+
+
+def test_shuffle_buffers_and_chunks_are_capped_by_the_data(idx_stream_dir, capsys):
+    source = streaming.open_source(idx_stream_dir, chunk_size=10 ** 12, buffer_size=10 ** 12)
+    assert (source.chunk_size, source.buffer_size, source.chunks_per_buffer) == (40, 40, 1)
+    source = streaming.open_source(idx_stream_dir, chunk_size=7, buffer_size=10 ** 12)
+    assert source.chunks_per_buffer * source.chunk_size <= 40
+    assert main(["train", "--data-dir", str(idx_stream_dir), "--stream", "--backend", "numpy",
+                 "--epochs", "1", "--no-progress", "--shuffle-buffer", str(10 ** 12),
+                 "--chunk-size", str(10 ** 12)]) == 0
+
+
+def test_a_label_file_with_holes_is_counted_in_small_memory(tmp_path):
+    """A sparse label file declaring 2**28 labels (and images to match) is counted a MiB at a
+    time; np.bincount on the whole would take 2 GiB of int64."""
+    directory = tmp_path / "holes"
+    write_small_dataset(directory, n_train=4, n_test=4, side=2, compress=False)
+    n = 2 ** 28
+    with open(directory / "train-labels-idx1-ubyte", "wb") as fh:
+        fh.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + b"\x01")
+        fh.truncate(8 + n)
+    with open(directory / "train-images-idx3-ubyte", "wb") as fh:
+        fh.write(bytes([0, 0, 8, 3]) + n.to_bytes(4, "big") + (2).to_bytes(4, "big") * 2)
+        fh.truncate(16 + 4 * n)
+    peak, source = peak_memory(lambda: streaming.open_source(directory, test_size=1))
+    assert peak < 16 * MiB, peak
+    assert source.n_samples == n and list(source.classes) == [0, 1]
+
+
+# --- 5. inputs that change or lie while being read -----------------------------------------------
+
+def test_a_file_truncated_during_training_is_one_error_not_sigbus(idx_stream_dir):
+    source = streaming.open_source(idx_stream_dir, chunk_size=8, buffer_size=16)
+    images = idx_stream_dir / "train-images-idx3-ubyte"
+    os.truncate(images, images.stat().st_size // 2)
+    with pytest.raises(DataError, match="changed while it was read"):
+        SoftmaxRegression(backend="numpy", epochs=1).fit(source)
+
+
+def test_a_file_truncated_during_a_cli_run_is_one_line(idx_stream_dir):
+    """In a process of its own: a memory map would die of SIGBUS there, not raise."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from fastlr import streaming
+from fastlr.cli import main
+real = streaming.StreamingSource.read_buffer
+def read_buffer(self, *args):
+    os.truncate({str(idx_stream_dir / 'train-images-idx3-ubyte')!r}, 100)
+    return real(self, *args)
+streaming.StreamingSource.read_buffer = read_buffer
+sys.exit(main(["train", "--data-dir", {str(idx_stream_dir)!r}, "--stream", "--backend",
+               "numpy", "--epochs", "2", "--no-progress"]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    one_error_line(result.stderr, "train-images-idx3-ubyte: the file changed while it was read")
+
+
+def test_a_file_replaced_during_training_is_read_as_it_was(idx_stream_dir):
+    source = streaming.open_source(idx_stream_dir, chunk_size=8, buffer_size=16)
+    images = idx_stream_dir / "train-images-idx3-ubyte"
+    before = source.parts[0][0].rows(0, 40)
+    (idx_stream_dir / "new").write_bytes(b"short")
+    os.replace(idx_stream_dir / "new", images)
+    np.testing.assert_array_equal(source.parts[0][0].rows(0, 40), before)
+    assert len(SoftmaxRegression(backend="numpy", epochs=1).fit(source).history_) == 1
+
+
+@settings(max_examples=40)
+@given(shape=st.tuples(st.integers(1, 30), st.integers(1, 5), st.integers(1, 5)),
+       fortran=st.booleans(), flat=st.booleans(), data=st.data())
+def test_row_files_read_c_and_fortran_order_as_numpy_does(tmp_path_factory, shape, fortran,
+                                                         flat, data):
+    array = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    if flat:
+        array = array.reshape(shape[0], -1)
+    if fortran:
+        array = np.asfortranarray(array)
+    path = tmp_path_factory.mktemp("rows") / "a.npy"
+    np.save(path, array)
+    start = data.draw(st.integers(0, shape[0] - 1))
+    stop = data.draw(st.integers(start + 1, shape[0]))
+    rows = streaming._npy_rows(path) if shape[0] >= 2 else None
+    expected = np.ascontiguousarray(array).reshape(shape[0], -1)
+    if rows is not None:
+        np.testing.assert_array_equal(rows.rows(start, stop), expected[start:stop])
+        np.testing.assert_array_equal(rows.head(stop).rows(start, stop), expected[start:stop])
+
+
+def test_fortran_order_class_files_are_streamed_not_loaded(tmp_path):
+    c_dir, f_dir = tmp_path / "c", tmp_path / "f"
+    c_dir.mkdir()
+    f_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        images = rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8)  # 1.5 MiB a class
+        np.save(c_dir / f"k{k}.npy", images)
+        np.save(f_dir / f"k{k}.npy", np.asfortranarray(images))
+    peak, source = peak_memory(lambda: streaming.open_source(f_dir, chunk_size=64,
+                                                             buffer_size=128, test_size=30))
+    assert peak < MiB, peak
+    reference = streaming.open_source(c_dir, chunk_size=64, buffer_size=128, test_size=30)
+    buffers = []
+    for each in (source, reference):
+        X = np.empty((128, 784), np.uint8)
+        y = np.empty(128, np.int64)
+        m = each.read_buffer(np.arange(2), X, y)
+        buffers.append((X[:m].copy(), y[:m].copy()))
+    np.testing.assert_array_equal(buffers[0][0], buffers[1][0])
+    np.testing.assert_array_equal(source.test[0], reference.test[0])
+
+
+def test_a_class_file_of_another_dtype_is_one_line(tmp_path, capsys):
+    for k in range(2):
+        np.save(tmp_path / f"k{k}.npy", np.zeros((10, 16), dtype=">u2"))
+    assert main(["train", "--data-dir", str(tmp_path), "--backend", "numpy", "--epochs", "1",
+                 "--no-progress"]) == 1
+    one_error_line(capsys.readouterr().err, "k0.npy: needs uint8 images", ">u2")
+
+
+def test_a_fifo_nobody_writes_is_read_at_once_as_empty(tmp_path, model_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = run_fastlr("predict", str(model_path), str(fifo), timeout=60)
+    assert result.returncode == 1
+    one_error_line(result.stderr.decode(), "fifo: is empty")
+
+
+@pytest.mark.parametrize("kind", ["npy", "idx", "model"])
+def test_a_pipe_on_stdin_is_read_once(tmp_path, model_path, kind):
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    from fastlr.data import write_idx
+    write_idx(tmp_path / "x.idx", images)
+    if kind == "model":
+        args, stdin = ("/dev/stdin", str(tmp_path / "x.npy")), model_path.read_bytes()
+    else:
+        args, stdin = (str(model_path), "/dev/stdin"), (tmp_path / f"x.{kind}").read_bytes()
+    result = run_fastlr("predict", *args, "--json", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["predictions"]) == 3
+
+
+def test_labels_the_model_does_not_know_are_an_error_not_zero_percent(tmp_path, capsys):
+    classes_dir = tmp_path / "animals"
+    classes_dir.mkdir()
+    for name in ("cat", "dog"):
+        np.save(classes_dir / f"{name}.npy",
+                np.random.default_rng(0).integers(0, 256, (20, 4, 4), dtype=np.uint8))
+    model = tmp_path / "animals.npz"
+    assert main(["train", "--data-dir", str(classes_dir), "--backend", "numpy", "--epochs",
+                 "1", "--no-progress", "--out", str(model)]) == 0
+    digits = tmp_path / "digits"
+    write_small_dataset(digits)
+    capsys.readouterr()
+    for command in (["evaluate"], ["explain", "--backend", "numpy", "--out",
+                                   str(tmp_path / "r")]):
+        assert main([command[0], str(model), "--data-dir", str(digits), *command[1:]]) == 1
+        one_error_line(capsys.readouterr().err, "knows the classes ['cat', 'dog']",
+                       "labels of IDX data set", "include [0, 1, 2]")
