@@ -240,5 +240,5 @@ def write_page(model, X_train, y_train, X_test, y_test, out, **options):
     data = page_data(model, X_train, y_train, X_test, y_test, **options)
     text = render_page(data)
     out = write_text(out, text)
-    return {"path": out, "bytes": len(text.encode("utf-8")), "seconds": time.perf_counter() -
+    return {"path": out, "bytes": len(text.encode("utf-8", "backslashreplace")), "seconds": time.perf_counter() -
             start, "data": data}
