@@ -160,7 +160,8 @@ def read_npy(fh, source, available, limit, error=DataError, limit_hint=""):
         if n_bytes > held:
             raise error(f"{source}: truncated: the header declares shape {shape} of {dtype}, "
                         f"{n_bytes:,} bytes, but the file holds {max(held, 0):,}")
-    if n_bytes > limit:
+    # An empty shape's other sizes count too: (0, 2**31, 2**31) is no array NumPy makes.
+    if max(n_bytes, math.prod(n for n in shape if n) * dtype.itemsize) > limit:
         raise error(f"{source}: the header declares shape {shape} of {dtype}, {n_bytes:,} "
                     f"bytes, beyond the limit of {limit:,}{limit_hint}")
     raw = bytearray(n_bytes)  # filled a chunk at a time: the bytes are held once
