@@ -17,6 +17,7 @@ archive holds, and the hyperparameters in the metadata must pass the same constr
 estimator's (:mod:`fastlr.validation`). Loading a model file never runs code.
 """
 
+import io
 import json
 import math
 import struct
@@ -30,7 +31,7 @@ import numpy as np
 from ._version import __version__
 from .atomic import atomic_write
 from .backends import AUTO_ORDER
-from .errors import InvalidParameterError, ModelFileError
+from .errors import InvalidParameterError, ModelFileError, WriteError
 from .reading import open_once, read_npy
 from .validation import check_params, size_limit
 
@@ -73,15 +74,18 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
 
     Raises
     ------
-    ModelFileError
-        If the classes are neither numbers nor strings.
+    WriteError
+        If the file cannot be written, or if what it would hold could not be loaded again (the
+        checks of :func:`read_model`: classes that are neither numbers nor strings, weights
+        that are not finite, hyperparameters outside their constraints, a broken history, more
+        than the size limit); nothing is written then.
     """
     plain_classes = classes
     if classes.dtype.kind == "O":  # labels given as Python objects: store them plainly
         plain_classes = np.array(classes.tolist())
     if plain_classes.dtype.kind not in "biufU" or plain_classes.shape != classes.shape:
-        raise ModelFileError(f"cannot save classes of dtype {classes.dtype}; use numbers or "
-                             f"strings")
+        raise WriteError(f"cannot save {path}: classes of dtype {classes.dtype}; use numbers "
+                         f"or strings")
     preprocessing = params.get("preprocessing")
     metadata = {
         "format": MODEL_FORMAT,
@@ -96,10 +100,25 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
         "history": history,
         "dataset": dataset,
     }
-    text = json.dumps(metadata, default=_json_default)
+    try:
+        text = json.dumps(metadata, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # a NaN or an object in the parameters or history
+        raise WriteError(f"cannot save {path}: its parameters or history hold a value a model "
+                         f"file cannot (JSON: {exc})") from None
+    buffer = io.BytesIO()
+    np.savez(buffer, coef=coef, intercept=intercept, classes=plain_classes,
+             metadata=np.array(text))
+    # Nothing is saved that cannot be loaded again: the bytes are read back as a file would be.
+    where = f"cannot save {path} (it could not be loaded again)"
+    try:
+        contents = _contents(_read_archive(io.BytesIO(buffer.getvalue()), where), where)
+    except ModelFileError as exc:
+        raise WriteError(str(exc)) from None
+    if not (np.array_equal(contents.classes, plain_classes)
+            and np.array_equal(contents.coef, coef) and contents.coef.dtype == coef.dtype):
+        raise WriteError(f"{where}: its classes or weights would read back changed")
     with atomic_write(path) as fh:
-        np.savez(fh, coef=coef, intercept=intercept, classes=plain_classes,
-                 metadata=np.array(text))
+        fh.write(buffer.getvalue())
     return Path(path)
 
 
@@ -113,7 +132,12 @@ def read_model(path):
         anything but plain arrays, or its hyperparameters are not allowed values.
     """
     path = Path(path)
-    arrays = _read_npz(path)
+    return _contents(_read_npz(path), path)
+
+
+def _contents(arrays, path):
+    """The :class:`ModelContents` of a model file's arrays, checked; ``path`` names it in
+    errors."""
     missing = {"coef", "intercept", "classes", "metadata"} - set(arrays)
     if missing:
         raise ModelFileError(f"{path}: not a fastlr model file (missing "
@@ -215,37 +239,41 @@ def _parse_metadata(metadata_array, path):
 
 def _read_npz(path):
     """The arrays of an .npz archive, read without pickle and checked against their sizes."""
+    with open_once(path, max_model_bytes(), ModelFileError) as opened:
+        return _read_archive(opened.fh, path)
+
+
+def _read_archive(fh, path):
+    """The arrays of the .npz archive open in ``fh`` (binary, seekable); see :func:`_read_npz`."""
     limit = max_model_bytes()
-    with open_once(path, limit, ModelFileError) as opened:
-        try:
-            _check_directory(opened.fh, path)
-            with zipfile.ZipFile(opened.fh) as archive:
-                infos = archive.infolist()
-                if len(infos) > MAX_MODEL_MEMBERS:
-                    raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} "
-                                         f"members)")
-                declared = sum(info.file_size for info in infos)
-                if declared > limit:
-                    raise ModelFileError(f"{path}: its members declare {declared:,} bytes, "
-                                         f"more than the limit of {limit:,} for a model file; "
-                                         f"set FASTLR_MAX_MODEL_BYTES to read larger models")
-                arrays = {}
-                for info in infos:
-                    if not info.filename.endswith(".npy"):
-                        raise ModelFileError(f"{path}: not a fastlr model file (member "
-                                             f"{info.filename!r} is not an array)")
-                    with archive.open(info) as fh:
-                        arrays[info.filename[:-4]] = read_npy(
-                            fh, f"{path}: member {info.filename!r}", info.file_size, limit,
-                            ModelFileError)
-                return arrays
-        except ModelFileError:
-            raise
-        except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
-                NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
-                UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
-                                 f"({type(exc).__name__}: {exc})") from None
+    try:
+        _check_directory(fh, path)
+        with zipfile.ZipFile(fh) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_MODEL_MEMBERS:
+                raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} members)")
+            declared = sum(info.file_size for info in infos)
+            if declared > limit:
+                raise ModelFileError(f"{path}: its members declare {declared:,} bytes, "
+                                     f"more than the limit of {limit:,} for a model file; "
+                                     f"set FASTLR_MAX_MODEL_BYTES to read larger models")
+            arrays = {}
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise ModelFileError(f"{path}: not a fastlr model file (member "
+                                         f"{info.filename!r} is not an array)")
+                with archive.open(info) as member:
+                    arrays[info.filename[:-4]] = read_npy(
+                        member, f"{path}: member {info.filename!r}", info.file_size, limit,
+                        ModelFileError)
+            return arrays
+    except ModelFileError:
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
+            UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
+                             f"({type(exc).__name__}: {exc})") from None
 
 
 # A fastlr model's central directory takes some 400 bytes; a larger one is not read.
