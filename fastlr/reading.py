@@ -99,14 +99,15 @@ def read_npy_header(fh, source, error=DataError):
     -------
     shape : tuple of int
     fortran_order : bool
-    dtype : numpy.dtype, never an object dtype
+    dtype : numpy.dtype, never an object, structured or sub-array dtype
     n_bytes : int, the size of the data the header declares
 
     Raises
     ------
     ``error``
         For a file that is not a ``.npy`` array, of an unknown version, with a broken header or
-        a header only Python 2 writes, or of an object dtype (loading it could run code).
+        a header only Python 2 writes, of an object dtype (loading it could run code), or of
+        records or sub-arrays.
     """
     try:
         version = np.lib.format.read_magic(fh)
@@ -131,6 +132,10 @@ def read_npy_header(fh, source, error=DataError):
     if dtype.hasobject:
         raise error(f"{source}: holds a pickled object array; refused, since loading it could "
                     f"run code")
+    if dtype.names is not None or dtype.subdtype is not None:
+        # Found by fuzzing: '2f4' is a subarray dtype, whose elements are arrays themselves.
+        raise error(f"{source}: holds records or sub-arrays ({dtype}), not an array of numbers "
+                    f"or strings")
     return shape, fortran_order, dtype, math.prod(shape) * dtype.itemsize
 
 

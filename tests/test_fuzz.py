@@ -192,3 +192,16 @@ def test_npy_member_with_a_broken_header_is_a_model_file_error(tmp_path, header)
     with pytest.raises(ModelFileError, match="'coef.npy': a (broken .npy header|.npy header of "
                                              "Python 2)"):
         SoftmaxRegression.load(tmp_path / "broken.npz")
+
+
+@pytest.mark.parametrize("descr", ["2f4", "(2,3)u1", "[('a', '<f4'), ('b', '<i2')]"])
+def test_a_npy_of_records_or_sub_arrays_is_refused(tmp_path, descr):
+    """Found by atheris: a .npy header of dtype '2f4' (elements that are arrays themselves)
+    made the reshape of the payload raise ValueError."""
+    from fastlr.images import read_inputs
+    header = "{'descr': %s, 'fortran_order': False, 'shape': (3, 13), }" % (
+        descr if descr.startswith("[") else repr(descr))
+    path = tmp_path / "records.npy"
+    path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(3 * 13 * 8))
+    with pytest.raises(DataError, match="records or sub-arrays"):
+        read_inputs(path, 16, (4, 4))
