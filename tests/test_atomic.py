@@ -251,3 +251,52 @@ def test_the_next_write_spares_a_temporary_a_live_writer_holds(tmp_path, monkeyp
         assert len([p for p in tmp_path.iterdir() if p.name.endswith(".part")]) == 1
     assert path.read_bytes() == b"slow writer"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+# --- every file through the one writer: no other way to write in the package --------------------
+
+def _writes_outside_the_writer(path):
+    """The lines of the module at ``path`` that write a file other than through
+    ``fastlr.atomic``: open() for writing, Path.write_text / write_bytes, os.open with a
+    writing flag, and np.save* or savefig into anything but the writer's handle or a buffer."""
+    import ast
+    tree = ast.parse(path.read_text(), str(path))
+    handles = set()  # names bound by `with atomic_write(...) as NAME` or `NAME = io.BytesIO()`
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With):
+            for item in node.items:
+                call = item.context_expr
+                if (isinstance(call, ast.Call) and "atomic_write" in ast.unparse(call.func)
+                        and isinstance(item.optional_vars, ast.Name)):
+                    handles.add(item.optional_vars.id)
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and ast.unparse(node.value.func) in ("io.BytesIO", "io.StringIO")):
+            handles.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = ast.unparse(node.func)
+        text = ast.unparse(node)
+        first = ast.unparse(node.args[0]) if node.args else ""
+        if first == "os.devnull":  # not a file: where a closed stream's writes go
+            continue
+        if func == "open" and len(node.args) > 1 and any(
+                c in ast.unparse(node.args[1]) for c in "wax+"):
+            found.append(text)
+        elif func.endswith((".write_text", ".write_bytes")) and not func.startswith("atomic."):
+            found.append(text)
+        elif func == "os.open" and any(flag in text for flag in ("O_WRONLY", "O_RDWR", "O_CREAT")):
+            found.append(text)
+        elif (func.endswith(("np.save", "np.savez", "np.savez_compressed", ".savefig"))
+              and first not in handles):
+            found.append(text)
+    return found
+
+
+def test_no_module_writes_a_file_but_through_the_writer():
+    package = ROOT / "fastlr"
+    offenders = {str(path.relative_to(ROOT)): found
+                 for path in sorted(package.rglob("*.py")) if path.name != "atomic.py"
+                 for found in [_writes_outside_the_writer(path)] if found}
+    assert offenders == {}
