@@ -51,6 +51,9 @@ MISTAKES_PER_CELL = 8
 # The most epochs the comparison model trains, whatever the model file's metadata asks: ten
 # times the default; a file asking for a million would have the page train for days.
 MAX_COMPARE_EPOCHS = 100
+# ... and the most classes it shows: its confusion matrix has C * C cells (a model file may
+# declare 21,000 classes: 3.5 GB of counts). Quick, Draw! has 345.
+MAX_PAGE_CLASSES = 1000
 MAX_MISTAKES = 1000
 
 
@@ -160,6 +163,9 @@ def page_data(model, X_train, y_train, X_test, y_test, *, model_name="model", co
             raise DataError(f"the {name} images have {X.shape[1]} pixels, the model takes "
                             f"{n_features}")
     classes = model.classes_
+    if len(classes) > MAX_PAGE_CLASSES:
+        raise DataError(f"the model has {len(classes):,} classes; the page shows a confusion "
+                        f"matrix of every pair, for at most {MAX_PAGE_CLASSES:,} classes")
     if not np.isin(y_test, classes).all():
         raise DataError("the test labels include classes the model does not know")
     if compare is None:

@@ -149,6 +149,28 @@ def test_the_page_trains_its_comparison_for_at_most_100_epochs_whatever_the_file
     assert MAX_COMPARE_EPOCHS == 100 and len(comparison.history_) == 100
 
 
+@pytest.mark.parametrize("n_classes, reason", [(101, "explains at most 100 classes"),
+                                               (5, "no training image here ([3, 4])")])
+def test_the_report_is_bounded_by_the_model_and_the_data(tmp_path, n_classes, reason):
+    from fastlr.explain import explain
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 4)), np.arange(30) % 3
+    model = SoftmaxRegression(backend="numpy").partial_fit(X, y, classes=range(n_classes))
+    with pytest.raises(DataError, match=reason.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")):
+        explain(model, X, y, X, y, tmp_path / "report", backend="numpy")
+    assert not (tmp_path / "report" / "report.md").exists()
+
+
+def test_the_page_shows_at_most_1000_classes():
+    from fastlr.page import page_data
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 4)), np.arange(30) % 3
+    model = SoftmaxRegression(backend="numpy").partial_fit(X, y, classes=range(1001))
+    with pytest.raises(DataError, match="at most 1,000 classes"):
+        page_data(model, X, y, X, y, backend="numpy")
+
+
 @pytest.fixture
 def idx_stream_dir(tmp_path):
     directory = tmp_path / "stream"
