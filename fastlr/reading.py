@@ -132,6 +132,8 @@ def read_npy_header(fh, source, error=DataError):
     if dtype.hasobject:
         raise error(f"{source}: holds a pickled object array; refused, since loading it could "
                     f"run code")
+    if any(n < 0 for n in shape):  # found by fuzzing: NumPy's parser takes (-1, 8)
+        raise error(f"{source}: the header declares shape {shape}, of a negative size")
     if dtype.names is not None or dtype.subdtype is not None:
         # Found by fuzzing: '2f4' is a subarray dtype, whose elements are arrays themselves.
         raise error(f"{source}: holds records or sub-arrays ({dtype}), not an array of numbers "

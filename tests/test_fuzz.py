@@ -205,3 +205,15 @@ def test_a_npy_of_records_or_sub_arrays_is_refused(tmp_path, descr):
     path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(3 * 13 * 8))
     with pytest.raises(DataError, match="records or sub-arrays"):
         read_inputs(path, 16, (4, 4))
+
+
+@pytest.mark.parametrize("shape", ["(-1, 16)", "(3, -16)", "(-9223372036854775808,)"])
+def test_a_npy_of_negative_size_is_refused(tmp_path, shape):
+    """Found by atheris: NumPy's header parser accepts a negative size, and the byte count of
+    the shape, negative, reached bytearray()."""
+    from fastlr.images import read_inputs
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape
+    path = tmp_path / "negative.npy"
+    path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(64))
+    with pytest.raises(DataError, match="of a negative size"):
+        read_inputs(path, 16, (4, 4))
