@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from fastlr import DataError, ModelFileError, SoftmaxRegression, streaming
 from fastlr.cli import main
 from fastlr.images import read_inputs
-from fastlr.reading import RowFile, read_npy
+from fastlr.reading import read_npy
+from test_safety import one_error_line
 
 MiB = 1 << 20
 
@@ -44,14 +45,6 @@ def model_path(tmp_path, data_dir):
     assert main(["train", "--data-dir", str(data_dir), "--backend", "numpy", "--epochs", "1",
                  "--no-progress", "--out", str(tmp_path / "model.npz")]) == 0
     return tmp_path / "model.npz"
-
-
-def one_error_line(err, *fragments):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastlr: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], err
-    return lines[0]
 
 
 def peak_memory(work):

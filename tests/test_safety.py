@@ -5,17 +5,16 @@ commands run in this process through ``fastlr.cli.main``, on a small data set, w
 backend.
 """
 
-import contextlib
 import errno
 import io
 import json
-import os
 import stat
 import zipfile
 
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_cli, write_small_dataset
+from test_atomic import umask
 
 from fastlr import DataError, ModelFileError, SoftmaxRegression, atomic
 from fastlr.cli import main
@@ -514,15 +513,6 @@ def test_the_page_goes_through_the_writer_a_symlink_is_replaced_a_failure_keeps_
     assert page.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.npz", "page.html",
                                                           "precious.txt"]
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_every_file_a_command_writes_is_shareable(tmp_path, data_dir, capsys):
