@@ -236,8 +236,9 @@ def test_a_killed_writer_leaves_a_whole_file_and_the_next_write_no_temporary(
         if raw is not None:  # the old file or the new one: whole, one generation's bytes
             assert len(raw) == 1 << 20 and raw == raw[:1] * len(raw)
         leftovers = [p.name for p in tmp_path.iterdir() if p.name != "victim.bin"]
-        if use_tmpfile:
-            assert leftovers == []
+        # An unnamed file has a name only between its link and its rename: a kill in that
+        # window (microseconds, unless the process is descheduled there) can leave one.
+        assert len(leftovers) <= 1
         atomic.write_bytes(path, b"after")
         assert [p.name for p in tmp_path.iterdir()] == ["victim.bin"]
 
