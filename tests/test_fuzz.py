@@ -1,11 +1,16 @@
-"""Fuzzing the two readers of untrusted files: IDX data and model files.
+"""Fuzzing the readers of untrusted files: IDX data, model files, .npy arrays.
 
 Whatever the bytes, random or a valid file with flipped bits or cut short, a reader raises
-DataError (IDX) or ModelFileError (model), never another exception, and returns promptly.
+DataError (IDX, .npy) or ModelFileError (model), never another exception, and returns promptly.
+The coverage-guided harness (tests/fuzz_readers.py, atheris) runs for two minutes in the
+extended tier; the regressions it found are pinned here.
 """
 
 import gzip
 import io
+import os
+import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -14,6 +19,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import ROOT
 
 from fastlr import DataError, ModelFileError, SoftmaxRegression
 from fastlr.data import parse_idx, read_idx
@@ -217,3 +224,28 @@ def test_a_npy_of_negative_size_is_refused(tmp_path, shape):
     path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(64))
     with pytest.raises(DataError, match="of a negative size"):
         read_inputs(path, 16, (4, 4))
+
+
+FUZZ_SECONDS = 120
+
+
+@pytest.mark.extended
+def test_the_readers_survive_coverage_guided_fuzzing(tmp_path):
+    """tests/fuzz_readers.py under atheris for two minutes from its seed corpus, every target
+    but the decoded-data cache: no input may make a reader raise anything but its one error."""
+    pytest.importorskip("atheris")
+    harness = ROOT / "tests" / "fuzz_readers.py"
+    env = dict(os.environ, PYTHONPATH=str(ROOT),
+               FASTLR_FUZZ_TARGETS="idx,model,image,npy,stream")
+    corpus = tmp_path / "corpus"
+    subprocess.run([sys.executable, str(harness), "--seed-corpus", str(corpus)], env=env,
+                   check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, str(harness), str(corpus),
+                             f"-max_total_time={FUZZ_SECONDS}", "-rss_limit_mb=2048",
+                             "-timeout=30", f"-artifact_prefix={tmp_path}/"],
+                            env=env, capture_output=True, text=True,
+                            timeout=FUZZ_SECONDS + 300)
+    crashes = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-",
+                                                                                "timeout-",
+                                                                                "oom-")))
+    assert result.returncode == 0 and not crashes, result.stderr[-3000:]
