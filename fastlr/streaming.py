@@ -27,7 +27,8 @@ is a full shuffle. What a smaller buffer costs in accuracy on MNIST is measured 
 
 Memory: the buffer's rows as uint8 (M D bytes) and their float32 copy for the kernels
 (4 M D bytes), the labels, and the files' pages in the page cache, which the operating
-system reclaims as it needs: bounded by ``buffer_size`` (itself capped at N), not by N.
+system reclaims as it needs: bounded by ``buffer_size`` (itself capped by the data), not by
+N.
 
 The uint8 kernels: a backend that reads uint8 rows itself (``takes_pixels``: all three of
 fastlr's, the 1/255 scale folded into their arithmetic) gets the buffer's bytes as they are; for
@@ -66,8 +67,8 @@ class StreamingSource:
         gives those rows' class indices (int64, into ``classes``).
     classes : (C,) array, the sorted labels the indices stand for
     chunk_size, buffer_size : int
-        Rows per chunk read from disk, and rows per shuffle buffer (at least one chunk); both
-        are capped at the number of rows.
+        Rows per chunk read from disk, and rows per shuffle buffer (at least one chunk); a
+        chunk is capped at a part's rows, a buffer at all the chunks.
     title : str, directory : Path, image_shape : (H, W)
     test : (X_test (M, D) uint8, y_test (M,)), or None
         The test set, with its labels as values of ``classes``; kept in memory as float32 in
@@ -89,23 +90,23 @@ class StreamingSource:
         self.classes = np.asarray(classes)
         self.n_features = int(parts[0][0].shape[1])
         self.n_samples = int(sum(images.shape[0] for images, _ in parts))
-        # The buffers are allocated by these sizes: capped by the data, so that a chunk or a
-        # buffer of 10**12 rows costs what one of all the rows costs.
-        self.chunk_size = min(int(chunk_size), max(self.n_samples, 1))
-        self.buffer_size = max(min(int(buffer_size), self.n_samples), self.chunk_size)
         self.title = title
         self.directory = Path(directory)
         self.image_shape = tuple(int(n) for n in image_shape)
         self.test = None if test is None else (pixel_features(test[0]), test[1])
+        # The buffers are allocated by these sizes, so they are capped by the data (a chunk or
+        # a buffer of 10**12 rows costs what one of the data's rows costs) without changing
+        # which rows a chunk or a buffer holds: a chunk is at most a whole part, and a buffer
+        # of G >= K chunks holds all K, whatever G.
+        self.chunk_size = max(1, min(int(chunk_size), max(images.shape[0] for images, _ in parts)))
         self.chunks = np.array([(p, start, min(start + self.chunk_size, images.shape[0]))
                                 for p, (images, _) in enumerate(parts)
                                 for start in range(0, images.shape[0], self.chunk_size)],
                                dtype=np.int64).reshape(-1, 3)
-
-    @property
-    def chunks_per_buffer(self):
-        """G, the chunks one shuffle buffer holds."""
-        return self.buffer_size // self.chunk_size
+        #: G, the chunks one shuffle buffer holds.
+        self.chunks_per_buffer = max(1, min(int(buffer_size) // int(chunk_size),
+                                            len(self.chunks)))
+        self.buffer_size = self.chunks_per_buffer * self.chunk_size
 
     def record(self):
         """What a model file and ``--json`` record of the data set (as

@@ -175,7 +175,12 @@ def test_shuffle_buffers_and_chunks_are_capped_by_the_data(idx_stream_dir, capsy
     source = streaming.open_source(idx_stream_dir, chunk_size=10 ** 12, buffer_size=10 ** 12)
     assert (source.chunk_size, source.buffer_size, source.chunks_per_buffer) == (40, 40, 1)
     source = streaming.open_source(idx_stream_dir, chunk_size=7, buffer_size=10 ** 12)
-    assert source.chunks_per_buffer * source.chunk_size <= 40
+    assert source.chunks_per_buffer == len(source.chunks) == 6 and source.buffer_size == 42
+    # Capped, the same model: a buffer of all the chunks trains as one of 10**12 rows would.
+    models = [SoftmaxRegression(backend="numpy", epochs=2).fit(
+        streaming.open_source(idx_stream_dir, chunk_size=7, buffer_size=buffer))
+        for buffer in (10 ** 12, 42)]
+    np.testing.assert_array_equal(models[0].coef_, models[1].coef_)
     assert main(["train", "--data-dir", str(idx_stream_dir), "--stream", "--backend", "numpy",
                  "--epochs", "1", "--no-progress", "--shuffle-buffer", str(10 ** 12),
                  "--chunk-size", str(10 ** 12)]) == 0
