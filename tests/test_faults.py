@@ -288,6 +288,19 @@ def test_fortran_order_class_files_are_streamed_not_loaded(tmp_path):
     np.testing.assert_array_equal(source.test[0], reference.test[0])
 
 
+def test_predict_reads_fortran_order_and_non_native_npy_as_c_order(tmp_path):
+    images = np.random.default_rng(0).random((3, 4, 4))
+    variants = {"c": images, "fortran": np.asfortranarray(images),
+                "big-endian": images.astype(">f8"), "uint16": (images * 255).astype(">u2")}
+    rows = {}
+    for name, array in variants.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        rows[name] = read_inputs(tmp_path / f"{name}.npy", 16, (4, 4))
+    np.testing.assert_array_equal(rows["fortran"], rows["c"])
+    np.testing.assert_array_equal(rows["big-endian"], rows["c"])
+    np.testing.assert_allclose(rows["uint16"], rows["c"], atol=1 / 255)
+
+
 def test_a_class_file_of_another_dtype_is_one_line(tmp_path, capsys):
     for k in range(2):
         np.save(tmp_path / f"k{k}.npy", np.zeros((10, 16), dtype=">u2"))
