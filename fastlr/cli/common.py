@@ -157,6 +157,9 @@ def run(parser, argv):
     finally:
         logging.getLogger().removeHandler(logged)
         sys.stderr.flush()
+        for stream, ours in zip(streams, (sys.stdout, sys.stderr._stream)):
+            if stream is None:  # the /dev/null that stood in for it
+                ours.close()
         sys.stdout, sys.stderr = streams
 
 
