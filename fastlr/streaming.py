@@ -2,8 +2,8 @@
 that stream it through the kernels.
 
 Shapes: N samples, D features, C classes, K chunks of at most ``chunk_size`` rows, G chunks per
-shuffle buffer (``buffer_size // chunk_size``), M <= G * chunk_size rows in one buffer,
-B batch.
+shuffle buffer (``buffer_size // chunk_size``, at most K), M <= G * chunk_size rows in one
+buffer, B batch.
 
 Two layouts on disk, both read a chunk of rows at a time with positioned reads
 (:class:`fastlr.reading.RowFile`), never loaded whole and never memory-mapped (a mapped file
