@@ -34,6 +34,7 @@ from . import datasets
 from .atomic import atomic_write, write_bytes
 from .errors import DataError, WriteError
 from .pixels import pixel_features
+from .reading import RowFile
 from .validation import size_limit
 
 UBYTE = 0x08
@@ -207,29 +208,30 @@ def _read_idx_payload(fh, source, max_bytes):
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
-def memmap_idx(path):
-    """Memory-map an uncompressed IDX file: a read-only uint8 array shaped as the header says,
-    whose pages are read from disk only when touched.
+def idx_rows(path):
+    """An uncompressed IDX file, checked, as a :class:`~fastlr.reading.RowFile`: its rows
+    (the first dimension) read on demand with positioned reads, never memory-mapped, so a file
+    truncated while it is read is a DataError, not a SIGBUS.
 
     Raises
     ------
     DataError
-        If the file cannot be read, is gzip-compressed (a compressed file cannot be mapped),
-        or is not a valid unsigned-byte IDX file.
+        If the file cannot be read, is gzip-compressed (a compressed file cannot be read by
+        rows), or is not a valid unsigned-byte IDX file of the length its header declares.
     """
     path = Path(path)
     try:
         with path.open("rb") as file:
             head = file.read(4 + 4 * 255)
-        size = path.stat().st_size
+            size = os.fstat(file.fileno()).st_size
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if head[:2] == b"\x1f\x8b":
-        raise DataError(f"{path}: gzip-compressed; a compressed file cannot be memory-mapped: "
-                        f"decompress it first (gunzip {path.name})")
+        raise DataError(f"{path}: gzip-compressed; a compressed file cannot be read a chunk at "
+                        f"a time: decompress it first (gunzip {path.name})")
     shape, header_len = parse_idx_header(head, str(path))
     _check_payload(shape, size - header_len, str(path))
-    return np.memmap(path, dtype=np.uint8, mode="r", offset=header_len, shape=shape)
+    return RowFile(path, header_len, shape)
 
 
 def write_idx(path, array, compress=None):

@@ -17,8 +17,10 @@ import numpy as np
 
 from . import atomic
 from .datasets import class_label, image_shape_of
+from .errors import DataError
 from .model import SoftmaxRegression
 from .preprocess import apply_preprocessing
+from .validation import plain
 
 # The pairwise models: the engine's defaults with 5 epochs, so that the 45 of them (about 12,000
 # images each on MNIST) train in about 20 s on the NumPy backend. More epochs help the hardest
@@ -30,6 +32,11 @@ PAIR_LEARNING_RATE = 1.0
 
 GALLERY_PAIRS = 4
 GALLERY_IMAGES = 8
+
+# The report trains a model per pair of classes, C (C - 1) / 2 of them: 45 on MNIST, 4,950 at
+# this cap. A model file may declare many more classes (21,000 fit in its size limit), which
+# would be millions of models and a confusion matrix of gigabytes.
+MAX_REPORT_CLASSES = 100
 
 
 def confusion_matrix(y_true, y_pred, classes):
@@ -221,6 +228,14 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
     out_dir = Path(out_dir)
     atomic.make_directory(out_dir)
     classes = model.classes_
+    if len(classes) > MAX_REPORT_CLASSES:
+        raise DataError(f"{model_name} has {len(classes):,} classes; the report trains a model "
+                        f"for each pair of classes, and explains at most {MAX_REPORT_CLASSES} "
+                        f"classes")
+    missing = np.setdiff1d(classes, y_train)
+    if len(missing):
+        raise DataError(f"{model_name} knows classes that have no training image here "
+                        f"({plain(missing)}); the report needs images of every class")
     dataset = dataset or getattr(model, "dataset_", None) or {}
     image_shape = image_shape_of(X_train.shape[1], dataset)
     labels = [class_label(c.item(), dataset.get("class_names")) for c in classes]

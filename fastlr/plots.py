@@ -12,6 +12,9 @@ pixel intensities use grey, ink dark on white as on paper.
 
 from pathlib import Path
 
+import functools
+
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -21,6 +24,32 @@ from .datasets import image_shape_of
 
 WEIGHT_CMAP = "RdBu"
 INK_CMAP = "gray_r"
+
+
+def plain_text(draw):
+    """Make the figure function ``draw`` take its text as plain text.
+
+    Titles and labels name files and classes, which are no math text (``$`` signs would start
+    matplotlib's, and fail on a name like ``a$x^$.npz``) and not always text a font can draw (a
+    file name's undecodable byte is a lone surrogate, written here as a backslash escape).
+    """
+    @functools.wraps(draw)
+    def plain(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*_drawable(args), **_drawable(kwargs))
+
+    return plain
+
+
+def _drawable(value):
+    """``value`` with every string in it (through lists, tuples and dicts) drawable."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_drawable(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _drawable(item) for key, item in value.items()}
+    return value
 
 
 def new_figure(width, height):
@@ -58,6 +87,7 @@ def _bare(ax):
         spine.set_visible(False)
 
 
+@plain_text
 def weights_figure(coef, classes, title=None, image_shape=None):
     """The weight vector of each class as an image, in a grid of 2 rows.
 
@@ -96,6 +126,7 @@ def weights_figure(coef, classes, title=None, image_shape=None):
     return fig
 
 
+@plain_text
 def curves_figure(history, title=None):
     """Loss and accuracy per epoch, on the training data and on the set scored after every
     epoch, if the history has one.
@@ -147,6 +178,7 @@ def _annotate(ax, values, text, dark):
                         color="white" if dark[i, j] else "black")
 
 
+@plain_text
 def confusion_figure(counts, classes):
     """The confusion matrix in counts and row-normalized (% of each true class).
 
@@ -190,6 +222,7 @@ def confusion_figure(counts, classes):
     return fig
 
 
+@plain_text
 def gallery_figure(rows, n_cols, image_shape=None):
     """Misclassified images, one row per (true, predicted) pair.
 
@@ -217,6 +250,7 @@ def gallery_figure(rows, n_cols, image_shape=None):
     return fig
 
 
+@plain_text
 def templates_figure(class_means, overall_mean, coef, classes, correlations, image_shape=None):
     """Class-mean images beside the weights.
 
@@ -252,6 +286,7 @@ def templates_figure(class_means, overall_mean, coef, classes, correlations, ima
     return fig
 
 
+@plain_text
 def pairwise_figure(train_accuracy, test_accuracy, classes):
     """Heat maps of the accuracy of a binary linear model for every pair of classes.
 

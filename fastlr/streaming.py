@@ -3,14 +3,16 @@
 Shapes: N samples, D features, C classes, P parts (files), M <= ``buffer_size`` rows in one
 shuffle buffer, B batch.
 
-Two layouts on disk, both memory-mapped, never loaded whole:
+Two layouts on disk, both read a chunk of rows at a time with positioned reads
+(:class:`fastlr.reading.RowFile`), never loaded whole and never memory-mapped (a mapped file
+truncated during training would kill the process with SIGBUS; a short read is one error):
 
 - **IDX**: MNIST's ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``, uncompressed
-  (a gzip file cannot be mapped), mapped at the header's offset; the test files
+  (a gzip file cannot be read by rows), read from the header's offset; the test files
   (``t10k-*``, plain or .gz) are read whole as the test set.
 - **One .npy per class** (Google's Quick, Draw! layout): ``NAME.npy`` holds the uint8 images
-  (n, D) or (n, H, W) of class ``NAME``, opened with ``np.load(mmap_mode="r")``; the classes
-  are the file names, sorted. The last rows of each file are held out as the test set.
+  (n, D) or (n, H, W) of class ``NAME``, in C or Fortran order; the classes are the file
+  names, sorted. The last rows of each file are held out as the test set.
 
 The shuffle. Data on disk is often in class order (every .npy file is one class), and SGD on
 a class-ordered stream forgets the early classes. Every shuffle buffer therefore draws from all
@@ -28,19 +30,22 @@ Training runs through the one engine, :func:`fastlr.sgd.train`: ``SoftmaxRegress
 hands it a :class:`StreamingSource` as it would an array.
 
 Memory: the buffer's rows as uint8 (M D bytes; a backend that does not read pixels gets
-their features, 4 M D more), the labels, and the pages of the mapped files, which the
-operating system reclaims as it needs: bounded by ``buffer_size``, not by N.
+their features, 4 M D more), the labels, and the files' pages in the page cache, which the
+operating system reclaims as it needs: bounded by ``buffer_size`` (itself capped by the data),
+not by N.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .data import _find_file, memmap_idx, read_idx
+from .backends.contract import Samples
+from .data import _find_file, idx_rows, read_idx
 from .datasets import FILE_STEMS, image_shape_of
 from .errors import DataError
-from .backends.contract import Samples
 from .pixels import Pixels, pixel_features
+from .reading import RowFile, read_npy_header
 from .sgd import Source, evaluate_sums
 
 DEFAULT_CHUNK_SIZE = 4096
@@ -56,9 +61,9 @@ class StreamingSource(Source):
     Parameters
     ----------
     parts : list of (images, labels)
-        images : (n_p, D) uint8, memory-mapped; labels : one int, the class index of every
-        row of the part, or anything whose slice ``[start:stop]`` gives those rows' class
-        indices (int64, into ``classes``).
+        images : a :class:`~fastlr.reading.RowFile` of (n_p, D) uint8 rows; labels : one int,
+        the class index of every row of the part, or anything whose slice ``[start:stop]``
+        gives those rows' class indices (int64, into ``classes``).
     classes : (C,) array, the sorted labels the indices stand for
     chunk_size, buffer_size : int
         Rows per chunk (the unit of the random order within a part) and rows per shuffle
@@ -138,7 +143,7 @@ class StreamingSource(Source):
     def _read_rows(self, part, start, stop, X_out, y_out):
         """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out."""
         images, labels = self.parts[part]
-        X_out[:stop - start] = images[start:stop]
+        images.read_into(start, stop, X_out[:stop - start])
         y_out[:stop - start] = labels if np.isscalar(labels) else labels[start:stop]
 
     def epoch_blocks(self, rng):
@@ -218,22 +223,23 @@ def open_source(directory, chunk_size=DEFAULT_CHUNK_SIZE, buffer_size=DEFAULT_BU
 
 
 def _open_idx(directory, sizes):
-    """The IDX layout: the training files mapped, the test files read whole."""
+    """The IDX layout: the training files read by rows, the test files read whole."""
     images_path = directory / FILE_STEMS["train_images"]
     labels_path = directory / FILE_STEMS["train_labels"]
     for path in (images_path, labels_path):
         if not path.is_file():
-            gz = " (only a .gz, which cannot be memory-mapped: gunzip it)" if \
+            gz = " (only a .gz, which cannot be read by rows: gunzip it)" if \
                 path.with_name(path.name + ".gz").is_file() else ""
             raise DataError(f"--data-dir {directory}: no uncompressed {path.name}{gz}, and no "
                             f".npy files; streaming needs one of the two")
-    images = memmap_idx(images_path)
-    labels = memmap_idx(labels_path)
-    if labels.ndim != 1 or images.ndim < 2 or images.shape[0] != labels.shape[0]:
+    images = idx_rows(images_path)
+    labels = idx_rows(labels_path)
+    if (len(labels.stored_shape) != 1 or len(images.stored_shape) < 2
+            or images.shape[0] != labels.shape[0]):
         raise DataError(f"{directory}: {images.shape[0]} training images but labels of shape "
-                        f"{labels.shape}")
-    n_features = int(np.prod(images.shape[1:]))
-    counts = np.bincount(labels, minlength=256)  # one pass over N bytes
+                        f"{labels.stored_shape}")
+    n_features = images.shape[1]
+    counts = labels.bincount()  # one pass over N bytes, a MiB at a time
     classes = np.flatnonzero(counts).astype(np.int64)
     if len(classes) < 2:
         raise DataError(f"{labels_path}: one class only; a classifier needs at least two")
@@ -250,10 +256,9 @@ def _open_idx(directory, sizes):
     if test[0].shape[1] != n_features:
         raise DataError(f"{directory}: training images have {n_features} pixels, test images "
                         f"{test[0].shape[1]}")
-    image_shape = (images.shape[1], n_features // images.shape[1]) if images.ndim >= 3 else \
-        (1, n_features)
-    return StreamingSource([(images.reshape(images.shape[0], n_features),
-                             _EncodedLabels(labels, encode))], classes,
+    stored = images.stored_shape
+    image_shape = (stored[1], n_features // stored[1]) if len(stored) >= 3 else (1, n_features)
+    return StreamingSource([(images, _EncodedLabels(labels, encode))], classes,
                            title=f"IDX data set at {directory}", directory=directory,
                            image_shape=image_shape, test=test, **sizes)
 
@@ -262,30 +267,26 @@ class _EncodedLabels:
     """Raw label bytes on disk, read as indices into the classes a slice at a time."""
 
     def __init__(self, labels, encode):
-        self.labels = labels
+        self.labels = labels  # a RowFile of (N, 1) bytes
         self.encode = encode
 
     def __getitem__(self, rows):
-        return self.encode[self.labels[rows]]
+        return self.encode[self.labels.rows(rows.start, rows.stop)[:, 0]]
 
 
 def _open_npy_classes(directory, test_size, sizes):
-    """The per-class .npy layout: every file mapped; its last rows held out as the test set."""
+    """The per-class .npy layout: every file read by rows; its last rows held out as the test
+    set."""
     paths = sorted(directory.glob("*.npy"))
     if len(paths) < 2:
         raise DataError(f"--data-dir {directory}: one .npy file only; a classifier needs at "
                         f"least two classes, one file each")
     arrays, image_shape = [], None
     for path in paths:
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a .npy array ({exc})") from None
-        if array.dtype != np.uint8 or array.ndim < 2 or array.shape[0] < 2:
-            raise DataError(f"{path}: needs uint8 images, at least two, of shape (n, D) or "
-                            f"(n, H, W); got {array.dtype} {array.shape}")
-        arrays.append(array.reshape(array.shape[0], -1))
-        image_shape = image_shape or (array.shape[1:] if array.ndim == 3 else None)
+        array = _npy_rows(path)
+        arrays.append(array)
+        stored = array.stored_shape
+        image_shape = image_shape or (stored[1:] if len(stored) == 3 else None)
     n_features = arrays[0].shape[1]
     for path, array in zip(paths, arrays):
         if array.shape[1] != n_features:
@@ -295,11 +296,30 @@ def _open_npy_classes(directory, test_size, sizes):
     held_out = [min(array.shape[0] - 1, max(1, test_size * array.shape[0] // total))
                 for array in arrays]
     classes = np.array([path.stem for path in paths])
-    test = (np.concatenate([array[len(array) - k:] for array, k in zip(arrays, held_out)]),
+    test = (np.concatenate([array.rows(array.shape[0] - k, array.shape[0])
+                            for array, k in zip(arrays, held_out)]),
             np.repeat(classes, held_out))
-    parts = [(array[:len(array) - k], label)
+    parts = [(array.head(array.shape[0] - k), label)
              for label, (array, k) in enumerate(zip(arrays, held_out))]
     return StreamingSource(parts, classes, title=f"{len(paths)} class files at {directory}",
                            directory=directory,
                            image_shape=image_shape or image_shape_of(n_features), test=test,
                            **sizes)
+
+
+def _npy_rows(path):
+    """A per-class ``.npy`` file's images (n, D) uint8 as a :class:`~fastlr.reading.RowFile`,
+    in C or Fortran order, its header checked against the file's size."""
+    try:
+        with open(path, "rb") as fh:
+            shape, fortran_order, dtype, n_bytes = read_npy_header(fh, path)
+            offset, size = fh.tell(), os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if dtype != np.uint8 or len(shape) < 2 or shape[0] < 2:
+        raise DataError(f"{path}: needs uint8 images, at least two, of shape (n, D) or "
+                        f"(n, H, W); got {dtype} {shape}")
+    if offset + n_bytes != size:
+        raise DataError(f"{path}: the header declares {n_bytes:,} bytes of {shape} images, "
+                        f"and the file holds {size - offset:,}")
+    return RowFile(path, offset, shape, fortran_order)

@@ -240,6 +240,14 @@ def test_the_model_file_checks_its_data_set_record(tmp_path):
     assert read_model(tmp_path / "good.npz").dataset["image_shape"] == (3, 4)
     write_model(tmp_path / "old.npz", **arrays)
     assert read_model(tmp_path / "old.npz").dataset is None
-    write_model(tmp_path / "bad.npz", **arrays, dataset=dict(record, image_shape=[5, 5]))
+    # Nothing is saved that could not be loaded again: refused at the save ...
+    from fastlr import WriteError
+    with pytest.raises(WriteError, match="data set record"):
+        write_model(tmp_path / "bad.npz", **arrays, dataset=dict(record, image_shape=[5, 5]))
+    assert not (tmp_path / "bad.npz").exists()
+    # ... and at the load of a file written otherwise.
+    from test_safety import rewrite_metadata
+    rewrite_metadata(tmp_path / "good.npz", tmp_path / "bad.npz",
+                     dataset=dict(record, image_shape=[5, 5]))
     with pytest.raises(ModelFileError, match="data set record"):
         read_model(tmp_path / "bad.npz")

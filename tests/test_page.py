@@ -181,7 +181,7 @@ def test_cli_explain_html_flags_that_do_not_fit_are_one_line_errors(page):
                                   "--compare-l2", "0.1"), "not both")
     directory = str(page["path"].parent)
     assert_one_line_error(run_cli("explain", model, "--html", "--backend", "numpy", "--out",
-                                  directory), directory, "cannot write the page")
+                                  directory), f"cannot write {directory}: Is a directory")
 
 
 # --- in the browser ------------------------------------------------------------------------------

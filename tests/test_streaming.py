@@ -58,11 +58,11 @@ def epoch_rows(source, rng):
 
 # --- the layouts -------------------------------------------------------------------------------
 
-def test_idx_is_memory_mapped_and_reads_as_read_idx(tmp_path):
+def test_idx_rows_read_as_read_idx(tmp_path):
     write_small_dataset(tmp_path, n_train=50, compress=False)
-    mapped = data.memmap_idx(tmp_path / "train-images-idx3-ubyte")
-    assert isinstance(mapped, np.memmap)
-    np.testing.assert_array_equal(mapped, data.read_idx(tmp_path / "train-images-idx3-ubyte"))
+    rows = data.idx_rows(tmp_path / "train-images-idx3-ubyte")
+    np.testing.assert_array_equal(rows.rows(0, 50), data.read_idx(
+        tmp_path / "train-images-idx3-ubyte").reshape(50, -1))
 
 
 def test_a_gzip_file_cannot_be_mapped(tmp_path):
@@ -76,7 +76,7 @@ def test_a_truncated_idx_file_is_a_data_error(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(DataError, match="truncated"):
-        data.memmap_idx(path)
+        data.idx_rows(path)
 
 
 def test_idx_source_labels_and_test_set(tmp_path):
