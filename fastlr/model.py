@@ -248,6 +248,8 @@ class SoftmaxRegression:
         self._check_hyperparameters()
         backend = get_backend(self.backend)
         data = self._training_data(X, y, sample_weight)
+        if self.early_stopping:  # refused before the fitted model is reset
+            self._validation_size(data.arrays[0].shape[0])
         evaluation = None
         if eval_set is not None and not self.early_stopping:
             X_eval, y_eval, _ = self._prepare(*eval_set, classes=data.classes,
@@ -314,13 +316,19 @@ class SoftmaxRegression:
                                 f"classifier needs at least two classes")
         return _TrainingData(classes, X.shape[1], X.dtype, names, None, (X, y_encoded, sw))
 
+    def _validation_size(self, n_samples):
+        """The samples early stopping holds out of ``n_samples``: ``validation_fraction`` of
+        them, at least one, and fewer than all."""
+        n_val = max(1, int(round(self.validation_fraction * n_samples)))
+        if n_val >= n_samples:
+            raise DataError("too few samples to hold out a validation set")
+        return n_val
+
     def _hold_out(self, X, y_encoded):
         """The rows to train on and the validation :class:`~fastlr.sgd.Evaluation` of early
         stopping: ``validation_fraction`` of the samples, drawn from the model's generator."""
         order = self._state.rng.permutation(X.shape[0])
-        n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
-        if n_val >= X.shape[0]:
-            raise DataError("too few samples to hold out a validation set")
+        n_val = self._validation_size(X.shape[0])
         val_index = np.sort(order[:n_val])
         rows = np.sort(order[n_val:]).astype(np.int64)
         return rows, sgd.Evaluation("val", X[val_index], y_encoded[val_index])

@@ -548,10 +548,6 @@ def test_garbage_in_an_environment_variable_works_or_is_one_line(tmp_path, model
             assert len(lines) == 1 and lines[0].startswith("fastlr: error: "), lines
 
 
-@pytest.mark.xfail(strict=True, reason="needs the backend change: fastlr/backends/numba/"
-                   "tuning.py raises ValueError for an unknown FASTLR_NUMBA_TUNING profile at "
-                   "import; raising fastlr.errors.InvalidParameterError (a FastlrError, still a "
-                   "ValueError) instead makes the CLI print it as one line")
 def test_an_unknown_numba_tuning_profile_is_one_line(data_dir):
     pytest.importorskip("numba")
     result = run_fastlr("train", "--data-dir", str(data_dir), "--backend", "numba", "--epochs",
@@ -629,9 +625,6 @@ def test_a_bad_partial_fit_after_fit_changes_nothing():
     assert model.history_ == history
 
 
-@pytest.mark.xfail(strict=True, reason="needs the estimator change: in SoftmaxRegression.fit, "
-                   "check that early stopping can hold out a validation set (n_val < N) "
-                   "before self._initialize(...), which zeroes the weights of a fitted model")
 def test_a_refused_early_stopping_fit_keeps_the_fitted_model():
     model = SoftmaxRegression(epochs=1, backend="numpy").fit(X7, Y7)
     before = model.coef_.copy()

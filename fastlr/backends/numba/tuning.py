@@ -33,6 +33,8 @@ import platform
 
 from numba.core import config
 
+from ...errors import InvalidParameterError
+
 ENV_VAR = "FASTLR_NUMBA_TUNING"
 
 
@@ -100,7 +102,8 @@ def _profile(name, x86):
         return Tuning(name, 32, 2, 5, 5, 2, True, pause=x86)
     if name == "baseline":
         return Tuning(name, 16, 2, 5, 5, 2, False, pause=x86)
-    raise ValueError(f"{ENV_VAR}: unknown profile {name!r}; choose avx512, avx2 or baseline")
+    raise InvalidParameterError(f"{ENV_VAR}: unknown profile {name!r}; choose avx512, avx2 or "
+                                f"baseline")
 
 
 def compile_features():
@@ -146,14 +149,17 @@ def tuning_for(features, machine=None, override=None):
             continue
         key, value = (s.strip() for s in item.split("=", 1))
         if key not in Tuning.__dataclass_fields__ or key == "profile":
-            raise ValueError(f"{ENV_VAR}: unknown field {key!r}")
+            raise InvalidParameterError(f"{ENV_VAR}: unknown field {key!r}")
         if Tuning.__dataclass_fields__[key].type in (bool, "bool"):
             fields[key] = value.lower() in ("1", "true", "yes")
+        elif not value.isdigit():
+            raise InvalidParameterError(f"{ENV_VAR}: {key} must be a whole number, got "
+                                        f"{value!r}")
         else:
             fields[key] = int(value)
     tuning = dataclasses.replace(_profile(name, x86), **fields)
     if tuning.block_kib < 1:
-        raise ValueError(f"{ENV_VAR}: block_kib must be at least 1")
+        raise InvalidParameterError(f"{ENV_VAR}: block_kib must be at least 1")
     if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
         tuning = dataclasses.replace(tuning, fused=False)
     if "amx" not in fields:
