@@ -1,8 +1,9 @@
 """The Numba kernels' AMX tiles (``fastlr/backends/numba/amx.py``) against the reference.
 
 They run only where the CPU has AMX-BF16 and the operating system gives the process its tile
-registers (``TUNING.amx``); elsewhere this module is skipped, and the vector tiles the epoch
-takes instead are what the rest of the suite checks. The pieces (the bfloat16 pairs, the
+registers (``TUNING.amx``); elsewhere this module is one skip, and the vector tiles the epoch
+takes instead are what the rest of the suite checks (``tests/test_tuning.py`` checks that CPU
+features and the override choose the tiles). The pieces (the bfloat16 pairs, the
 score and gradient tiles with their tails) are checked alone, then whole epochs of uint8
 pixels with the chunk sizes that take the tiles, and the choice itself: which chunks take
 them, that the others give the vector tiles' bits, and that ``amx=0`` turns them off.
@@ -24,11 +25,13 @@ from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
 from fastlr.backends.numba import amx  # noqa: E402
 from fastlr.backends.numba.epoch import AMX_MIN_CHUNK, takes_tiles  # noqa: E402
-from fastlr.backends.numba.tuning import TUNING, tuning_for  # noqa: E402
+from fastlr.backends.numba.tuning import TUNING  # noqa: E402
 
 from conftest import assert_matches, run_epochs  # noqa: E402
 
-needs_tiles = pytest.mark.skipif(not TUNING.amx, reason="no AMX tiles on this CPU or OS")
+# One skip for the module, with its reason, rather than one per test.
+if not TUNING.amx:
+    pytest.skip("no AMX tiles on this CPU or OS", allow_module_level=True)
 SCALE = np.float32(1.0 / 255.0)
 
 
@@ -36,16 +39,6 @@ def _pixels(rng, n, d):
     return rng.integers(0, 256, size=(n, d)).astype(np.uint8)
 
 
-def test_the_tiles_follow_the_features_and_the_override():
-    amx_cpu = {"avx512f", "avx512bw", "avx2", "fma", "sse2", "amx-tile", "amx-bf16"}
-    assert tuning_for(amx_cpu, "x86_64").amx
-    assert not tuning_for(amx_cpu - {"amx-bf16"}, "x86_64").amx
-    assert not tuning_for(amx_cpu, "x86_64", "amx=0").amx
-    assert not tuning_for(amx_cpu, "x86_64", "avx2").amx  # only with the AVX-512 tiles
-    assert tuning_for(amx_cpu, "x86_64", "amx_min_chunk=64").amx_min_chunk == 64
-
-
-@needs_tiles
 def test_a_weight_is_two_bfloat16_within_two_to_the_minus_16():
     from numba import njit
 
@@ -64,7 +57,6 @@ def test_a_weight_is_two_bfloat16_within_two_to_the_minus_16():
     assert np.all(np.abs(hi + lo - values) <= 2.0 ** -16 * np.abs(values))
 
 
-@needs_tiles
 @pytest.mark.parametrize("n,d,c", [(128, 784, 10), (37, 50, 3), (5, 17, 16), (64, 33, 10)])
 def test_scores_and_gradient_of_a_block(n, d, c):
     rng = np.random.default_rng(n + d + c)
@@ -105,7 +97,6 @@ def _epochs(rng, n, d, c, batch, threads, weighted=False, momentum=0.0, alpha=0.
     return got, ref, (X, y, sw, W, b, perms)
 
 
-@needs_tiles
 @pytest.mark.parametrize("n,d,c,batch,threads,weighted", [
     (1500, 784, 10, 1024, 2, False),
     (900, 784, 10, 300, 1, True),
@@ -120,7 +111,6 @@ def test_epochs_on_the_tiles_match_the_reference(n, d, c, batch, threads, weight
         assert_matches(g, e, np.float32, TRAJECTORY_TOLERANCE)
 
 
-@needs_tiles
 def test_the_same_seed_and_threads_give_the_same_bits():
     first = _epochs(np.random.default_rng(5), 1200, 784, 10, 1024, 2)[0]
     second = _epochs(np.random.default_rng(5), 1200, 784, 10, 1024, 2)[0]
@@ -128,7 +118,6 @@ def test_the_same_seed_and_threads_give_the_same_bits():
         assert np.array_equal(a, b)
 
 
-@needs_tiles
 def test_which_rows_take_the_tiles():
     W = np.zeros((10, 784), np.float32)
     assert takes_tiles(np.zeros((1, 784), np.uint8), W)
@@ -154,7 +143,6 @@ VECTOR_SCRIPT = textwrap.dedent("""
 """)
 
 
-@needs_tiles
 def test_short_chunks_keep_the_vector_tiles_and_amx_0_turns_the_tiles_off(tmp_path):
     assert 128 // 2 < AMX_MIN_CHUNK <= 1024 // 2
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

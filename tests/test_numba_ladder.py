@@ -30,6 +30,7 @@ def test_the_chosen_kernel_is_the_last_rung():
     assert list(ladder.KERNEL_VERSIONS.values())[-1] is numba_backend.sgd_epoch
 
 
+@pytest.mark.extended
 def test_a_rung_returns_the_contracts_two_results_without_a_count():
     rng = np.random.default_rng(3)
     X, y, sw, W, b = make_problem(rng, 20, 12, 3, np.float64)
@@ -41,8 +42,12 @@ def test_a_rung_returns_the_contracts_two_results_without_a_count():
 
 # Every rung in float32, the dtype the ladder is timed in; float64 for the chosen rung only,
 # the production epoch that tests/test_backends.py compiles in float64 anyway: compiling each
-# superseded rung a second time cost the suite about two minutes on a 2-core Zen 3.
-RUNGS = [(version, np.float32) for version in VERSIONS] + [(VERSIONS[-1], np.float64)]
+# superseded rung a second time cost the suite about two minutes on a 2-core Zen 3. The
+# superseded rungs are the extended tier: each compiles a kernel of its own. The chosen rung
+# is the production epoch, compiled by the default tier anyway.
+RUNGS = ([pytest.param(version, np.float32, marks=pytest.mark.extended)
+          for version in VERSIONS[:-1]]
+         + [(VERSIONS[-1], np.float32), (VERSIONS[-1], np.float64)])
 
 
 @pytest.mark.parametrize("version,dtype", RUNGS)
@@ -64,6 +69,7 @@ def test_ladder_version_matches_reference(version, dtype, n_threads, batch_size,
     assert_matches(got_losses, ref_losses, dtype, TRAJECTORY_TOLERANCE)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("n_threads", [2, 3])
 def test_restructured_epochs_are_bitwise_the_two_sync_epoch(n_threads):
     """v6 only moves v5's update into the next step's parallel region and v7 only reorders
@@ -80,6 +86,7 @@ def test_restructured_epochs_are_bitwise_the_two_sync_epoch(n_threads):
             np.testing.assert_array_equal(actual, expected)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("batch_size", [7, 64, 300])
 def test_panel_sync_epoch_is_bitwise_the_column_split_epoch(batch_size):
     """v10 only changes where v9's threads meet (once per panel of SYNC_PANEL samples instead

@@ -33,6 +33,15 @@ def test_profiles_follow_the_features():
     assert tuning_for({"avx2"}, "x86_64").profile == "baseline"  # AVX2 without FMA
 
 
+def test_the_amx_tiles_follow_the_features_and_the_override():
+    amx_cpu = {"avx512f", "avx512bw", "avx2", "fma", "sse2", "amx-tile", "amx-bf16"}
+    assert tuning_for(amx_cpu, "x86_64").amx
+    assert not tuning_for(amx_cpu - {"amx-bf16"}, "x86_64").amx
+    assert not tuning_for(amx_cpu, "x86_64", "amx=0").amx
+    assert not tuning_for(amx_cpu, "x86_64", "avx2").amx  # only with the AVX-512 tiles
+    assert tuning_for(amx_cpu, "x86_64", "amx_min_chunk=64").amx_min_chunk == 64
+
+
 def test_pause_only_on_x86():
     assert tuning_for(AVX2, "x86_64").pause
     assert not tuning_for({"neon"}, "aarch64").pause
@@ -100,6 +109,7 @@ FORCED_CPU_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("cpu,features,profile", [
     ("haswell", "+avx,+avx2,+fma,+sse4.2,-avx512f", "avx2"),
     ("x86-64", "+sse2,-avx,-avx2,-fma,-avx512f", "baseline"),
