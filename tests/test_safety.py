@@ -309,7 +309,7 @@ def test_an_unusable_fastlr_data_is_one_line(tmp_path, capsys, monkeypatch, stat
 def test_predict_prints_the_good_inputs_before_the_bad_one(tmp_path, model_path, capsys,
                                                            as_json):
     good = tmp_path / "good.npy"
-    np.save(good, np.zeros((2, 4, 4), dtype=np.uint8))
+    np.save(good, np.arange(32, dtype=np.uint8).reshape(2, 4, 4))
     bad = tmp_path / "bad.npy"
     bad.write_bytes(b"not an array")
     capsys.readouterr()
