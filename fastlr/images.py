@@ -178,11 +178,27 @@ def pixels_from_array(array, source, n_features, image_shape=None):
         if array.min() < 0 or array.max() > 1:
             raise DataError(f"{source}: float pixels must lie in [0, 1], found "
                             f"{array.min():g} to {array.max():g}; store 0-255 pixels as uint8")
-        return array.astype(np.float32)
-    if array.min() < 0 or array.max() > 255:
-        raise DataError(f"{source}: integer pixels must lie in 0-255, found {array.min()} to "
-                        f"{array.max()}")
-    return array.astype(np.float32) / np.float32(255)
+        pixels = array.astype(np.float32)
+    else:
+        if array.min() < 0 or array.max() > 255:
+            raise DataError(f"{source}: integer pixels must lie in 0-255, found "
+                            f"{array.min()} to {array.max()}")
+        pixels = array.astype(np.float32) / np.float32(255)
+    _refuse_blank(pixels, source)
+    return pixels
+
+
+def _refuse_blank(pixels, source):
+    """An image whose pixels are all one value holds no digit: refused, as a blank picture
+    is by :func:`mnist_like`, rather than read as whatever the biases favour."""
+    blank = np.flatnonzero(pixels.max(axis=1) == pixels.min(axis=1))
+    if blank.size:
+        which = "the image is blank" if len(pixels) == 1 else (
+            f"image {blank[0]} of {len(pixels)} is blank" if blank.size == 1 else
+            f"{blank.size} of its {len(pixels)} images are blank (the first is image "
+            f"{blank[0]})")
+        raise DataError(f"{source}: {which}: every pixel has the same value, so there is no "
+                        f"digit to read")
 
 
 def read_inputs(path, n_features, image_shape=None):

@@ -488,12 +488,20 @@ class SoftmaxRegression:
         return out
 
     def _check_feature_names(self, names):
-        """A DataFrame's columns must be those the model was fitted on, in the same order."""
+        """A DataFrame's columns must be those the model was fitted on, in the same order; as
+        scikit-learn does, a model fitted with names warns of X without them, and the
+        reverse."""
         fitted = getattr(self, "feature_names_in_", None)
         if fitted is not None and names is not None and not np.array_equal(names, fitted):
             raise DataError(f"The feature names should match those that were passed during "
                             f"fit, in the same order: fitted on {plain(fitted)}, got "
                             f"{plain(names)}")
+        if (fitted is None) != (names is None):
+            import warnings
+            message = ("X does not have valid feature names, but {} was fitted with feature "
+                       "names" if names is None else
+                       "X has feature names, but {} was fitted without feature names")
+            warnings.warn(message.format(type(self).__name__), UserWarning, stacklevel=3)
 
     def decision_function(self, X):
         """Scores ``X W^T + b``: shape (N, C), or (N,) for two classes (see Notes)."""
@@ -566,3 +574,23 @@ class SoftmaxRegression:
         model.metadata_ = contents.metadata
         model.dataset_ = contents.dataset
         return model
+
+    def _repr_html_(self):
+        """How Jupyter shows the estimator: its hyperparameters (those set away from the
+        defaults, in bold) and, once fitted, what it was fitted to."""
+        import html
+
+        defaults = type(self)().get_params()
+        rows = []
+        for name, value in self.get_params().items():
+            text = html.escape(repr(value))
+            if not (type(value) is type(defaults[name]) and value == defaults[name]):
+                text = f"<b>{text}</b>"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{text}</td></tr>")
+        if self.__sklearn_is_fitted__():
+            state = (f"fitted: {len(self.classes_)} classes, {self.n_features_in_} features, "
+                     f"{len(self.history_)} epochs on the {self.backend_} backend")
+        else:
+            state = "not fitted"
+        return (f'<div><p><code>SoftmaxRegression</code>, {html.escape(state)}</p>'
+                f'<table style="font-family: monospace">{"".join(rows)}</table></div>')

@@ -182,16 +182,20 @@ def _check_dataset(record, coef_shape, path):
         raise ModelFileError(f"{path}: the metadata's data set record is malformed")
     name, title = record.get("name"), record.get("title")
     shape, names = record.get("image_shape"), record.get("class_names")
+    directory = record.get("directory")
     shape_ok = (isinstance(shape, list) and len(shape) == 2
                 and all(isinstance(n, int) and n >= 1 for n in shape)
                 and shape[0] * shape[1] == coef_shape[1])
     names_ok = names is None or (isinstance(names, list)
                                  and all(isinstance(n, str) for n in names))
     if not (isinstance(title, str) and (name is None or isinstance(name, str)) and shape_ok
-            and names_ok):
+            and names_ok and (directory is None or isinstance(directory, str))):
         raise ModelFileError(f"{path}: the metadata's data set record is malformed")
-    return {"name": name, "title": title, "image_shape": tuple(shape),
-            "class_names": tuple(names) if names else None}
+    checked = {"name": name, "title": title, "image_shape": tuple(shape),
+               "class_names": tuple(names) if names else None}
+    if directory is not None:  # where the data was read (files written before: none)
+        checked["directory"] = directory
+    return checked
 
 
 # What every per-epoch record of a model file's history holds, and what it may hold beside.

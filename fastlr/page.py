@@ -8,7 +8,9 @@ request: its Content-Security-Policy forbids them) that holds
 - a drawing pad whose strokes are made MNIST-like exactly as ``fastlr predict`` makes an image
   file (``fastlr/images.py``, ported to ``page_assets/page.js``) and then scored by the model in
   the page, with the deskewed input beside it for a deskewing model;
-- the contribution maps ``w_c * x`` of the two most probable classes and their difference;
+- the contribution maps ``w_c * (x - mean)`` of every pixel against the mean training image
+  (so missing ink counts too) for the model's answer and the runner-up (a loaded mistake: its
+  true class), and their difference;
 - the model's weight images beside those of a comparison model with a small L2 penalty, each
   with its measured test accuracy;
 - the confusion matrix on the test set and the misclassified test images, each of which loads
@@ -33,6 +35,7 @@ from .errors import DataError
 from .explain import confusion_matrix
 from .images import BOX, CENTRE, INK_THRESHOLD, SIDE
 from .model import SoftmaxRegression
+from .preprocess import apply_preprocessing
 
 ASSETS = Path(__file__).with_name("page_assets")
 
@@ -199,6 +202,8 @@ def page_data(model, X_train, y_train, X_test, y_test, *, model_name="model", co
         "compare": _model_entry(compare, X_test, y_test, description),
         "n_train": int(len(y_train)),
         "n_test": int(len(y_test)),
+        "mean_image": _float32_base64(
+            apply_preprocessing(model.preprocessing, X_train).mean(axis=0, dtype=np.float64)),
         "confusion": confusion_matrix(y_test, predicted, classes).tolist(),
         "mistakes": _mistakes(X_test, y_test, classes, proba),
     }

@@ -1,19 +1,18 @@
-"""The Numba kernels' AMX provider (``fastlr/backends/numba/amx.py``) against the reference.
+"""The Numba kernels' AMX tiles (``fastlr/backends/numba/amx.py``) against the reference.
 
-The tiles run only where the CPU has AMX-BF16 and the operating system gives the process its
-tile registers (``TUNING.amx``); elsewhere those tests are skipped, and the vector tiles the
-epoch takes instead are what the rest of the suite checks. Everywhere: the microkernel takes
-its provider from the tuning, and on any x86-64 the AMX provider compiles (not runs) to tile
-instructions for a CPU said to have them, and to none for float rows. Where the tiles run, the
-pieces (the bfloat16 pairs, the score and gradient tiles with their tails) are checked alone,
-then whole epochs of uint8 pixels with the chunk sizes that take the tiles, and the choice
-itself: which chunks take them, that the others give the vector tiles' bits, and that
-``amx=0`` turns them off.
+They run only where the CPU has AMX-BF16 and the operating system gives the process its tile
+registers (``TUNING.amx``); elsewhere this module is one skip, and the vector tiles the epoch
+takes instead are what the rest of the suite checks (``tests/test_tuning.py`` checks, on any
+CPU, that CPU features and the override choose the tiles, that the microkernel takes the
+provider the tuning names, and that the AMX provider compiles to tile instructions for pixels
+only). The pieces (the bfloat16 pairs, the score and gradient tiles with their tails) are
+checked alone, then whole epochs of uint8 pixels with the chunk sizes that take the tiles, and
+the choice itself: which chunks take them, that the others give the vector tiles' bits, and
+that ``amx=0`` turns them off.
 """
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -26,13 +25,15 @@ pytest.importorskip("numba")
 from fastlr.backends import numba as nb  # noqa: E402
 from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
-from fastlr.backends.numba import amx, microkernel, tiles  # noqa: E402
+from fastlr.backends.numba import amx  # noqa: E402
 from fastlr.backends.numba.amx import AMX_MIN_CHUNK, takes_tiles  # noqa: E402
-from fastlr.backends.numba.tuning import TUNING, tuning_for  # noqa: E402
+from fastlr.backends.numba.tuning import TUNING  # noqa: E402
 
 from conftest import assert_matches, run_epochs  # noqa: E402
 
-needs_tiles = pytest.mark.skipif(not TUNING.amx, reason="no AMX tiles on this CPU or OS")
+# One skip for the module, with its reason, rather than one per test.
+if not TUNING.amx:
+    pytest.skip("no AMX tiles on this CPU or OS", allow_module_level=True)
 SCALE = np.float32(1.0 / 255.0)
 
 
@@ -40,83 +41,6 @@ def _pixels(rng, n, d):
     return rng.integers(0, 256, size=(n, d)).astype(np.uint8)
 
 
-def test_the_tiles_follow_the_features_and_the_override():
-    amx_cpu = {"avx512f", "avx512bw", "avx2", "fma", "sse2", "amx-tile", "amx-bf16"}
-    assert tuning_for(amx_cpu, "x86_64").amx
-    assert not tuning_for(amx_cpu - {"amx-bf16"}, "x86_64").amx
-    assert not tuning_for(amx_cpu, "x86_64", "amx=0").amx
-    assert not tuning_for(amx_cpu, "x86_64", "avx2").amx  # only with the AVX-512 tiles
-    assert tuning_for(amx_cpu, "x86_64", "amx_min_chunk=64").amx_min_chunk == 64
-
-
-INTERFACE = ("new_scratch", "thread_scratch", "padded_rows", "pack_weights", "score_block",
-             "accumulate_gradient")
-
-
-def test_the_microkernel_takes_the_provider_the_tuning_names():
-    provider = amx if TUNING.amx else tiles
-    for name in INTERFACE:
-        assert getattr(microkernel, name) is getattr(provider, name), name
-
-
-# Compiles (never runs) the AMX provider's block, pixels and float rows, for the host CPU with
-# the AMX features added, and reports which tile instructions each compilation holds.
-COMPILE_SCRIPT = textwrap.dedent("""
-    import json
-    from numba import njit, types
-    from fastlr.backends.numba import amx, microkernel, tiles
-    from fastlr.backends.numba.tuning import TUNING
-
-    @njit
-    def block(X, rows, n, ahead, n_ahead, W, scratch, S, G, part_W):
-        amx.pack_weights(X, W, n, scratch)
-        amx.score_block(X, rows, n, ahead, n_ahead, W, scratch, S)
-        amx.accumulate_gradient(X, rows, n, ahead, n_ahead, G, part_W, True, scratch)
-
-    def array(dtype, ndim):
-        return types.Array(dtype, ndim, "C")
-
-    scratch = types.Tuple((array(types.uint32, 2), array(types.uint32, 1),
-                           array(types.uint32, 3), array(types.float32, 2),
-                           array(types.bool_, 1)))
-    found = {}
-    for name, x in (("pixels", types.uint8), ("floats", types.float32)):
-        sig = (array(x, 2), array(types.int64, 1), types.int64, array(types.int64, 1),
-               types.int64, array(types.float32, 2), scratch, array(types.float32, 2),
-               array(types.float32, 2), array(types.float32, 2))
-        block.compile(sig)
-        asm = block.inspect_asm(sig)
-        found[name] = sorted(i for i in ("tdpbf16ps", "ldtilecfg", "tileloadd", "tilestored")
-                             if i in asm)
-    print(json.dumps({"amx": TUNING.amx, "chosen": microkernel.score_block is amx.score_block,
-                      "found": found}))
-""")
-
-
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
-def test_the_amx_provider_compiles_to_tile_instructions_for_pixels_only(tmp_path):
-    """The tiles' code, as an AMX CPU would get it: tile instructions for uint8 pixels with
-    float32 weights, none for float rows. Compiled in a subprocess whose CPU features add
-    AMX's to the host's and take away AVX-512 (so the avx2 profile, which never chooses AMX:
-    the epoch keeps the vector tiles there, and nothing compiled runs)."""
-    from numba.core.codegen import get_host_cpu_features
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    features = ",".join(f for f in get_host_cpu_features().split(",")
-                        if not f[1:].startswith("avx512") and not f[1:].startswith("amx"))
-    env = {k: v for k, v in os.environ.items() if k != "FASTLR_NUMBA_TUNING"}
-    env.update(NUMBA_CPU_FEATURES=features + ",+amx-tile,+amx-bf16,-avx512f",
-               NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=root)
-    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert not report["amx"] and not report["chosen"]
-    assert report["found"]["pixels"] == ["ldtilecfg", "tdpbf16ps", "tileloadd", "tilestored"]
-    assert report["found"]["floats"] == []
-
-
-@needs_tiles
 def test_a_weight_is_two_bfloat16_within_two_to_the_minus_16():
     from numba import njit
 
@@ -135,7 +59,6 @@ def test_a_weight_is_two_bfloat16_within_two_to_the_minus_16():
     assert np.all(np.abs(hi + lo - values) <= 2.0 ** -16 * np.abs(values))
 
 
-@needs_tiles
 @pytest.mark.parametrize("n,d,c", [(128, 784, 10), (37, 50, 3), (5, 17, 16), (64, 33, 10)])
 def test_scores_and_gradient_of_a_block(n, d, c):
     rng = np.random.default_rng(n + d + c)
@@ -176,7 +99,6 @@ def _epochs(rng, n, d, c, batch, threads, weighted=False, momentum=0.0, alpha=0.
     return got, ref, (X, y, sw, W, b, perms)
 
 
-@needs_tiles
 @pytest.mark.parametrize("n,d,c,batch,threads,weighted", [
     (1500, 784, 10, 1024, 2, False),
     (900, 784, 10, 300, 1, True),
@@ -191,7 +113,6 @@ def test_epochs_on_the_tiles_match_the_reference(n, d, c, batch, threads, weight
         assert_matches(g, e, np.float32, TRAJECTORY_TOLERANCE)
 
 
-@needs_tiles
 def test_the_same_seed_and_threads_give_the_same_bits():
     first = _epochs(np.random.default_rng(5), 1200, 784, 10, 1024, 2)[0]
     second = _epochs(np.random.default_rng(5), 1200, 784, 10, 1024, 2)[0]
@@ -199,7 +120,6 @@ def test_the_same_seed_and_threads_give_the_same_bits():
         assert np.array_equal(a, b)
 
 
-@needs_tiles
 def test_which_rows_take_the_tiles():
     W = np.zeros((10, 784), np.float32)
     assert takes_tiles(np.zeros((1, 784), np.uint8), W)
@@ -225,7 +145,6 @@ VECTOR_SCRIPT = textwrap.dedent("""
 """)
 
 
-@needs_tiles
 def test_short_chunks_keep_the_vector_tiles_and_amx_0_turns_the_tiles_off(tmp_path):
     assert 128 // 2 < AMX_MIN_CHUNK <= 1024 // 2
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

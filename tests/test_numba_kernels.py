@@ -238,6 +238,7 @@ def _edit(path, old, new):
     path.write_text(text.replace(old, new))
 
 
+@pytest.mark.extended
 def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     """Numba keys a cache entry by the function's own file; the production stamp covers every
     production kernel file. Editing a ladder rung (a docstring) must load the cached
@@ -269,6 +270,7 @@ def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     assert after_edit["score"] == 100.0
 
 
+@pytest.mark.extended
 def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_path):
     """Without NUMBA_CACHE_DIR the cache goes next to the sources; where that directory is not
     writable (simulated: the tests may run as root, who can write anywhere) it goes to the user

@@ -305,6 +305,7 @@ def memory_cgroup():
         cgroup.rmdir()
 
 
+@pytest.mark.extended
 def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
     big = Path(tempfile.mkdtemp(prefix="fastlr-streaming-"))
     try:

@@ -63,27 +63,29 @@ def add_data_dir(parser, model_default=False, by_name=True):
 
 def load_data(args, model=None, pixels=False):
     """The :class:`~fastlr.data.Dataset` the flags of :func:`add_data_dir` name; without them,
-    the one ``model`` records (if it names a known one), else the default lookup. Its images
-    are float32 features in [0, 1], or with ``pixels`` the uint8 bytes as stored.
+    the one ``model`` records (see :func:`fastlr.data.load_recorded`), else the default
+    lookup. Its images are float32 features in [0, 1], or with ``pixels`` the uint8 bytes as
+    stored.
 
     Raises
     ------
     DataError
-        If the model was trained on a directory's data set and no flag says where it is.
+        If the model was trained on a directory's data set that is no longer there and no flag
+        says where it is.
     """
     import numpy as np
 
-    from ..data import load_dataset
+    from ..data import load_dataset, load_recorded
     progress = not (getattr(args, "no_progress", False) or getattr(args, "json", False))
     dtype = np.uint8 if pixels else np.float32
     if args.dataset is None and args.data_dir is None and model is not None:
         record = getattr(model, "dataset_", None)
-        if record and record["name"]:
-            return _labels_known(load_dataset(record["name"], dtype=dtype, progress=progress),
-                                 model, args.model)
         if record:
-            raise DataError(f"{args.model} was trained on {record['title']}; pass --data-dir "
-                            f"DIR (or --dataset NAME) for the data to use")
+            try:
+                dataset = load_recorded(record, dtype=dtype, progress=progress)
+            except DataError as exc:
+                raise DataError(f"{args.model}: {exc}") from None
+            return _labels_known(dataset, model, args.model)
     dataset = load_dataset(args.dataset, args.data_dir, dtype=dtype, progress=progress)
     return dataset if model is None else _labels_known(dataset, model, args.model)
 

@@ -286,9 +286,12 @@ def _print_summary(args, summary, model, dataset, n_train, n_test, written, clie
           f"{height}x{width} pixels, {len(model.classes_)} classes.")
     print(f"  test accuracy   {test_accuracy:.2%}   ({n_test:,} test images; "
           f"running train accuracy {last['train_accuracy']:.2%})")
-    print(f"  training time   {summary['train_time_s']:.2f} s   ({summary['epochs']} epochs "
-          f"of batch {args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per "
-          f"epoch of SGD)")
+    epochs = summary["epochs"]
+    batch = (f"batch {args.batch_size}" if args.batch_size < n_train else
+             f"one batch of all {n_train:,} images")
+    print(f"  training time   {summary['train_time_s']:.2f} s   ({epochs} epoch"
+          f"{'s' if epochs != 1 else ''} of {batch}, median "
+          f"{summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
     print(f"  backend         {model.backend_}, {model.n_threads_} thread"
           f"{'s' if model.n_threads_ != 1 else ''}")
     if args.early_stopping:
