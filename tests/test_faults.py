@@ -102,7 +102,7 @@ def test_a_npy_reader_never_allocates_more_than_the_file_holds(shape, descr, tai
 
 def test_a_npy_over_the_limit_is_refused_by_its_header(tmp_path, monkeypatch):
     path = tmp_path / "images.npy"
-    np.save(path, np.zeros((10, 4, 4), dtype=np.uint8))
+    np.save(path, np.arange(160, dtype=np.uint8).reshape(10, 4, 4))  # ten inked images
     assert read_inputs(path, 16).shape == (10, 16)
     monkeypatch.setenv("FASTLR_MAX_IDX_BYTES", "100")
     with pytest.raises(DataError, match="160 bytes, beyond the limit of 100; set FASTLR_MAX"):

@@ -90,6 +90,7 @@ COMPILE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.extended  # a compilation of its own, in a subprocess
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
 def test_the_amx_provider_compiles_to_tile_instructions_for_pixels_only(tmp_path):
     """The tiles' code, as an AMX CPU would get it: tile instructions for uint8 pixels with
