@@ -305,7 +305,9 @@ def memory_cgroup():
         cgroup.rmdir()
 
 
-def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
+def test_a_data_set_twice_the_memory_limit_streams_by_itself_in_it(memory_cgroup):
+    """No flag: ``train`` reads the cgroup's limit, sees the images would not fit, says so in
+    one line and streams them inside the limit."""
     big = Path(tempfile.mkdtemp(prefix="fastlr-streaming-"))
     try:
         assert write_big_idx(big, np.random.default_rng(0)) > 2 * CGROUP_LIMIT
@@ -317,7 +319,7 @@ def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
             procs.write_text(str(os.getpid()))
 
         result = subprocess.run(
-            [sys.executable, "-m", "fastlr", "train", "--data-dir", str(big), "--stream",
+            [sys.executable, "-m", "fastlr", "train", "--data-dir", str(big),
              "--epochs", "1", "--batch-size", "1024", "--backend", backend, "--json",
              "--no-progress"],
             capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=join_cgroup,
@@ -328,4 +330,91 @@ def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
     assert result.returncode == 0, result.stderr
     assert 0 < peak <= CGROUP_LIMIT  # it ran in the cgroup, and fit under its limit
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["test_accuracy"] > 0.98
+    assert summary["streamed"] and summary["test_accuracy"] > 0.98
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastlr: streaming the training images")
+    assert "the memory cgroup's limit of 1.00 GiB" in lines[0]
+
+
+# --- streaming by itself when the data would not fit -------------------------------------------
+
+def fake_system(root, meminfo_kb, cgroup_lines, mounts, files):
+    """A fake /proc and /sys under ``root``: this process's cgroups, the mounts, /proc/meminfo
+    and the cgroup files ``files`` (path under root -> text)."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/meminfo").write_text(f"MemTotal: 99999999 kB\nMemAvailable: {meminfo_kb} kB\n")
+    (root / "proc/self/cgroup").write_text("\n".join(cgroup_lines) + "\n")
+    (root / "proc/self/mountinfo").write_text("\n".join(mounts) + "\n")
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+
+def test_memory_available_is_the_tightest_cgroup_less_its_working_set(tmp_path):
+    from fastlr.machine import memory_available
+    gib = 2 ** 30
+    v1 = tmp_path / "v1"
+    fake_system(v1, 8 * 2 ** 20, ["4:memory:/jobs/one", "1:cpu:/", "0::/"],
+                ["35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory",
+                 "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw"],
+                {"sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+                 "sys/fs/cgroup/memory/jobs/memory.limit_in_bytes": f"{4 * gib}\n",
+                 "sys/fs/cgroup/memory/jobs/memory.usage_in_bytes": f"{gib}\n",
+                 "sys/fs/cgroup/memory/jobs/one/memory.limit_in_bytes": f"{2 * gib}\n",
+                 "sys/fs/cgroup/memory/jobs/one/memory.usage_in_bytes": f"{gib}\n",
+                 # Inactive file pages are dropped at once: they are not in the working set.
+                 "sys/fs/cgroup/memory/jobs/one/memory.stat":
+                     f"cache 5\ntotal_inactive_file {gib // 2}\n"})
+    assert memory_available(v1) == (gib + gib // 2, "the memory cgroup's limit of 2.00 GiB")
+    v2 = tmp_path / "v2"
+    fake_system(v2, 2 ** 20, ["0::/user/job"],
+                ["30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw"],
+                {"sys/fs/cgroup/user/memory.max": "max\n",
+                 "sys/fs/cgroup/user/job/memory.max": f"{8 * gib}\n",
+                 "sys/fs/cgroup/user/job/memory.current": f"{gib}\n"})
+    # The machine's available memory (1 GiB) is tighter than the cgroup's 7 GiB left.
+    assert memory_available(v2) == (gib, "available memory")
+    assert memory_available(tmp_path / "nothing") == (None, "available memory")
+
+
+def test_the_decision_to_stream_reads_the_header_only(tmp_path):
+    write_small_dataset(tmp_path, n_train=1000, side=10, compress=False)
+    need = streaming.in_memory_bytes(1000, 100)
+    assert need == 3 * 1000 * 100 + 16 * 1000
+    plenty, reader_limit = need + streaming.LOAD_MARGIN_BYTES, 10 ** 9
+    assert streaming.why_stream(tmp_path, plenty, "available memory", reader_limit) is None
+    assert streaming.why_stream(tmp_path, None, "available memory", reader_limit) is None
+    why = streaming.why_stream(tmp_path, plenty - 1, "the memory cgroup's limit of 0.25 GiB",
+                               reader_limit)
+    assert why.startswith(f"streaming the training images of {tmp_path}")
+    assert "the memory cgroup's limit of 0.25 GiB" in why and "--no-stream" in why
+    assert "reader accepts" in streaming.why_stream(tmp_path, plenty, "", 1000 * 100 - 1)
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    write_small_dataset(gz, n_train=1000, side=10, compress=True)
+    with pytest.raises(DataError, match="gunzip train-images-idx3-ubyte.gz"):
+        streaming.why_stream(gz, plenty - 1, "available memory", reader_limit)
+
+
+def test_train_streams_by_itself_when_loading_would_not_fit(tmp_path, monkeypatch, capsys):
+    from fastlr.cli import main, train
+    write_small_dataset(tmp_path, n_train=400, side=8, compress=False)
+    need = streaming.in_memory_bytes(400, 64)
+    flags = ["train", "--data-dir", str(tmp_path), "--epochs", "1", "--backend", "numpy",
+             "--json"]
+
+    def run(*extra, available):
+        monkeypatch.setattr(train, "memory_available", lambda: (
+            available, "the memory cgroup's limit of 0.25 GiB"))
+        assert main(flags + list(extra)) == 0
+        out, err = capsys.readouterr()
+        return json.loads(out.splitlines()[-1])["streamed"], err.strip().splitlines()
+
+    short = need + streaming.LOAD_MARGIN_BYTES - 1
+    streamed, lines = run(available=short)
+    assert streamed and len(lines) == 1
+    assert lines[0].startswith("fastlr: streaming the training images of ")
+    assert "0.25 GiB" in lines[0]
+    assert run(available=short + 1) == (False, [])
+    assert run("--no-stream", available=short) == (False, [])
+    assert run("--stream", available=10 ** 12) == (True, [])
