@@ -11,11 +11,15 @@ images in the client. While it runs, the resident memory of every worker process
 every 0.2 s; the peak is what the memory limit must hold. Dask's nanny kills a worker at 95% of
 its limit, so a fit that completes stayed under it.
 
+The compute time of every training and scoring task is read from Dask's task stream, and
+turned into each worker's rates: training 4 n D C flop an epoch of n rows, scoring 2 n D C.
+
 A measurement, not a test: it prints what it measured (and writes it with ``--json``).
 """
 
 import argparse
 import json
+import statistics
 import threading
 import time
 
@@ -57,6 +61,17 @@ def partition_labels(n_rows, n_classes, seed):
     return images(n_rows, n_classes, seed)[1]
 
 
+def task_seconds(stream):
+    """The compute seconds of every task in a Dask task stream, by the name of its function."""
+    seconds = {"_train_partition": [], "_score_partition": []}
+    for task in stream:
+        name = str(task["key"]).strip("('").split("-")[0]
+        if name in seconds:
+            seconds[name].extend(s["stop"] - s["start"] for s in task["startstops"]
+                                 if s["action"] == "compute")
+    return seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -96,11 +111,18 @@ def main():
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        # The partitions are made (and persisted) first, so the task stream of the fit holds
+        # its training and scoring tasks alone.
+        X, y = client.persist([X, y])
+        distributed.wait([X, y])
+        client.get_task_stream(start=time.time())  # starts the scheduler's recording
+        stream_start = time.time()
         start = time.perf_counter()
         model = SoftmaxRegression(epochs=args.epochs, batch_size=args.batch_size,
                                   learning_rate=0.1).fit(
             Pixels(X), y, eval_set=(Pixels(X_test), y_test), score_train=True)
         wall = time.perf_counter() - start
+        tasks = task_seconds(client.get_task_stream(start=stream_start))
         done.set()
         sampler.join()
     report = {"workers": args.workers, "rows_per_worker": n, "classes": c,
@@ -108,12 +130,22 @@ def main():
               "batch_size": args.batch_size, "fit_s": wall,
               "epoch_s": [r["time_s"] for r in model.history_],
               "end_train_accuracy": model.history_[-1]["end_train_accuracy"],
+              "train_task_s": tasks["_train_partition"],
+              "score_task_s": tasks["_score_partition"],
+              # 4 n D C flop a training epoch of n rows (scores and gradient, 2 n D C each),
+              # 2 n D C a scoring pass.
+              "train_gflops_per_worker": 4 * n * SIDE * SIDE * c / 1e9
+              / statistics.median(tasks["_train_partition"]),
+              "score_gflops_per_worker": 2 * n * SIDE * SIDE * c / 1e9
+              / statistics.median(tasks["_score_partition"]),
               "test_accuracy": model.history_[-1]["val_accuracy"],
               "peak_worker_rss_gib": sorted(p / 2 ** 30 for p in peaks.values())}
     print(f"{args.workers} workers x {n:,} rows x {c} classes, limit {args.memory_limit}: "
           f"fit {wall:.1f} s, test accuracy {report['test_accuracy']:.4f}, train "
           f"{report['end_train_accuracy']:.4f}; peak worker memory "
-          + ", ".join(f"{g:.2f}" for g in report["peak_worker_rss_gib"]) + " GiB")
+          + ", ".join(f"{g:.2f}" for g in report["peak_worker_rss_gib"]) + " GiB; per worker: "
+          f"training {report['train_gflops_per_worker']:.1f} GFLOP/s, scoring "
+          f"{report['score_gflops_per_worker']:.1f} GFLOP/s")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
