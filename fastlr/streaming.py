@@ -3,10 +3,11 @@
 Shapes: N samples, D features, C classes, P parts (files), M <= ``buffer_size`` rows in one
 shuffle buffer, B batch.
 
-Two layouts on disk, both memory-mapped, never loaded whole:
+Two layouts on disk, both memory-mapped for their shape and test set, their training rows read
+with positioned reads (:meth:`StreamingSource._read_rows`), never loaded whole:
 
 - **IDX**: MNIST's ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``, uncompressed
-  (a gzip file cannot be mapped), mapped at the header's offset; the test files
+  (a gzip file cannot be read by rows), mapped at the header's offset; the test files
   (``t10k-*``, plain or .gz) are read whole as the test set.
 - **One .npy per class** (Google's Quick, Draw! layout): ``NAME.npy`` holds the uint8 images
   (n, D) or (n, H, W) of class ``NAME``, opened with ``np.load(mmap_mode="r")``; the classes
@@ -25,10 +26,10 @@ every buffer but the last holds exactly M rows, so an epoch has the same number 
 time and the learning-rate schedule is made one epoch at a time (``fastlr/sgd.py``).
 
 Reading overlaps training: a reader thread fills the next shuffle buffer while the kernels
-train on this one. NumPy's copy out of the mapped pages runs without the GIL (a page fault in
-it waits for the disk without it too), and so do the Cython kernels; the Numba kernels hold
-the GIL, so with them the reads wait for the kernel's return. Every random number is drawn in
-the caller's thread before the reads, so the model does not depend on the threads' timing.
+train on this one. The reads run without the GIL (``os.preadv``), and so do the Cython
+kernels; the Numba kernels hold the GIL, so with them a read waits for the kernel's return.
+Every random number is drawn in the caller's thread before the reads, so the model does not
+depend on the threads' timing.
 
 Training runs through the one engine, :func:`fastlr.sgd.train`: ``SoftmaxRegression.fit``
 hands it a :class:`StreamingSource` as it would an array. ``train --data-dir`` streams IDX
@@ -36,12 +37,13 @@ files by itself when loading them would not fit in the memory the process may us
 (:func:`why_stream`).
 
 Memory: two buffers, each M rows as uint8 (2 M D bytes in all; a backend that does not read
-pixels gets the features of the one it trains on, 4 M D more), their labels, and the pages of
-the mapped files, which the operating system reclaims as it needs: bounded by
+pixels gets the features of the one it trains on, 4 M D more), their labels, and the files'
+pages in the page cache, which the operating system reclaims as it needs: bounded by
 ``buffer_size``, not by N.
 """
 
 import gzip
+import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -104,6 +106,7 @@ class StreamingSource(Source):
         self.buffer_size = int(min(buffer_size, self.n_samples))
         self.chunk_size = int(min(chunk_size, self.part_rows.max()))
         self._buffers = None
+        self._files = {}  # path -> the open file its rows are read from
 
     def record(self):
         """What a model file and ``--json`` record of the data set (as
@@ -149,9 +152,29 @@ class StreamingSource(Source):
         return self._buffers
 
     def _read_rows(self, part, start, stop, X_out, y_out):
-        """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out."""
+        """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out.
+
+        The rows of a mapped file are read with a positioned read into X_out, not copied out
+        of the mapping: a page fault per page touched, and the unmapping of each page again
+        as the page cache turns over (which interrupts the kernel's threads to flush their
+        TLBs), took three to four times the CPU of the reads (docs/scale.md)."""
         images, labels = self.parts[part]
-        X_out[:stop - start] = images[start:stop]
+        rows = X_out[:stop - start]
+        if isinstance(images, np.memmap):
+            # open_source maps every file at the first byte of its rows.
+            file = self._files.get(images.filename)
+            if file is None:
+                file = self._files[images.filename] = open(images.filename, "rb", buffering=0)
+            view, position = memoryview(rows).cast("B"), images.offset + start * rows.shape[1]
+            done = 0
+            while done < len(view):
+                read = os.preadv(file.fileno(), [view[done:]], position + done)
+                if read == 0:
+                    raise DataError(f"{images.filename}: the file ends before row {stop:,}: "
+                                    f"it changed after it was opened")
+                done += read
+        else:
+            rows[...] = images[start:stop]
         y_out[:stop - start] = labels if np.isscalar(labels) else labels[start:stop]
 
     def _fill(self, buffer, runs):
