@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastlr import SoftmaxRegression, data, streaming
+from fastlr import Pixels, SoftmaxRegression, data, streaming
 from fastlr.backends import get_backend
 
 CHUNK_SIZE = 1024
@@ -111,7 +111,8 @@ def main():
     params = {"backend": args.backend, "n_threads": args.threads}
     load_before = os.getloadavg()[0]
     X, y, X_test, y_test = data.load_dataset("mnist", dtype=np.uint8).arrays()
-    mnist = (X / np.float32(255), y, X_test / np.float32(255), y_test)
+    # Bytes in memory, as the stream hands them to the kernels (and as ``train`` loads them).
+    mnist = (Pixels(X), y, Pixels(X_test), y_test)
     by_class = np.argsort(y, kind="stable")
     with tempfile.TemporaryDirectory(prefix="fastlr-bench-streaming-") as tmp:
         directories = {

@@ -53,6 +53,7 @@ import numpy as np
 from .data import _find_file, memmap_idx, parse_idx_header, read_idx
 from .datasets import FILE_STEMS, image_shape_of
 from .errors import DataError
+from .machine import memory_available
 from .backends.contract import Samples
 from .pixels import Pixels, pixel_features
 from .sgd import Source, evaluate_sums
@@ -107,6 +108,11 @@ class StreamingSource(Source):
         self.chunk_size = int(min(chunk_size, self.part_rows.max()))
         self._buffers = None
         self._files = {}  # path -> the open file its rows are read from
+        # Rows that cannot all stay in the page cache are dropped from it as they are read:
+        # the cache then never fills, and reading spares the reclaim of its pages. Rows that
+        # fit stay cached for the next epoch.
+        available, _ = memory_available()
+        self.drop_pages = available is not None and self.n_samples * self.n_features > available
 
     def record(self):
         """What a model file and ``--json`` record of the data set (as
@@ -173,6 +179,8 @@ class StreamingSource(Source):
                     raise DataError(f"{images.filename}: the file ends before row {stop:,}: "
                                     f"it changed after it was opened")
                 done += read
+            if self.drop_pages:
+                os.posix_fadvise(file.fileno(), position, len(view), os.POSIX_FADV_DONTNEED)
         else:
             rows[...] = images[start:stop]
         y_out[:stop - start] = labels if np.isscalar(labels) else labels[start:stop]

@@ -446,3 +446,15 @@ def test_train_streams_by_itself_when_loading_would_not_fit(tmp_path, monkeypatc
     assert run(available=short + 1) == (False, [])
     assert run("--no-stream", available=short) == (False, [])
     assert run("--stream", available=10 ** 12) == (True, [])
+
+
+def test_rows_larger_than_memory_are_dropped_from_the_page_cache_as_read(tmp_path,
+                                                                         monkeypatch):
+    write_class_files(tmp_path, [300, 200])
+    kept = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64)
+    monkeypatch.setattr(streaming, "memory_available", lambda: (100, "available memory"))
+    dropped = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64)
+    assert dropped.drop_pages and not kept.drop_pages
+    first, _ = epoch_rows(kept, np.random.default_rng(3))
+    again, _ = epoch_rows(dropped, np.random.default_rng(3))
+    np.testing.assert_array_equal(first, again)
