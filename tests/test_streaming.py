@@ -451,9 +451,10 @@ def test_train_streams_by_itself_when_loading_would_not_fit(tmp_path, monkeypatc
 def test_rows_larger_than_memory_are_dropped_from_the_page_cache_as_read(tmp_path,
                                                                          monkeypatch):
     write_class_files(tmp_path, [300, 200])
-    kept = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64)
-    monkeypatch.setattr(streaming, "memory_available", lambda: (100, "available memory"))
-    dropped = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64)
+    kept = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64, test_size=50)
+    monkeypatch.setattr(streaming, "memory_available", lambda: (1000, "available memory"))
+    dropped = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64, test_size=50)
+    assert dropped.n_samples * dropped.n_features > 1000
     assert dropped.drop_pages and not kept.drop_pages
     first, _ = epoch_rows(kept, np.random.default_rng(3))
     again, _ = epoch_rows(dropped, np.random.default_rng(3))
