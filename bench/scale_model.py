@@ -14,8 +14,9 @@ thread (as the measurements did):
 - scoring, only with ``score_train``: 2 n D C flop at the scoring task's measured rate;
 - weights moved: each worker fetches the round's weights and sends its own, C (D + 1)
   float32 each way, through the client's 10 Gbit/s link (an assumption: not measured here);
-- Dask's bookkeeping: per task, the round time's growth with the partition count on the
-  MNIST sweep (``bench/dask_rounds.py``), one training task per worker per round;
+- Dask's bookkeeping: per task, half the round time's growth with each partition on the
+  MNIST sweep (``bench/dask_rounds.py``, whose rounds hold a training and a scoring task per
+  partition), one training task per worker per round (two with ``score_train``);
 - memory per worker: a line through the peak resident memory of the workers of the
   many-class runs against their rows (two runs of different sizes), at 345 classes.
 
@@ -36,13 +37,13 @@ MACHINES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def per_task_overhead(rounds):
-    """Seconds of Dask bookkeeping per partition and round: the slope of the round time
-    against the partition count over the MNIST sweep (the compute of a round is the same for
-    every partition count)."""
+    """Seconds of Dask bookkeeping per task: half the slope of the round time against the
+    partition count over the MNIST sweep (the compute of a round is the same for every
+    partition count; each partition has a training and a scoring task a round)."""
     sweep = rounds["partitions"]
     counts = np.array([row["partitions"] for row in sweep], dtype=float)
     seconds = np.array([row["round_s"] for row in sweep])
-    return float(np.polyfit(counts, seconds, 1)[0])
+    return float(np.polyfit(counts, seconds, 1)[0]) / 2
 
 
 def memory_line(runs):

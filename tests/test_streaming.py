@@ -288,11 +288,10 @@ def test_train_stream_flag_errors_are_one_line(tmp_path):
 
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 CGROUP_LIMIT = 1 << 30
-BIG_ROWS = 2_800_000  # 2.8 M images of 28 x 28: 2.2 GB, twice the cgroup's limit
 BIG_CLASSES = 10
 
 
-def write_big_idx(directory, rng):
+def write_big_idx(directory, rng, n_rows):
     """Class prototypes plus noise, in class order, written a block at a time as uncompressed
     IDX; a small test set of the same kind. Returns the training file's size in bytes."""
     prototypes = (rng.integers(0, 2, (BIG_CLASSES, 784)) * 160).astype(np.uint8)
@@ -302,7 +301,7 @@ def write_big_idx(directory, rng):
     def samples(labels):
         return prototypes[labels] + noise[rng.integers(0, len(noise), len(labels))]
 
-    labels = np.repeat(np.arange(BIG_CLASSES, dtype=np.uint8), BIG_ROWS // BIG_CLASSES)
+    labels = np.repeat(np.arange(BIG_CLASSES, dtype=np.uint8), n_rows // BIG_CLASSES)
     images_path = directory / "train-images-idx3-ubyte"
     with images_path.open("wb") as file:
         file.write(bytes([0, 0, data.UBYTE, 3]) + struct.pack(">3I", len(labels), 28, 28))
@@ -316,12 +315,14 @@ def write_big_idx(directory, rng):
 
 
 @pytest.fixture
-def memory_cgroup():
-    """A cgroup v1 memory cgroup limited to 1 GiB; skips where one cannot be made."""
+def memory_cgroup(request):
+    """A cgroup v1 memory cgroup limited to ``request.param`` bytes (default 1 GiB); skips where
+    one cannot be made."""
+    limit = getattr(request, "param", CGROUP_LIMIT)
     cgroup = CGROUP_ROOT / f"fastlr-test-{os.getpid()}"
     try:
         cgroup.mkdir()
-        (cgroup / "memory.limit_in_bytes").write_text(str(CGROUP_LIMIT))
+        (cgroup / "memory.limit_in_bytes").write_text(str(limit))
     except OSError as exc:
         if cgroup.is_dir():
             cgroup.rmdir()
@@ -333,12 +334,18 @@ def memory_cgroup():
         cgroup.rmdir()
 
 
-def test_a_data_set_twice_the_memory_limit_streams_by_itself_in_it(memory_cgroup):
+@pytest.mark.parametrize("memory_cgroup, n_rows", [
+    (384 << 20, 520_000),  # 0.41 GB of images in 384 MiB
+    pytest.param(CGROUP_LIMIT, 2_800_000, marks=pytest.mark.extended),  # 2.2 GB in 1 GiB
+], indirect=["memory_cgroup"])
+def test_a_data_set_larger_than_the_memory_limit_streams_by_itself_in_it(memory_cgroup,
+                                                                        n_rows):
     """No flag: ``train`` reads the cgroup's limit, sees the images would not fit, says so in
     one line and streams them inside the limit."""
+    limit = int((memory_cgroup / "memory.limit_in_bytes").read_text())
     big = Path(tempfile.mkdtemp(prefix="fastlr-streaming-"))
     try:
-        assert write_big_idx(big, np.random.default_rng(0)) > 2 * CGROUP_LIMIT
+        assert write_big_idx(big, np.random.default_rng(0), n_rows) > limit
         # The compiled backends: the Numba compilation would dominate a one-epoch run.
         backend = "cython" if "cython" in available_backends() else "numpy"
         procs = memory_cgroup / "cgroup.procs"
@@ -356,12 +363,12 @@ def test_a_data_set_twice_the_memory_limit_streams_by_itself_in_it(memory_cgroup
     finally:
         shutil.rmtree(big)
     assert result.returncode == 0, result.stderr
-    assert 0 < peak <= CGROUP_LIMIT  # it ran in the cgroup, and fit under its limit
+    assert 0 < peak <= limit  # it ran in the cgroup, and fit under its limit
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["streamed"] and summary["test_accuracy"] > 0.98
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastlr: streaming the training images")
-    assert "the memory cgroup's limit of 1.00 GiB" in lines[0]
+    assert f"the memory cgroup's limit of {limit / 2 ** 30:.2f} GiB" in lines[0]
 
 
 # --- streaming by itself when the data would not fit -------------------------------------------
