@@ -42,7 +42,9 @@ pages in the page cache, which the operating system reclaims as it needs: bounde
 ``buffer_size``, not by N.
 """
 
+import errno
 import gzip
+import mmap
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +63,9 @@ from .sgd import Source, evaluate_sums
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_BUFFER_SIZE = 65536
 DEFAULT_TEST_SIZE = 10000
+#: O_DIRECT reads go through a staging area of this many bytes, aligned to DIRECT_ALIGN.
+DIRECT_PIECE_BYTES = 4 << 20
+DIRECT_ALIGN = 4096
 
 
 class StreamingSource(Source):
@@ -107,10 +112,9 @@ class StreamingSource(Source):
         self.buffer_size = int(min(buffer_size, self.n_samples))
         self.chunk_size = int(min(chunk_size, self.part_rows.max()))
         self._buffers = None
-        self._files = {}  # path -> the open file its rows are read from
-        # Rows that cannot all stay in the page cache are dropped from it as they are read:
-        # the cache then never fills, and reading spares the reclaim of its pages. Rows that
-        # fit stay cached for the next epoch.
+        self._files = {}  # path -> the _FileReader its rows are read with
+        # Rows that cannot all stay in the page cache bypass it (_FileReader); rows that fit
+        # stay cached for the next epoch.
         available, _ = memory_available()
         self.drop_pages = available is not None and self.n_samples * self.n_features > available
 
@@ -160,27 +164,20 @@ class StreamingSource(Source):
     def _read_rows(self, part, start, stop, X_out, y_out):
         """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out.
 
-        The rows of a mapped file are read with a positioned read into X_out, not copied out
-        of the mapping: a page fault per page touched, and the unmapping of each page again
-        as the page cache turns over (which interrupts the kernel's threads to flush their
-        TLBs), took three to four times the CPU of the reads (docs/scale.md)."""
+        The rows of a mapped file are read with positioned reads into X_out (a
+        :class:`_FileReader`), not copied out of the mapping: a page fault per page touched,
+        and the unmapping of each page again as the page cache turns over (which interrupts
+        the kernel's threads to flush their TLBs), took three to four times the CPU of the
+        reads (docs/scale.md)."""
         images, labels = self.parts[part]
         rows = X_out[:stop - start]
         if isinstance(images, np.memmap):
+            reader = self._files.get(images.filename)
+            if reader is None:
+                reader = self._files[images.filename] = _FileReader(images.filename,
+                                                                    self.drop_pages)
             # open_source maps every file at the first byte of its rows.
-            file = self._files.get(images.filename)
-            if file is None:
-                file = self._files[images.filename] = open(images.filename, "rb", buffering=0)
-            view, position = memoryview(rows).cast("B"), images.offset + start * rows.shape[1]
-            done = 0
-            while done < len(view):
-                read = os.preadv(file.fileno(), [view[done:]], position + done)
-                if read == 0:
-                    raise DataError(f"{images.filename}: the file ends before row {stop:,}: "
-                                    f"it changed after it was opened")
-                done += read
-            if self.drop_pages:
-                os.posix_fadvise(file.fileno(), position, len(view), os.POSIX_FADV_DONTNEED)
+            reader.read_into(images.offset + start * rows.shape[1], rows.reshape(-1), stop)
         else:
             rows[...] = images[start:stop]
         y_out[:stop - start] = labels if np.isscalar(labels) else labels[start:stop]
@@ -252,6 +249,87 @@ class StreamingSource(Source):
                 sums += evaluate_sums(backend, Pixels(X_raw[:stop - start]),
                                       y_raw[:stop - start], W, b, n_threads)
         return sums[0] / self.n_samples, sums[1] / self.n_samples
+
+
+class _FileReader:
+    """Positioned reads of a file's bytes into the caller's array.
+
+    Buffered reads (``os.preadv``) through the page cache, where the file's pages stay for the
+    next epoch; or, for rows that cannot all stay cached (``bypass_cache``), reads that pass
+    the page cache by: with ``O_DIRECT`` the disk writes straight into an aligned staging area
+    of :data:`DIRECT_PIECE_BYTES` (O_DIRECT needs offsets, sizes and memory aligned to the
+    disk's blocks), copied from there into place. Reading an epoch of 2.2 GiB in a 1 GiB
+    cgroup so took 0.6 s of CPU and 2.8 s against 1.4 s and 5 s with buffered reads that drop
+    their pages after them (docs/scale.md). Where the file system refuses O_DIRECT, buffered
+    reads that drop their pages after them.
+
+    Parameters
+    ----------
+    path : str, bypass_cache : bool
+    """
+
+    def __init__(self, path, bypass_cache):
+        self.path = path
+        self.bypass_cache = bypass_cache
+        self.fd = os.open(path, os.O_RDONLY)
+        self.direct_fd = None
+        self.stage = None
+        if bypass_cache and hasattr(os, "O_DIRECT"):
+            try:
+                self.direct_fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            except OSError:
+                pass
+
+    def __del__(self):
+        for fd in (getattr(self, "fd", None), getattr(self, "direct_fd", None)):
+            if fd is not None:
+                os.close(fd)
+
+    def read_into(self, position, out, stop_row):
+        """Bytes ``position .. position + len(out) - 1`` of the file into ``out`` (uint8, 1-D,
+        C-contiguous); ``stop_row`` is named if the file ends first."""
+        if self.direct_fd is not None:
+            try:
+                return self._read_direct(position, out, stop_row)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                os.close(self.direct_fd)  # refused here: buffered reads from now on
+                self.direct_fd = None
+        view = memoryview(out)
+        done = 0
+        while done < len(view):
+            read = os.preadv(self.fd, [view[done:]], position + done)
+            if read == 0:
+                self._ended(stop_row)
+            done += read
+        if self.bypass_cache:
+            os.posix_fadvise(self.fd, position, len(view), os.POSIX_FADV_DONTNEED)
+
+    def _read_direct(self, position, out, stop_row):
+        if self.stage is None:
+            self.stage = mmap.mmap(-1, DIRECT_PIECE_BYTES + 2 * DIRECT_ALIGN)
+        stage = np.frombuffer(self.stage, dtype=np.uint8)
+        view = memoryview(self.stage)
+        done = 0
+        while done < len(out):
+            first = position + done
+            aligned = first - first % DIRECT_ALIGN
+            want = min(len(out) - done, DIRECT_PIECE_BYTES)
+            need = first + want - aligned
+            length = -(-need // DIRECT_ALIGN) * DIRECT_ALIGN
+            got = 0
+            while got < need:
+                read = os.preadv(self.direct_fd, [view[got:length]], aligned + got)
+                if read == 0:
+                    self._ended(stop_row)
+                got += read
+            out[done:done + want] = stage[first - aligned:need]
+            done += want
+
+    def _ended(self, stop_row):
+        raise DataError(f"{self.path}: the file ends before row {stop_row:,}: it changed "
+                        f"after it was opened")
 
 
 def is_streaming_dir(directory):

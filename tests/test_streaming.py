@@ -455,14 +455,23 @@ def test_train_streams_by_itself_when_loading_would_not_fit(tmp_path, monkeypatc
     assert run("--stream", available=10 ** 12) == (True, [])
 
 
-def test_rows_larger_than_memory_are_dropped_from_the_page_cache_as_read(tmp_path,
-                                                                         monkeypatch):
-    write_class_files(tmp_path, [300, 200])
-    kept = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64, test_size=50)
+@pytest.mark.parametrize("o_direct", [True, False])
+def test_rows_larger_than_memory_bypass_the_page_cache(tmp_path, monkeypatch, o_direct):
+    """Rows larger than the memory left are read past the page cache (O_DIRECT through an
+    aligned staging area, or buffered reads that drop their pages where there is no
+    O_DIRECT): the same rows in the same order; a file cut short since is one DataError."""
+    write_class_files(tmp_path, [3000, 2000], n_features=100)
+    kept = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
     monkeypatch.setattr(streaming, "memory_available", lambda: (1000, "available memory"))
-    dropped = streaming.open_source(tmp_path, chunk_size=16, buffer_size=64, test_size=50)
-    assert dropped.n_samples * dropped.n_features > 1000
-    assert dropped.drop_pages and not kept.drop_pages
+    monkeypatch.setattr(streaming, "DIRECT_PIECE_BYTES", 8192)  # several pieces a run
+    if not o_direct:
+        monkeypatch.delattr(streaming.os, "O_DIRECT", raising=False)
+    bypassed = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
+    assert bypassed.drop_pages and not kept.drop_pages
     first, _ = epoch_rows(kept, np.random.default_rng(3))
-    again, _ = epoch_rows(dropped, np.random.default_rng(3))
+    again, _ = epoch_rows(bypassed, np.random.default_rng(3))
     np.testing.assert_array_equal(first, again)
+    path = tmp_path / "class_0.npy"
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    with pytest.raises(DataError, match="class_0.npy: the file ends before row"):
+        epoch_rows(bypassed, np.random.default_rng(3))
