@@ -75,7 +75,7 @@ def add_command(commands):
     stream = train.add_argument_group(
         "data larger than memory",
         "Stream the training images from --data-dir a shuffle buffer at a time instead of "
-        "loading them: uncompressed IDX files (memory-mapped), or one uint8 .npy file of images "
+        "loading them: uncompressed IDX files, or one uint8 .npy file of images "
         "per class, named by its class (Quick, Draw!'s layout; such a directory always "
         "streams). Memory use is bounded by the buffer, not the data set.")
     stream.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
