@@ -92,6 +92,10 @@ class StreamingSource(Source):
     ----------
     n_samples, n_features : int
     part_rows : (P,) int64, the rows of each part
+    bypass_cache : bool
+        Whether the rows are read past the page cache: they are more than the memory the
+        process may use (:func:`fastlr.machine.memory_available`), so they could not stay
+        cached for the next epoch anyway.
     """
 
     def __init__(self, parts, classes, *, chunk_size=DEFAULT_CHUNK_SIZE,
@@ -116,7 +120,7 @@ class StreamingSource(Source):
         # Rows that cannot all stay in the page cache bypass it (_FileReader); rows that fit
         # stay cached for the next epoch.
         available, _ = memory_available()
-        self.drop_pages = available is not None and self.n_samples * self.n_features > available
+        self.bypass_cache = available is not None and self.n_samples * self.n_features > available
 
     def record(self):
         """What a model file and ``--json`` record of the data set (as
@@ -175,7 +179,7 @@ class StreamingSource(Source):
             reader = self._files.get(images.filename)
             if reader is None:
                 reader = self._files[images.filename] = _FileReader(images.filename,
-                                                                    self.drop_pages)
+                                                                    self.bypass_cache)
             # open_source maps every file at the first byte of its rows.
             reader.read_into(images.offset + start * rows.shape[1], rows.reshape(-1), stop)
         else:

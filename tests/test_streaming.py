@@ -467,7 +467,7 @@ def test_rows_larger_than_memory_bypass_the_page_cache(tmp_path, monkeypatch, o_
     if not o_direct:
         monkeypatch.delattr(streaming.os, "O_DIRECT", raising=False)
     bypassed = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
-    assert bypassed.drop_pages and not kept.drop_pages
+    assert bypassed.bypass_cache and not kept.bypass_cache
     first, _ = epoch_rows(kept, np.random.default_rng(3))
     again, _ = epoch_rows(bypassed, np.random.default_rng(3))
     np.testing.assert_array_equal(first, again)
