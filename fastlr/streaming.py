@@ -171,8 +171,8 @@ class StreamingSource(Source):
         The rows of a mapped file are read with positioned reads into X_out (a
         :class:`_FileReader`), not copied out of the mapping: a page fault per page touched,
         and the unmapping of each page again as the page cache turns over (which interrupts
-        the kernel's threads to flush their TLBs), took three to four times the CPU of the
-        reads (docs/scale.md)."""
+        the kernel's threads to flush their TLBs), cost several times the CPU of the reads
+        (measured in docs/scale.md)."""
         images, labels = self.parts[part]
         rows = X_out[:stop - start]
         if isinstance(images, np.memmap):
@@ -262,10 +262,9 @@ class _FileReader:
     next epoch; or, for rows that cannot all stay cached (``bypass_cache``), reads that pass
     the page cache by: with ``O_DIRECT`` the disk writes straight into an aligned staging area
     of :data:`DIRECT_PIECE_BYTES` (O_DIRECT needs offsets, sizes and memory aligned to the
-    disk's blocks), copied from there into place. Reading an epoch of 2.2 GiB in a 1 GiB
-    cgroup so took 0.6 s of CPU and 2.8 s against 1.4 s and 5 s with buffered reads that drop
-    their pages after them (docs/scale.md). Where the file system refuses O_DIRECT, buffered
-    reads that drop their pages after them.
+    disk's blocks), copied from there into place: the least CPU and the shortest wait of the
+    ways measured (``bench/read_paths.py``, docs/scale.md), and no page cache to reclaim.
+    Where the file system refuses O_DIRECT, buffered reads that drop their pages after them.
 
     Parameters
     ----------
