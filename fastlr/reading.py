@@ -13,8 +13,10 @@ file holds before any of the work.
   floats is refused at once, in constant memory.
 """
 
+import errno
 import io
 import math
+import mmap
 import os
 import stat
 import tokenize
@@ -26,6 +28,10 @@ from .errors import DataError
 
 NPY_MAGIC = b"\x93NUMPY"
 _CHUNK = 1 << 20
+#: Reads past the page cache (O_DIRECT) go through a staging area of this many bytes, aligned
+#: to DIRECT_ALIGN (O_DIRECT needs offsets, sizes and memory aligned to the disk's blocks).
+DIRECT_PIECE_BYTES = 4 << 20
+DIRECT_ALIGN = 4096
 
 
 class OpenedFile:
@@ -197,42 +203,102 @@ class RowFile:
     Shapes: n rows of D = prod(shape[1:]) pixels, stored from byte ``offset`` in C order, or in
     Fortran order (a column of n bytes per pixel), as a ``.npy`` file may hold them.
 
+    Rows that could not all stay in the page cache until they are read again (a data set
+    larger than the memory the process may use) are better read past it: set
+    ``bypass_cache``. The disk then writes with ``O_DIRECT`` straight into an aligned staging
+    area of :data:`DIRECT_PIECE_BYTES`, copied from there into place: the least CPU and the
+    shortest wait of the ways measured (``bench/read_paths.py``, docs/scale.md), and no page
+    cache to reclaim. Where the file system refuses O_DIRECT, buffered reads that drop their
+    pages after them.
+
     Parameters
     ----------
     path : str or Path
     offset : int, where the pixels start
     shape : tuple of int, (n, ...) as stored
     fortran_order : bool
+
+    Attributes
+    ----------
+    bypass_cache : bool, default False
     """
+
+    bypass_cache = False
 
     def __init__(self, path, offset, shape, fortran_order=False):
         self.path, self.offset, self.stored_shape = path, int(offset), tuple(shape)
         self.shape = (int(shape[0]), math.prod(shape[1:]))
         self.fortran_order = bool(fortran_order) and len(shape) > 1
+        self._direct_fd = self._stage = None
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
     def __del__(self):
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            os.close(fd)
+        for fd in (getattr(self, "_fd", None), getattr(self, "_direct_fd", None)):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+
+    def _ended(self, stop):
+        raise DataError(f"{self.path}: the file changed while it was read: it ends before row "
+                        f"{stop:,}, and it held {self.shape[0]:,} rows when it was opened")
 
     def _pread(self, view, position, stop):
         """Fill ``view`` from ``position``; a file that ends first has changed since it was
         opened."""
-        done = 0
-        while done < len(view):
-            try:
+        try:
+            if self.bypass_cache and self._direct(view, position, stop):
+                return
+            done = 0
+            while done < len(view):
                 n = os.preadv(self._fd, [view[done:]], position + done)
-            except OSError as exc:
-                raise DataError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
-            if n == 0:
-                raise DataError(f"{self.path}: the file changed while it was read: it ends "
-                                f"before row {stop:,}, and it held {self.shape[0]:,} rows when "
-                                f"it was opened")
-            done += n
+                if n == 0:
+                    self._ended(stop)
+                done += n
+            if self.bypass_cache:
+                os.posix_fadvise(self._fd, position, len(view), os.POSIX_FADV_DONTNEED)
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+
+    def _direct(self, view, position, stop):
+        """Fill ``view`` from ``position`` with O_DIRECT reads; False where the file system
+        (or the platform) refuses them, and from then on."""
+        if self._direct_fd is None:
+            self._direct_fd = -1
+            if hasattr(os, "O_DIRECT"):
+                try:
+                    self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+                except OSError:
+                    pass
+        if self._direct_fd < 0:
+            return False
+        if self._stage is None:
+            self._stage = mmap.mmap(-1, DIRECT_PIECE_BYTES + 2 * DIRECT_ALIGN)
+        stage = memoryview(self._stage)
+        done = 0
+        try:
+            while done < len(view):
+                first = position + done
+                aligned = first - first % DIRECT_ALIGN
+                want = min(len(view) - done, DIRECT_PIECE_BYTES)
+                need = first + want - aligned
+                length = -(-need // DIRECT_ALIGN) * DIRECT_ALIGN
+                got = 0
+                while got < need:
+                    n = os.preadv(self._direct_fd, [stage[got:length]], aligned + got)
+                    if n == 0:
+                        self._ended(stop)
+                    got += n
+                view[done:done + want] = stage[first - aligned:need]
+                done += want
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or done:
+                raise
+            os.close(self._direct_fd)  # refused here: buffered reads from now on
+            self._direct_fd = -1
+            return False
+        return True
 
     def read_into(self, start, stop, out):
         """Read rows ``start:stop`` into ``out`` ((stop - start, D) uint8, C-contiguous)."""
@@ -261,6 +327,7 @@ class RowFile:
         head = RowFile.__new__(RowFile)
         head.__dict__.update(self.__dict__, shape=(int(n_rows), self.shape[1]))
         head._fd = os.dup(self._fd)
+        head._direct_fd = head._stage = None
         return head
 
     def bincount(self, minlength=256):

@@ -26,24 +26,43 @@ order (its ``perm``: nothing is copied to shuffle). Every sample is seen once pe
 every buffer but the last holds exactly M rows, so an epoch has the same number of steps each
 time and the learning-rate schedule is made one epoch at a time (``fastlr/sgd.py``).
 
-Training runs through the one engine, :func:`fastlr.sgd.train`: ``SoftmaxRegression.fit``
-hands it a :class:`StreamingSource` as it would an array.
+Reading overlaps training: a reader thread fills the next shuffle buffer while the kernels
+train on this one. The reads run without the GIL (``os.preadv``), and so do the Cython
+kernels; the Numba kernels hold the GIL, so with them a read waits for the kernel's return.
+Every random number is drawn in the caller's thread before the reads, so the model does not
+depend on the threads' timing.
 
-Memory: the buffer's rows as uint8 (M D bytes; a backend that does not read pixels gets
-their features, 4 M D more), the labels, and the files' pages in the page cache, which the
-operating system reclaims as it needs: bounded by ``buffer_size`` (itself capped by the data),
-not by N.
+Reading overlaps training: a reader thread fills the next shuffle buffer while the kernels
+train on this one. The reads run without the GIL (``os.preadv``), and so do the Cython
+kernels; the Numba kernels hold the GIL, so with them a read waits for the kernel's return.
+Every random number is drawn in the caller's thread before the reads, so the model does not
+depend on the threads' timing. Rows that could not all stay in the page cache (more than the
+memory the process may use) are read past it (:attr:`fastlr.reading.RowFile.bypass_cache`).
+
+Training runs through the one engine, :func:`fastlr.sgd.train`: ``SoftmaxRegression.fit``
+hands it a :class:`StreamingSource` as it would an array. ``train --data-dir`` streams IDX
+files by itself when loading them would not fit in the memory the process may use
+(:func:`why_stream`).
+
+Memory: two buffers, each M rows as uint8 (2 M D bytes in all; a backend that does not read
+pixels gets the features of the one it trains on, 4 M D more), their labels, and the files'
+pages in the page cache, which the operating system reclaims as it needs: bounded by
+``buffer_size`` (itself capped by the data), not by N.
 """
 
+import gzip
 import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .backends.contract import Samples
-from .data import _find_file, idx_rows, read_idx
+from .data import _find_file, idx_rows, parse_idx_header, read_idx
 from .datasets import FILE_STEMS, image_shape_of
 from .errors import DataError
+from .machine import memory_available
 from .pixels import Pixels, pixel_features
 from .reading import RowFile, read_npy_header
 from .sgd import Source, evaluate_sums
@@ -77,6 +96,10 @@ class StreamingSource(Source):
     ----------
     n_samples, n_features : int
     part_rows : (P,) int64, the rows of each part
+    bypass_cache : bool
+        Whether the rows are read past the page cache: they are more than the memory the
+        process may use (:func:`fastlr.machine.memory_available`), so they could not stay
+        cached for the next epoch anyway (:class:`fastlr.reading.RowFile`).
     """
 
     def __init__(self, parts, classes, *, chunk_size=DEFAULT_CHUNK_SIZE,
@@ -97,6 +120,12 @@ class StreamingSource(Source):
         self.buffer_size = int(min(buffer_size, self.n_samples))
         self.chunk_size = int(min(chunk_size, self.part_rows.max()))
         self._buffers = None
+        # Rows that cannot all stay in the page cache bypass it; rows that fit stay cached
+        # for the next epoch.
+        available, _ = memory_available()
+        self.bypass_cache = available is not None and self.n_samples * self.n_features > available
+        for images, _ in parts:
+            images.bypass_cache = self.bypass_cache
 
     def record(self):
         """What a model file and ``--json`` record of the data set (as
@@ -132,48 +161,86 @@ class StreamingSource(Source):
         return orders
 
     def _buffers_for(self):
-        """The buffer's rows (uint8), labels and unit sample weights (float32, the dtype a
-        streamed model trains in), allocated at the first use."""
+        """The two shuffle buffers, each the rows (uint8) and labels of up to M samples, and
+        the unit sample weights (float32, the dtype a streamed model trains in) they share;
+        allocated at the first use."""
         if self._buffers is None:
-            self._buffers = (np.empty((self.buffer_size, self.n_features), dtype=np.uint8),
-                             np.empty(self.buffer_size, dtype=np.int64),
+            self._buffers = ([(np.empty((self.buffer_size, self.n_features), dtype=np.uint8),
+                               np.empty(self.buffer_size, dtype=np.int64)) for _ in range(2)],
                              np.ones(self.buffer_size, dtype=np.float32))
         return self._buffers
 
     def _read_rows(self, part, start, stop, X_out, y_out):
-        """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out."""
+        """Rows start..stop-1 of part ``part`` into the top rows of X_out and y_out.
+
+        The rows are read with positioned reads into X_out (:class:`~fastlr.reading.RowFile`),
+        not copied out of a memory map: a page fault per page touched, and the unmapping of
+        each page again as the page cache turns over (which interrupts the kernel's threads to
+        flush their TLBs), cost several times the CPU of the reads (measured in
+        docs/scale.md), and a mapped file truncated meanwhile kills the process with SIGBUS."""
         images, labels = self.parts[part]
         images.read_into(start, stop, X_out[:stop - start])
         y_out[:stop - start] = labels if np.isscalar(labels) else labels[start:stop]
 
-    def epoch_blocks(self, rng):
-        """One block per shuffle buffer (see :meth:`fastlr.sgd.Source.epoch_blocks`): the
-        buffer's rows as :class:`~fastlr.pixels.Pixels` (bytes for a backend that reads them,
-        features for any other), their labels and unit weights, and a random order over
-        them."""
-        X_raw, y_raw, ones = self._buffers_for()
+    def _fill(self, buffer, runs):
+        """Read the runs (part, start, stop) of one shuffle buffer into ``buffer`` (X, y), one
+        after the other; returns the rows read."""
+        X_out, y_out = buffer
+        m = 0
+        for part, start, stop in runs:
+            self._read_rows(part, start, stop, X_out[m:], y_out[m:])
+            m += stop - start
+        return m
+
+    def epoch_runs(self, rng):
+        """The reads of one epoch: per shuffle buffer, the runs (part, start, stop) of
+        consecutive rows it reads, as :meth:`epoch_plan` draws them from the parts' chunks
+        in this epoch's random order."""
         orders = self._chunk_orders(rng)
         cursor = [[0, 0] for _ in orders]  # per part: the chunk being read, the rows read
+        epoch = []
         for take in self.epoch_plan(rng):
-            m = 0
+            runs = []
             for part in np.flatnonzero(take):
                 need = int(take[part])
                 while need:
                     chunk, done = cursor[part]
                     start, stop = orders[part][chunk]
                     rows = min(need, stop - start - done)
-                    self._read_rows(part, start + done, start + done + rows, X_raw[m:],
-                                    y_raw[m:])
-                    m += rows
+                    runs.append((int(part), int(start + done), int(start + done + rows)))
                     need -= rows
                     cursor[part] = [chunk + 1, 0] if done + rows == stop - start else \
                         [chunk, done + rows]
-            yield Samples(Pixels(X_raw[:m]), y_raw[:m], ones[:m]), rng.permutation(m)
+            epoch.append(runs)
+        return epoch
+
+    def epoch_blocks(self, rng):
+        """One block per shuffle buffer (see :meth:`fastlr.sgd.Source.epoch_blocks`): the
+        buffer's rows as :class:`~fastlr.pixels.Pixels` (bytes for a backend that reads them,
+        features for any other), their labels and unit weights, and a random order over
+        them.
+
+        A reader thread fills the next buffer while the kernels train on this one; every
+        random number is drawn here, in the caller's thread, so the blocks do not depend on
+        how the two threads interleave."""
+        buffers, ones = self._buffers_for()
+        epoch = self.epoch_runs(rng)
+        with ThreadPoolExecutor(1, thread_name_prefix="fastlr-reader") as reader:
+            pending = reader.submit(self._fill, buffers[0], epoch[0])
+            for k in range(len(epoch)):
+                m = pending.result()
+                if k + 1 < len(epoch):
+                    # The buffer the block before this one trained on: the caller asked for
+                    # this block, so it is done with that one.
+                    pending = reader.submit(self._fill, buffers[(k + 1) % 2], epoch[k + 1])
+                X, y = buffers[k % 2]
+                yield Samples(Pixels(X[:m]), y[:m], ones[:m]), rng.permutation(m)
 
     def score(self, backend, W, b, n_threads):
         """The mean loss and accuracy of (W, b) on every training row, read in order a buffer
         at a time."""
-        X_raw, y_raw, _ = self._buffers_for()
+        buffers, _ = self._buffers_for()
+        X_raw, y_raw = buffers[0]
         sums = np.zeros(3)
         for part, rows in enumerate(self.part_rows):
             for start in range(0, rows, self.buffer_size):
@@ -323,3 +390,70 @@ def _npy_rows(path):
         raise DataError(f"{path}: the header declares {n_bytes:,} bytes of {shape} images, "
                         f"and the file holds {size - offset:,}")
     return RowFile(path, offset, shape, fortran_order)
+
+#: What ``train`` sets aside from the memory it may use before it loads a data set: the
+#: interpreter, the kernels, the test set and the evaluation's blocks.
+LOAD_MARGIN_BYTES = 256 << 20
+
+
+def _training_images_shape(directory):
+    """The training images file of an IDX directory (plain or .gz) and the shape its header
+    declares; None if there is none, or it cannot be read (loading it will say why)."""
+    path = _find_file(directory, FILE_STEMS["train_images"])
+    if path is None:
+        return None
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as file:
+            head = file.read(4 + 4 * 255)
+        shape, _ = parse_idx_header(head, str(path))
+    except (OSError, EOFError, zlib.error, DataError):
+        return None
+    return path, shape
+
+
+def in_memory_bytes(n_samples, n_features):
+    """About how much memory loading N training images of D pixels from IDX files and
+    training on them in memory takes at its peak: three copies of their N D bytes live at
+    once while they load (the file as read, the decoded array, the training copy), and 16
+    bytes a sample stay (the labels and each epoch's order, int64)."""
+    return 3 * n_samples * n_features + 16 * n_samples
+
+
+def why_stream(directory, available, bound, max_bytes):
+    """Why ``train --data-dir DIRECTORY`` should stream its IDX files rather than load them, as
+    one sentence, or None if they load; decided from the images file's header alone.
+
+    They stream when loading them (:func:`in_memory_bytes`) would not fit in the memory the
+    process may use, ``available`` bytes less :data:`LOAD_MARGIN_BYTES` (``bound`` says what
+    sets it, see :func:`fastlr.machine.memory_available`; None: unknown), or when the images
+    are larger than the in-memory reader accepts, ``max_bytes`` (``$FASTLR_MAX_IDX_BYTES``).
+
+    Raises
+    ------
+    DataError
+        If they should stream but are compressed: a gzip file cannot be memory-mapped.
+    """
+    found = _training_images_shape(directory)
+    if found is None:
+        return None
+    path, shape = found
+    n_samples = int(shape[0]) if shape else 0
+    images = int(np.prod(shape, dtype=np.int64))
+    need = in_memory_bytes(n_samples, images // max(n_samples, 1))
+    if available is not None and need > available - LOAD_MARGIN_BYTES:
+        why = (f"in memory they would take about {need / 1e9:.1f} GB, more than the "
+               f"{max(0, available - LOAD_MARGIN_BYTES) / 1e9:.1f} GB this process may use "
+               f"for them ({bound})")
+        override = "--no-stream loads them anyway"
+    elif images > max_bytes:
+        why = (f"their {images / 1e9:.1f} GB are more than the in-memory reader accepts "
+               f"({max_bytes / 1e9:.2f} GB)")
+        override = "--no-stream with a larger FASTLR_MAX_IDX_BYTES loads them"
+    else:
+        return None
+    if path.name.endswith(".gz"):
+        raise DataError(f"--data-dir {directory}: {why}, and streaming needs them uncompressed: "
+                        f"gunzip {path.name}")
+    return (f"streaming the training images of {directory} a shuffle buffer at a time: {why}; "
+            f"{override}")
