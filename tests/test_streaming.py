@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastlr import Pixels, SoftmaxRegression, data, streaming
+from fastlr import Pixels, SoftmaxRegression, data, reading, streaming
 from fastlr.backends import available_backends
 from fastlr.errors import DataError
 
@@ -234,7 +234,7 @@ def test_streamed_class_files_learn_as_a_full_shuffle_in_memory(tmp_path):
     write_learnable_class_files(tmp_path)
     source = streaming.open_source(tmp_path, chunk_size=64, buffer_size=1024, test_size=3000)
     assert source.n_samples // source.buffer_size >= 15
-    X = np.concatenate([np.asarray(images) for images, _ in source.parts])
+    X = np.concatenate([images.rows(0, images.shape[0]) for images, _ in source.parts])
     y = np.repeat(source.classes, source.part_rows)
     X_test, y_test = source.test
     streamed = SoftmaxRegression(random_state=0).fit(source).score(X_test, y_test)
@@ -463,7 +463,7 @@ def test_rows_larger_than_memory_bypass_the_page_cache(tmp_path, monkeypatch, o_
     write_class_files(tmp_path, [3000, 2000], n_features=100)
     kept = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
     monkeypatch.setattr(streaming, "memory_available", lambda: (1000, "available memory"))
-    monkeypatch.setattr(streaming, "DIRECT_PIECE_BYTES", 8192)  # several pieces a run
+    monkeypatch.setattr(reading, "DIRECT_PIECE_BYTES", 8192)  # several pieces a run
     if not o_direct:
         monkeypatch.delattr(streaming.os, "O_DIRECT", raising=False)
     bypassed = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
@@ -473,5 +473,5 @@ def test_rows_larger_than_memory_bypass_the_page_cache(tmp_path, monkeypatch, o_
     np.testing.assert_array_equal(first, again)
     path = tmp_path / "class_0.npy"
     path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
-    with pytest.raises(DataError, match="class_0.npy: the file ends before row"):
+    with pytest.raises(DataError, match="class_0.npy: the file changed while it was read: it ends before row"):
         epoch_rows(bypassed, np.random.default_rng(3))
