@@ -23,21 +23,21 @@ machine each ratio compares runs under the same load; the load average before an
 recorded. The cluster is warmed up first (its workers load the Numba kernels from the cache).
 A benchmark, not a test: it prints what it measured and exits 0. The run of docs/scale.md:
 
-    load average 6.7 before, 3.1 after
+    load average 2.1 before, 2.1 after
     one process (2 threads vs 1):
-      1 thread(s): fit 0.75 s, epoch 38.3 ms, test accuracy 92.69%
-      2 thread(s): fit 0.50 s, epoch 22.8 ms, test accuracy 92.69%
+      1 thread(s): fit 0.62 s, epoch 55.4 ms, test accuracy 92.69%
+      2 thread(s): fit 0.53 s, epoch 43.2 ms, test accuracy 92.69%
     LocalCluster, 2 workers x 1 thread, 2 partitions:
-      fit 1.79 s (2.39x one process), round 126.2 ms (3.29x its 1-thread epoch); train task
-      69.5 ms, score task 20.9 ms
-      the same tasks in this process: train 38.0 ms, score 12.6 ms
+      fit 1.32 s (2.14x one process), round 58.0 ms (1.05x its 1-thread epoch); train task
+      31.0 ms, score task 29.0 ms
+      the same tasks in this process: train 28.9 ms, score 22.8 ms
       test accuracy per round: 0.9131 0.9197 0.9186 0.9211 0.9191 0.9221 0.9264 0.9256 ...
     partitions of the rows in MNIST's order:
     partitions  round ms  test accuracy
-             1     135.1  0.9271
-             2     125.4  0.9254
+             1      70.4  0.9271
+             2      48.6  0.9254
            ...
-            64     935.8  0.9050
+            64     152.5  0.9050
 """
 
 import argparse

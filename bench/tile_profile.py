@@ -64,7 +64,7 @@ def _measure(repeats):
         loss = 0.0
         for _ in range(calls):
             loss = _block_softmax(S, BLOCK, 1.0 / BLOCK, b, y, w, perm, 0, Z, E, row_max,
-                                  row_total, G, grad_b, 0, BLOCK, loss)
+                                  row_total, G, grad_b, loss)
         return loss
 
     @njit
@@ -112,7 +112,7 @@ def _measure(repeats):
     t_grad16 = time_of(gradient, X16, rows, G, part_W16)
     t_scores_u8 = time_of(scores, pixels, rows, W, S[0])
     t_grad_u8 = time_of(gradient, pixels, rows, G, part_W)
-    t_soft = time_of(softmax, S, b, y, w, perm, Z[0], E[0], row_max[0], row_total[0], Gs[0],
+    t_soft = time_of(softmax, S[0], b, y, w, perm, Z[0], E[0], row_max[0], row_total[0], Gs[0],
                      b.copy())
     t_update = time_of(update, flat, vel, parts, grad)
     flags = np.zeros(16, np.int64)

@@ -17,13 +17,14 @@ one run, interleaved, medians of ``--repeats``:
 
 The float32 arithmetic is the same in the first three (only the values of X differ), so the
 differences are the cost of reading the rows. ``--blocks`` (Numba only) times every case with
-the threads' chunks in blocks of each given number of samples (``epoch_in_blocks``) instead
-of the tuned one, interleaved in the same run. A benchmark, not a test: run it on a quiet
+the threads' chunks in blocks of each given number of samples instead of the tuned one,
+interleaved in the same run: the lab's copy of the production epoch (v12,
+``fastlr.backends.numba_ladder.v12_tuned_blocks.epoch_in_blocks``), which production does not
+keep. A benchmark, not a test: run it on a quiet
 machine, and compare rows of one run.
 """
 
 import argparse
-import functools
 import importlib
 import statistics
 import time
@@ -43,6 +44,7 @@ def main():
     if args.blocks and args.backend != "numba":
         parser.error("--blocks: only the Numba kernel takes its block size at run time")
 
+    from fastlr.backends.contract import SGDState, Samples, Steps, epoch_arguments, make_threads
     from fastlr.data import load_mnist
     backend = importlib.import_module(f"fastlr.backends.{args.backend}")
     if args.backend == "numba":
@@ -62,16 +64,18 @@ def main():
     lr_steps = np.full(-(-n // B), 0.1)
     epochs = {"": backend.sgd_epoch}
     if args.blocks:
-        from fastlr.backends.numba.epoch import epoch_in_blocks
-        epochs = {f" b{block}": functools.partial(epoch_in_blocks, block)
+        from fastlr.backends.numba_ladder.v12_tuned_blocks import epoch_in_blocks
+        # The lab's rung takes the positional arguments it was written for.
+        epochs = {f" b{block}": lambda *records, block=block: epoch_in_blocks(
+                      block, *epoch_arguments(*records))
                   for block in map(int, args.blocks.split(","))}
 
     def epoch_ms(epoch, X, perm):
         W, b = np.zeros((classes, d), np.float32), np.zeros(classes, np.float32)
-        parts_W, parts_b = np.zeros((T, classes, d), np.float32), np.zeros((T, classes), np.float32)
+        records = (Samples(X, y, ones), SGDState(W, b, np.zeros_like(W), np.zeros_like(b)),
+                   Steps(perm, lr_steps, B, 0.0, 0.0), make_threads(T, classes, d, np.float32))
         start = time.perf_counter()
-        epoch(X, y, ones, perm, W, b, np.zeros_like(W), np.zeros_like(b), lr_steps, B, 0.0, 0.0,
-              parts_W, parts_b)
+        epoch(*records)
         return 1e3 * (time.perf_counter() - start)
 
     runs = {name + tag: (epoch, X, perm) for name, (X, perm) in cases.items()

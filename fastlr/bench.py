@@ -573,8 +573,8 @@ def format_report(report):
 
 
 def plot_report(report, path):
-    """Throughput by batch size, one line per engine and thread count (solid: all threads,
-    dashed: one), the sgemm ceiling drawn in; written to ``path`` (PNG). The uint8 pixel
+    """Throughput by batch size, one line per engine and thread count (solid with filled
+    markers: several threads; dashed with hollow markers: one), the sgemm ceiling drawn in; written to ``path`` (PNG). The uint8 pixel
     engines are drawn beside the float32 ones; the versions of the kernel ladders are left
     out: the table has them."""
     import matplotlib
@@ -595,8 +595,11 @@ def plot_report(report, path):
     colors = {engine: plt.get_cmap("tab10")(i) for i, engine in enumerate(engines)}
     for (engine, threads), points in sorted(lines.items()):
         points.sort()
+        # One thread: dashed, hollow markers; more: solid, filled. The legend's long handles
+        # show both, so its entries tell the thread counts apart at a glance.
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                 color=colors[engine], linestyle="-" if threads > 1 else "--",
+                markerfacecolor=colors[engine] if threads > 1 else "white",
                 label=f"{engine}, {threads} thread{'s' if threads > 1 else ''}")
     per_sample = report["flops_per_epoch"] / report["n_train"]
     for threads, gflops in report["machine"]["sgemm_gflops"].items():
@@ -615,7 +618,8 @@ def plot_report(report, path):
     ax.set_title(f"One MNIST epoch of softmax-regression SGD: {report['machine']['cpu']}, "
                  f"{report['machine']['cores']} cores")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), handlelength=4,
+              title="dashed, hollow: 1 thread\nsolid, filled: more threads", title_fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, bbox_inches=None)
     plt.close(fig)

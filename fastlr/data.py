@@ -11,9 +11,13 @@ uses), the number of dimensions ``ndim``, then ``ndim`` 32-bit sizes, then the p
 
 Decoding a ``.gz`` file and checking it costs more than a whole training run's SGD, so the
 first read of a file keeps its decoded, checked array in the user cache (``decoded_cache_dir``)
-as a ``.npy`` file named after the SHA-256 of the source's bytes; later reads hash the source
-(a few milliseconds for MNIST's 11 MB) and memory-map that copy. A changed source has another
-hash, so it is never served a stale copy.
+as a ``.npy`` file named after the SHA-256 of the source's bytes and the SHA-256 of the decoded
+content; later reads hash the source (a few milliseconds for MNIST's 11 MB) and memory-map that
+copy. A changed source has another hash, so it is never served a stale copy. The copy is
+trusted by its content, not its name: the first time a process maps it, its array is hashed
+and must give the content SHA-256 its name claims (some tens of milliseconds for MNIST's
+training images, a fraction of decoding them); a copy that does not, or is no whole ``.npy``
+of bytes, is decoded again from the source and replaced.
 """
 
 import gzip
@@ -34,6 +38,7 @@ from . import datasets
 from .atomic import atomic_write, write_bytes
 from .errors import DataError, WriteError
 from .pixels import pixel_features
+from .reading import RowFile
 from .validation import size_limit
 
 UBYTE = 0x08
@@ -207,29 +212,30 @@ def _read_idx_payload(fh, source, max_bytes):
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
-def memmap_idx(path):
-    """Memory-map an uncompressed IDX file: a read-only uint8 array shaped as the header says,
-    whose pages are read from disk only when touched.
+def idx_rows(path):
+    """An uncompressed IDX file, checked, as a :class:`~fastlr.reading.RowFile`: its rows
+    (the first dimension) read on demand with positioned reads, never memory-mapped, so a file
+    truncated while it is read is a DataError, not a SIGBUS.
 
     Raises
     ------
     DataError
-        If the file cannot be read, is gzip-compressed (a compressed file cannot be mapped),
-        or is not a valid unsigned-byte IDX file.
+        If the file cannot be read, is gzip-compressed (a compressed file cannot be read by
+        rows), or is not a valid unsigned-byte IDX file of the length its header declares.
     """
     path = Path(path)
     try:
         with path.open("rb") as file:
             head = file.read(4 + 4 * 255)
-        size = path.stat().st_size
+            size = os.fstat(file.fileno()).st_size
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if head[:2] == b"\x1f\x8b":
-        raise DataError(f"{path}: gzip-compressed; a compressed file cannot be memory-mapped: "
-                        f"decompress it first (gunzip {path.name})")
+        raise DataError(f"{path}: gzip-compressed; a compressed file cannot be read a chunk at "
+                        f"a time: decompress it first (gunzip {path.name})")
     shape, header_len = parse_idx_header(head, str(path))
     _check_payload(shape, size - header_len, str(path))
-    return np.memmap(path, dtype=np.uint8, mode="r", offset=header_len, shape=shape)
+    return RowFile(path, header_len, shape)
 
 
 def write_idx(path, array, compress=None):
@@ -523,7 +529,7 @@ class Dataset:
     title : str
         How output names it: ``"Fashion-MNIST"``, or ``"IDX data set at DIR"``.
     directory : pathlib.Path
-        Where the files were read.
+        Where the files were read (absolute).
     image_shape : (H, W)
         The shape of one image (the trailing dimensions of the image files, as rows x rest).
     class_names : tuple of str or None
@@ -545,10 +551,12 @@ class Dataset:
         return self.X_train, self.y_train, self.X_test, self.y_test
 
     def record(self):
-        """What a model file and ``--json`` record of the data set, as plain JSON values."""
+        """What a model file and ``--json`` record of the data set, as plain JSON values: with
+        the ``directory`` it was read from, where :func:`load_recorded` finds it again."""
         return {"name": self.name, "title": self.title,
                 "image_shape": list(self.image_shape),
-                "class_names": list(self.class_names) if self.class_names else None}
+                "class_names": list(self.class_names) if self.class_names else None,
+                "directory": str(self.directory)}
 
 
 @dataclass
@@ -569,14 +577,54 @@ class _IdxFile:
         return _digest_of_download(self.raw, kind) if self.raw[:2] == b"\x1f\x8b" else None
 
 
+def _content_sha256(array):
+    """The SHA-256 of the IDX file that holds ``array`` uncompressed: its header, then its
+    bytes."""
+    content = hashlib.sha256(_idx_header(array))
+    content.update(np.ascontiguousarray(array).data)
+    return content.hexdigest()
+
+
+# The decoded copies whose content this process has hashed and found to be what their names
+# claim, by (path, device, inode, size, modification time): a copy replaced since is hashed
+# again.
+_VERIFIED_COPIES = set()
+
+
+def _verified_copy(decoded, content_sha256):
+    """The array of the decoded copy ``decoded``, memory-mapped, if it is a whole ``.npy`` of
+    bytes whose content has the SHA-256 ``content_sha256`` (the one its name claims); else
+    None."""
+    try:
+        stat = decoded.stat()
+        array = np.load(decoded, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # not a whole .npy file
+        return None
+    if (array.dtype != np.uint8 or not 1 <= array.ndim <= MAX_IDX_DIMS
+            or not array.flags.c_contiguous):
+        return None
+    identity = (str(decoded), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if identity not in _VERIFIED_COPIES:
+        if _content_sha256(array) != content_sha256:
+            del array
+            try:  # a copy that lies is never worth hashing again
+                decoded.unlink()
+            except OSError:
+                pass
+            return None
+        _VERIFIED_COPIES.add(identity)
+    return array
+
+
 def _read_decoded(path):
     """Read an IDX file through the decoded cache, as an :class:`_IdxFile`.
 
     The array is memory-mapped (read-only) from :func:`decoded_cache_dir` when a copy of these
-    exact bytes is there, else decoded (and checked as :func:`read_idx` does) and kept there for
-    the next time. The copy's name holds the SHA-256 of the source's bytes and of the decoded
-    content, so the content is hashed once, when it is decoded. A cache that cannot be written
-    only means decoding again next time."""
+    exact bytes is there and its content is the one its name claims (hashed once per process),
+    else decoded (and checked as :func:`read_idx` does) and kept there for the next time,
+    replacing a copy that failed. The copy's name holds the SHA-256 of the source's bytes and
+    of the decoded content. A cache that cannot be written only means decoding again next
+    time."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -584,15 +632,12 @@ def _read_decoded(path):
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     key = f"{stem}-{hashlib.sha256(raw).hexdigest()[:32]}"
     for decoded in decoded_cache_dir().glob(f"{key}-*.npy"):
-        try:
-            array = np.load(decoded, mmap_mode="r")
-        except (OSError, ValueError):  # not a whole .npy file
-            continue
-        return _IdxFile(path, raw, array, decoded.stem[len(key) + 1:])
+        content_sha256 = decoded.stem[len(key) + 1:]
+        array = _verified_copy(decoded, content_sha256)
+        if array is not None:
+            return _IdxFile(path, raw, array, content_sha256)
     array = parse_idx(raw, str(path))
-    content = hashlib.sha256(_idx_header(array))
-    content.update(np.ascontiguousarray(array).data)
-    file = _IdxFile(path, raw, array, content.hexdigest())
+    file = _IdxFile(path, raw, array, _content_sha256(array))
     try:
         with atomic_write(decoded_cache_dir() / f"{key}-{file.content_sha256}.npy") as fh:
             np.save(fh, array)
@@ -680,8 +725,34 @@ def load_dataset(name=None, data_dir=None, dtype=np.float32, progress=True):
                    else (1, out[0].shape[1]))
     return Dataset(*out, name=known.name if known else None,
                    title=known.title if known else f"IDX data set at {directory}",
-                   directory=directory, image_shape=tuple(int(n) for n in image_shape),
+                   directory=directory.resolve(),
+                   image_shape=tuple(int(n) for n in image_shape),
                    class_names=known.class_names if known else None)
+
+
+def load_recorded(record, dtype=np.float32, progress=True):
+    """Load the data set a model was trained on, from the record its file keeps
+    (:meth:`Dataset.record`).
+
+    A known data set comes from its usual local copy (bundled or cached) when there is one,
+    else from the directory it was read from, else it is downloaded; any other data set comes
+    from the directory it was read from, which must still hold its four files.
+
+    Raises
+    ------
+    DataError
+        If the record names no known data set and its directory no longer holds the files.
+    """
+    name, directory = record.get("name"), record.get("directory")
+    here = directory is not None and _has_all_files(directory)
+    if name in datasets.DATASETS and (local_copy(datasets.DATASETS[name])[0] is not None
+                                      or not here):
+        return load_dataset(name, dtype=dtype, progress=progress)
+    if here:
+        return load_dataset(data_dir=directory, dtype=dtype, progress=progress)
+    where = f" read from {directory}, which no longer holds its four files" if directory else ""
+    raise DataError(f"the model was trained on {record['title']}{where}; pass --data-dir DIR "
+                    f"(or --dataset NAME) for the data to use")
 
 
 def load_mnist(data_dir=None, dtype=np.float32):

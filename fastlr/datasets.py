@@ -6,17 +6,26 @@ Only MNIST ships with fastlr (``data/mnist``); the others are downloaded into th
 ``--dataset NAME`` / :func:`fastlr.load_dataset`. The format itself, the lookup and the checked
 download live in :mod:`fastlr.data`.
 
-Checksums are the ones the publishers give, of the kind they give:
+A data set is known by its images, not by their compression: where we could check them, the
+checksums are the SHA-256 of each file's decompressed content, so a copy decompressed, or
+compressed again at another level or by another tool, is still the named data set (with its
+class names) in the cache and in ``--data-dir``:
 
-- MNIST: the SHA-256 of each file's decompressed content (``data/mnist/SHA256SUMS``), so a copy
-  from any mirror, however it was compressed, can be checked.
-- Fashion-MNIST: the MD5 of each ``.gz`` file, from the table in the README of
-  github.com/zalandoresearch/fashion-mnist (the same ones torchvision checks).
-- Kuzushiji-MNIST: the MD5 of each ``.gz`` file; the authors (github.com/rois-codh/kmnist)
-  publish none, these are torchvision's (``torchvision.datasets.KMNIST.resources``).
-
-An MD5 of the ``.gz`` identifies the file as published: a copy decompressed or compressed again
-does not match it, and is then read as an unnamed IDX data set.
+- MNIST: the SHA-256 of each file's decompressed content, as ``data/mnist/SHA256SUMS`` lists
+  them for the copy fastlr ships.
+- Fashion-MNIST: computed from Debian's package ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist``), whose files are the published ones compressed again.
+  They were checked against the MD5 of each ``.gz`` that the README of
+  github.com/zalandoresearch/fashion-mnist publishes: Debian's deflate streams, given back the
+  published files' gzip header (the file name, and the time 2017-08-31 10:50 UTC), are those
+  files byte for byte; ``tests/test_datasets.py`` repeats that check wherever the package is
+  installed.
+- Kuzushiji-MNIST: still the MD5 of each ``.gz`` file, torchvision's
+  (``torchvision.datasets.KMNIST.resources``; the authors, github.com/rois-codh/kmnist, publish
+  none). No copy of its files could be had where these checksums were made (no network, and no
+  Debian or PyPI package ships them), so there is no checked content to take a SHA-256 of. A
+  copy decompressed or compressed again does not match an MD5 of the ``.gz``, and is read as an
+  unnamed IDX data set.
 """
 
 import math
@@ -117,12 +126,16 @@ DATASETS = {dataset.name: dataset for dataset in (
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                  "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/"
                  "fashion/"),
-        checksum="md5-gz",
+        checksum="sha256-content",
         digests={
-            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+            "train-images-idx3-ubyte":
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte":
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte":
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte":
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
         shapes=MNIST_SHAPES),
     KnownDataset(

@@ -45,7 +45,9 @@ A partition is whatever a block of the Dask array is: a block of an in-memory ar
 reads from storage (``da.from_zarr``, ``da.from_npy_stack``, :func:`training_arrays`).
 """
 
+import asyncio
 import contextlib
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,9 @@ def require_dask():
         import distributed
     except ImportError:
         raise MissingDependencyError(DASK_MISSING) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. a broken Dask configuration file
+        raise MissingDependencyError(f"Dask is installed but cannot be imported "
+                                     f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return dask, distributed
 
 
@@ -84,19 +89,123 @@ def is_dask_input(X):
     return is_dask_array(X.data if isinstance(X, Pixels) else X)
 
 
+# How long a cluster may take to answer: to connect and greet (a listener that accepts and
+# never answers is given up), and to have a worker (a scheduler without workers would leave
+# every task waiting).
+CLUSTER_TIMEOUT_S = 30.0
+DEFAULT_SCHEDULER_PORT = 8786
+
+
 @contextlib.contextmanager
-def cluster_client(scheduler=None, n_workers=None):
+def cluster_client(scheduler=None, n_workers=None, timeout=None):
     """A ``distributed.Client`` on the running scheduler at address ``scheduler``, or on a new
-    local cluster of ``n_workers`` worker processes of one thread each, shut down on exit."""
+    local cluster of ``n_workers`` worker processes of one thread each, shut down on exit.
+
+    Every wait has a deadline of ``timeout`` seconds (default :data:`CLUSTER_TIMEOUT_S`): an
+    address in the wrong form is refused at once; the scheduler must answer a greeting (a
+    listener that is no Dask scheduler, or never answers, is given up) and have at least one
+    worker within it.
+
+    Raises
+    ------
+    DataError
+        Naming the address, for each of those.
+    """
     _, distributed = require_dask()
-    if scheduler is not None:
-        with distributed.Client(scheduler) as client:
+    timeout = CLUSTER_TIMEOUT_S if timeout is None else timeout
+    if scheduler is None:
+        with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                      processes=True, dashboard_address=None) as cluster, \
+                distributed.Client(cluster, timeout=timeout) as client:
             yield client
         return
-    with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    address = scheduler_address(scheduler)
+    _greet_scheduler(address, timeout)
+    try:
+        client = distributed.Client(address, timeout=timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise DataError(f"--scheduler {scheduler}: cannot connect: {exc}") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DataError(f"--scheduler {scheduler}: the scheduler has no worker (none "
+                            f"joined within {timeout:g} s); start one with dask worker "
+                            f"{address}") from None
         yield client
+
+
+def scheduler_address(text):
+    """The scheduler address ``text`` as ``scheme://host:port`` (``tcp`` and port 8786 by
+    default), checked for its form without any network access.
+
+    Raises
+    ------
+    DataError
+        For an unknown scheme, no host, or a port that is not a number in 1-65535.
+    """
+    from distributed.comm import registry
+    from distributed.comm.addressing import parse_host_port, unparse_host_port
+
+    problem = None
+    scheme, _, location = str(text).rpartition("://")
+    scheme = scheme or "tcp"
+    if scheme not in registry.backends:
+        problem = f"unknown scheme {scheme!r}"
+    elif scheme != "inproc":
+        try:
+            host, port = parse_host_port(location, default_port=DEFAULT_SCHEDULER_PORT)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if not host or any(c in host for c in "/@ ?#"):
+                problem = f"no host name in {location!r}"
+            elif not 1 <= port <= 65535:
+                problem = f"the port {port} is not in 1-65535"
+            else:
+                location = unparse_host_port(host, port)
+    if problem is not None:
+        raise DataError(f"--scheduler {text}: not a Dask scheduler address ({problem}); give "
+                        f"tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+    return f"{scheme}://{location}"
+
+
+def _greet_scheduler(address, timeout):
+    """Connect to ``address`` and ask who it is, all within ``timeout`` seconds: a listener
+    that accepts and never answers, or answers as no Dask scheduler, is refused. (The Client's
+    own connect timeout does not cover the greeting: such a listener held it forever.)"""
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme == "tcp":  # a closed port says so at once (distributed retries until timeout)
+        try:
+            socket.create_connection(parse_host_port(location), timeout=timeout).close()
+        except OSError as exc:
+            raise DataError(f"--scheduler {address}: cannot connect: "
+                            f"{exc.strerror or exc}") from None
+
+    async def greet():
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def greet_by_deadline():
+        return await asyncio.wait_for(greet(), timeout)
+
+    try:
+        reply = asyncio.run(greet_by_deadline())
+    except (asyncio.TimeoutError, TimeoutError):
+        raise DataError(f"--scheduler {address}: no answer within {timeout:g} s (is a Dask "
+                        f"scheduler listening there?)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the listener did, one line
+        raise DataError(f"--scheduler {address}: not a Dask scheduler, or it cannot be "
+                        f"reached ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise DataError(f"--scheduler {address}: answered, but not as a Dask scheduler")
 
 
 def training_arrays(n_partitions, n_samples=60000, n_features=784, name=None, data_dir=None):

@@ -9,6 +9,7 @@ classes, a two-class model trained by the same engine, with its training and tes
 The report ends with a paragraph written from those numbers.
 """
 
+import copy
 import time
 from itertools import combinations
 from pathlib import Path
@@ -17,8 +18,10 @@ import numpy as np
 
 from . import atomic
 from .datasets import class_label, image_shape_of
+from .errors import DataError
 from .model import SoftmaxRegression
 from .preprocess import apply_preprocessing
+from .validation import plain
 
 # The pairwise models: the engine's defaults with 5 epochs, so that the 45 of them (about 12,000
 # images each on MNIST) train in about 20 s on the NumPy backend. More epochs help the hardest
@@ -30,6 +33,11 @@ PAIR_LEARNING_RATE = 1.0
 
 GALLERY_PAIRS = 4
 GALLERY_IMAGES = 8
+
+# The report trains a model per pair of classes, C (C - 1) / 2 of them: 45 on MNIST, 4,950 at
+# this cap. A model file may declare many more classes (21,000 fit in its size limit), which
+# would be millions of models and a confusion matrix of gigabytes.
+MAX_REPORT_CLASSES = 100
 
 
 def confusion_matrix(y_true, y_pred, classes):
@@ -50,6 +58,54 @@ def most_confused(counts, k):
              for j in range(counts.shape[1]) if i != j and counts[i, j] > 0]
     cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
     return [(i, j, n) for n, i, j in cells[:k]]
+
+
+class _FirstEpochDone(Exception):
+    """Stops the replay of :func:`first_epoch_weights` after its first epoch."""
+
+
+def first_epoch_weights(model, X_train, y_train):
+    """The weights ``model`` had after its first epoch, replayed: a model of the same
+    hyperparameters (seed, backend and threads included) fitted on the same training data,
+    stopped when its first epoch ends.
+
+    The replay is the model's own first epoch when it is given what the model was trained on
+    in the same form (the CLI trains on MNIST's bytes, :class:`~fastlr.pixels.Pixels`); on
+    other forms of the same images, the same within the backends' tolerances.
+
+    Parameters
+    ----------
+    model : fitted SoftmaxRegression
+    X_train : (N, D) raw pixels (the model applies its own preprocessing), y_train : (N,)
+
+    Returns
+    -------
+    coef (C, D), intercept (C,)
+    """
+    replay = SoftmaxRegression(**dict(model.get_params(), verbose=False))
+    weights = {}
+
+    def stop_after_the_first(record):
+        weights["coef"], weights["intercept"] = replay.coef_.copy(), replay.intercept_.copy()
+        raise _FirstEpochDone
+
+    try:
+        replay.fit(X_train, y_train, on_epoch=stop_after_the_first)
+    except _FirstEpochDone:
+        pass
+    return weights["coef"], weights["intercept"]
+
+
+def first_epoch_captions(model, coef, intercept, X_test, y_test):
+    """What the weights figure says of the first epoch's weights and of the final ones: their
+    test accuracies. ``X_test`` is what the model is given (it applies its own
+    preprocessing). Returns (first, final)."""
+    after_one = copy.copy(model)
+    after_one.coef_, after_one.intercept_ = coef, intercept
+    early = float(after_one.score(X_test, y_test))
+    final = float(model.score(X_test, y_test))
+    return (f"after the first epoch: {_pct(early, 2)} of the test images",
+            f"the final weights: {_pct(final, 2)}")
 
 
 def template_correlations(coef, class_means, overall_mean):
@@ -221,6 +277,14 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
     out_dir = Path(out_dir)
     atomic.make_directory(out_dir)
     classes = model.classes_
+    if len(classes) > MAX_REPORT_CLASSES:
+        raise DataError(f"{model_name} has {len(classes):,} classes; the report trains a model "
+                        f"for each pair of classes, and explains at most {MAX_REPORT_CLASSES} "
+                        f"classes")
+    missing = np.setdiff1d(classes, y_train)
+    if len(missing):
+        raise DataError(f"{model_name} knows classes that have no training image here "
+                        f"({plain(missing)}); the report needs images of every class")
     dataset = dataset or getattr(model, "dataset_", None) or {}
     image_shape = image_shape_of(X_train.shape[1], dataset)
     labels = [class_label(c.item(), dataset.get("class_names")) for c in classes]
@@ -268,9 +332,13 @@ def explain(model, X_train, y_train, X_test, y_test, out_dir, *, model_name="mod
     }
     numbers["paragraph"] = answer_paragraph(numbers)
 
+    early_coef, early_intercept = first_epoch_weights(model, model_input_train, y_train)
+    numbers["first_epoch_captions"] = first_epoch_captions(model, early_coef, early_intercept,
+                                                           model_input_test, y_test)
     files = {}
     files["weights"] = plots.save_figure(
-        plots.weights_figure(model.coef_, labels, image_shape=image_shape),
+        plots.weights_figure(model.coef_, labels, image_shape=image_shape,
+                             first_epoch=(early_coef, *numbers["first_epoch_captions"])),
         out_dir / "weights.png")
     files["templates"] = plots.save_figure(
         plots.templates_figure(class_means, overall_mean, model.coef_, labels, correlations,
@@ -329,7 +397,13 @@ def _report_markdown(model, model_name, numbers, gallery_pairs, files, n_train, 
         f"![weights]({files['weights'].name})",
         "",
         f"Each panel is one class's {height * width} weights drawn as the {height}x{width} image "
-        f"they multiply: blue pixels raise the class's score when inked, red pixels lower it.",
+        f"they multiply: blue pixels raise the class's score when inked, red pixels lower it. "
+        f"The top row is the same training after its first epoch, replayed with the model's "
+        f"own settings ({numbers['first_epoch_captions'][0]}; "
+        f"{numbers['first_epoch_captions'][1]}). One pass leaves each class's "
+        f"weights close to its mean image against the others', so they read as templates; the "
+        f"later epochs add weight to pixels that are rarely inked, and so rarely corrected, "
+        f"which buys the last of the accuracy and speckles the final images.",
         "",
         "## Templates: the class means beside the weights",
         "",

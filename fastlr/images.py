@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import read_idx
+from .data import max_idx_bytes, read_idx_stream
 from .datasets import image_shape_of
 from .errors import DataError
+from .reading import NPY_MAGIC, open_once, read_npy
 
 SIDE = 28
 BOX = 20
@@ -35,8 +36,6 @@ INK_THRESHOLD = 0.1
 # photo fits, and a 171-byte run-length-encoded BMP declaring 33.6 million pixels (found by
 # fuzzing) took 11 s and 800 MB to read.
 MAX_PIXELS = 4096 * 4096
-
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def mnist_like(grey):
@@ -95,8 +94,10 @@ def _centre_by_mass(digit):
     return field
 
 
-def read_image(path):
+def read_image(path, fh=None):
     """Decode a PNG or JPEG (or any image Pillow reads) and make it MNIST-like, (28, 28).
+
+    ``fh``, if given, is the file ``path`` opened (binary), read instead of opening ``path``.
 
     Raises
     ------
@@ -110,7 +111,7 @@ def read_image(path):
         # are refused here, as one error rather than two lines of warning.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path if fh is None else fh) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise DataError(f"{path}: {image.width}x{image.height} pixels, more than "
                                     f"the {MAX_PIXELS:,} a digit is read from; scale it down")
@@ -177,11 +178,27 @@ def pixels_from_array(array, source, n_features, image_shape=None):
         if array.min() < 0 or array.max() > 1:
             raise DataError(f"{source}: float pixels must lie in [0, 1], found "
                             f"{array.min():g} to {array.max():g}; store 0-255 pixels as uint8")
-        return array.astype(np.float32)
-    if array.min() < 0 or array.max() > 255:
-        raise DataError(f"{source}: integer pixels must lie in 0-255, found {array.min()} to "
-                        f"{array.max()}")
-    return array.astype(np.float32) / np.float32(255)
+        pixels = array.astype(np.float32)
+    else:
+        if array.min() < 0 or array.max() > 255:
+            raise DataError(f"{source}: integer pixels must lie in 0-255, found "
+                            f"{array.min()} to {array.max()}")
+        pixels = array.astype(np.float32) / np.float32(255)
+    _refuse_blank(pixels, source)
+    return pixels
+
+
+def _refuse_blank(pixels, source):
+    """An image whose pixels are all one value holds no digit: refused, as a blank picture
+    is by :func:`mnist_like`, rather than read as whatever the biases favour."""
+    blank = np.flatnonzero(pixels.max(axis=1) == pixels.min(axis=1))
+    if blank.size:
+        which = "the image is blank" if len(pixels) == 1 else (
+            f"image {blank[0]} of {len(pixels)} is blank" if blank.size == 1 else
+            f"{blank.size} of its {len(pixels)} images are blank (the first is image "
+            f"{blank[0]})")
+        raise DataError(f"{source}: {which}: every pixel has the same value, so there is no "
+                        f"digit to read")
 
 
 def read_inputs(path, n_features, image_shape=None):
@@ -204,21 +221,26 @@ def read_inputs(path, n_features, image_shape=None):
         the model's input.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if head.startswith(NPY_MAGIC):
+    limit = max_idx_bytes()
+    # Opened once: a pipe (/dev/stdin) cannot be read a second time.
+    with open_once(path, limit) as opened:
+        if opened.size == 0:
+            raise DataError(f"{path}: is empty")
         try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{path}: a broken .npy file ({exc})") from None
-        return pixels_from_array(array, path, n_features, image_shape)
-    if head[:2] in (b"\x00\x00", b"\x1f\x8b"):
-        return pixels_from_array(read_idx(path), path, n_features, image_shape)
-    if tuple(image_shape or image_shape_of(n_features)) != (SIDE, SIDE):
-        raise DataError(f"{path}: pictures are made MNIST-like, {SIDE}x{SIDE}, so they need a "
-                        f"model of {SIDE}x{SIDE} images; this one takes {n_features} pixels "
-                        f"(give a .npy array or an IDX file of its images instead)")
-    return read_image(path).reshape(1, -1)
+            head = opened.fh.read(8)
+            opened.fh.seek(0)
+            if head.startswith(NPY_MAGIC):
+                array = read_npy(opened.fh, path, opened.size, limit,
+                                 limit_hint="; set FASTLR_MAX_IDX_BYTES to read larger data")
+                return pixels_from_array(array, path, n_features, image_shape)
+            if head[:2] in (b"\x00\x00", b"\x1f\x8b"):
+                return pixels_from_array(read_idx_stream(opened.fh, str(path), limit), path,
+                                         n_features, image_shape)
+            if tuple(image_shape or image_shape_of(n_features)) != (SIDE, SIDE):
+                raise DataError(f"{path}: pictures are made MNIST-like, {SIDE}x{SIDE}, so they "
+                                f"need a model of {SIDE}x{SIDE} images; this one takes "
+                                f"{n_features} pixels (give a .npy array or an IDX file of its "
+                                f"images instead)")
+            return read_image(path, opened.fh).reshape(1, -1)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None

@@ -253,6 +253,8 @@ class SoftmaxRegression:
         self._check_hyperparameters()
         backend = get_backend(self.backend)
         data = self._training_data(X, y, sample_weight)
+        if self.early_stopping:  # refused before the fitted model is reset
+            self._validation_size(data.arrays[0].shape[0])
         evaluation = None
         if eval_set is not None and not self.early_stopping:
             X_eval, y_eval, _ = self._prepare(*eval_set, classes=data.classes,
@@ -320,13 +322,19 @@ class SoftmaxRegression:
                                 f"classifier needs at least two classes")
         return _TrainingData(classes, X.shape[1], X.dtype, names, None, (X, y_encoded, sw))
 
+    def _validation_size(self, n_samples):
+        """The samples early stopping holds out of ``n_samples``: ``validation_fraction`` of
+        them, at least one, and fewer than all."""
+        n_val = max(1, int(round(self.validation_fraction * n_samples)))
+        if n_val >= n_samples:
+            raise DataError("too few samples to hold out a validation set")
+        return n_val
+
     def _hold_out(self, X, y_encoded):
         """The rows to train on and the validation :class:`~fastlr.sgd.Evaluation` of early
         stopping: ``validation_fraction`` of the samples, drawn from the model's generator."""
         order = self._state.rng.permutation(X.shape[0])
-        n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
-        if n_val >= X.shape[0]:
-            raise DataError("too few samples to hold out a validation set")
+        n_val = self._validation_size(X.shape[0])
         val_index = np.sort(order[:n_val])
         rows = np.sort(order[n_val:]).astype(np.int64)
         return rows, sgd.Evaluation("val", X[val_index], y_encoded[val_index])
@@ -497,12 +505,20 @@ class SoftmaxRegression:
         return out
 
     def _check_feature_names(self, names):
-        """A DataFrame's columns must be those the model was fitted on, in the same order."""
+        """A DataFrame's columns must be those the model was fitted on, in the same order; as
+        scikit-learn does, a model fitted with names warns of X without them, and the
+        reverse."""
         fitted = getattr(self, "feature_names_in_", None)
         if fitted is not None and names is not None and not np.array_equal(names, fitted):
             raise DataError(f"The feature names should match those that were passed during "
                             f"fit, in the same order: fitted on {plain(fitted)}, got "
                             f"{plain(names)}")
+        if (fitted is None) != (names is None):
+            import warnings
+            message = ("X does not have valid feature names, but {} was fitted with feature "
+                       "names" if names is None else
+                       "X has feature names, but {} was fitted without feature names")
+            warnings.warn(message.format(type(self).__name__), UserWarning, stacklevel=3)
 
     def decision_function(self, X):
         """Scores ``X W^T + b``: shape (N, C), or (N,) for two classes (see Notes)."""
@@ -578,3 +594,23 @@ class SoftmaxRegression:
         model.metadata_ = contents.metadata
         model.dataset_ = contents.dataset
         return model
+
+    def _repr_html_(self):
+        """How Jupyter shows the estimator: its hyperparameters (those set away from the
+        defaults, in bold) and, once fitted, what it was fitted to."""
+        import html
+
+        defaults = type(self)().get_params()
+        rows = []
+        for name, value in self.get_params().items():
+            text = html.escape(repr(value))
+            if not (type(value) is type(defaults[name]) and value == defaults[name]):
+                text = f"<b>{text}</b>"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{text}</td></tr>")
+        if self.__sklearn_is_fitted__():
+            state = (f"fitted: {len(self.classes_)} classes, {self.n_features_in_} features, "
+                     f"{len(self.history_)} epochs on the {self.backend_} backend")
+        else:
+            state = "not fitted"
+        return (f'<div><p><code>SoftmaxRegression</code>, {html.escape(state)}</p>'
+                f'<table style="font-family: monospace">{"".join(rows)}</table></div>')

@@ -19,11 +19,10 @@ archive holds, and the hyperparameters in the metadata must pass the same constr
 estimator's (:mod:`fastlr.validation`). Loading a model file never runs code.
 """
 
+import io
 import json
 import math
 import struct
-import tokenize
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ import numpy as np
 from ._version import __version__
 from .atomic import atomic_write
 from .backends import AUTO_ORDER
-from .errors import InvalidParameterError, ModelFileError
+from .errors import InvalidParameterError, ModelFileError, WriteError
+from .reading import open_once, read_npy
 from .validation import check_params, size_limit
 
 MODEL_FORMAT = "fastlr-model"
@@ -78,15 +78,18 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
 
     Raises
     ------
-    ModelFileError
-        If the classes are neither numbers nor strings.
+    WriteError
+        If the file cannot be written, or if what it would hold could not be loaded again (the
+        checks of :func:`read_model`: classes that are neither numbers nor strings, weights
+        that are not finite, hyperparameters outside their constraints, a broken history, more
+        than the size limit); nothing is written then.
     """
     plain_classes = classes
     if classes.dtype.kind == "O":  # labels given as Python objects: store them plainly
         plain_classes = np.array(classes.tolist())
     if plain_classes.dtype.kind not in "biufU" or plain_classes.shape != classes.shape:
-        raise ModelFileError(f"cannot save classes of dtype {classes.dtype}; use numbers or "
-                             f"strings")
+        raise WriteError(f"cannot save {path}: classes of dtype {classes.dtype}; use numbers "
+                         f"or strings")
     preprocessing = params.get("preprocessing")
     metadata = {
         "format": MODEL_FORMAT,
@@ -102,10 +105,25 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
         "history": history,
         "dataset": dataset,
     }
-    text = json.dumps(metadata, default=_json_default)
+    try:
+        text = json.dumps(metadata, default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # a NaN or an object in the parameters or history
+        raise WriteError(f"cannot save {path}: its parameters or history hold a value a model "
+                         f"file cannot (JSON: {exc})") from None
+    buffer = io.BytesIO()
+    np.savez(buffer, coef=coef, intercept=intercept, classes=plain_classes,
+             metadata=np.array(text))
+    # Nothing is saved that cannot be loaded again: the bytes are read back as a file would be.
+    where = f"cannot save {path} (it could not be loaded again)"
+    try:
+        contents = _contents(_read_archive(io.BytesIO(buffer.getvalue()), where), where)
+    except ModelFileError as exc:
+        raise WriteError(str(exc)) from None
+    if not (np.array_equal(contents.classes, plain_classes)
+            and np.array_equal(contents.coef, coef) and contents.coef.dtype == coef.dtype):
+        raise WriteError(f"{where}: its classes or weights would read back changed")
     with atomic_write(path) as fh:
-        np.savez(fh, coef=coef, intercept=intercept, classes=plain_classes,
-                 metadata=np.array(text))
+        fh.write(buffer.getvalue())
     return Path(path)
 
 
@@ -119,7 +137,12 @@ def read_model(path):
         anything but plain arrays, or its hyperparameters are not allowed values.
     """
     path = Path(path)
-    arrays = _read_npz(path)
+    return _contents(_read_npz(path), path)
+
+
+def _contents(arrays, path):
+    """The :class:`ModelContents` of a model file's arrays, checked; ``path`` names it in
+    errors."""
     missing = {"coef", "intercept", "classes", "metadata"} - set(arrays)
     if missing:
         raise ModelFileError(f"{path}: not a fastlr model file (missing "
@@ -180,16 +203,20 @@ def _check_dataset(record, coef_shape, path):
         raise ModelFileError(f"{path}: the metadata's data set record is malformed")
     name, title = record.get("name"), record.get("title")
     shape, names = record.get("image_shape"), record.get("class_names")
+    directory = record.get("directory")
     shape_ok = (isinstance(shape, list) and len(shape) == 2
                 and all(isinstance(n, int) and n >= 1 for n in shape)
                 and shape[0] * shape[1] == coef_shape[1])
     names_ok = names is None or (isinstance(names, list)
                                  and all(isinstance(n, str) for n in names))
     if not (isinstance(title, str) and (name is None or isinstance(name, str)) and shape_ok
-            and names_ok):
+            and names_ok and (directory is None or isinstance(directory, str))):
         raise ModelFileError(f"{path}: the metadata's data set record is malformed")
-    return {"name": name, "title": title, "image_shape": tuple(shape),
-            "class_names": tuple(names) if names else None}
+    checked = {"name": name, "title": title, "image_shape": tuple(shape),
+               "class_names": tuple(names) if names else None}
+    if directory is not None:  # where the data was read (files written before: none)
+        checked["directory"] = directory
+    return checked
 
 
 # What every per-epoch record of a model file's history holds, and what it may hold beside.
@@ -238,77 +265,59 @@ def _parse_metadata(metadata_array, path):
 
 def _read_npz(path):
     """The arrays of an .npz archive, read without pickle and checked against their sizes."""
+    with open_once(path, max_model_bytes(), ModelFileError) as opened:
+        return _read_archive(opened.fh, path)
+
+
+def _read_archive(fh, path):
+    """The arrays of the .npz archive open in ``fh`` (binary, seekable); see :func:`_read_npz`."""
+    limit = max_model_bytes()
     try:
-        with zipfile.ZipFile(path) as archive:
+        _check_directory(fh, path)
+        with zipfile.ZipFile(fh) as archive:
             infos = archive.infolist()
             if len(infos) > MAX_MODEL_MEMBERS:
                 raise ModelFileError(f"{path}: not a fastlr model file ({len(infos)} members)")
-            declared, limit = sum(info.file_size for info in infos), max_model_bytes()
+            declared = sum(info.file_size for info in infos)
             if declared > limit:
-                raise ModelFileError(f"{path}: its members declare {declared:,} bytes, more "
-                                     f"than the limit of {limit:,} for a model file; set "
-                                     f"FASTLR_MAX_MODEL_BYTES to read larger models")
+                raise ModelFileError(f"{path}: its members declare {declared:,} bytes, "
+                                     f"more than the limit of {limit:,} for a model file; "
+                                     f"set FASTLR_MAX_MODEL_BYTES to read larger models")
             arrays = {}
             for info in infos:
                 if not info.filename.endswith(".npy"):
                     raise ModelFileError(f"{path}: not a fastlr model file (member "
                                          f"{info.filename!r} is not an array)")
-                with archive.open(info) as fh:
-                    arrays[info.filename[:-4]] = _read_npy_member(fh, info, path)
+                with archive.open(info) as member:
+                    arrays[info.filename[:-4]] = read_npy(
+                        member, f"{path}: member {info.filename!r}", info.file_size, limit,
+                        ModelFileError)
             return arrays
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, not a model file") from None
+    except ModelFileError:
+        raise
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
             NotImplementedError, RuntimeError, ValueError, struct.error, OverflowError,
-            UnicodeDecodeError, SyntaxError, tokenize.TokenError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
+            UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: not a fastlr model file, or truncated "
                              f"({type(exc).__name__}: {exc})") from None
 
 
-def _read_npy_member(fh, info, path):
-    """One .npy member: its header parsed, object dtypes refused, its length checked."""
-    version = np.lib.format.read_magic(fh)
-    if version not in ((1, 0), (2, 0)):
-        raise ModelFileError(f"{path}: unsupported .npy version {version} in "
-                             f"{info.filename!r}")
-    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                   else np.lib.format.read_array_header_2_0)
-    # NumPy warns, and then parses it another way, of a header only Python 2 writes; fastlr
-    # never wrote one, so it is refused rather than leak a warning to stderr.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        try:
-            shape, fortran_order, dtype = read_header(fh)
-        except UserWarning:
-            raise ModelFileError(f"{path}: not a fastlr model file ({info.filename!r} has a "
-                                 f".npy header of Python 2)") from None
-    if dtype.hasobject:
-        raise ModelFileError(f"{path}: {info.filename!r} holds a pickled object array; "
-                             f"refused, since loading it could run code")
-    n_bytes = math.prod(shape) * dtype.itemsize
-    header_bytes = 6 + 2 + (2 if version == (1, 0) else 4)
-    if n_bytes > info.file_size:
-        raise ModelFileError(f"{path}: truncated: {info.filename!r} declares shape {shape} "
-                             f"but holds {info.file_size - header_bytes} bytes or fewer")
-    raw = bytearray(n_bytes)  # filled chunk by chunk: the member's bytes are held once
-    view, n_read = memoryview(raw), 0
-    while n_read < n_bytes:
-        chunk = fh.read(min(n_bytes - n_read, 1 << 20))
-        if not chunk:
-            break
-        view[n_read:n_read + len(chunk)] = chunk
-        n_read += len(chunk)
-    if n_read != n_bytes:
-        raise ModelFileError(f"{path}: truncated: {info.filename!r} ends after {n_read} of "
-                             f"{n_bytes} bytes")
-    array = np.frombuffer(raw, dtype=dtype)
-    if fortran_order:
-        return array.reshape(shape[::-1]).T
-    return array.reshape(shape)
+# A fastlr model's central directory takes some 400 bytes; a larger one is not read.
+MAX_DIRECTORY_BYTES = 64 << 10
+
+
+def _check_directory(fh, path):
+    """Refuse an archive whose end record declares more members or a larger directory than a
+    model has, before ``zipfile`` reads the directory (hundreds of thousands of entries would
+    cost seconds and hundreds of MB before the count could be checked)."""
+    end = zipfile._EndRecData(fh)
+    if end is None:
+        raise ModelFileError(f"{path}: not a fastlr model file (not a zip archive)")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > MAX_MODEL_MEMBERS or size > MAX_DIRECTORY_BYTES:
+        raise ModelFileError(f"{path}: not a fastlr model file ({entries:,} members in a "
+                             f"directory of {size:,} bytes)")
+    fh.seek(0)
 
 
 def _json_default(value):

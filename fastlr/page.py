@@ -8,7 +8,9 @@ request: its Content-Security-Policy forbids them) that holds
 - a drawing pad whose strokes are made MNIST-like exactly as ``fastlr predict`` makes an image
   file (``fastlr/images.py``, ported to ``page_assets/page.js``) and then scored by the model in
   the page, with the deskewed input beside it for a deskewing model;
-- the contribution maps ``w_c * x`` of the two most probable classes and their difference;
+- the contribution maps ``w_c * (x - mean)`` of every pixel against the mean training image
+  (so missing ink counts too) for the model's answer and the runner-up (a loaded mistake: its
+  true class), and their difference;
 - the model's weight images beside those of a comparison model with a small L2 penalty, each
   with its measured test accuracy;
 - the confusion matrix on the test set and the misclassified test images, each of which loads
@@ -28,10 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .atomic import write_text
 from .errors import DataError
 from .explain import confusion_matrix
 from .images import BOX, CENTRE, INK_THRESHOLD, SIDE
 from .model import SoftmaxRegression
+from .preprocess import apply_preprocessing
 
 ASSETS = Path(__file__).with_name("page_assets")
 
@@ -46,6 +50,13 @@ COMPARE_L2 = 3e-3
 # default model keeps 449 of its 731 mistakes). At most MAX_MISTAKES in all, so that a model of
 # many classes gets a small page too.
 MISTAKES_PER_CELL = 8
+
+# The most epochs the comparison model trains, whatever the model file's metadata asks: ten
+# times the default; a file asking for a million would have the page train for days.
+MAX_COMPARE_EPOCHS = 100
+# ... and the most classes it shows: its confusion matrix has C * C cells (a model file may
+# declare 21,000 classes: 3.5 GB of counts). Quick, Draw! has 345.
+MAX_PAGE_CLASSES = 1000
 MAX_MISTAKES = 1000
 
 
@@ -82,13 +93,16 @@ def train_comparison(model, X_train, y_train, *, l2=COMPARE_L2, backend="auto", 
     l2 : float, the comparison's L2 penalty
     backend, n_threads, random_state : how the comparison is trained
 
+    The comparison trains the model's epochs, at most :data:`MAX_COMPARE_EPOCHS`.
+
     Returns
     -------
     (SoftmaxRegression, seconds)
     """
     params = model.get_params()
+    # The epochs come from a model file, which may ask for any number: capped.
     params.update(alpha=l2, backend=backend, n_threads=n_threads, random_state=random_state,
-                  verbose=False)
+                  verbose=False, epochs=min(params["epochs"], MAX_COMPARE_EPOCHS))
     start = time.perf_counter()
     comparison = SoftmaxRegression(**params).fit(X_train, y_train)
     return comparison, time.perf_counter() - start
@@ -152,6 +166,9 @@ def page_data(model, X_train, y_train, X_test, y_test, *, model_name="model", co
             raise DataError(f"the {name} images have {X.shape[1]} pixels, the model takes "
                             f"{n_features}")
     classes = model.classes_
+    if len(classes) > MAX_PAGE_CLASSES:
+        raise DataError(f"the model has {len(classes):,} classes; the page shows a confusion "
+                        f"matrix of every pair, for at most {MAX_PAGE_CLASSES:,} classes")
     if not np.isin(y_test, classes).all():
         raise DataError("the test labels include classes the model does not know")
     if compare is None:
@@ -185,6 +202,8 @@ def page_data(model, X_train, y_train, X_test, y_test, *, model_name="model", co
         "compare": _model_entry(compare, X_test, y_test, description),
         "n_train": int(len(y_train)),
         "n_test": int(len(y_test)),
+        "mean_image": _float32_base64(
+            apply_preprocessing(model.preprocessing, X_train).mean(axis=0, dtype=np.float64)),
         "confusion": confusion_matrix(y_test, predicted, classes).tolist(),
         "mistakes": _mistakes(X_test, y_test, classes, proba),
     }
@@ -223,17 +242,14 @@ def write_page(model, X_train, y_train, X_test, y_test, out, **options):
     Raises
     ------
     DataError
-        If the data does not fit the model (see :func:`page_data`) or ``out`` cannot be
-        written.
+        If the data does not fit the model (see :func:`page_data`).
+    WriteError
+        If ``out`` cannot be written (through :func:`fastlr.atomic.atomic_write`: an existing
+        page is left as it was).
     """
     start = time.perf_counter()
     data = page_data(model, X_train, y_train, X_test, y_test, **options)
     text = render_page(data)
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{out}: cannot write the page: {exc.strerror or exc}") from None
-    return {"path": out, "bytes": len(text.encode("utf-8")), "seconds": time.perf_counter() -
+    out = write_text(out, text)
+    return {"path": out, "bytes": len(text.encode("utf-8", "backslashreplace")), "seconds": time.perf_counter() -
             start, "data": data}

@@ -12,6 +12,9 @@ pixel intensities use grey, ink dark on white as on paper.
 
 from pathlib import Path
 
+import functools
+
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -21,6 +24,32 @@ from .datasets import image_shape_of
 
 WEIGHT_CMAP = "RdBu"
 INK_CMAP = "gray_r"
+
+
+def plain_text(draw):
+    """Make the figure function ``draw`` take its text as plain text.
+
+    Titles and labels name files and classes, which are no math text (``$`` signs would start
+    matplotlib's, and fail on a name like ``a$x^$.npz``) and not always text a font can draw (a
+    file name's undecodable byte is a lone surrogate, written here as a backslash escape).
+    """
+    @functools.wraps(draw)
+    def plain(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*_drawable(args), **_drawable(kwargs))
+
+    return plain
+
+
+def _drawable(value):
+    """``value`` with every string in it (through lists, tuples and dicts) drawable."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_drawable(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _drawable(item) for key, item in value.items()}
+    return value
 
 
 def new_figure(width, height):
@@ -58,10 +87,18 @@ def _bare(ax):
         spine.set_visible(False)
 
 
-def weights_figure(coef, classes, title=None, image_shape=None):
-    """The weight vector of each class as an image, in a grid of 2 rows.
+@plain_text
+def weights_figure(coef, classes, title=None, image_shape=None, first_epoch=None):
+    """The weight vector of each class as an image; with ``first_epoch``, the weights after
+    the first epoch of the same training above the final ones.
 
-    The colour scale is symmetric about 0 and saturates at the 99.5th percentile of ``|coef|``.
+    The first epoch's weights read as digits: after one pass each class's weights are still
+    close to its mean image against the others'. The later epochs, which buy the last point of
+    accuracy, add weight to pixels that are rarely inked and so rarely corrected: the final
+    images look speckled. Both are the same model's, so the picture costs no accuracy.
+
+    Each set of weights has its own colour scale, symmetric about 0 and saturating at the
+    99.5th percentile of its ``|coef|``. C classes take one row a set when C <= 12, else 2.
 
     Parameters
     ----------
@@ -69,33 +106,53 @@ def weights_figure(coef, classes, title=None, image_shape=None):
     classes : (C,) labels, used as panel titles
     title : str, optional
     image_shape : (H, W), H * W = D, optional
+    first_epoch : (coef (C, D), caption, final_caption), optional
+        The weights after the first epoch, and what to say of them and of the final weights
+        (their test accuracies).
 
     Returns
     -------
-    Figure with C image axes and one colorbar axis.
+    Figure with C image axes and one colorbar axis per set of weights.
     """
-    coef = np.asarray(coef, dtype=np.float64)
-    n_classes = coef.shape[0]
-    n_cols = -(-n_classes // 2)
-    limit = robust_limit(coef)
-    fig = new_figure(1.6 * n_cols + 1.0, 3.9)
-    grid = fig.add_gridspec(2, n_cols + 1, width_ratios=[1] * n_cols + [0.08],
-                            wspace=0.08, hspace=0.18)
-    image = None
-    for k in range(n_classes):
-        ax = fig.add_subplot(grid[k // n_cols, k % n_cols])
-        image = ax.imshow(_image(coef[k], image_shape), cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit,
-                          interpolation="nearest")
-        ax.set_title(str(classes[k]), fontsize=14 if len(str(classes[k])) <= 2 else 10, pad=3)
-        ax.axis("off")
-    extend = "both" if np.abs(coef).max() > limit else "neither"
-    bar = fig.colorbar(image, cax=fig.add_subplot(grid[:, n_cols]), extend=extend)
-    bar.set_label("weight (blue: for the class, red: against)")
+    sets = [(np.asarray(coef, dtype=np.float64), None)]
+    if first_epoch is not None:
+        sets = [(np.asarray(first_epoch[0], dtype=np.float64), first_epoch[1]),
+                (sets[0][0], first_epoch[2])]
+    n_classes = sets[0][0].shape[0]
+    rows_per_set = 2 if first_epoch is None or n_classes > 12 else 1
+    n_cols = -(-n_classes // rows_per_set)
+    n_rows = rows_per_set * len(sets)
+    captioned = first_epoch is not None
+    fig = new_figure(1.6 * n_cols + 1.0, 1.95 * n_rows + (0.45 * len(sets) if captioned else 0))
+    grid = fig.add_gridspec(n_rows, n_cols + 1, width_ratios=[1] * n_cols + [0.08],
+                            wspace=0.08, hspace=0.45 if captioned else 0.18)
+    for index, (weights, caption) in enumerate(sets):
+        limit = robust_limit(weights)
+        top = index * rows_per_set
+        image = None
+        for k in range(n_classes):
+            ax = fig.add_subplot(grid[top + k // n_cols, k % n_cols])
+            image = ax.imshow(_image(weights[k], image_shape), cmap=WEIGHT_CMAP, vmin=-limit,
+                              vmax=limit, interpolation="nearest")
+            ax.set_title(str(classes[k]), fontsize=14 if len(str(classes[k])) <= 2 else 10,
+                         pad=3)
+            ax.axis("off")
+            if k == 0 and caption:
+                ax.annotate(caption, (0, 1), xycoords="axes fraction", xytext=(0, 22),
+                            textcoords="offset points", fontsize=11, fontweight="bold",
+                            va="bottom")
+        extend = "both" if np.abs(weights).max() > limit else "neither"
+        bar = fig.colorbar(image, cax=fig.add_subplot(grid[top:top + rows_per_set, n_cols]),
+                           extend=extend)
+        bar.set_label("weight (blue: for the class, red: against)" if not captioned else
+                      "weight (blue: for,\nred: against)")
     if title:
-        fig.suptitle(title, fontsize=12)
+        # Above the captions of a figure with two sets of weights.
+        fig.suptitle(title, fontsize=12, y=1.06 if captioned else 0.98)
     return fig
 
 
+@plain_text
 def curves_figure(history, title=None):
     """Loss and accuracy per epoch, on the training data and on the set scored after every
     epoch, if the history has one.
@@ -147,6 +204,7 @@ def _annotate(ax, values, text, dark):
                         color="white" if dark[i, j] else "black")
 
 
+@plain_text
 def confusion_figure(counts, classes):
     """The confusion matrix in counts and row-normalized (% of each true class).
 
@@ -190,6 +248,7 @@ def confusion_figure(counts, classes):
     return fig
 
 
+@plain_text
 def gallery_figure(rows, n_cols, image_shape=None):
     """Misclassified images, one row per (true, predicted) pair.
 
@@ -217,6 +276,7 @@ def gallery_figure(rows, n_cols, image_shape=None):
     return fig
 
 
+@plain_text
 def templates_figure(class_means, overall_mean, coef, classes, correlations, image_shape=None):
     """Class-mean images beside the weights.
 
@@ -252,6 +312,7 @@ def templates_figure(class_means, overall_mean, coef, classes, correlations, ima
     return fig
 
 
+@plain_text
 def pairwise_figure(train_accuracy, test_accuracy, classes):
     """Heat maps of the accuracy of a binary linear model for every pair of classes.
 

@@ -351,7 +351,34 @@ def unique_labels(y):
     except TypeError:
         raise DataError("Unknown label type: y mixes labels of different types (e.g. "
                         "strings and numbers)") from None
-    return classes, np.ascontiguousarray(encoded.ravel(), dtype=np.int64)
+    return check_label_values(classes, "y"), np.ascontiguousarray(encoded.ravel(),
+                                                                   dtype=np.int64)
+
+
+def check_label_values(classes, what):
+    """``classes`` (C,), if every label is a number or a string, finite: what a model file can
+    hold, so that a model trained on them can be saved and loaded again.
+
+    Raises
+    ------
+    DataError
+        For labels of another type (bytes, complex numbers, dates, integers beyond 64 bits,
+        other objects), NaN or infinite labels. ``what`` names the argument in the message.
+    """
+    stored = classes
+    if classes.dtype.kind == "O":
+        try:
+            stored = np.array(classes.tolist())
+        except (TypeError, ValueError, OverflowError):
+            pass
+    if stored.dtype.kind not in "biufU" or stored.shape != classes.shape:
+        raise DataError(f"{what} holds labels of type {classes.dtype} "
+                        f"({str(classes[:3].tolist())[:80]}); a class label must be a number "
+                        f"or a string")
+    if stored.dtype.kind == "f" and not np.isfinite(stored).all():
+        raise DataError(f"{what} holds NaN or infinity; a class label must be a finite number "
+                        f"or a string")
+    return classes
 
 
 def encode_labels(y, classes, known_as):
@@ -370,14 +397,27 @@ def encode_labels(y, classes, known_as):
 
 
 def check_classes(classes):
-    """The ``classes`` argument of partial_fit: at least two distinct labels, sorted."""
+    """The ``classes`` argument of partial_fit: at least two distinct labels, sorted, each a
+    finite number or a string (see :func:`check_label_values`).
+
+    Raises
+    ------
+    DataError
+        For anything else: fewer than two labels, a nested list, mixed types, NaN.
+    """
     try:
-        classes = np.unique(np.asarray(classes))
+        given = np.asarray(classes)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"classes could not be read as a list of labels: {exc}") from None
+    if given.ndim != 1:
+        raise DataError(f"classes must be a flat list of labels, got shape {given.shape}")
+    try:
+        classes = np.unique(given)
     except TypeError:
         raise DataError("classes mixes labels of different types") from None
-    if classes.ndim != 1 or len(classes) < 2:
+    if len(classes) < 2:
         raise DataError(f"classes must list at least two labels, got {plain(classes)}")
-    return classes
+    return check_label_values(classes, "classes")
 
 
 def check_sample_weight(sample_weight, n_samples, dtype):

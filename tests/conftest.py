@@ -1,5 +1,11 @@
-"""What the tests share, one section per kind: the oracles of the backend tests, helpers for
-running the CLI and writing small data sets; test settings.
+"""What the tests share, one section per kind: the tiers, the oracles of the backend tests,
+helpers for running the CLI and writing small data sets; test settings.
+
+Two tiers. ``python -m pytest`` runs the default tier: every backend's contract, the command
+line, the files and the estimator, in a few minutes with a cold Numba cache. Tests marked
+``@pytest.mark.extended`` (every ladder rung compiled, fuzzing, the large cgroup and cluster
+runs, the forced foreign-CPU compilations, slow sweeps) are skipped there and run with
+``python -m pytest --extended``.
 
 Hypothesis runs without a deadline: how long an example takes depends on what else runs on the
 machine, so a deadline is a timing assertion, and timing belongs to the benchmarks.
@@ -20,6 +26,7 @@ import pytest
 from hypothesis import settings
 
 from fastlr import data, datasets
+from fastlr.backends import available_backends
 from fastlr.backends.check import TOLERANCE, scaled_error
 from fastlr.backends.contract import SGDState, Samples, Steps, make_threads
 from fastlr.sgd import Schedule
@@ -28,6 +35,65 @@ settings.register_profile("fastlr", deadline=None)
 settings.load_profile("fastlr")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- the two tiers -------------------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    parser.addoption("--extended", action="store_true", default=False,
+                     help="also run the extended tier: the tests marked extended (every "
+                          "ladder rung, fuzzing, the large cgroup and cluster runs, forced "
+                          "foreign CPUs, slow sweeps)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--extended"):
+        skip = pytest.mark.skip(reason="extended tier: run with --extended")
+        for item in items:
+            if item.get_closest_marker("extended"):
+                item.add_marker(skip)
+    _compile_beside_the_other_tests(items)
+
+
+# --- the Numba kernels compile beside the other tests --------------------------------------------
+#
+# With a cold cache, compiling the production Numba kernels takes minutes of one core. A
+# background process compiles them into the cache (tests/compile_kernels.py) while the tests
+# that do not need Numba run on the other core; the tests that need it run last, after waiting
+# for that process, and load the kernels from the cache. A warm cache makes the process a
+# matter of seconds.
+
+_compiling = []
+
+
+def _needs_numba(item):
+    """True for a test that runs the Numba kernels: named after them, or a benchmark (which
+    times every backend)."""
+    return "numba" in item.nodeid or item.path.name == "test_bench.py"
+
+
+def _compile_beside_the_other_tests(items):
+    items.sort(key=_needs_numba)  # stable: the order within each group is kept
+    runs_numba = [item for item in items
+                  if _needs_numba(item) and not item.get_closest_marker("skip")]
+    if not runs_numba or "numba" not in available_backends():
+        return
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    _compiling.append(subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "compile_kernels.py")], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def pytest_runtest_setup(item):
+    if _compiling and _needs_numba(item):
+        # Whatever its outcome: a kernel it could not compile, the test compiles itself.
+        _compiling.pop().wait()
+
+
+def pytest_unconfigure(config):
+    for process in _compiling:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -115,6 +115,7 @@ def test_plot_is_written(small_mnist, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.extended
 def test_quick_bench_smoke_run(tmp_path):
     """The CLI's --quick run on the real MNIST: the JSON follows the schema and every row
     validated."""

@@ -128,6 +128,15 @@ def test_predict_bad_inputs_are_one_line(tmp_path, mnist_model):
     np.save(tmp_path / "scaled.npy", np.full((28, 28), 200.0))
     assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "scaled.npy")),
                           "[0, 1]")
+    # A blank array holds no digit, as a blank picture does not: refused, not read as one.
+    np.save(tmp_path / "blank.npy", np.zeros((28, 28), dtype=np.uint8))
+    assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "blank.npy")),
+                          "blank.npy", "the image is blank")
+    batch = np.random.default_rng(0).integers(0, 256, (5, 784)).astype(np.uint8)
+    batch[3] = 17
+    np.save(tmp_path / "batch.npy", batch)
+    assert_one_line_error(run_cli("predict", str(model_path), str(tmp_path / "batch.npy")),
+                          "image 3 of 5 is blank")
     (tmp_path / "model.npz").write_bytes(b"PK\x03\x04 truncated")
     assert_one_line_error(run_cli("predict", str(tmp_path / "model.npz"),
                                   str(tmp_path / "seven.png")), "not a fastlr model file")
@@ -225,3 +234,11 @@ def test_train_and_evaluate_import_only_the_backend_they_use(tmp_path):
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_summary_counts_one_epoch_and_one_batch_in_words(tmp_path):
+    write_small_dataset(tmp_path)
+    result = run_cli("train", "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size",
+                     "1000000", "--backend", "numpy", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "(1 epoch of one batch of all 30 images, median" in result.stdout

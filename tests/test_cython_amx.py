@@ -11,8 +11,12 @@ from fastlr.backends import available_backends, get_backend, reference
 from fastlr.backends.check import TOLERANCE, TRAJECTORY_TOLERANCE, scaled_error
 from fastlr.backends.contract import SGDState, Samples, Steps, Threads, make_threads
 
-pytestmark = pytest.mark.skipif("cython" not in available_backends(),
-                                reason="the Cython extension is not built")
+# One skip for the module, with its reason, rather than one per test.
+if "cython" not in available_backends():
+    pytest.skip("the Cython extension is not built", allow_module_level=True)
+if get_backend("cython").best_isa_level() < get_backend("cython").AMX_LEVEL:
+    pytest.skip("no AMX here: this build, CPU or operating system lacks AMX-BF16",
+                allow_module_level=True)
 
 
 @pytest.fixture
@@ -20,8 +24,6 @@ def amx():
     """The Cython backend at the AMX level, put back to its best level afterwards."""
     backend = get_backend("cython")
     best = backend.best_isa_level()
-    if best < backend.AMX_LEVEL:
-        pytest.skip("no AMX here: this build, CPU or operating system lacks AMX-BF16")
     backend.set_isa_level(backend.AMX_LEVEL)
     yield backend
     backend.set_isa_level(best)

@@ -155,25 +155,26 @@ def test_train_names_the_data_set_and_its_shape(five_by_28x20):
             f"28x20 pixels, 5 classes.") in stdout
     record = SoftmaxRegression.load(model_path).dataset_
     assert record == {"name": None, "title": f"IDX data set at {directory}",
-                      "image_shape": (28, 20), "class_names": None}
+                      "image_shape": (28, 20), "class_names": None,
+                      "directory": str(directory.resolve())}
     summary = json.loads(run_cli("train", "--data-dir", str(directory), "--epochs", "1",
                                  "--backend", "numpy", "--json").stdout.splitlines()[-1])
     assert summary["dataset"]["image_shape"] == [28, 20]
 
 
-def test_evaluate_asks_for_the_data_of_a_directory_trained_model(five_by_28x20):
+def test_evaluate_reads_the_directory_a_model_was_trained_on(five_by_28x20):
     directory, model_path, _ = five_by_28x20
-    assert_one_line_error(run_cli("evaluate", str(model_path)), "trained on IDX data set at",
-                          "--data-dir")
-    result = run_cli("evaluate", str(model_path), "--data-dir", str(directory))
-    assert result.returncode == 0, result.stderr
-    assert f"on 60 test images of IDX data set at {directory}" in result.stdout
-    assert "  4: " in result.stdout
+    for flags in ([], ["--data-dir", str(directory)]):
+        result = run_cli("evaluate", str(model_path), *flags)
+        assert result.returncode == 0, result.stderr
+        assert f"on 60 test images of IDX data set at {directory}" in result.stdout
+        assert "  4: " in result.stdout
 
 
 def test_predict_takes_the_models_image_shape(five_by_28x20, tmp_path):
     _, model_path, _ = five_by_28x20
-    np.save(tmp_path / "three.npy", np.zeros((3, 28, 20), dtype=np.uint8))
+    three = (np.arange(3 * 28 * 20) % 256).astype(np.uint8).reshape(3, 28, 20)
+    np.save(tmp_path / "three.npy", three)
     result = run_cli("predict", str(model_path), str(tmp_path / "three.npy"), "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["predictions"]) == 3
@@ -240,6 +241,14 @@ def test_the_model_file_checks_its_data_set_record(tmp_path):
     assert read_model(tmp_path / "good.npz").dataset["image_shape"] == (3, 4)
     write_model(tmp_path / "old.npz", **arrays)
     assert read_model(tmp_path / "old.npz").dataset is None
-    write_model(tmp_path / "bad.npz", **arrays, dataset=dict(record, image_shape=[5, 5]))
+    # Nothing is saved that could not be loaded again: refused at the save ...
+    from fastlr import WriteError
+    with pytest.raises(WriteError, match="data set record"):
+        write_model(tmp_path / "bad.npz", **arrays, dataset=dict(record, image_shape=[5, 5]))
+    assert not (tmp_path / "bad.npz").exists()
+    # ... and at the load of a file written otherwise.
+    from test_safety import rewrite_metadata
+    rewrite_metadata(tmp_path / "good.npz", tmp_path / "bad.npz",
+                     dataset=dict(record, image_shape=[5, 5]))
     with pytest.raises(ModelFileError, match="data set record"):
         read_model(tmp_path / "bad.npz")

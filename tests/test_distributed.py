@@ -1,7 +1,8 @@
 """Data-parallel training on a Dask cluster (fastlr/distributed.py).
 
 One LocalCluster of 2 worker processes of one thread each, started here and shut down after the
-module, serves every test that needs a cluster. The partitions are read from MNIST's files by
+module, serves every test that needs a cluster; those tests are the extended tier (the cluster
+and its trainings on MNIST take most of a minute). The partitions are read from MNIST's files by
 the workers (``training_arrays``), so a worker that dies takes its partitions with it and
 Dask must read them again.
 """
@@ -60,6 +61,7 @@ def undisturbed(client, partitions, mnist):
     return SoftmaxRegression(random_state=0).fit(X, y, eval_set=(mnist[2], mnist[3]))
 
 
+@pytest.mark.extended
 def test_local_cluster_trains_mnist_to_the_accuracy_of_one_process(undisturbed, mnist):
     assert undisturbed.score(mnist[2], mnist[3]) >= 0.923
     history = undisturbed.history_
@@ -71,6 +73,7 @@ def test_local_cluster_trains_mnist_to_the_accuracy_of_one_process(undisturbed, 
     assert history[-1]["train_accuracy"] > history[0]["train_accuracy"]
 
 
+@pytest.mark.extended
 def test_same_seed_and_partitioning_give_the_same_weights(undisturbed, partitions):
     X, y = partitions
     again = SoftmaxRegression(random_state=0, epochs=3).fit(X, y)
@@ -81,6 +84,7 @@ def test_same_seed_and_partitioning_give_the_same_weights(undisturbed, partition
     assert not np.array_equal(other_seed.coef_, first.coef_)
 
 
+@pytest.mark.extended
 def test_one_partition_averages_to_its_own_epoch(client, mnist):
     """With one partition, averaging is the identity: a round is one epoch of the driver on
     the partition's own permutation, so the weights after it match one process's."""
@@ -94,6 +98,7 @@ def test_one_partition_averages_to_its_own_epoch(client, mnist):
     np.testing.assert_array_equal(on_cluster.coef_, in_process.coef_)
 
 
+@pytest.mark.extended
 def test_unit_sample_weights_change_nothing_and_bad_rows_are_reported(client, mnist):
     X = da.from_array(mnist[0][:4000], chunks=(2000, 784))
     y = da.from_array(mnist[1][:4000], chunks=2000)
@@ -105,6 +110,7 @@ def test_unit_sample_weights_change_nothing_and_bad_rows_are_reported(client, mn
                                         y)
 
 
+@pytest.mark.extended
 def test_a_diverging_round_keeps_the_last_averaged_weights(client, mnist):
     X = da.from_array(mnist[0][:2000] * 1e18, chunks=(1000, 784))
     y = da.from_array(mnist[1][:2000], chunks=1000)
@@ -135,6 +141,7 @@ class KillWorkerMidRound(SchedulerPlugin):
             threading.Timer(self.delay_s, os.kill, (self.killed_pid, signal.SIGKILL)).start()
 
 
+@pytest.mark.extended
 def test_a_worker_killed_mid_round_changes_nothing(cluster, client, partitions, undisturbed,
                                                    mnist):
     killer = KillWorkerMidRound(cluster.scheduler, round_index=3, n_partitions=N_WORKERS)
@@ -152,6 +159,7 @@ def test_a_worker_killed_mid_round_changes_nothing(cluster, client, partitions, 
     np.testing.assert_array_equal(model.intercept_, undisturbed.intercept_)
 
 
+@pytest.mark.extended
 def test_dask_ml_incremental_drives_partial_fit_block_by_block(client, mnist):
     wrappers = pytest.importorskip("dask_ml.wrappers")
     X_train, y_train, X_test, y_test = mnist
@@ -172,6 +180,7 @@ def test_dask_ml_incremental_drives_partial_fit_block_by_block(client, mnist):
                              da.from_array(y_test, chunks=block)) > 0.88
 
 
+@pytest.mark.extended
 def test_train_on_a_running_scheduler_from_the_command_line(cluster, capsys):
     from fastlr.cli import main
     assert main(["train", "--scheduler", cluster.scheduler_address, "--epochs", "2",

@@ -11,7 +11,8 @@ from conftest import assert_one_line_error, run_cli
 
 from fastlr import DataError, SoftmaxRegression, load_mnist
 from fastlr import plots
-from fastlr.explain import (confusion_matrix, explain, most_confused, pairwise_separability,
+from fastlr.explain import (confusion_matrix, explain, first_epoch_captions,
+                            first_epoch_weights, most_confused, pairwise_separability,
                             template_correlations)
 from fastlr.history import write_history
 
@@ -53,6 +54,37 @@ def test_weights_figure_has_one_panel_per_class_and_a_colorbar(small_mnist):
         assert not ax.axison
         low, high = ax.images[0].get_clim()
         assert low == -high and ax.images[0].get_cmap().name == "RdBu"
+
+
+def test_weights_figure_shows_the_first_epoch_above_the_final_weights(small_mnist):
+    X_train, y_train, X_test, y_test, model = small_mnist
+    coef, intercept = first_epoch_weights(model, X_train, y_train)
+    captions = first_epoch_captions(model, coef, intercept, X_test, y_test)
+    assert captions[0].startswith("after the first epoch: ")
+    assert captions[0].endswith("% of the test images")
+    assert captions[1] == f"the final weights: {100 * model.score(X_test, y_test):.2f}%"
+    fig = plots.weights_figure(model.coef_, model.classes_, first_epoch=(coef, *captions))
+    panels = image_axes(fig)
+    assert len(panels) == 20 and len(fig.axes) == 22  # two rows of ten, a colorbar each
+    np.testing.assert_array_equal(panels[0].images[0].get_array().ravel(), coef[0])
+    np.testing.assert_array_equal(panels[10].images[0].get_array().ravel(), model.coef_[0])
+    assert [t.get_text() for ax in panels for t in ax.texts] == list(captions)
+
+
+def test_the_replayed_first_epoch_is_the_models_own(small_mnist):
+    """Same settings, seed and backend: the replay of a one-epoch model is that model, bitwise,
+    and a longer model's replay is what its own first epoch left."""
+    X_train, y_train, _, _, model = small_mnist
+    one = SoftmaxRegression(**dict(model.get_params(), epochs=1)).fit(X_train, y_train)
+    coef, intercept = first_epoch_weights(one, X_train, y_train)
+    np.testing.assert_array_equal(coef, one.coef_)
+    np.testing.assert_array_equal(intercept, one.intercept_)
+    seen = []
+    again = SoftmaxRegression(**model.get_params())
+    again.fit(X_train, y_train, on_epoch=lambda record: seen.append(again.coef_.copy()))
+    np.testing.assert_array_equal(again.coef_, model.coef_)
+    np.testing.assert_array_equal(first_epoch_weights(model, X_train, y_train)[0], seen[0])
+    assert not np.array_equal(seen[0], model.coef_)
 
 
 def test_curves_figure_plots_train_and_eval(small_mnist):
@@ -165,6 +197,8 @@ def test_plot_commands(small_mnist, tmp_path):
         result = run_cli("plot", figure, str(path), "--out", str(out))
         assert result.returncode == 0, result.stderr
         assert out.stat().st_size > 1000
+        if figure == "weights":  # the model file names no data set to replay on
+            assert "the final weights only" in result.stdout
     assert_one_line_error(run_cli("plot"), "weights or curves")
     assert_one_line_error(run_cli("plot", "weights", str(tmp_path / "none.npz")), "none.npz")
     assert_one_line_error(run_cli("train", "--history", str(tmp_path / "h.txt")),

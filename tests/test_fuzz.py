@@ -1,11 +1,16 @@
-"""Fuzzing the two readers of untrusted files: IDX data and model files.
+"""Fuzzing the readers of untrusted files: IDX data, model files, .npy arrays.
 
 Whatever the bytes, random or a valid file with flipped bits or cut short, a reader raises
-DataError (IDX) or ModelFileError (model), never another exception, and returns promptly.
+DataError (IDX, .npy) or ModelFileError (model), never another exception, and returns promptly.
+The coverage-guided harness (tests/fuzz_readers.py, atheris) runs for two minutes in the
+extended tier; the regressions it found are pinned here.
 """
 
 import gzip
 import io
+import os
+import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -14,6 +19,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import ROOT
 
 from fastlr import DataError, ModelFileError, SoftmaxRegression
 from fastlr.data import parse_idx, read_idx
@@ -189,5 +196,56 @@ def test_npy_member_with_a_broken_header_is_a_model_file_error(tmp_path, header)
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("coef.npy", npy_member_with_header(header) + b"\x00" * 24)
     (tmp_path / "broken.npz").write_bytes(buffer.getvalue())
-    with pytest.raises(ModelFileError, match="not a fastlr model file"):
+    with pytest.raises(ModelFileError, match="'coef.npy': a (broken .npy header|.npy header of "
+                                             "Python 2)"):
         SoftmaxRegression.load(tmp_path / "broken.npz")
+
+
+@pytest.mark.parametrize("descr", ["2f4", "(2,3)u1", "[('a', '<f4'), ('b', '<i2')]"])
+def test_a_npy_of_records_or_sub_arrays_is_refused(tmp_path, descr):
+    """Found by atheris: a .npy header of dtype '2f4' (elements that are arrays themselves)
+    made the reshape of the payload raise ValueError."""
+    from fastlr.images import read_inputs
+    header = "{'descr': %s, 'fortran_order': False, 'shape': (3, 13), }" % (
+        descr if descr.startswith("[") else repr(descr))
+    path = tmp_path / "records.npy"
+    path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(3 * 13 * 8))
+    with pytest.raises(DataError, match="records or sub-arrays"):
+        read_inputs(path, 16, (4, 4))
+
+
+@pytest.mark.parametrize("shape", ["(-1, 16)", "(3, -16)", "(-9223372036854775808,)"])
+def test_a_npy_of_negative_size_is_refused(tmp_path, shape):
+    """Found by atheris: NumPy's header parser accepts a negative size, and the byte count of
+    the shape, negative, reached bytearray()."""
+    from fastlr.images import read_inputs
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape
+    path = tmp_path / "negative.npy"
+    path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(64))
+    with pytest.raises(DataError, match="of a negative size"):
+        read_inputs(path, 16, (4, 4))
+
+
+FUZZ_SECONDS = 120
+
+
+@pytest.mark.extended
+def test_the_readers_survive_coverage_guided_fuzzing(tmp_path):
+    """tests/fuzz_readers.py under atheris for two minutes from its seed corpus, every target
+    but the decoded-data cache: no input may make a reader raise anything but its one error."""
+    pytest.importorskip("atheris")
+    harness = ROOT / "tests" / "fuzz_readers.py"
+    env = dict(os.environ, PYTHONPATH=str(ROOT),
+               FASTLR_FUZZ_TARGETS="idx,model,image,npy,stream")
+    corpus = tmp_path / "corpus"
+    subprocess.run([sys.executable, str(harness), "--seed-corpus", str(corpus)], env=env,
+                   check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, str(harness), str(corpus),
+                             f"-max_total_time={FUZZ_SECONDS}", "-rss_limit_mb=2048",
+                             "-timeout=30", f"-artifact_prefix={tmp_path}/"],
+                            env=env, capture_output=True, text=True,
+                            timeout=FUZZ_SECONDS + 300)
+    crashes = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-",
+                                                                                "timeout-",
+                                                                                "oom-")))
+    assert result.returncode == 0 and not crashes, result.stderr[-3000:]

@@ -1,11 +1,14 @@
 """The Numba kernels' AMX tiles (``fastlr/backends/numba/amx.py``) against the reference.
 
 They run only where the CPU has AMX-BF16 and the operating system gives the process its tile
-registers (``TUNING.amx``); elsewhere this module is skipped, and the vector tiles the epoch
-takes instead are what the rest of the suite checks. The pieces (the bfloat16 pairs, the
-score and gradient tiles with their tails) are checked alone, then whole epochs of uint8
-pixels with the chunk sizes that take the tiles, and the choice itself: which chunks take
-them, that the others give the vector tiles' bits, and that ``amx=0`` turns them off.
+registers (``TUNING.amx``); elsewhere this module is one skip, and the vector tiles the epoch
+takes instead are what the rest of the suite checks (``tests/test_tuning.py`` checks, on any
+CPU, that CPU features and the override choose the tiles, that the microkernel takes the
+provider the tuning names, and that the AMX provider compiles to tile instructions for pixels
+only). The pieces (the bfloat16 pairs, the score and gradient tiles with their tails) are
+checked alone, then whole epochs of uint8 pixels with the chunk sizes that take the tiles, and
+the choice itself: which chunks take them, that the others give the vector tiles' bits, and
+that ``amx=0`` turns them off.
 """
 
 import json
@@ -23,12 +26,14 @@ from fastlr.backends import numba as nb  # noqa: E402
 from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
 from fastlr.backends.numba import amx  # noqa: E402
-from fastlr.backends.numba.epoch import AMX_MIN_CHUNK, takes_tiles  # noqa: E402
-from fastlr.backends.numba.tuning import TUNING, tuning_for  # noqa: E402
+from fastlr.backends.numba.amx import AMX_MIN_CHUNK, takes_tiles  # noqa: E402
+from fastlr.backends.numba.tuning import TUNING  # noqa: E402
 
 from conftest import assert_matches, run_epochs  # noqa: E402
 
-needs_tiles = pytest.mark.skipif(not TUNING.amx, reason="no AMX tiles on this CPU or OS")
+# One skip for the module, with its reason, rather than one per test.
+if not TUNING.amx:
+    pytest.skip("no AMX tiles on this CPU or OS", allow_module_level=True)
 SCALE = np.float32(1.0 / 255.0)
 
 
@@ -36,16 +41,6 @@ def _pixels(rng, n, d):
     return rng.integers(0, 256, size=(n, d)).astype(np.uint8)
 
 
-def test_the_tiles_follow_the_features_and_the_override():
-    amx_cpu = {"avx512f", "avx512bw", "avx2", "fma", "sse2", "amx-tile", "amx-bf16"}
-    assert tuning_for(amx_cpu, "x86_64").amx
-    assert not tuning_for(amx_cpu - {"amx-bf16"}, "x86_64").amx
-    assert not tuning_for(amx_cpu, "x86_64", "amx=0").amx
-    assert not tuning_for(amx_cpu, "x86_64", "avx2").amx  # only with the AVX-512 tiles
-    assert tuning_for(amx_cpu, "x86_64", "amx_min_chunk=64").amx_min_chunk == 64
-
-
-@needs_tiles
 def test_a_weight_is_two_bfloat16_within_two_to_the_minus_16():
     from numba import njit
 
@@ -64,7 +59,6 @@ def test_a_weight_is_two_bfloat16_within_two_to_the_minus_16():
     assert np.all(np.abs(hi + lo - values) <= 2.0 ** -16 * np.abs(values))
 
 
-@needs_tiles
 @pytest.mark.parametrize("n,d,c", [(128, 784, 10), (37, 50, 3), (5, 17, 16), (64, 33, 10)])
 def test_scores_and_gradient_of_a_block(n, d, c):
     rng = np.random.default_rng(n + d + c)
@@ -76,9 +70,9 @@ def test_scores_and_gradient_of_a_block(n, d, c):
     d16 = -(-d // amx.SLAB) * amx.SLAB
     Wb = np.zeros((d16, c), np.uint32)
     buf = amx.tile_buffers(1)[0]
-    amx.pack_weights(W, SCALE, Wb)
+    amx.pack_bf16_weights(W, SCALE, Wb)
     S = np.full((n16, c), np.nan, np.float32)
-    amx.block_scores(X, rows, n, rows, n, Wb, buf, S)
+    amx.tile_scores(X, rows, n, rows, n, Wb, buf, S)
     features = X[rows[:n]] / 255.0
     assert_matches(S[:n], features @ W.T.astype(np.float64), np.float32)
     G = rng.standard_normal((n16, c)).astype(np.float32)
@@ -86,9 +80,9 @@ def test_scores_and_gradient_of_a_block(n, d, c):
     tail = np.zeros((c, amx.SLAB), np.float32)
     expected = G[:n].astype(np.float64).T @ features
     out = np.full((c, d), np.nan, np.float32)
-    amx.block_gradient(G, n, SCALE, Dt, X, rows, rows, n, out, True, tail, buf)
+    amx.tile_gradient(G, n, SCALE, Dt, X, rows, rows, n, out, True, tail, buf)
     assert_matches(out, expected, np.float32)
-    amx.block_gradient(G, n, SCALE, Dt, X, rows, rows, 0, out, False, tail, buf)
+    amx.tile_gradient(G, n, SCALE, Dt, X, rows, rows, 0, out, False, tail, buf)
     assert_matches(out, 2 * expected, np.float32)
 
 
@@ -105,7 +99,6 @@ def _epochs(rng, n, d, c, batch, threads, weighted=False, momentum=0.0, alpha=0.
     return got, ref, (X, y, sw, W, b, perms)
 
 
-@needs_tiles
 @pytest.mark.parametrize("n,d,c,batch,threads,weighted", [
     (1500, 784, 10, 1024, 2, False),
     (900, 784, 10, 300, 1, True),
@@ -120,7 +113,6 @@ def test_epochs_on_the_tiles_match_the_reference(n, d, c, batch, threads, weight
         assert_matches(g, e, np.float32, TRAJECTORY_TOLERANCE)
 
 
-@needs_tiles
 def test_the_same_seed_and_threads_give_the_same_bits():
     first = _epochs(np.random.default_rng(5), 1200, 784, 10, 1024, 2)[0]
     second = _epochs(np.random.default_rng(5), 1200, 784, 10, 1024, 2)[0]
@@ -128,7 +120,6 @@ def test_the_same_seed_and_threads_give_the_same_bits():
         assert np.array_equal(a, b)
 
 
-@needs_tiles
 def test_which_rows_take_the_tiles():
     W = np.zeros((10, 784), np.float32)
     assert takes_tiles(np.zeros((1, 784), np.uint8), W)
@@ -154,7 +145,6 @@ VECTOR_SCRIPT = textwrap.dedent("""
 """)
 
 
-@needs_tiles
 def test_short_chunks_keep_the_vector_tiles_and_amx_0_turns_the_tiles_off(tmp_path):
     assert 128 // 2 < AMX_MIN_CHUNK <= 1024 // 2
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -84,12 +84,14 @@ def test_sample_split_epoch_spins_correctly_with_more_threads_than_cores():
     assert done.stdout.strip() == "ok"
 
 
-def _in_blocks(kernel):
-    """One of the two epoch kernels with the contract's records, in this CPU's blocks."""
+def _in_blocks(kernel, block=None):
+    """One of the two epoch kernels with the contract's records, in blocks of ``block``
+    samples (default this CPU's)."""
     def run(samples, state, steps, threads):
         X = samples.X
         return kernel(*epoch_arguments(samples, state, steps, threads),
-                      *team_arguments(threads), epoch.samples_per_block(X.shape[1] * X.itemsize))
+                      *team_arguments(threads),
+                      block or epoch.samples_per_block(X.shape[1] * X.itemsize))
     return run
 
 
@@ -122,17 +124,18 @@ def test_stepwise_epoch_is_bitwise_the_spinning_epoch(dtype, batch_size, momentu
 
 
 class _Blocks:
-    """A backend whose epoch is the chosen one in blocks of ``block`` samples."""
+    """A backend whose epoch is the chosen one in blocks of ``block`` samples (T = 2: the
+    spinning epoch where Numba has two threads, else the fork-join one, the same bits)."""
 
     def __init__(self, block):
-        self.sgd_epoch = lambda *records: epoch.epoch_in_blocks(block,
-                                                               *epoch_arguments(*records))
+        kernel = epoch._sample_epoch if epoch._threads_run_at_once(2) else epoch._stepwise_epoch
+        self.sgd_epoch = _in_blocks(kernel, block)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
 @pytest.mark.parametrize("block", [5, 32, 64, 128])
 def test_every_block_size_computes_the_reference_epoch(dtype, block):
-    """The block (``samples_per_block``'s, or the lab's 64) only regroups a chunk's gradient
+    """The block (``samples_per_block``'s, or another) only regroups a chunk's gradient
     sum: a short last block (5 does not divide the chunks) and the sizes the tuning picks
     for float and for uint8 rows all give the reference's two epochs, at a batch of 300 whose
     chunks span several blocks. uint8: pixels, float32 weights, the reference on X / 255."""
@@ -237,6 +240,7 @@ def _edit(path, old, new):
     path.write_text(text.replace(old, new))
 
 
+@pytest.mark.extended
 def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     """Numba keys a cache entry by the function's own file; the production stamp covers every
     production kernel file. Editing a ladder rung (a docstring) must load the cached
@@ -268,6 +272,7 @@ def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     assert after_edit["score"] == 100.0
 
 
+@pytest.mark.extended
 def test_cache_falls_back_to_the_user_cache_when_the_package_is_read_only(tmp_path):
     """Without NUMBA_CACHE_DIR the cache goes next to the sources; where that directory is not
     writable (simulated: the tests may run as root, who can write anywhere) it goes to the user

@@ -82,6 +82,9 @@ def test_page_data_is_the_model_and_its_test_set(page, mnist):
                                   confusion_matrix(y_test, predicted, model.classes_))
     assert data["compare"]["l2"] == COMPARE_L2
     assert "Trained by this page's generator" in data["compare"]["description"]
+    seen = deskew(mnist[0]) if model.preprocessing == "deskew" else mnist[0]
+    np.testing.assert_allclose(decode_float32(data["mean_image"], (784,)),
+                               seen.mean(axis=0, dtype=np.float64), rtol=1e-6, atol=1e-7)
 
 
 def test_mistakes_are_misclassified_test_images_most_confident_first(page, mnist):
@@ -181,7 +184,7 @@ def test_cli_explain_html_flags_that_do_not_fit_are_one_line_errors(page):
                                   "--compare-l2", "0.1"), "not both")
     directory = str(page["path"].parent)
     assert_one_line_error(run_cli("explain", model, "--html", "--backend", "numpy", "--out",
-                                  directory), directory, "cannot write the page")
+                                  directory), f"cannot write {directory}: Is a directory")
 
 
 # --- in the browser ------------------------------------------------------------------------------
@@ -287,7 +290,8 @@ def test_drawn_strokes_give_what_predict_gives_on_them(open_page, page, name, tm
         np.testing.assert_allclose(shown["seen"], deskew(pixels)[0], atol=PIXEL_TOLERANCE)
     np.testing.assert_allclose(shown["probabilities"], page["model"].predict_proba(pixels)[0],
                                atol=PROBABILITY_TOLERANCE)
-    assert f"reads a {shown['label']}" in tab.locator("#verdict").inner_text()
+    article = "an" if shown["label"] == "8" else "a"
+    assert f"reads {article} {shown['label']}" in tab.locator("#verdict").inner_text()
     top_row = tab.locator("#probabilities li.top")
     assert top_row.get_attribute("data-class") == shown["label"]
     assert log["errors"] == []
@@ -362,8 +366,63 @@ def test_clicking_a_mistake_loads_it_and_shows_the_wrong_answer(open_page, page,
                                atol=PROBABILITY_TOLERANCE)
     verdict = tab.locator("#verdict")
     assert "wrong" in verdict.get_attribute("class")
-    assert f"the model reads a {wrong}" in verdict.inner_text()
+    assert f"the model reads {'an' if wrong == '8' else 'a'} {wrong}" in verdict.inner_text()
     assert tab.locator("#maps figure").count() == 3
+    # A mistake is compared with its true class, not with the runner-up.
+    truth = str(y_test[mistakes["index"][2]])
+    titles = tab.locator("#maps figcaption strong").all_inner_texts()
+    assert titles == [f"votes for {wrong}", f"votes for {truth} (the true class)",
+                      f"{wrong} rather than {truth}"]
+    assert log["errors"] == []
+
+
+def test_an_8_takes_an(open_page, page):
+    mistakes, classes = page["data"]["mistakes"], page["data"]["classes"]
+    eight = classes.index("8")
+    k = next(k for k, true in enumerate(mistakes["true"]) if true == eight)
+    tab, log = open_page()
+    tab.locator("#confusion tr").nth(eight + 1).locator("td").nth(
+        mistakes["predicted"][k]).click()
+    tab.locator(".mistake").first.click()
+    assert re.search(r"is an 8; the model reads an? \w", tab.locator("#verdict").inner_text())
+    assert log["errors"] == []
+
+
+def test_every_pixel_votes_the_missing_ink_too(open_page, page):
+    """The maps are drawn against the mean training image: pixels with no ink where digits
+    usually have some vote too (the missing loop that rules out an 8)."""
+    tab, log = open_page()
+    draw(tab, STROKES["one"])
+    blank_votes = tab.evaluate("""() => {
+        const seen = fastlrPage.current().seen;
+        return [...document.querySelectorAll('#maps canvas')].map((canvas) => {
+            const rgba = canvas.getContext('2d').getImageData(0, 0, canvas.width,
+                                                              canvas.height).data;
+            let coloured = 0;
+            seen.forEach((ink, i) => {
+                const neutral = rgba[4 * i] === 247 && rgba[4 * i + 1] === 247 &&
+                    rgba[4 * i + 2] === 247;
+                if (ink === 0 && !neutral) coloured += 1;
+            });
+            return coloured;
+        });
+    }""")
+    assert len(blank_votes) == 3 and min(blank_votes) > 50
+    assert log["errors"] == []
+
+
+SMALL_PHONE = {"width": 360, "height": 640}
+
+
+def test_on_a_phone_the_verdict_is_in_sight_while_one_draws(open_page):
+    tab, log = open_page(SMALL_PHONE, is_mobile=True, has_touch=True)
+    pad = tab.locator("#pad").bounding_box()
+    assert pad["y"] + pad["height"] / 2 < SMALL_PHONE["height"]  # drawable as the page opens
+    draw(tab, [[(0.3, 0.1), (0.7, 0.1), (0.5, 0.4)]])  # in the part of the pad in sight
+    verdict = tab.locator("#verdict")
+    assert "The model reads" in verdict.inner_text()
+    box = verdict.bounding_box()
+    assert 0 <= box["y"] and box["y"] + box["height"] <= SMALL_PHONE["height"]
     assert log["errors"] == []
 
 

@@ -8,11 +8,13 @@ backend.
 import errno
 import io
 import json
+import stat
 import zipfile
 
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_cli, write_small_dataset
+from test_atomic import umask
 
 from fastlr import DataError, ModelFileError, SoftmaxRegression, atomic
 from fastlr.cli import main
@@ -61,7 +63,7 @@ def test_a_failed_write_in_train_is_one_line_after_the_summary(tmp_path, data_di
     elif where == "full disk":
         monkeypatch.setattr(atomic.os, "fsync", full_disk)
     else:
-        monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+        monkeypatch.setattr(atomic, "_open_temporary", read_only)
     assert train(data_dir, flag, str(target)) == 1
     out, err = capsys.readouterr()
     assert "test accuracy" in out
@@ -309,7 +311,7 @@ def test_an_unusable_fastlr_data_is_one_line(tmp_path, capsys, monkeypatch, stat
 def test_predict_prints_the_good_inputs_before_the_bad_one(tmp_path, model_path, capsys,
                                                            as_json):
     good = tmp_path / "good.npy"
-    np.save(good, np.zeros((2, 4, 4), dtype=np.uint8))
+    np.save(good, np.arange(32, dtype=np.uint8).reshape(2, 4, 4))
     bad = tmp_path / "bad.npy"
     bad.write_bytes(b"not an array")
     capsys.readouterr()
@@ -458,7 +460,9 @@ def test_a_dataframe_with_its_columns_reordered_is_refused_at_predict():
     frame = Frame(rng.random((30, 3)), ["ink", "slant", "width"])
     model = SoftmaxRegression(epochs=1, backend="numpy").fit(frame, np.arange(30) % 2)
     assert list(model.feature_names_in_) == ["ink", "slant", "width"]
-    assert model.predict(frame).shape == (30,) and model.predict(frame.values).shape == (30,)
+    assert model.predict(frame).shape == (30,)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        assert model.predict(frame.values).shape == (30,)  # as scikit-learn, with a warning
     with pytest.raises(DataError, match="feature names should match"):
         model.predict(frame.reordered([2, 0, 1]))
     with pytest.raises(DataError, match="feature names should match"):
@@ -487,3 +491,42 @@ def test_numba_disable_jit_makes_the_numba_backend_unavailable_not_a_traceback()
     assert_one_line_error(result, "NUMBA_DISABLE_JIT is set")
     result = run_cli("info", env={"NUMBA_DISABLE_JIT": "1"})
     assert result.returncode == 0 and "Traceback" not in result.stderr
+
+
+# --- class 2: every file through the one writer ---------------------------------------------------
+
+def test_the_page_goes_through_the_writer_a_symlink_is_replaced_a_failure_keeps_the_old(
+        tmp_path, data_dir, model_path, capsys, monkeypatch):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    page = tmp_path / "page.html"
+    page.symlink_to(precious)
+    args = ["explain", str(model_path), "--data-dir", str(data_dir), "--backend", "numpy",
+            "--html", "--out", str(page)]
+    with umask(0o022):
+        assert main(args) == 0
+    assert precious.read_text() == "precious" and not page.is_symlink()
+    assert stat.S_IMODE(page.stat().st_mode) == 0o644
+    before = page.read_bytes()
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    capsys.readouterr()
+    assert main(args) == 1
+    one_error_line(capsys.readouterr().err, f"cannot write {page}: No space left")
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.npz", "page.html",
+                                                          "precious.txt"]
+
+
+def test_every_file_a_command_writes_is_shareable(tmp_path, data_dir, capsys):
+    """Under umask 022 every file is 0644: model, history, figures, report, page."""
+    with umask(0o022):
+        assert train(data_dir, "--out", str(tmp_path / "m.npz"), "--history",
+                     str(tmp_path / "h.csv")) == 0
+        model = str(tmp_path / "m.npz")
+        assert main(["plot", "weights", model, "--out", str(tmp_path / "w.png")]) == 0
+        assert main(["explain", model, "--data-dir", str(data_dir), "--backend", "numpy",
+                     "--pair-epochs", "1", "--out", str(tmp_path / "report")]) == 0
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and "data" not in p.parts]
+    assert len(files) >= 8
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.name: "0o644" for p in files}

@@ -97,3 +97,33 @@ def test_binary_decision_function_is_log_odds():
     proba = model.predict_proba(X)
     np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-decision)), rtol=1e-6)
     np.testing.assert_array_equal(model.predict(X), np.where(decision > 0, 17, 3))
+
+
+def test_feature_names_are_checked_as_scikit_learn_checks_them():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.random((40, 3)), columns=["a", "b", "c"])
+    y = np.arange(40) % 2
+    named = SoftmaxRegression(epochs=1, backend="numpy").fit(X, y)
+    with pytest.raises(ValueError, match="feature names should match"):
+        named.predict(X.rename(columns={"a": "z"}))
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but "
+                                         "SoftmaxRegression was fitted with feature names"):
+        named.predict(X.to_numpy())
+    unnamed = SoftmaxRegression(epochs=1, backend="numpy").fit(X.to_numpy(), y)
+    with pytest.warns(UserWarning, match="X has feature names, but SoftmaxRegression was "
+                                         "fitted without feature names"):
+        unnamed.predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named.predict(X)
+        unnamed.predict(X.to_numpy())
+
+
+def test_jupyter_shows_the_parameters_and_what_was_fitted():
+    model = SoftmaxRegression(epochs=2, lr_schedule="constant", backend="numpy")
+    text = model._repr_html_()
+    assert "not fitted" in text and "<b>2</b>" in text and "<b>&#x27;constant&#x27;</b>" in text
+    assert "<td>batch_size</td><td>64</td>" in text  # a default, not in bold
+    model.fit(np.random.default_rng(0).random((30, 4)), np.arange(30) % 3)
+    assert "fitted: 3 classes, 4 features, 2 epochs on the numpy backend" in model._repr_html_()

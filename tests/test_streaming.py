@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastlr import SoftmaxRegression, data, streaming
+from fastlr import Pixels, SoftmaxRegression, data, reading, streaming
 from fastlr.backends import available_backends
 from fastlr.errors import DataError
 
@@ -58,11 +58,11 @@ def epoch_rows(source, rng):
 
 # --- the layouts -------------------------------------------------------------------------------
 
-def test_idx_is_memory_mapped_and_reads_as_read_idx(tmp_path):
+def test_idx_rows_read_as_read_idx(tmp_path):
     write_small_dataset(tmp_path, n_train=50, compress=False)
-    mapped = data.memmap_idx(tmp_path / "train-images-idx3-ubyte")
-    assert isinstance(mapped, np.memmap)
-    np.testing.assert_array_equal(mapped, data.read_idx(tmp_path / "train-images-idx3-ubyte"))
+    rows = data.idx_rows(tmp_path / "train-images-idx3-ubyte")
+    np.testing.assert_array_equal(rows.rows(0, 50), data.read_idx(
+        tmp_path / "train-images-idx3-ubyte").reshape(50, -1))
 
 
 def test_a_gzip_file_cannot_be_mapped(tmp_path):
@@ -76,7 +76,7 @@ def test_a_truncated_idx_file_is_a_data_error(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(DataError, match="truncated"):
-        data.memmap_idx(path)
+        data.idx_rows(path)
 
 
 def test_idx_source_labels_and_test_set(tmp_path):
@@ -215,6 +215,34 @@ def test_fit_on_a_source_learns_as_in_memory(tmp_path):
     np.testing.assert_array_equal(again.coef_, streamed.coef_)
 
 
+def write_learnable_class_files(directory, n_classes=100, n_features=64, seed=0):
+    """One .npy per class of a learnable set: a random pattern per class plus noise, classes
+    of 150 to 250 rows, within a file in no order; a linear model reads it short of 100%."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.standard_normal((n_classes, n_features))
+    for k, pattern in enumerate(patterns):
+        n = int(rng.integers(150, 251))
+        rows = 128 + 25 * pattern + 45 * rng.standard_normal((n, n_features))
+        np.save(Path(directory) / f"class_{k:03d}.npy", np.clip(rows, 0, 255).astype(np.uint8))
+
+
+def test_streamed_class_files_learn_as_a_full_shuffle_in_memory(tmp_path):
+    """100 class files, each buffer a twentieth of the data: the stream's model scores within
+    a point of the model fitted on the same rows in memory, fully shuffled (92%). Buffers that
+    took the files in order, a few classes at a time, scored 4 points lower: the model drifts
+    to the classes seen last."""
+    write_learnable_class_files(tmp_path)
+    source = streaming.open_source(tmp_path, chunk_size=64, buffer_size=1024, test_size=3000)
+    assert source.n_samples // source.buffer_size >= 15
+    X = np.concatenate([images.rows(0, images.shape[0]) for images, _ in source.parts])
+    y = np.repeat(source.classes, source.part_rows)
+    X_test, y_test = source.test
+    streamed = SoftmaxRegression(random_state=0).fit(source).score(X_test, y_test)
+    in_memory = SoftmaxRegression(random_state=0).fit(Pixels(X), y).score(X_test, y_test)
+    assert 0.85 < in_memory < 0.97  # learnable, and not trivially
+    assert abs(streamed - in_memory) < 0.01
+
+
 def test_fit_on_class_files_predicts_their_names(tmp_path):
     rng = np.random.default_rng(0)
     for name, level in (("cat", 40), ("dog", 200)):
@@ -260,11 +288,10 @@ def test_train_stream_flag_errors_are_one_line(tmp_path):
 
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 CGROUP_LIMIT = 1 << 30
-BIG_ROWS = 2_800_000  # 2.8 M images of 28 x 28: 2.2 GB, twice the cgroup's limit
 BIG_CLASSES = 10
 
 
-def write_big_idx(directory, rng):
+def write_big_idx(directory, rng, n_rows):
     """Class prototypes plus noise, in class order, written a block at a time as uncompressed
     IDX; a small test set of the same kind. Returns the training file's size in bytes."""
     prototypes = (rng.integers(0, 2, (BIG_CLASSES, 784)) * 160).astype(np.uint8)
@@ -274,7 +301,7 @@ def write_big_idx(directory, rng):
     def samples(labels):
         return prototypes[labels] + noise[rng.integers(0, len(noise), len(labels))]
 
-    labels = np.repeat(np.arange(BIG_CLASSES, dtype=np.uint8), BIG_ROWS // BIG_CLASSES)
+    labels = np.repeat(np.arange(BIG_CLASSES, dtype=np.uint8), n_rows // BIG_CLASSES)
     images_path = directory / "train-images-idx3-ubyte"
     with images_path.open("wb") as file:
         file.write(bytes([0, 0, data.UBYTE, 3]) + struct.pack(">3I", len(labels), 28, 28))
@@ -288,12 +315,14 @@ def write_big_idx(directory, rng):
 
 
 @pytest.fixture
-def memory_cgroup():
-    """A cgroup v1 memory cgroup limited to 1 GiB; skips where one cannot be made."""
+def memory_cgroup(request):
+    """A cgroup v1 memory cgroup limited to ``request.param`` bytes (default 1 GiB); skips where
+    one cannot be made."""
+    limit = getattr(request, "param", CGROUP_LIMIT)
     cgroup = CGROUP_ROOT / f"fastlr-test-{os.getpid()}"
     try:
         cgroup.mkdir()
-        (cgroup / "memory.limit_in_bytes").write_text(str(CGROUP_LIMIT))
+        (cgroup / "memory.limit_in_bytes").write_text(str(limit))
     except OSError as exc:
         if cgroup.is_dir():
             cgroup.rmdir()
@@ -305,10 +334,18 @@ def memory_cgroup():
         cgroup.rmdir()
 
 
-def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
+@pytest.mark.parametrize("memory_cgroup, n_rows", [
+    (384 << 20, 520_000),  # 0.41 GB of images in 384 MiB
+    pytest.param(CGROUP_LIMIT, 2_800_000, marks=pytest.mark.extended),  # 2.2 GB in 1 GiB
+], indirect=["memory_cgroup"])
+def test_a_data_set_larger_than_the_memory_limit_streams_by_itself_in_it(memory_cgroup,
+                                                                        n_rows):
+    """No flag: ``train`` reads the cgroup's limit, sees the images would not fit, says so in
+    one line and streams them inside the limit."""
+    limit = int((memory_cgroup / "memory.limit_in_bytes").read_text())
     big = Path(tempfile.mkdtemp(prefix="fastlr-streaming-"))
     try:
-        assert write_big_idx(big, np.random.default_rng(0)) > 2 * CGROUP_LIMIT
+        assert write_big_idx(big, np.random.default_rng(0), n_rows) > limit
         # The compiled backends: the Numba compilation would dominate a one-epoch run.
         backend = "cython" if "cython" in available_backends() else "numpy"
         procs = memory_cgroup / "cgroup.procs"
@@ -317,7 +354,7 @@ def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
             procs.write_text(str(os.getpid()))
 
         result = subprocess.run(
-            [sys.executable, "-m", "fastlr", "train", "--data-dir", str(big), "--stream",
+            [sys.executable, "-m", "fastlr", "train", "--data-dir", str(big),
              "--epochs", "1", "--batch-size", "1024", "--backend", backend, "--json",
              "--no-progress"],
             capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=join_cgroup,
@@ -326,6 +363,115 @@ def test_a_data_set_twice_the_memory_limit_trains_in_it(memory_cgroup):
     finally:
         shutil.rmtree(big)
     assert result.returncode == 0, result.stderr
-    assert 0 < peak <= CGROUP_LIMIT  # it ran in the cgroup, and fit under its limit
+    assert 0 < peak <= limit  # it ran in the cgroup, and fit under its limit
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["test_accuracy"] > 0.98
+    assert summary["streamed"] and summary["test_accuracy"] > 0.98
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastlr: streaming the training images")
+    assert f"the memory cgroup's limit of {limit / 2 ** 30:.2f} GiB" in lines[0]
+
+
+# --- streaming by itself when the data would not fit -------------------------------------------
+
+def fake_system(root, meminfo_kb, cgroup_lines, mounts, files):
+    """A fake /proc and /sys under ``root``: this process's cgroups, the mounts, /proc/meminfo
+    and the cgroup files ``files`` (path under root -> text)."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/meminfo").write_text(f"MemTotal: 99999999 kB\nMemAvailable: {meminfo_kb} kB\n")
+    (root / "proc/self/cgroup").write_text("\n".join(cgroup_lines) + "\n")
+    (root / "proc/self/mountinfo").write_text("\n".join(mounts) + "\n")
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+
+def test_memory_available_is_the_tightest_cgroup_less_its_working_set(tmp_path):
+    from fastlr.machine import memory_available
+    gib = 2 ** 30
+    v1 = tmp_path / "v1"
+    fake_system(v1, 8 * 2 ** 20, ["4:memory:/jobs/one", "1:cpu:/", "0::/"],
+                ["35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory",
+                 "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw"],
+                {"sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+                 "sys/fs/cgroup/memory/jobs/memory.limit_in_bytes": f"{4 * gib}\n",
+                 "sys/fs/cgroup/memory/jobs/memory.usage_in_bytes": f"{gib}\n",
+                 "sys/fs/cgroup/memory/jobs/one/memory.limit_in_bytes": f"{2 * gib}\n",
+                 "sys/fs/cgroup/memory/jobs/one/memory.usage_in_bytes": f"{gib}\n",
+                 # Inactive file pages are dropped at once: they are not in the working set.
+                 "sys/fs/cgroup/memory/jobs/one/memory.stat":
+                     f"cache 5\ntotal_inactive_file {gib // 2}\n"})
+    assert memory_available(v1) == (gib + gib // 2, "the memory cgroup's limit of 2.00 GiB")
+    v2 = tmp_path / "v2"
+    fake_system(v2, 2 ** 20, ["0::/user/job"],
+                ["30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw"],
+                {"sys/fs/cgroup/user/memory.max": "max\n",
+                 "sys/fs/cgroup/user/job/memory.max": f"{8 * gib}\n",
+                 "sys/fs/cgroup/user/job/memory.current": f"{gib}\n"})
+    # The machine's available memory (1 GiB) is tighter than the cgroup's 7 GiB left.
+    assert memory_available(v2) == (gib, "available memory")
+    assert memory_available(tmp_path / "nothing") == (None, "available memory")
+
+
+def test_the_decision_to_stream_reads_the_header_only(tmp_path):
+    write_small_dataset(tmp_path, n_train=1000, side=10, compress=False)
+    need = streaming.in_memory_bytes(1000, 100)
+    assert need == 3 * 1000 * 100 + 16 * 1000
+    plenty, reader_limit = need + streaming.LOAD_MARGIN_BYTES, 10 ** 9
+    assert streaming.why_stream(tmp_path, plenty, "available memory", reader_limit) is None
+    assert streaming.why_stream(tmp_path, None, "available memory", reader_limit) is None
+    why = streaming.why_stream(tmp_path, plenty - 1, "the memory cgroup's limit of 0.25 GiB",
+                               reader_limit)
+    assert why.startswith(f"streaming the training images of {tmp_path}")
+    assert "the memory cgroup's limit of 0.25 GiB" in why and "--no-stream" in why
+    assert "reader accepts" in streaming.why_stream(tmp_path, plenty, "", 1000 * 100 - 1)
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    write_small_dataset(gz, n_train=1000, side=10, compress=True)
+    with pytest.raises(DataError, match="gunzip train-images-idx3-ubyte.gz"):
+        streaming.why_stream(gz, plenty - 1, "available memory", reader_limit)
+
+
+def test_train_streams_by_itself_when_loading_would_not_fit(tmp_path, monkeypatch, capsys):
+    from fastlr.cli import main, train
+    write_small_dataset(tmp_path, n_train=400, side=8, compress=False)
+    need = streaming.in_memory_bytes(400, 64)
+    flags = ["train", "--data-dir", str(tmp_path), "--epochs", "1", "--backend", "numpy",
+             "--json"]
+
+    def run(*extra, available):
+        monkeypatch.setattr(train, "memory_available", lambda: (
+            available, "the memory cgroup's limit of 0.25 GiB"))
+        assert main(flags + list(extra)) == 0
+        out, err = capsys.readouterr()
+        return json.loads(out.splitlines()[-1])["streamed"], err.strip().splitlines()
+
+    short = need + streaming.LOAD_MARGIN_BYTES - 1
+    streamed, lines = run(available=short)
+    assert streamed and len(lines) == 1
+    assert lines[0].startswith("fastlr: streaming the training images of ")
+    assert "0.25 GiB" in lines[0]
+    assert run(available=short + 1) == (False, [])
+    assert run("--no-stream", available=short) == (False, [])
+    assert run("--stream", available=10 ** 12) == (True, [])
+
+
+@pytest.mark.parametrize("o_direct", [True, False])
+def test_rows_larger_than_memory_bypass_the_page_cache(tmp_path, monkeypatch, o_direct):
+    """Rows larger than the memory left are read past the page cache (O_DIRECT through an
+    aligned staging area, or buffered reads that drop their pages where there is no
+    O_DIRECT): the same rows in the same order; a file cut short since is one DataError."""
+    write_class_files(tmp_path, [3000, 2000], n_features=100)
+    kept = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
+    monkeypatch.setattr(streaming, "memory_available", lambda: (1000, "available memory"))
+    monkeypatch.setattr(reading, "DIRECT_PIECE_BYTES", 8192)  # several pieces a run
+    if not o_direct:
+        monkeypatch.delattr(streaming.os, "O_DIRECT", raising=False)
+    bypassed = streaming.open_source(tmp_path, chunk_size=160, buffer_size=640, test_size=50)
+    assert bypassed.bypass_cache and not kept.bypass_cache
+    first, _ = epoch_rows(kept, np.random.default_rng(3))
+    again, _ = epoch_rows(bypassed, np.random.default_rng(3))
+    np.testing.assert_array_equal(first, again)
+    path = tmp_path / "class_0.npy"
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    with pytest.raises(DataError, match="class_0.npy: the file changed while it was read: it ends before row"):
+        epoch_rows(bypassed, np.random.default_rng(3))

@@ -5,11 +5,14 @@ compiled in subprocesses for an AVX2-only CPU and a baseline x86-64 (``NUMBA_CPU
 ``NUMBA_CPU_FEATURES``, which Numba's code generator and ``tuning.py`` both read), and must
 pick that profile, emit only that instruction set, and match the reference (float32 and uint8
 pixels, an SGD epoch on 2 threads). On a CPU that is itself AVX2 without AVX-512 (Zen 3) the
-forced AVX2 compilation is skipped: the whole suite runs that path there.
+forced AVX2 compilation is skipped: the whole suite runs that path there. On any CPU, the
+microkernel takes the provider the tuning names, and the AMX provider compiles (never runs) to
+tile instructions for a CPU said to have AMX, for uint8 pixels only.
 """
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -18,7 +21,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from fastlr.backends.numba.tuning import Tuning, tuning_for  # noqa: E402
+from fastlr.backends.numba import amx, microkernel, tiles  # noqa: E402
+from fastlr.backends.numba.tuning import TUNING, Tuning, tuning_for  # noqa: E402
 
 AVX512 = {"avx512f", "avx512bw", "avx2", "fma", "sse2"}
 AVX2 = {"avx2", "fma", "avx", "sse2"}
@@ -31,6 +35,83 @@ def test_profiles_follow_the_features():
     baseline = tuning_for({"sse2"}, "x86_64")
     assert baseline.profile == "baseline" and baseline.vector_bytes == 16 and not baseline.fused
     assert tuning_for({"avx2"}, "x86_64").profile == "baseline"  # AVX2 without FMA
+
+
+def test_the_amx_tiles_follow_the_features_and_the_override():
+    amx_cpu = {"avx512f", "avx512bw", "avx2", "fma", "sse2", "amx-tile", "amx-bf16"}
+    assert tuning_for(amx_cpu, "x86_64").amx
+    assert not tuning_for(amx_cpu - {"amx-bf16"}, "x86_64").amx
+    assert not tuning_for(amx_cpu, "x86_64", "amx=0").amx
+    assert not tuning_for(amx_cpu, "x86_64", "avx2").amx  # only with the AVX-512 tiles
+    assert tuning_for(amx_cpu, "x86_64", "amx_min_chunk=64").amx_min_chunk == 64
+
+
+INTERFACE = ("new_scratch", "thread_scratch", "padded_rows", "pack_weights", "score_block",
+             "accumulate_gradient")
+
+
+def test_the_microkernel_takes_the_provider_the_tuning_names():
+    provider = amx if TUNING.amx else tiles
+    for name in INTERFACE:
+        assert getattr(microkernel, name) is getattr(provider, name), name
+
+
+# Compiles (never runs) the AMX provider's block, pixels and float rows, for the host CPU with
+# the AMX features added, and reports which tile instructions each compilation holds.
+COMPILE_SCRIPT = textwrap.dedent("""
+    import json
+    from numba import njit, types
+    from fastlr.backends.numba import amx, microkernel, tiles
+    from fastlr.backends.numba.tuning import TUNING
+
+    @njit
+    def block(X, rows, n, ahead, n_ahead, W, scratch, S, G, part_W):
+        amx.pack_weights(X, W, n, scratch)
+        amx.score_block(X, rows, n, ahead, n_ahead, W, scratch, S)
+        amx.accumulate_gradient(X, rows, n, ahead, n_ahead, G, part_W, True, scratch)
+
+    def array(dtype, ndim):
+        return types.Array(dtype, ndim, "C")
+
+    scratch = types.Tuple((array(types.uint32, 2), array(types.uint32, 1),
+                           array(types.uint32, 3), array(types.float32, 2),
+                           array(types.bool_, 1)))
+    found = {}
+    for name, x in (("pixels", types.uint8), ("floats", types.float32)):
+        sig = (array(x, 2), array(types.int64, 1), types.int64, array(types.int64, 1),
+               types.int64, array(types.float32, 2), scratch, array(types.float32, 2),
+               array(types.float32, 2), array(types.float32, 2))
+        block.compile(sig)
+        asm = block.inspect_asm(sig)
+        found[name] = sorted(i for i in ("tdpbf16ps", "ldtilecfg", "tileloadd", "tilestored")
+                             if i in asm)
+    print(json.dumps({"amx": TUNING.amx, "chosen": microkernel.score_block is amx.score_block,
+                      "found": found}))
+""")
+
+
+@pytest.mark.extended  # a compilation of its own, in a subprocess
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+def test_the_amx_provider_compiles_to_tile_instructions_for_pixels_only(tmp_path):
+    """The tiles' code, as an AMX CPU would get it: tile instructions for uint8 pixels with
+    float32 weights, none for float rows. Compiled in a subprocess whose CPU features add
+    AMX's to the host's and take away AVX-512 (so the avx2 profile, which never chooses AMX:
+    the epoch keeps the vector tiles there, and nothing compiled runs)."""
+    from numba.core.codegen import get_host_cpu_features
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    features = ",".join(f for f in get_host_cpu_features().split(",")
+                        if not f[1:].startswith("avx512") and not f[1:].startswith("amx"))
+    env = {k: v for k, v in os.environ.items() if k != "FASTLR_NUMBA_TUNING"}
+    env.update(NUMBA_CPU_FEATURES=features + ",+amx-tile,+amx-bf16,-avx512f",
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not report["amx"] and not report["chosen"]
+    assert report["found"]["pixels"] == ["ldtilecfg", "tdpbf16ps", "tileloadd", "tilestored"]
+    assert report["found"]["floats"] == []
 
 
 def test_pause_only_on_x86():
@@ -102,6 +183,7 @@ FORCED_CPU_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("cpu,features,profile", [
     ("haswell", "+avx,+avx2,+fma,+sse4.2,-avx512f", "avx2"),
     ("x86-64", "+sse2,-avx,-avx2,-fma,-avx512f", "baseline"),

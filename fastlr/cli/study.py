@@ -3,10 +3,11 @@
 import os
 
 from ..datasets import class_label, image_shape_of
-from ..errors import ModelFileError
-from ..explain import PAIR_EPOCHS, explain
+from ..errors import DataError, ModelFileError
+from ..explain import PAIR_EPOCHS, explain, first_epoch_captions, first_epoch_weights
 from ..model import SoftmaxRegression
 from ..page import COMPARE_L2
+from ..pixels import Pixels
 from ..validation import param_type
 from .common import (Parser, UsageError, add_backend, add_data_dir, add_model, add_seed,
                      load_data, positive_int)
@@ -18,10 +19,18 @@ def add_commands(commands):
         "plot", help="figures of a saved model: its weights or its training curves",
         description="Draw a figure of a model saved by `train --out`, as a PNG file.")
     figures = plot.add_subparsers(dest="figure", metavar="FIGURE", parser_class=Parser)
-    _add_figure(figures, "weights", cmd_plot_weights,
-                help="each class's weight vector as an image",
-                description="Draw each class's weights as the image they multiply: blue pixels "
-                            "vote for the class, red ones against.")
+    weights = _add_figure(
+        figures, "weights", cmd_plot_weights, help="each class's weight vector as an image",
+        description="Draw each class's weights as the image they multiply: blue pixels vote "
+                    "for the class, red ones against. Above them, the weights after the first "
+                    "epoch of the same training (replayed on the data set the model was "
+                    "trained on), which read as templates of each class: the later epochs buy "
+                    "the last point of accuracy with weights on rarely inked pixels, which "
+                    "look speckled.")
+    add_data_dir(weights, model_default=True)
+    weights.add_argument("--final-only", action="store_true",
+                         help="draw the final weights only (no replay of the first epoch, no "
+                              "data needed)")
     _add_figure(figures, "curves", cmd_plot_curves,
                 help="loss and accuracy over the epochs",
                 description="Plot the training and test loss and accuracy after every epoch, "
@@ -69,6 +78,7 @@ def _add_figure(figures, name, handler, help, description):
     figure.add_argument("--out", default=f"{name}.png", metavar="FILE.png",
                         help="where to write the figure (default: %(default)s)")
     figure.set_defaults(handler=handler)
+    return figure
 
 
 def _missing_figure(parser):
@@ -89,10 +99,25 @@ def cmd_plot_weights(args):
     record = model.dataset_ or {}
     trained_on = f" ({record['title']})" if record else ""
     names = [class_label(label.item(), record.get("class_names")) for label in model.classes_]
+    first_epoch, note = None, ""
+    if not (args.final_only or record or args.dataset or args.data_dir):
+        note = (" (the final weights only: the model file names no data set to replay its "
+                "first epoch on; pass --dataset NAME or --data-dir DIR)")
+    elif not args.final_only:
+        # The bytes, as train gives them to fit: the replay is then the model's own epoch.
+        try:
+            dataset = load_data(args, model, pixels=True)
+        except DataError as exc:
+            raise DataError(f"{exc}; or pass --final-only to draw the final weights alone") \
+                from None
+        coef, intercept = first_epoch_weights(model, Pixels(dataset.X_train), dataset.y_train)
+        first_epoch = (coef, *first_epoch_captions(model, coef, intercept,
+                                                   Pixels(dataset.X_test), dataset.y_test))
     figure = weights_figure(
         model.coef_, names, image_shape=image_shape_of(model.n_features_in_, record),
-        title=f"weights of {os.path.basename(args.model)}{trained_on}{deskewed}")
-    print(f"wrote {save_figure(figure, args.out)}")
+        title=f"weights of {os.path.basename(args.model)}{trained_on}{deskewed}",
+        first_epoch=first_epoch)
+    print(f"wrote {save_figure(figure, args.out)}{note}")
     return 0
 
 

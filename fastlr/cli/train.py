@@ -1,5 +1,6 @@
 """``fastlr train``: fit the model on a data set's training images and report its test accuracy."""
 
+import argparse
 import json
 import sys
 import time
@@ -8,12 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import get_backend
+from ..data import max_idx_bytes
 from ..errors import DataError, WriteError
 from ..history import check_history_path, write_history
+from ..machine import memory_available
 from ..model import SoftmaxRegression
 from ..pixels import Pixels
 from ..streaming import (DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_TEST_SIZE,
-                         is_streaming_dir, open_source)
+                         is_streaming_dir, open_source, why_stream)
 from ..threads import describe_changes
 from .common import (EXIT_INTERRUPTED, UsageError, add_backend, add_data_dir, add_seed,
                      load_data, param_choices, param_type, positive_int)
@@ -73,19 +76,26 @@ def add_command(commands):
     stream = train.add_argument_group(
         "data larger than memory",
         "Stream the training images from --data-dir a shuffle buffer at a time instead of "
-        "loading them: uncompressed IDX files (memory-mapped), or one uint8 .npy file of images "
+        "loading them: uncompressed IDX files, or one uint8 .npy file of images "
         "per class, named by its class (Quick, Draw!'s layout; such a directory always "
         "streams). Memory use is bounded by the buffer, not the data set.")
-    stream.add_argument("--stream", action="store_true",
-                        help="stream the IDX files of --data-dir instead of loading them")
+    stream.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                        help="stream the IDX files of --data-dir instead of loading them, or "
+                             "(--no-stream) load them; by default they stream when loading "
+                             "them would not fit in the memory this process may use (its "
+                             "memory cgroup's limit or the available memory), and train says "
+                             "so")
     stream.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE,
-                        metavar="ROWS", help="images read from disk at a time; the shuffle "
-                                             "mixes whole chunks (default: %(default)s)")
+                        metavar="ROWS", help="images of a file read front to back; every epoch "
+                                             "visits a file's chunks in a new random order "
+                                             "(default: %(default)s)")
     stream.add_argument("--shuffle-buffer", type=positive_int, default=DEFAULT_BUFFER_SIZE,
                         metavar="ROWS",
-                        help="images in the shuffle buffer: its chunks come from random places "
-                             "in the data and are trained on in a random order; about 5 bytes "
-                             "of memory per pixel of them (default: %(default)s)")
+                        help="images in the shuffle buffer: drawn from every file in proportion "
+                             "to what it has left and trained on in a random order; two "
+                             "buffers are held (the next one is read while this one trains), "
+                             "about 2 bytes of memory per pixel of them (default: "
+                             "%(default)s)")
     stream.add_argument("--test-size", type=positive_int, default=DEFAULT_TEST_SIZE,
                         metavar="ROWS",
                         help="for .npy class files: images held out from the end of the files "
@@ -118,12 +128,20 @@ def cmd_train(args):
 
 
 def _streams(args):
-    """True if the flags ask to stream the training data, or its directory only streams."""
+    """True if the training data streams: ``--stream``, a directory that only streams (class
+    files), or IDX files of ``--data-dir`` too large to load (said in one line), unless
+    ``--no-stream``."""
     streams = args.stream or bool(args.data_dir and is_streaming_dir(args.data_dir))
     if streams and not args.data_dir:
         raise DataError("--stream needs --data-dir DIR")
-    if streams and (args.scheduler or args.local_cluster):
+    cluster = args.scheduler or args.local_cluster
+    if streams and cluster:
         raise DataError("a streamed data set trains in this process, not on a Dask cluster")
+    if args.stream is None and not streams and args.data_dir and not cluster:
+        why = why_stream(args.data_dir, *memory_available(), max_idx_bytes())
+        if why is not None:
+            print(f"fastlr: {why}", file=sys.stderr, flush=True)
+            streams = True
     return streams
 
 
@@ -154,11 +172,13 @@ def _train(args, client, streams):
         backend=args.backend, n_threads=args.threads, random_state=args.seed,
         early_stopping=args.early_stopping, preprocessing="deskew" if args.deskew else None)
     if _compiles_on_first_run(get_backend(args.backend)):
-        # Measured: the probe, the float32 epoch and predict_scores, ~25 s on 2 idle cores.
+        # How long it takes: bench/numba_compile.py (the probe, the float32 epoch and
+        # predict_scores).
         hint = ("; the Cython backend needs no compiling: build it with `pip install -e .`"
                 if args.backend == "auto" else "")
-        print(f"fastlr: compiling the Numba kernels for this machine (about 25 s, once; later "
-              f"runs load them from the cache){hint}", file=sys.stderr, flush=True)
+        print(f"fastlr: compiling the Numba kernels for this machine (once, and it takes a "
+              f"while; later runs load them from the cache){hint}", file=sys.stderr,
+              flush=True)
     show_progress = not args.no_progress and not args.json
     bar = None
     if show_progress:
@@ -209,6 +229,7 @@ def _train(args, client, streams):
         "thread_changes": getattr(model, "thread_changes_", None),
         "model": args.out,
         "dataset": dataset.record(),
+        "streamed": streams,
     }
     summary["preprocessing"] = model.preprocessing
     if args.early_stopping:
@@ -286,9 +307,12 @@ def _print_summary(args, summary, model, dataset, n_train, n_test, written, clie
           f"{height}x{width} pixels, {len(model.classes_)} classes.")
     print(f"  test accuracy   {test_accuracy:.2%}   ({n_test:,} test images; "
           f"running train accuracy {last['train_accuracy']:.2%})")
-    print(f"  training time   {summary['train_time_s']:.2f} s   ({summary['epochs']} epochs "
-          f"of batch {args.batch_size}, median {summary['epoch_time_s'] * 1e3:.1f} ms per "
-          f"epoch of SGD)")
+    epochs = summary["epochs"]
+    batch = (f"batch {args.batch_size}" if args.batch_size < n_train else
+             f"one batch of all {n_train:,} images")
+    print(f"  training time   {summary['train_time_s']:.2f} s   ({epochs} epoch"
+          f"{'s' if epochs != 1 else ''} of {batch}, median "
+          f"{summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
     threads = describe_changes(getattr(model, "thread_changes_", None) or [])
     if not threads:
         threads = f"{model.n_threads_} thread{'s' if model.n_threads_ != 1 else ''}"

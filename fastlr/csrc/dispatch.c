@@ -90,8 +90,8 @@ void fastlr_dispatch_init(void) {
 
 /* Whole rows when the score tile's rows of W fit in three quarters of L1 (the rest holds the
    two rows of X they meet), else spans of 1 KB. On Sapphire Rapids (48 KB) the 10 rows of
-   MNIST's W (31 KB) fit: one span, 150 -> 169 GFLOP/s for the tile alone; on Zen 4 (32 KB)
-   they do not, and 1 KB spans gained 5% per epoch over whole rows. */
+   MNIST's W (31 KB) fit, and one span made the tile alone faster; on Zen 4 (32 KB) they do
+   not, and 1 KB spans made the epoch faster than whole rows (docs/journal/). */
 ptrdiff_t fastlr_score_span(ptrdiff_t row_bytes, int rows) {
     if (forced_score_span > 0)
         return forced_score_span;

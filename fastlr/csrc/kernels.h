@@ -25,8 +25,9 @@
 #include <stdint.h>
 
 /* Samples per block: their scores, then their gradient, while their rows are in L2 and the
-   next block's are asked for. 32: on Sapphire Rapids blocks of 64 were 1.2-1.3x slower on
-   float32 rows and 1.05-1.2x on uint8 (docs/kernels.md), as for the Numba kernel. */
+   next block's are asked for. Tried: 32 and 64; 32 chosen, since on Sapphire Rapids blocks of
+   64 were slower on float32 rows and on uint8, as for the Numba kernel
+   (docs/journal/xeon-sapphire-rapids.md). */
 enum { FASTLR_BLOCK = 32 };
 
 /* The values of FLOAT scratch one thread needs for chunk_grad at the active instruction set

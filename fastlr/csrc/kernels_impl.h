@@ -42,7 +42,7 @@ static double KERNEL(softmax_block)(FLOAT *z, ptrdiff_t n, ptrdiff_t C, const in
             ex[j * C + c] = zj[c] - m[j];
     }
     /* The block's exponentials at once: the vectorized exp of the tiles (libm's exp, a
-       call per value, was about 8% of an epoch). */
+       call per value, was a visible part of an epoch). */
     tiles->exp_nonpositive(ex, n * C);
     for (ptrdiff_t j = 0; j < n; j++) {
         FLOAT *zj = z + j * C;

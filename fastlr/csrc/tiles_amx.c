@@ -37,8 +37,8 @@
    4 KB staging buffer (4 tiles, and a second buffer so that the next slab's tiles are
    converted while the products of this one run), once for the scores and once again for
    the gradient. Packing the block's Xp once (4 bytes a pixel: 200 KB for 64 samples of
-   784, so in L2) and reading it twice was slower: 1.21x / 1.27x over v4 at batch 1024 on
-   1 / 2 threads (blocks of 128; 32 and 64 were slower still), against 1.55x / 1.44x staged.
+   784, so in L2) and reading it twice was tried, with blocks of 32 to 128: slower than
+   converting every tile twice into L1.
    A slab of 16 pixels past D would make the gradient's tile store run into the next row of
    gW, so the last slab goes through a C x 16 scratch (tail) when D is not a multiple of 16.
 
@@ -50,18 +50,16 @@
 
    The next block's rows (scattered by the permutation, mostly in DRAM) are prefetched into
    L2 a line at a time, half of them during the scores and half during the gradient: all of
-   them during the gradient alone left it waiting for free fill buffers (a third of its
-   time); split, the gain over v4 at batch 1024 went from 1.55x / 1.44x to 1.60x / 1.53x.
+   them during the gradient alone left it waiting for free fill buffers; split, the epoch
+   ran faster.
 
-   Measured on Sapphire Rapids (2 cores), MNIST's 60,000 x 784 pixels, C = 10, float32
-   weights, one sgd_epoch, medians of 9 with the two levels interleaved in the same run:
-       batch 1024, 1 / 2 threads:  AMX 12.9 / 6.7 ms,  v4 20.6 / 10.2 ms  (1.60x / 1.53x)
-       batch  128, 1 / 2 threads:  AMX 15.1 / 11.2 ms, v4 21.4 / 12.1 ms  (1.42x / 1.08x)
-       batch   64, 1 thread:       AMX 17.6 ms,        v4 22.2 ms         (1.26x)
-   Blocks of 64 samples: with 32 or 128 the gain at batch 1024 was 2-3% smaller. Per
-   chunk, packing W costs 5,000 cycles (2 us) when W is in this core's caches and 15,000
-   when the other thread has just updated half of it: on chunks of 32 samples (batch 64 on
-   2 threads) that made the AMX path 16% slower than v4, hence FASTLR_AMX_MIN_CHUNK = 64. */
+   Variants tried, chosen, why (measured on Sapphire Rapids, MNIST's pixels, C = 10, the AMX
+   level against v4 interleaved in one run: docs/journal/xeon-sapphire-rapids.md, "Figures
+   moved out of source comments"): the AMX level gains most at batch 1024 and least on short
+   chunks; blocks of 64 samples gained more than 32 or 128. Packing W costs a fixed time per
+   chunk, more when the other thread has just updated half of W, and on chunks of 32 samples
+   (batch 64 on 2 threads) that made the AMX path slower than v4: hence
+   FASTLR_AMX_MIN_CHUNK = 64. */
 #include "tiles.h"
 
 #if FASTLR_AMX
@@ -188,7 +186,7 @@ static inline void transpose_16x16(__m512i r[16]) {
 
 /* Wb from W, 16 pixels at a time: the pairs of the C rows' 16 weights (rows C..15 zero), a
    16 x 16 transpose in registers, 16 rows of Wb. (Gathering the columns from the pairs
-   stored on the stack took 3.1 us per call for MNIST's W, 15% of an epoch at batch 64.) */
+   stored on the stack was tried: a visible part of an epoch at batch 64.) */
 static void amx_pack_weights(const float *W, ptrdiff_t C, ptrdiff_t D, uint32_t *Wb) {
     const __m512 scale = _mm512_set1_ps(PIXEL_SCALE);
     for (ptrdiff_t d0 = 0; d0 < D; d0 += 16) {

@@ -77,8 +77,8 @@ static inline FLOAT TILE(lane_sum)(VEC v) {
 #define X_SCALED 1
 #define X_SCALE ((FLOAT)(1.0 / 255.0))
 /* GCC's vector conversions from bytes go through the stack or a scalar conversion per byte
-   (4x slower tiles); the widening instructions each vector width has do it in two (vpmovzxbd,
-   vcvtdq2ps), SSE2 in three (two unpacks with zeros, cvtdq2ps). */
+   (several times slower tiles); the widening instructions each vector width has do it in two
+   (vpmovzxbd, vcvtdq2ps), SSE2 in three (two unpacks with zeros, cvtdq2ps). */
 static inline VEC XTILE(load_x)(const uint8_t *p) {
     VEC v;
 #if VECTOR_BYTES == 64

@@ -50,6 +50,8 @@ const MODEL = decodeModel(DATA.model);
 const COMPARE = decodeModel(DATA.compare);
 const MISTAKES = DATA.mistakes;
 const MISTAKE_BYTES = bytesFromBase64(MISTAKES.pixels);
+// The mean training image as the weights see it: the baseline of the maps of section 3.
+const MEAN_IMAGE = float32sFromBase64(DATA.mean_image);
 
 // Test image k of the gallery, pixels in [0, 1] as load_mnist gives them: float32(byte) / 255.
 function mistakePixels(k) {
@@ -273,10 +275,15 @@ function softmax(values) {
   return exps.map((e) => e / total);
 }
 
-// What each pixel adds to the score of class k: w_k * x.
+// What each pixel adds to the score of class k against the mean training image:
+// w_k * (x - mean). Every pixel counts: ink where the average digit has little, and missing
+// ink where it has much (the missing loop that rules out an 8). The sum of the map is
+// score_k(x) - score_k(mean).
 function contributions(model, k, x) {
   const out = new Float64Array(N_PIXELS);
-  for (let i = 0; i < N_PIXELS; i++) out[i] = model.weights[k * N_PIXELS + i] * x[i];
+  for (let i = 0; i < N_PIXELS; i++) {
+    out[i] = model.weights[k * N_PIXELS + i] * (x[i] - MEAN_IMAGE[i]);
+  }
   return out;
 }
 
@@ -292,6 +299,12 @@ function element(tag, className, text) {
 }
 
 const percent = (p, digits = 1) => `${(100 * p).toFixed(digits)}%`;
+
+// "a 3", "an 8", "an 11", "an Ankle boot": the article a class name takes when read aloud.
+function withArticle(name) {
+  const vowelSound = /^(8|11|18)(\D|$)|^8\d|^[aeiou]/i.test(name);
+  return `${vowelSound ? "an" : "a"} ${name}`;
+}
 // Rounded down, so that a confidence short of certainty never shows as 100%.
 const percentBelow = (p) => `${(Math.floor(1000 * p) / 10).toFixed(1)}%`;
 
@@ -445,7 +458,10 @@ function show(state) {
     const order = state.probabilities.map((_, k) => k)
       .sort((a, b) => state.probabilities[b] - state.probabilities[a] || a - b);
     state.top = order[0];
-    state.second = order[1];
+    // The class to compare with: a loaded test image's true class when the model got it
+    // wrong, else the runner-up.
+    const truth = state.source === "test" ? MISTAKES.true[state.mistake] : order[0];
+    state.second = truth !== order[0] ? truth : order[1];
   }
   showInput(state);
   showProbabilities(state);
@@ -470,11 +486,11 @@ function showInput(state) {
     const k = state.mistake;
     const truth = CLASSES[MISTAKES.true[k]];
     verdict.className = answer === truth ? "right" : "wrong";
-    verdict.textContent = `Test image #${MISTAKES.index[k]} is a ${truth}; the model reads ` +
-      `a ${answer} (${p}).`;
+    verdict.textContent = `Test image #${MISTAKES.index[k]} is ${withArticle(truth)}; the ` +
+      `model reads ${withArticle(answer)} (${p}).`;
     $("source").textContent = `test image #${MISTAKES.index[k]}, as the model reads it`;
   } else {
-    verdict.textContent = `The model reads a ${answer} (${p}).`;
+    verdict.textContent = `The model reads ${withArticle(answer)} (${p}).`;
     $("source").textContent = "your drawing";
   }
 }
@@ -513,19 +529,21 @@ function showMaps(state) {
   const votesB = contributions(MODEL, b, state.seen);
   const difference = votesA.map((v, i) => v - votesB[i]);
   // One colour scale for the three maps, so that their colours compare; it saturates at the
-  // 95th percentile of the inked pixels' votes, so that a few strong pixels do not wash out
-  // the rest.
+  // 95th percentile of the votes, so that a few strong pixels do not wash out the rest.
   const votes = [...votesA, ...votesB, ...difference].map(Math.abs).filter((v) => v > 0)
     .sort((u, v) => u - v);
   const limit = votes.length ? votes[Math.floor(0.95 * (votes.length - 1))] : 1;
   const sum = (values) => values.reduce((s, v) => s + v, 0);
+  const atMean = scores(MODEL, MEAN_IMAGE);
+  const vsWord = state.source === "test" && b === MISTAKES.true[state.mistake] ?
+    "the true class" : "the runner-up";
   const panels = [
     [votesA, `votes for ${CLASSES[a]}`,
-      `score ${state.scores[a].toFixed(2)} = pixels ${sum(votesA).toFixed(2)} + bias ` +
-      `${MODEL.bias[a].toFixed(2)}`],
-    [votesB, `votes for ${CLASSES[b]}`,
-      `score ${state.scores[b].toFixed(2)} = pixels ${sum(votesB).toFixed(2)} + bias ` +
-      `${MODEL.bias[b].toFixed(2)}`],
+      `score ${state.scores[a].toFixed(2)} = pixels ${sum(votesA).toFixed(2)} + score of ` +
+      `the mean image ${atMean[a].toFixed(2)}`],
+    [votesB, `votes for ${CLASSES[b]} (${vsWord})`,
+      `score ${state.scores[b].toFixed(2)} = pixels ${sum(votesB).toFixed(2)} + score of ` +
+      `the mean image ${atMean[b].toFixed(2)}`],
     [difference, `${CLASSES[a]} rather than ${CLASSES[b]}`,
       `score difference ${(state.scores[a] - state.scores[b]).toFixed(2)}`],
   ];

@@ -9,16 +9,18 @@ The contract (``fastlr/backends/contract.py``, its records unpacked here; the ma
 ``loss_and_grad``    one batch's mean loss and gradient (``predict.py``)
 ``predict_scores``   X W^T + b (``predict.py``)
 
-The files, by job: ``tiles.py`` the register tiles in LLVM vector IR (scores, gradient,
-prefetch), ``amx.py`` the same products on AMX tiles for uint8 pixels where the CPU has them,
-``softmax.py`` the vectorizable exp, the softmax and the loss, ``update.py`` the one
-SGD update (momentum and L2), ``sync.py`` the atomic flags and barrier of the threads,
-``partition.py`` which samples and weights each thread takes, ``tuning.py`` what depends on the
-CPU (vector width, tile shapes, FMA, prefetch; ``FASTLR_NUMBA_TUNING`` overrides it),
-``epoch.py`` the chosen epoch, ``predict.py`` the scores and ``loss_and_grad``, ``_cache.py``
-the on-disk cache keyed by all of these sources and the tuning. The variants tried on the way,
-and why each was kept or dropped, are the lab in ``fastlr/backends/numba_ladder``; the
-measurements are in docs/kernels.md.
+The files, in the order an epoch calls them (``docs/kernels.md`` is the tour): ``epoch.py``
+the chosen epoch, ``partition.py`` which samples and weights each thread takes,
+``microkernel.py`` the one interface to the tiles and the provider chosen for this CPU,
+``tiles.py`` the vector register tiles in LLVM IR (scores, gradient, prefetch), ``amx.py`` the
+same products on AMX tiles for uint8 pixels where the CPU has them, ``softmax.py`` the
+vectorizable exp, the softmax and the loss, ``sync.py`` the atomic flags and barrier of the
+threads, ``update.py`` the one SGD update (momentum and L2), ``tuning.py`` what depends on the
+CPU (vector width, tile shapes, FMA, prefetch, AMX; ``FASTLR_NUMBA_TUNING`` overrides it),
+``predict.py`` the scores and ``loss_and_grad``, ``_cache.py`` the on-disk cache keyed by all
+of these sources and the tuning. The variants tried on the way, and why each was kept or
+dropped, are the lab in ``fastlr/backends/numba_ladder``; the measurements are in the journal,
+``docs/journal/``.
 
 float32 is the fast path; float64 runs the same code (8 lanes instead of 16); uint8 pixels
 (features X / 255) run it on a quarter of the bytes. Importing this
@@ -69,7 +71,7 @@ def first_run_compiles():
     bool
         True if the kernels a training run needs (the chosen epoch and ``predict_scores``) have
         no fresh entry in Numba's on-disk cache yet, so the first epoch includes their
-        compilation (about 25 s on two idle cores: ``bench/numba_compile.py``); False once
+        compilation (``bench/numba_compile.py`` measures how long); False once
         they are cached.
     """
     return _cache.first_run_compiles((_sample_epoch, predict_scores))

@@ -4,9 +4,9 @@ Numba keys a function's cache entry by its own bytecode and the content of its o
 edit to a callee in another file (a tile in ``tiles.py`` called from ``epoch.py``) would load a
 stale ``sgd_epoch``. For every function defined in this package, the source stamp that Numba
 checks is instead a hash of every ``.py`` file of the package: any edit to a production kernel
-file recompiles the production kernels at the next use. The lab (``numba_ladder``) calls
-production helpers, so its stamp covers both packages; an edit there never touches the
-production cache. The stamp also holds the CPU tuning (``tuning.py``): the tiles are compiled
+file recompiles the production kernels at the next use. Functions defined anywhere else (the
+lab, ``numba_ladder``, whose rungs are self-contained files) keep Numba's own keys. The stamp
+also holds the CPU tuning (``tuning.py``): the tiles are compiled
 with its values as constants, so a kernel compiled under one tuning is never loaded under
 another. Where the cache lives is Numba's own choice, kept: ``NUMBA_CACHE_DIR`` if
 set, else ``__pycache__`` next to the source, else the user cache directory when the package
@@ -22,7 +22,6 @@ from numba.core import caching
 from .tuning import TUNING
 
 PRODUCTION = os.path.dirname(os.path.abspath(__file__))
-LAB = os.path.join(os.path.dirname(PRODUCTION), "numba_ladder")
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,12 +50,9 @@ def sources_stamp(directories):
 
 def _kernel_directories(py_file):
     """The directories whose sources a function of ``py_file`` depends on, or None if it is
-    not one of fastlr's Numba kernels."""
-    directory = os.path.dirname(os.path.abspath(py_file))
-    if directory == PRODUCTION:
+    not one of the production kernels."""
+    if os.path.dirname(os.path.abspath(py_file)) == PRODUCTION:
         return (PRODUCTION,)
-    if directory == LAB:
-        return (PRODUCTION, LAB)
     return None
 
 

@@ -14,7 +14,7 @@ The pairs are what this module is built on:
   high half into the low one: a float of 0..255 has zeros there).
 * A weight w = W[c, d] / 255 is not exact in bfloat16, but it is the sum of two of them:
   ``hi`` (w's top 16 bits) and ``lo`` (w - hi rounded to the nearest bfloat16), within
-  2^-16 of w: ``Wb[d, c] = (hi, lo)`` (``pack_weights``, once per chunk of a step).
+  2^-16 of w: ``Wb[d, c] = (hi, lo)`` (``pack_bf16_weights``, once per chunk of a step).
 * Then one pair product is ``x hi + x lo``: the score tile ``S[s, c] += sum_d
   words(x_s)[d] Wb[d, c]`` (``_amx_scores``: A = 16 rows x 16 features of words, B = 16
   features of Wb) is ``x . w`` to about float32's precision, 16 samples x 16 features x C
@@ -29,56 +29,41 @@ times its pixels' bytes and sits in L2, and each 16 x 16 tile of words is instea
 the rows where they are, into one of eight 1 KB tiles of a buffer that stays in L1 and starts
 on a line (``_Rows``, ``tile_buffers``), twice per block (scores, then gradient). The next
 step's tiles are made while this step's are multiplied (two halves of the buffer), so a tile
-load never waits on the stores just issued. Measured on Sapphire Rapids, one block of 128
-rows in cache: a tile product and its loads alone take 6.7 ns per 16 x 16 tile, making the
-words 11 ns (the conversion is two cycles of the two 512-bit ports per row of 16), and the
-two together 17-20 ns; with the tile rows 32 bytes off a line the products alone took 17 ns.
-Four accumulator tiles at a time share each tile of weights (scores) or deltas (gradient).
-The next block's rows are asked for half during the scores, half during the gradient.
+load never waits on the stores just issued. Variants tried on Sapphire Rapids: the block packed
+once into words and read twice (slower: the words live in L2), tiles whose rows straddle
+cache lines (the products alone more than twice as slow). Making the words costs more than
+the tile products themselves (the conversion is two cycles of the two 512-bit ports per row of
+16), which is why they are made as late and as close to L1 as this
+(docs/journal/xeon-sapphire-rapids.md, round four). Four accumulator tiles at a time share
+each tile of weights (scores) or deltas (gradient). The next block's rows are asked for half
+during the scores, half during the gradient.
 
 The sums are float32 (the tiles accumulate in float32, with bfloat16 products exact in it),
 so the result differs from the vector tiles by rounding only, well within check.py's
 tolerances; a given block size and thread count gives the same bits on every run. Float32
 rows are not taken here: split into (hi, lo) words they need twice the conversion and two
-products per tile, and the epoch was slower than the vector tiles' (17.0-17.8 against
-14.6-14.7 ms at batch 1024 on two threads).
+products per tile, and the epoch was slower than the vector tiles' (same journal section).
 
 The operating system must be asked for the tile registers once per process
-(``request_tiles``: Linux's ``arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)``); without it the
-first tile instruction kills the process. ``tuning.py`` asks at import and uses these tiles
-only if the answer is yes.
+(``tuning.request_tiles``: Linux's ``arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)``); without it
+the first tile instruction kills the process. ``tuning.py`` asks at import and chooses this
+module as the microkernel's provider (``microkernel.py``) only if the answer is yes; the
+provider's functions are at the end of this file.
 """
 
-import ctypes
-import platform
-
 import numpy as np
-
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
+
+from .tiles import _gather_gradient, _gather_scores
+from .tuning import TUNING
 
 GROUP = 16  # samples of a tile's rows; a block is packed in whole groups
 SLAB = 16  # features of one tile of 64 bytes of words
 WAYS = 4  # accumulator tiles that share one tile of weights (scores) or of deltas (gradient)
-
-_SYS_ARCH_PRCTL = 158  # x86-64 Linux
-_ARCH_REQ_XCOMP_PERM = 0x1023
-_XFEATURE_XTILEDATA = 18
-
-
-def request_tiles():
-    """Ask Linux for the AMX tile registers for this process; True if granted (or already
-    granted), False on any other system or if refused."""
-    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
-    except (OSError, AttributeError):
-        return False
-
+AMX_MIN_CHUNK = TUNING.amx_min_chunk  # samples of a chunk below which it keeps vector tiles
 
 _i8 = ir.IntType(8)
 _i16 = ir.IntType(16)
@@ -400,7 +385,7 @@ def _bf16_pair(typingctx, value):
 
 
 @njit(cache=True)
-def pack_weights(W, scale, Wb):
+def pack_bf16_weights(W, scale, Wb):
     """``Wb[d, c] = _bf16_pair(scale W[c, d])`` for W (C, D) float32, Wb (D16, C) uint32;
     the rows past D stay zero."""
     C, D = W.shape
@@ -442,15 +427,15 @@ def whole_groups(n):
 
 
 @njit(cache=True)
-def block_scores(X, rows, n, ahead, n_ahead, Wb, buf, S):
+def tile_scores(X, rows, n, ahead, n_ahead, Wb, buf, S):
     """The block's scores ``S[s, c] = scale X[rows[s]] . W[c]`` for s < n rounded up to 16
-    (rows holds valid rows there), from Wb = ``pack_weights(W, scale)``, asking for the first
+    (rows holds valid rows there), from Wb = ``pack_bf16_weights(W, scale)``, asking for the first
     half of the next block's rows ``ahead[:n_ahead]`` as it goes."""
     _amx_scores(X, rows, whole_groups(n), ahead, n_ahead, Wb, buf, S)
 
 
 @njit(cache=True)
-def block_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf):
+def tile_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf):
     """``part_W (C, D) [+]= scale G[:n]^T X[rows[:n]]`` (``overwrite``: no ``part_W +``),
     asking for the second half of the next block's rows; the last, partial slab of 16
     features (D not a multiple of 16) goes through tail (C, 16)."""
@@ -467,3 +452,115 @@ def block_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, 
                     part_W[c, d_whole + d] = tail[c, d]
                 else:
                     part_W[c, d_whole + d] += tail[c, d]
+
+
+# The AMX provider of the microkernel interface (``microkernel.py``), imported only where
+# ``TUNING.amx``: uint8 pixels with float32 weights of at most SLAB classes take the tiles,
+# a chunk at a time; everything else goes through the vector tiles (``tiles.py``).
+
+def _pixels_on_tiles(X, W):
+    """Whether blocks of these Numba types may take the tiles: uint8 pixels and float32
+    weights (for every other type the overloads below compile the vector tiles alone)."""
+    return X.dtype == types.uint8 and W.dtype == types.float32
+
+
+def takes_tiles(X, W):
+    """Whether a chunk of X's rows may take the tiles, whatever its length: uint8 pixels,
+    float32 weights of at most SLAB classes."""
+    return X.dtype == np.uint8 and W.dtype == np.float32 and W.shape[0] <= SLAB
+
+
+@overload(takes_tiles)
+def _takes_tiles_typed(X, W):
+    if _pixels_on_tiles(X, W):
+        return lambda X, W: W.shape[0] <= SLAB
+    return lambda X, W: False
+
+
+@njit(cache=True)
+def new_scratch(T, C, D, block, X, W):
+    """Per thread, padded so no two threads share a line: the packed weights Wb (D16, C), the
+    tile buffer (``tile_buffers``), the packed deltas Dt of a block (groups, C, 16), the tail
+    slab (C, 16) of a D that is not a multiple of 16, and whether the current chunk takes the
+    tiles (``pack_weights``). Empty arrays where these types never take them."""
+    tiles = takes_tiles(X, W)
+    P = whole_groups(block) if tiles else 0
+    D16 = (D + SLAB - 1) // SLAB * SLAB if tiles else 0
+    return (np.zeros((T, D16, C), np.uint32), tile_buffers(T if tiles else 0),
+            np.zeros((T, P // GROUP, C, GROUP), np.uint32),
+            np.zeros((T, C if tiles else 0, SLAB), np.float32), np.zeros((T, 64), np.bool_))
+
+
+@njit(cache=True)
+def thread_scratch(scratch, k):
+    """Thread k's part of ``new_scratch``'s scratch."""
+    Wb, buf, Dt, tail, taken = scratch
+    return Wb[k], buf[k], Dt[k], tail[k], taken[k]
+
+
+@njit(cache=True)
+def padded_rows(n):
+    """n rounded up to whole groups of 16 samples, the rows of a tile (also whole score tiles
+    of the vector tiles, for the blocks that take those)."""
+    return whole_groups(n)
+
+
+def _pack_on_tiles(X, W, Wb):
+    """``pack_bf16_weights(W, 1/255, Wb)`` where the types may take the tiles."""
+
+
+@overload(_pack_on_tiles)
+def _pack_on_tiles_typed(X, W, Wb):
+    if _pixels_on_tiles(X, W):
+        return lambda X, W, Wb: pack_bf16_weights(W, np.float32(1.0 / 255.0), Wb)
+    return lambda X, W, Wb: None
+
+
+@njit(cache=True)
+def pack_weights(X, W, n, scratch):
+    """Decide whether this thread's chunk of n samples takes the tiles, and if so pack W:
+    pixels that may take them (``takes_tiles``) and at least ``TUNING.amx_min_chunk``
+    samples, since W is packed once per chunk and a short chunk gains less from the tiles
+    than the packing costs."""
+    Wb, _, _, _, taken = scratch
+    taken[0] = takes_tiles(X, W) and n >= AMX_MIN_CHUNK
+    if taken[0]:
+        _pack_on_tiles(X, W, Wb)
+
+
+def score_block(X, rows, n, ahead, n_ahead, W, scratch, S):
+    """``S[s, c] = scale X[rows[s]] . W[c]`` for s < n: on the tiles (``tile_scores``) if the
+    chunk took them, else the vector tiles' ``_gather_scores``."""
+
+
+@overload(score_block)
+def _score_block_typed(X, rows, n, ahead, n_ahead, W, scratch, S):
+    if _pixels_on_tiles(X, W):
+        def on_tiles(X, rows, n, ahead, n_ahead, W, scratch, S):
+            Wb, buf, _, _, taken = scratch
+            if taken[0]:
+                tile_scores(X, rows, n, ahead, n_ahead, Wb, buf, S)
+            else:
+                _gather_scores(X, rows, n, W, S)
+        return on_tiles
+    return lambda X, rows, n, ahead, n_ahead, W, scratch, S: _gather_scores(X, rows, n, W, S)
+
+
+def accumulate_gradient(X, rows, n, ahead, n_ahead, G, part_W, overwrite, scratch):
+    """``part_W [+]= scale G[:n]^T X[rows[:n]]``: on the tiles (``tile_gradient``) if the
+    chunk took them, else the vector tiles' ``_gather_gradient``."""
+
+
+@overload(accumulate_gradient)
+def _accumulate_gradient_typed(X, rows, n, ahead, n_ahead, G, part_W, overwrite, scratch):
+    if _pixels_on_tiles(X, part_W):
+        def on_tiles(X, rows, n, ahead, n_ahead, G, part_W, overwrite, scratch):
+            _, buf, Dt, tail, taken = scratch
+            if taken[0]:
+                tile_gradient(G, n, np.float32(1.0 / 255.0), Dt, X, rows, ahead, n_ahead,
+                              part_W, overwrite, tail, buf)
+            else:
+                _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead)
+        return on_tiles
+    return (lambda X, rows, n, ahead, n_ahead, G, part_W, overwrite, scratch:
+            _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead))

@@ -1,61 +1,58 @@
 """The chosen SGD epoch: the threads split the samples of every batch, in one parallel region.
 
 Shapes: N samples, D features, C classes, B batch, T threads, K chunks of a batch
-(``parts_W.shape[0]``).
+(``parts_W.shape[0]``), P rows of a block's scratch.
 
 ``sgd_epoch`` runs the whole epoch in compiled code. Every minibatch is cut into K contiguous
 chunks (``partition.py``; K is the driver's, fixed by the batch and the shape, never by T) and
-thread k of T takes a run of them. A chunk goes in blocks of about 100 KB of rows
-(``samples_per_block``: 32 float32 rows of MNIST, 128 uint8 rows): the block's scores with the
-register tiles that read the rows of X where they are, its softmax, then its gradient into the
-chunk's partial gradient ``parts_W[j]`` while the next block's rows are asked for line by
-line. Then the threads meet, each sums the K partials in order j = 0..K-1 over its slice of
-the weights and applies the update there (thread 0 also the bias), and they meet again, with W
-whole for the next step. Where the CPU has AMX (``TUNING.amx``), a chunk of uint8 pixels of at
-least ``AMX_MIN_CHUNK`` samples computes its blocks' scores and gradient on the tiles instead
-(``amx.py``; the overloads ``_tile_*`` keep the tile instructions out of every other
-compilation), with the same softmax and update. No Python runs between steps, and a given K
-gives the same bits on every run and at every T.
+thread k of T takes a run of them. A chunk goes in blocks of about ``block_kib`` KiB of rows
+(``samples_per_block``): the block's scores through the microkernel (``score_block``, which
+reads the rows of X where they are), its softmax (``softmax.py``), then its gradient into the
+chunk's partial gradient ``parts_W[j]`` (``accumulate_gradient``) while the next block's rows
+are asked for. Then the threads meet (``sync.py``), each sums the K partials in order
+j = 0..K-1 over its slice of the weights and applies the update there, thread 0 also the bias
+(``update.py``), and they meet again, with W whole for the next step. No Python runs between
+steps, and a given K gives the same bits on every run and at every T.
 
 A meeting counts the waits long enough that a thread yielded its core (``sync.py``): a thread
 that was not running, because another process took its core. With ``patience`` > 0 the team
 stops at the end of the step where it has seen that many, and says so in ``seen``; the driver
 goes on with fewer threads (``fastlr/threads.py``), which changes no bits.
 
-Why this one won (the measurements are in docs/kernels.md and docs/bench.json): splitting the
-samples and reading rows in place needs no packing copy and runs each sample's softmax in one
-thread; one parallel region per epoch saves a fork-join per step; blocks of 100 KB of rows
-were 1.15-1.2x faster on float32 than the 64 samples of Zen 4's tuning (v11), on Sapphire
-Rapids; the AMX tiles took uint8 pixels at batch 1024 1.15-1.2x past the vector tiles there
-(docs/kernels.md). The earlier rungs (columns split between threads, packed panels, one
-fork-join per step, blocks of 64) are in ``fastlr/backends/numba_ladder``.
+The microkernel (``microkernel.py``) is the one interface to the tiles: the epoch asks it for
+its scratch, to ready W at the start of a chunk, and for a block's scores and gradient; which
+tiles answer is chosen there from the CPU's tuning.
+
+Why this epoch won, against the rungs of the lab (``fastlr/backends/numba_ladder``: columns
+split between threads, packed panels, a fork-join per step): splitting the samples and
+reading rows in place needs no packing copy and runs each sample's softmax in one thread, and
+one parallel region per epoch saves a fork-join per step. The measurements are in the journal
+(``docs/journal/``).
 
 The threads spin on each other, so all T must run at once. When they cannot (T above Numba's
 thread count, or the TBB layer), ``sgd_epoch`` runs ``_stepwise_epoch`` instead: the same
 chunk gradients and the same update, with a fork-join in place of each meeting. It computes
 the same arithmetic in the same order, so it gives the same bits; it is only slower.
 
-The scratch (row lists, scores, softmax rows, the update's gradient slice) is allocated once
-per epoch, not per step: the contract's signature has no place for it, and an allocation is
-negligible against an epoch.
+The scratch (row lists, scores, softmax rows, the update's gradient slice, the microkernel's)
+is allocated once per epoch, not per step: the contract's signature has no place for it, and
+an allocation is negligible against an epoch.
 """
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads, types
-from numba.extending import overload
+from numba import get_num_threads, njit, prange, set_num_threads
 
-from . import amx
+from .microkernel import (accumulate_gradient, new_scratch, pack_weights, padded_rows,
+                          score_block, thread_scratch)
 from .partition import _aligned_slice, _chunk_bounds, _thread_chunks, _thread_stream
 from .softmax import _block_correct, _block_softmax, _softmax_scratch
 from .sync import MEETING_SLOTS, _meeting, _threads_run_at_once
-from .tiles import (SCORE_SAMPLES, VECTOR_BYTES, _gather_gradient, _gather_scores,
-                    _prefetch_element, pixel_scale)
+from .tiles import SCORE_SAMPLES, VECTOR_BYTES, _prefetch_element
 from .tuning import TUNING
 from .update import _update_bias, _update_slice
 
 BLOCK_BYTES = TUNING.block_kib * 1024  # rows of X per block, in bytes (``tuning.py``)
 MAX_BLOCK = 1024  # samples: the scratch of a block of rows a few features long stays small
-AMX_MIN_CHUNK = TUNING.amx_min_chunk  # samples of a chunk below which it keeps vector tiles
 
 
 @njit(cache=True)
@@ -63,8 +60,8 @@ def _aligned(a):
     """``a`` itself if it starts on a 64-byte line, else a copy that does (Numba allocates on
     64 bytes). On Intel cores a 64-byte load that straddles two lines costs two; a row of
     MNIST (3136 bytes) is a whole number of lines, so aligning the start aligns every row:
-    the score tile alone went from 116 to 156 GFLOP/s, the gradient tile from 181 to 208
-    (Xeon, docs/kernels.md)."""
+    on the Xeon both tiles ran faster from aligned rows (docs/journal/xeon-sapphire-rapids.md,
+    round two)."""
     if a.ctypes.data % 64 == 0:
         return a
     return a.copy()
@@ -80,106 +77,29 @@ def samples_per_block(row_bytes):
     return min(max(n, SCORE_SAMPLES), MAX_BLOCK)
 
 
-def takes_tiles(X, W):
-    """Whether the epoch may compute on the AMX tiles (``amx.py``): uint8 pixels, float32
-    weights of at most 16 classes, and the tuning says the CPU has them (a thread's chunk
-    then takes them if it has at least ``TUNING.amx_min_chunk`` samples)."""
-    return (TUNING.amx and X.dtype == np.uint8 and W.dtype == np.float32
-            and W.shape[0] <= amx.SLAB)
-
-
-def _tiles_apply(X, W):
-    """Whether the overloads below compile the AMX tiles for these types (else a function
-    that is never called: the tile instructions must not reach a CPU without them)."""
-    return TUNING.amx and X.dtype == types.uint8 and W.dtype == types.float32
-
-
-@overload(takes_tiles)
-def _takes_tiles_typed(X, W):
-    if _tiles_apply(X, W):
-        return lambda X, W: W.shape[0] <= amx.SLAB
-    return lambda X, W: False
-
-
-def _tile_weights(X, W, scale, Wb):
-    """``amx.pack_weights(W, scale, Wb)`` where ``takes_tiles(X, W)`` can be true."""
-
-
-@overload(_tile_weights)
-def _tile_weights_typed(X, W, scale, Wb):
-    if _tiles_apply(X, W):
-        return lambda X, W, scale, Wb: amx.pack_weights(W, scale, Wb)
-    return lambda X, W, scale, Wb: None
-
-
-def _tile_scores(X, rows, n, ahead, n_ahead, W, Wb, buf, S):
-    """``amx.block_scores(X, rows, n, ahead, n_ahead, Wb, buf, S)`` where ``takes_tiles(X,
-    W)`` can be true."""
-
-
-@overload(_tile_scores)
-def _tile_scores_typed(X, rows, n, ahead, n_ahead, W, Wb, buf, S):
-    if _tiles_apply(X, W):
-        return lambda X, rows, n, ahead, n_ahead, W, Wb, buf, S: amx.block_scores(
-            X, rows, n, ahead, n_ahead, Wb, buf, S)
-    return lambda X, rows, n, ahead, n_ahead, W, Wb, buf, S: None
-
-
-def _tile_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf):
-    """``amx.block_gradient(...)`` (the same arguments) where ``takes_tiles(X, part_W)``
-    can be true."""
-
-
-@overload(_tile_gradient)
-def _tile_gradient_typed(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail,
-                         buf):
-    if _tiles_apply(X, part_W):
-        return (lambda G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf:
-                amx.block_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W,
-                                   overwrite, tail, buf))
-    return (lambda G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, overwrite, tail, buf:
-            None)
-
-
 @njit(cache=True)
-def _whole_tiles(n):
-    """n rounded up to whole score tiles of SCORE_SAMPLES samples (the tiles fill them: the
-    rows past n repeat a row, their scores are ignored)."""
-    return (n + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
-
-
-@njit(cache=True)
-def _epoch_scratch(T, C, D, dtype, block, tiles):
+def _epoch_scratch(T, C, D, dtype, block):
     """Per-thread scratch of the epoch in blocks of ``block`` samples, each row padded so no
     two threads share a cache line: the block's row numbers and the next block's
-    (T, block + 16) int64, the block's scores S (T, 1, block rounded up to whole groups of
-    16, C), the softmax's G, Z, E, row maxima and sums, the update's gradient slice
-    (T, C D / T + 16 + lanes), and, if ``tiles`` (AMX), the packed weights, the tile
-    buffers, the packed deltas and a tail slab (``amx.py``; else empty)."""
+    (T, block + 16) int64, the block's scores S (T, P, C), the softmax's G, Z, E, row maxima
+    and sums, the update's gradient slice (T, C D / T + 16 + lanes)."""
     rows = np.zeros((T, block + 16), np.int64)
     ahead = np.zeros((T, block + 16), np.int64)
-    S = np.zeros((T, 1, amx.whole_groups(block), C), dtype)
+    S = np.zeros((T, padded_rows(block), C), dtype)
     lanes = VECTOR_BYTES // S.itemsize
     G, Z, E, row_max, row_total = _softmax_scratch(T, block, C, dtype)
     grad = np.zeros((T, (C * D) // T + 16 + lanes), dtype)
-    P = amx.whole_groups(block) if tiles else 0
-    D16 = (D + amx.SLAB - 1) // amx.SLAB * amx.SLAB if tiles else 0
-    packed = (np.zeros((T, D16, C), np.uint32), amx.tile_buffers(T if tiles else 0),
-              np.zeros((T, P // amx.GROUP, C, amx.GROUP), np.uint32),
-              np.zeros((T, C if tiles else 0, amx.SLAB), np.float32))
-    return rows, ahead, S, G, Z, E, row_max, row_total, grad, packed
+    return rows, ahead, S, G, Z, E, row_max, row_total, grad
 
 
 @njit(cache=True)
 def _chunk_gradient(j, K, j0, j1, t, X, y, sample_weight, perm, batch_size, W, b, part_W,
-                    part_b, rows, ahead, S, G, Z, E, row_max, row_total, packed, block):
+                    part_b, rows, ahead, S, G, Z, E, row_max, row_total, kernel, block):
     """The partial gradient of chunk j of the K of step t at the current W, computed by the
-    thread that takes chunks [j0, j1), into part_W (C, D) and part_b (C,), block by block of
-    ``block`` samples: the block's scores straight from the rows of X
-    (or, on the AMX tiles, from the block packed as bfloat16 pairs), its softmax, its gradient,
-    while the next block's rows are asked for. ``packed``: thread k's (Wb, Xp, Dt, tail) of
-    ``_epoch_scratch``. Returns the chunk's sum of s_i l_i and its sum of s_i over the samples
-    whose highest score is their label."""
+    thread that takes chunks [j0, j1), into part_W (C, D) and part_b (C,), block by block of ``block`` samples: the block's scores, its softmax, its gradient,
+    while the next block's rows are asked for. ``kernel``: thread k's microkernel scratch.
+    Returns the chunk's sum of s_i l_i and its sum of s_i over the samples whose highest
+    score is their label."""
     M = perm.shape[0]
     start = t * batch_size
     stop = min(start + batch_size, M)
@@ -190,12 +110,7 @@ def _chunk_gradient(j, K, j0, j1, t, X, y, sample_weight, perm, batch_size, W, b
     part_b[:] = 0
     if hi == lo:
         part_W[:, :] = 0
-    # Short chunks keep the vector tiles: packing W for the tiles costs more than it buys.
-    tiles = takes_tiles(X, W) and hi - lo >= AMX_MIN_CHUNK
-    Wb, buf, Dt, tail = packed
-    scale = W.dtype.type(pixel_scale(X))
-    if tiles:
-        _tile_weights(X, W, scale, Wb)
+    pack_weights(X, W, hi - lo, kernel)
     for p0 in range(lo, hi, block):
         n = min(block, hi - p0)
         for s in range(n):
@@ -204,30 +119,16 @@ def _chunk_gradient(j, K, j0, j1, t, X, y, sample_weight, perm, batch_size, W, b
             # sample_weight: asked for now, they arrive while the scores run.
             _prefetch_element(y, rows[s])
             _prefetch_element(sample_weight, rows[s])
-        for s in range(n, amx.whole_groups(n)):
+        for s in range(n, padded_rows(n)):
             rows[s] = rows[n - 1]
         n_ahead = _thread_stream(perm, batch_size, K, j0, j1, t, j, p0 - lo + n, n, ahead)
-        if tiles:
-            _tile_scores(X, rows, n, ahead, n_ahead, W, Wb, buf, S[0])
-        else:
-            _gather_scores(X, rows, n, W, S[0])
+        score_block(X, rows, n, ahead, n_ahead, W, kernel, S)
         loss = _block_softmax(S, n, inv_batch, b, y, sample_weight, perm, p0, Z, E, row_max,
-                              row_total, G, part_b, 0, n, loss)
-        correct = _block_correct(Z, row_max, y, sample_weight, perm, p0, 0, n, correct)
+                              row_total, G, part_b, loss)
+        correct = _block_correct(Z, row_max, y, sample_weight, perm, p0, n, correct)
         # The first block overwrites the part: no pass to clear it.
-        if tiles:
-            _tile_gradient(G, n, scale, Dt, X, rows, ahead, n_ahead, part_W, p0 == lo, tail,
-                           buf)
-        else:
-            _gather_gradient(X, rows, n, G, part_W, p0 == lo, ahead, n_ahead)
+        accumulate_gradient(X, rows, n, ahead, n_ahead, G, part_W, p0 == lo, kernel)
     return loss, correct
-
-
-@njit(cache=True)
-def _thread_packed(packed, k):
-    """Thread k's part of the AMX scratch of ``_epoch_scratch``."""
-    Wb, buf, Dt, tail = packed
-    return Wb[k], buf[k], Dt[k], tail[k]
 
 
 @njit(cache=True)
@@ -245,7 +146,7 @@ def _update_share(k, T, lr, momentum, alpha, W, b, vel_W, vel_b, parts_W, parts_
 @njit(cache=True)
 def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                    W, b, vel_W, vel_b, parts_W, parts_b, rows, ahead, S, G, Z, E, row_max,
-                   row_total, grad, packed, flags, step_loss, step_correct, block, patience,
+                   row_total, grad, kernel, flags, step_loss, step_correct, block, patience,
                    seen):
     """Thread k's whole epoch: per step the gradients of its chunks, a meeting, its share of
     the update, a meeting, after which W is whole again. Chunk j's sum of s_i l_i for step t
@@ -264,7 +165,7 @@ def _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, moment
         for j in range(j0, j1):
             step_loss[t, j], step_correct[t, j] = _chunk_gradient(
                 j, K, j0, j1, t, X, y, sample_weight, perm, batch_size, W, b, parts_W[j],
-                parts_b[j], rows, ahead, S, G, Z, E, row_max, row_total, packed, block)
+                parts_b[j], rows, ahead, S, G, Z, E, row_max, row_total, kernel, block)
         if T > 1:
             meetings += 1
             _, waited = _meeting(flags, k, T, meetings, long_waits)
@@ -300,8 +201,8 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     K, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    rows, ahead, S, G, Z, E, row_max, row_total, grad, packed = _epoch_scratch(
-        T, C, D, W.dtype, block, takes_tiles(X, W))
+    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype, block)
+    kernel = new_scratch(T, C, D, block, X, W)
     flags = np.zeros(MEETING_SLOTS * T, np.int64)
     step_loss = np.zeros((n_steps, K))
     step_correct = np.zeros((n_steps, K))
@@ -310,9 +211,9 @@ def _sample_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch
     for k in prange(T):  # the whole epoch: at T = 1, one fork-join per epoch
         _sample_thread(k, T, X, y, sample_weight, perm, lr_steps, batch_size, momentum, alpha,
                        W_work, b, vel_W, vel_b, parts_work, parts_b, rows[k], ahead[k], S[k],
-                       G[k], Z[k], E[k], row_max[k], row_total[k], grad[k], _thread_packed(
-                           packed, k), flags, step_loss, step_correct, block, patience,
-                       thread_seen[k])
+                       G[k], Z[k], E[k], row_max[k], row_total[k], grad[k],
+                       thread_scratch(kernel, k), flags, step_loss, step_correct, block,
+                       patience, thread_seen[k])
     if W_work.ctypes.data != W.ctypes.data:
         W[:, :] = W_work
     seen[0] = thread_seen[0, 0]
@@ -329,8 +230,8 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
     K, C, D = parts_W.shape
     M = perm.shape[0]
     n_steps = (M + batch_size - 1) // batch_size
-    rows, ahead, S, G, Z, E, row_max, row_total, grad, packed = _epoch_scratch(
-        T, C, D, W.dtype, block, takes_tiles(X, W))
+    rows, ahead, S, G, Z, E, row_max, row_total, grad = _epoch_scratch(T, C, D, W.dtype, block)
+    kernel = new_scratch(T, C, D, block, X, W)
     step_loss = np.zeros((n_steps, K))
     step_correct = np.zeros((n_steps, K))
     W_work, parts_work = _aligned(W), _aligned(parts_W)
@@ -341,7 +242,7 @@ def _stepwise_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, bat
                 step_loss[t, j], step_correct[t, j] = _chunk_gradient(
                     j, K, j0, j1, t, X, y, sample_weight, perm, batch_size, W_work, b,
                     parts_work[j], parts_b[j], rows[k], ahead[k], S[k], G[k], Z[k], E[k],
-                    row_max[k], row_total[k], _thread_packed(packed, k), block)
+                    row_max[k], row_total[k], thread_scratch(kernel, k), block)
         for k in prange(T):
             _update_share(k, T, lr_steps[t], momentum, alpha, W_work, b, vel_W, vel_b,
                           parts_work, parts_b, grad[k])
@@ -382,25 +283,17 @@ def sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_siz
         The sum of ``s_i`` over the samples whose highest score at those weights is their
         label (the first one on a tie).
     """
-    return epoch_in_blocks(samples_per_block(X.shape[1] * X.itemsize), X, y, sample_weight, perm,
-                           W, b, vel_W, vel_b, lr_steps, batch_size, momentum, alpha, parts_W,
-                           parts_b, n_threads, patience, seen)
-
-
-def epoch_in_blocks(block, *args):
-    """``sgd_epoch(*args)`` with the threads' chunks taken in blocks of ``block`` samples
-    instead of ``samples_per_block``'s (the lab compares the two). The block changes the order
-    in which a chunk's gradient is summed, so the bits, not only the speed."""
-    contract, team = args[:14], args[14:]
-    n_threads, patience, seen = tuple(team) + (None, 0, None)[len(team):]
-    T = contract[12].shape[0] if n_threads is None else int(n_threads)  # parts_W (K, C, D)
+    args = (X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
+            alpha, parts_W, parts_b)
+    block = samples_per_block(X.shape[1] * X.itemsize)
+    T = parts_W.shape[0] if n_threads is None else int(n_threads)
     seen = np.zeros(2, np.int64) if seen is None else seen
     if not _threads_run_at_once(T):
-        return _stepwise_epoch(*contract, T, patience, seen, block)
+        return _stepwise_epoch(*args, T, patience, seen, block)
     # A team of T: at T = 1 no idle thread waits out the epoch at the region's end.
     pool = get_num_threads()
     set_num_threads(T)
     try:
-        return _sample_epoch(*contract, T, patience, seen, block)
+        return _sample_epoch(*args, T, patience, seen, block)
     finally:
         set_num_threads(pool)

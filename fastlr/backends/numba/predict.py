@@ -12,10 +12,10 @@ Shapes: N samples, B batch, D features, C classes, T threads, K chunks of a batc
 import numpy as np
 from numba import njit, prange
 
-from .epoch import (_chunk_gradient, _epoch_scratch, _thread_packed, _whole_tiles,
-                    samples_per_block, takes_tiles)
+from .epoch import _chunk_gradient, _epoch_scratch, samples_per_block
+from .microkernel import new_scratch, thread_scratch
 from .partition import _chunk_bounds, _thread_chunks
-from .tiles import _gather_scores
+from .tiles import _gather_scores, padded_rows
 
 # Rows scored together by predict_scores: in order, so no next block to ask for; the size it
 # had when it shared the epoch's blocks.
@@ -31,7 +31,7 @@ def _score_rows(X, W, b, lo, hi, rows, S, out):
         n = min(BLOCK, hi - p0)
         for s in range(n):
             rows[s] = p0 + s
-        for s in range(n, _whole_tiles(n)):
+        for s in range(n, padded_rows(n)):
             rows[s] = p0 + n - 1
         _gather_scores(X, rows, n, W, S)
         for s in range(n):
@@ -54,7 +54,7 @@ def predict_scores(X, W, b, out, n_threads):
     C = W.shape[0]
     T = max(1, n_threads)
     rows = np.zeros((T, BLOCK + 16), np.int64)
-    S = np.zeros((T, _whole_tiles(BLOCK), C), W.dtype)
+    S = np.zeros((T, padded_rows(BLOCK), C), W.dtype)
     for k in prange(T):
         lo, hi = _chunk_bounds(0, N, k, T)
         _score_rows(X, W, b, lo, hi, rows[k], S[k], out)
@@ -100,8 +100,8 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b, n
     B = X.shape[0]
     perm = np.arange(B)
     block = samples_per_block(D * X.itemsize)
-    rows, ahead, S, G, Z, E, row_max, row_total, _, packed = _epoch_scratch(
-        T, C, D, W.dtype, block, takes_tiles(X, W))
+    rows, ahead, S, G, Z, E, row_max, row_total, _ = _epoch_scratch(T, C, D, W.dtype, block)
+    kernel = new_scratch(T, C, D, block, X, W)
     chunk_loss = np.zeros(K)
     for k in prange(T):
         j0, j1 = _thread_chunks(k, T, K)
@@ -109,7 +109,7 @@ def loss_and_grad(X, y, sample_weight, W, b, grad_W, grad_b, parts_W, parts_b, n
             chunk_loss[j], _ = _chunk_gradient(j, K, j0, j1, 0, X, y, sample_weight, perm, B,
                                                W, b, parts_W[j], parts_b[j], rows[k], ahead[k],
                                                S[k], G[k], Z[k], E[k], row_max[k],
-                                               row_total[k], _thread_packed(packed, k), block)
+                                               row_total[k], thread_scratch(kernel, k), block)
     _reduce_parts(parts_W, parts_b, grad_W, grad_b)
     loss = 0.0
     for j in range(K):

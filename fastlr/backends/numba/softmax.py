@@ -1,16 +1,17 @@
 """The softmax of a block of samples, its loss, and the exp that lets it vectorize.
 
-Shapes: P rows of scratch (at least the n samples of a block), C classes, T partial scores.
+Shapes: P rows of scratch (at least the n samples of a block), C classes.
 
-``_block_softmax`` takes the scores of n samples (summed from T partials, plus the bias, in
-float64), runs the stable softmax, writes the gradient of the loss with respect to the scores
+``_block_softmax`` takes the scores of n samples (plus the bias, in float64), runs the stable
+softmax, writes the gradient of the loss with respect to the scores
 ``G[s] = s_i (p - onehot(y_i)) / B`` in W's dtype, adds it to the bias gradient, and sums the
 loss ``s_i (logsumexp(z) - z[y_i])``; ``_block_correct`` then counts, from the same scores
-and maxima, the samples whose highest score is their label. The exponentials go through ``_exp_nonpositive``
-(Cody-Waite reduction, a degree-13 Taylor polynomial, 2^k set in the exponent bits; within 2
-ulp of libm's exp): a loop around it vectorizes over the whole block, which a call to libm
-cannot, and that is what made the softmax a small part of the epoch. No fast-math here: the
-softmax must see an inf or a NaN when the weights diverge, so the driver can report it.
+and maxima, the samples whose highest score is their label. The exponentials go through
+``_exp_nonpositive`` (Cody-Waite reduction, a degree-13 Taylor polynomial, 2^k set in the
+exponent bits; within 2 ulp of libm's exp): a loop around it vectorizes over the whole block,
+which a call to libm cannot, and that is what made the softmax a small part of the epoch. No
+fast-math here: the softmax must see an inf or a NaN when the weights diverge, so the driver
+can report it.
 """
 
 import numpy as np
@@ -67,22 +68,17 @@ def _exp_nonpositive(x):
 
 
 @njit(cache=True)
-def _block_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E, row_max,
-                    row_total, G, grad_b, loss_lo, loss_hi, loss):
-    """The full scores of the samples ``perm[start:start + n]`` (in the epoch a block of one
-    thread's chunk, T = 1 part; the lab's column split sums T parts), ``Z = sum_k S_parts[k] +
-    b`` summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the vectorized
-    ``_exp_nonpositive`` over all n samples at once; ``G[s] = s_i (p - onehot) * inv_batch`` in
-    W's dtype and ``grad_b += G[s]`` for s in order. Returns ``loss`` plus s_i l_i for the
-    samples [loss_lo, loss_hi) of the n, added in order (the threads share the logs)."""
-    T = S_parts.shape[0]
+def _block_softmax(S, n, inv_batch, b, y, sample_weight, perm, start, Z, E, row_max, row_total,
+                   G, grad_b, loss):
+    """The scores of the samples ``perm[start:start + n]`` (a block of a thread's chunk) with
+    the bias, ``Z = S + b`` in float64 into Z (P, C); the stable softmax with the vectorized
+    ``_exp_nonpositive`` over all n samples at once; ``G[s] = s_i (p - onehot) * inv_batch``
+    in W's dtype and ``grad_b += G[s]`` for s in order. Returns ``loss`` plus s_i l_i for the
+    n samples, added in order."""
     C = b.shape[0]
     for s in range(n):
         for c in range(C):
-            acc = np.float64(S_parts[0, s, c])
-            for k in range(1, T):
-                acc += S_parts[k, s, c]
-            Z[s, c] = acc + b[c]
+            Z[s, c] = np.float64(S[s, c]) + b[c]
     for s in range(n):
         m = Z[s, 0]
         for c in range(1, C):
@@ -110,18 +106,18 @@ def _block_softmax(S_parts, n, inv_batch, b, y, sample_weight, perm, start, Z, E
             g = b.dtype.type(p * inv_batch)
             G[s, c] = g
             grad_b[c] += g
-    for s in range(loss_lo, loss_hi):
+    for s in range(n):
         i = perm[start + s]
         loss += sample_weight[i] * (row_max[s] + np.log(row_total[s]) - Z[s, y[i]])
     return loss
 
 
 @njit(cache=True)
-def _block_correct(Z, row_max, y, sample_weight, perm, start, lo, hi, correct):
-    """``correct`` plus s_i for the samples [lo, hi) of ``perm[start:]`` whose highest score in
-    Z (the first one on a tie, as ``argmax``) is their label; row_max holds the rows' maxima,
-    as ``_block_softmax`` left them."""
-    for s in range(lo, hi):
+def _block_correct(Z, row_max, y, sample_weight, perm, start, n, correct):
+    """``correct`` plus s_i for the n samples of ``perm[start:]`` whose highest score in Z (the
+    first one on a tie, as ``argmax``) is their label; row_max holds the rows' maxima, as
+    ``_block_softmax`` left them."""
+    for s in range(n):
         i = perm[start + s]
         label = y[i]
         hit = Z[s, label] == row_max[s]

@@ -46,9 +46,9 @@ def _publish(typingctx, flags, j, value):
 
 # Tries of a spin before each further try first yields the core (``sched_yield``): a meeting
 # takes microseconds, so a thread still waiting after this many tries (a millisecond or so)
-# most likely waits for a thread that shares its core, which runs only when it yields. With
-# both threads of an epoch on one core (``taskset -c 0``, or the other core busy), an epoch at
-# batch 1024 took 471 ms instead of about 30 (docs/kernels.md).
+# most likely waits for a thread that shares its core, which runs only when it yields. Without
+# the yield, both threads of an epoch on one core (``taskset -c 0``, or the other core busy)
+# made an epoch an order of magnitude slower (docs/journal/xeon-sapphire-rapids.md).
 SPINS_BEFORE_YIELD = 1 << 13
 
 

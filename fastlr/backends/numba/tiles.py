@@ -415,3 +415,43 @@ def _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead):
                 row = part_W[c, d_narrow:]
                 for d in range(D - d_narrow):
                     row[d] += g * part_W.dtype.type(x[d])
+
+
+# The vector provider of the microkernel interface (``microkernel.py``).
+
+@njit(cache=True)
+def new_scratch(T, C, D, block, X, W):
+    """The vector tiles keep nothing between calls: no scratch (None)."""
+    return None
+
+
+@njit(cache=True)
+def thread_scratch(scratch, k):
+    """Thread k's part of no scratch: None."""
+    return scratch
+
+
+@njit(cache=True)
+def padded_rows(n):
+    """n rounded up to whole score tiles of SCORE_SAMPLES samples (the tiles fill them: the
+    rows past n repeat a row, their scores are ignored)."""
+    return (n + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
+
+
+@njit(cache=True)
+def pack_weights(X, W, n, scratch):
+    """Nothing to pack: the vector tiles read W where it is."""
+
+
+@njit(cache=True)
+def score_block(X, rows, n, ahead, n_ahead, W, scratch, S):
+    """A block's scores ``S[s, c] = scale X[rows[s]] . W[c]`` (``_gather_scores``); the next
+    block's rows are asked for by the gradient's sweep instead."""
+    _gather_scores(X, rows, n, W, S)
+
+
+@njit(cache=True)
+def accumulate_gradient(X, rows, n, ahead, n_ahead, G, part_W, overwrite, scratch):
+    """``part_W [+]= scale G[:n]^T X[rows[:n]]`` (``_gather_gradient``), asking for the rows
+    ``ahead[:n_ahead]`` of the next block as the tiles sweep D."""
+    _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead)

@@ -14,8 +14,8 @@ NUMBA_CPU_FEATURES=...`` in a subprocess gets the AVX2 tuning and its code. Thre
 ``avx2``      32-byte vectors, 16 registers: a 2 x 5 score tile and a 5 x 2 gradient tile
               (10 accumulators, two row vectors, one broadcast; 7 loads per 10 FMAs). A
               10 x 1 gradient tile (11 loads per 10 FMAs, one sweep over D) spilled two of
-              its accumulators to the stack once LLVM unrolled its loop by two, and ran at
-              half the speed on Zen 3 (docs/kernels.md)
+              its accumulators to the stack once LLVM unrolled its loop by two, and was the
+              slower (docs/journal/epyc-zen3.md)
 ``baseline``  16-byte vectors (SSE2, any x86-64 or other 128-bit SIMD), the avx2 shapes, and a
               multiply then an add where the CPU has no FMA (``llvm.fma`` would call ``fmaf``)
 
@@ -23,14 +23,17 @@ The override: ``FASTLR_NUMBA_TUNING`` names a profile, fields, or both
 (``FASTLR_NUMBA_TUNING=avx2`` or ``avx512,grad_vectors=1``), read at import, because the tiles
 are compiled with these values as constants. The Numba cache keys its entries on the tuning as
 well as on the sources (``_cache.py``), so two tunings never share a compiled kernel. Which
-profile won on which CPU, measured, is in docs/kernels.md.
+profile won on which CPU, measured, is in the journal (``docs/journal/``).
 """
 
+import ctypes
 import dataclasses
 import os
 import platform
 
 from numba.core import config
+
+from ...errors import InvalidParameterError
 
 ENV_VAR = "FASTLR_NUMBA_TUNING"
 
@@ -59,20 +62,20 @@ class Tuning:
         Whether uint8 pixels with float32 weights and at most 16 classes take the AMX tiles
         (``amx.py``: bfloat16 pairs, 16 x 16 x 32 products per instruction) instead of the
         vector tiles: the CPU has AMX-BF16 and the operating system gave the process its tile
-        registers.
+        registers. It picks the microkernel's provider (``microkernel.py``).
     amx_min_chunk : int
         Samples of a thread's chunk of a batch below which it keeps the vector tiles even
-        with ``amx``: the weights are packed for the tiles once per chunk (about 6 us for
-        MNIST's), and on Sapphire Rapids chunks of 64 and 128 pixel rows lost more to that
-        than the tiles gained, chunks of 256 and 512 gained (docs/kernels.md).
+        with ``amx``: the weights are packed for the tiles once per chunk, and on Sapphire
+        Rapids the short chunks tried lost more to that than the tiles gained, the long ones
+        gained (docs/journal/xeon-sapphire-rapids.md, round four).
     block_kib : int
         KiB of rows of X in a block, the samples of a thread's chunk taken together (scores,
         softmax, gradient) while the next block's rows are asked for: a block is this many
         bytes of rows, in whole score tiles (``epoch.samples_per_block``), so 32 rows of
         MNIST's float32 features and 128 of its uint8 pixels (130 in AVX2's tiles of 2
-        samples). On Sapphire Rapids those were
-        the fastest of 24-128 rows for each (docs/kernels.md); on Zen 4 blocks of 32, 64 and
-        128 float32 rows were within noise of each other. Not measured on first use: the
+        samples). Sizes tried: from 24 to 128 rows on Sapphire Rapids, where these were the
+        fastest for each dtype; on Zen 4 32, 64 and 128 float32 rows ran alike
+        (docs/journal/xeon-sapphire-rapids.md, round three). Not measured on first use: the
         block orders a chunk's gradient sum, so a timed choice would make the bits of a model
         depend on how busy the machine was.
     """
@@ -99,7 +102,8 @@ def _profile(name, x86):
         return Tuning(name, 32, 2, 5, 5, 2, True, pause=x86)
     if name == "baseline":
         return Tuning(name, 16, 2, 5, 5, 2, False, pause=x86)
-    raise ValueError(f"{ENV_VAR}: unknown profile {name!r}; choose avx512, avx2 or baseline")
+    raise InvalidParameterError(f"{ENV_VAR}: unknown profile {name!r}; choose avx512, avx2 or "
+                                f"baseline")
 
 
 def compile_features():
@@ -145,14 +149,17 @@ def tuning_for(features, machine=None, override=None):
             continue
         key, value = (s.strip() for s in item.split("=", 1))
         if key not in Tuning.__dataclass_fields__ or key == "profile":
-            raise ValueError(f"{ENV_VAR}: unknown field {key!r}")
+            raise InvalidParameterError(f"{ENV_VAR}: unknown field {key!r}")
         if Tuning.__dataclass_fields__[key].type in (bool, "bool"):
             fields[key] = value.lower() in ("1", "true", "yes")
+        elif not value.isdigit():
+            raise InvalidParameterError(f"{ENV_VAR}: {key} must be a whole number, got "
+                                        f"{value!r}")
         else:
             fields[key] = int(value)
     tuning = dataclasses.replace(_profile(name, x86), **fields)
     if tuning.block_kib < 1:
-        raise ValueError(f"{ENV_VAR}: block_kib must be at least 1")
+        raise InvalidParameterError(f"{ENV_VAR}: block_kib must be at least 1")
     if "fma" not in features:  # an FMA the CPU lacks would be a call to fmaf per lane
         tuning = dataclasses.replace(tuning, fused=False)
     if "amx" not in fields:
@@ -161,11 +168,28 @@ def tuning_for(features, machine=None, override=None):
     return tuning
 
 
+_SYS_ARCH_PRCTL = 158  # x86-64 Linux
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+
+
+def request_tiles():
+    """Ask Linux for the AMX tile registers for this process; True if granted (or already
+    granted), False on any other system or if refused."""
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+
 def _with_tiles(tuning):
     """``tuning``, without AMX if the operating system does not give this process the tile
     registers (asked here, once: a tile instruction without them kills the process)."""
     if tuning.amx:
-        from .amx import request_tiles
         if not request_tiles():
             return dataclasses.replace(tuning, amx=False)
     return tuning

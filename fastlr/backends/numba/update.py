@@ -11,15 +11,15 @@ last partial added inside the step's loop, ``_sgd_step_of``: one or two partials
 through a scratch slice, the same bits); ``_update_bias`` does the same for b. No fast-math:
 the update keeps strict IEEE order. Every loop runs over views that start at the slice's first
 element: indexing ``W[lo + j]`` costs a negative-index check per element and the loops stop
-vectorizing (the update took 8 us per step instead of 1).
+vectorizing (several times slower: docs/journal/epyc-zen4.md, v11).
 
-Why float64: with momentum the velocity of a pixel that is rarely lit decays by the momentum
-every step, through the subnormal range on its way to zero (at batch 64 on MNIST, 38-104 of the
-7,840 velocities are subnormal at the end of an epoch). On Intel cores arithmetic on a
-subnormal operand goes through a microcode assist: the float32 update of half of W, in cache,
-took 32 us with subnormal velocities against 1.0 us without. Widened to float64 they are
-ordinary numbers, and the update takes 1.8 us either way; at batch 64 on two threads with
-momentum 0.9 an epoch went from 22.2-23.4 to 20.0-21.2 ms (Xeon, docs/kernels.md, round six).
+Variants tried: the update in W's own type (v1-v12 of the lab), summed in pieces, summed
+through a scratch slice before the step. Chosen: the step in float64 with the last partial
+added inside the step's loop. Why float64: with momentum the velocity of a pixel that is
+rarely lit decays by the momentum every step, through the subnormal range on its way to zero,
+and on Intel cores arithmetic on a subnormal operand goes through a microcode assist that made
+the float32 update many times slower; widened to float64 they are ordinary numbers, and the
+epoch at batch 64 on two threads got faster (docs/journal/xeon-sapphire-rapids.md, round six).
 """
 
 import numpy as np
@@ -71,9 +71,9 @@ def _update_slice(W, vel, parts, lo, hi, lr, momentum, alpha, grad):
     """The SGD step on the elements [lo, hi) of the flat W (C D,) and vel, with the gradient
     summed from parts (T, C D) in order k = 0..T-1. The last partial is added inside the
     step's loop, so one thread steps on its partial as it is and two sum theirs with no pass
-    through a scratch slice (alone, half of W at momentum 0.9: 1.40 against 1.77 us; the epoch
-    at batch 64 on two threads 17.9-19.1 against 19.6-20.4 ms); more sum the first T - 1 into
-    the scratch ``grad`` first."""
+    through a scratch slice (faster alone and in the epoch at batch 64 on two threads:
+    docs/journal/xeon-sapphire-rapids.md, round six); more sum the first T - 1 into the
+    scratch ``grad`` first."""
     T = parts.shape[0]
     w, v = W[lo:hi], vel[lo:hi]
     if T == 1:

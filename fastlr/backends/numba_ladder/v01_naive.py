@@ -4,19 +4,18 @@ Shapes: N samples, D features, C classes, B batch, T threads.
 
 Per step, one ``prange`` over T contiguous chunks of the batch, each thread writing its own
 partial gradient, then a serial reduction in order k = 0..T-1 and the update. Scalar loops in
-strict IEEE order: the baseline every later rung is measured against. ``_softmax_row`` (one
-sample's stable softmax, its gradient and loss in float64) and ``_apply_update`` (the
-reduction and the SGD step over a range of columns, the bias optionally) serve v1-v8.
+strict IEEE order: the baseline every later rung is measured against. ``_softmax_row`` is one
+sample's stable softmax, its gradient and loss in float64; ``_apply_update`` the reduction and
+the SGD step over a range of columns, the bias optionally.
 
-v1-v3 and v4-v5 repeat their step loops around different chunk kernels on purpose: a Numba
-function that takes another as an argument, or closes over it, is not loaded from the cache in
-a new process, and every rung should load like the chosen one.
+Frozen as measured: the code of ``fastlr/backends/numba.py`` at commit 371b075 (2026-11-27),
+the first measured ladder.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from ..numba.partition import _chunk_bounds
+from .lab_common import _chunk_bounds, main
 
 
 @njit(cache=True)
@@ -122,3 +121,7 @@ def sgd_epoch_v1(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
                       0, D, True)
     return loss_sum
+
+
+if __name__ == "__main__":
+    main(sgd_epoch_v1, __doc__)

@@ -3,15 +3,74 @@
 Shapes: N samples, D features, C classes, B batch, T threads.
 
 Four samples share each load of a W row (scores) and of a gradient row (accumulation), so the
-inner loops are less bound by loads.
+inner loops are less bound by loads. v1's softmax and update, copied.
+
+Frozen as measured: the code of ``fastlr/backends/numba.py`` at commit 371b075 (2026-11-27).
 """
 
 import numpy as np
 from numba import njit, prange
 
-from ..numba.partition import _chunk_bounds
-from ..numba.tiles import FAST
-from .v01_naive import _apply_update, _softmax_row
+from .lab_common import _chunk_bounds, main
+
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def _softmax_row(z, y_i, weight, G_row):
+    """Stable softmax of one sample's scores z (C,) float64, the sample's gradient wrt the
+    scores ``G_row = weight (p - onehot(y_i))`` written in place, and its loss
+    ``weight * (logsumexp(z) - z[y_i])``, all in float64."""
+    C = z.shape[0]
+    m = z[0]
+    for c in range(1, C):
+        if z[c] > m:
+            m = z[c]
+    total = 0.0
+    for c in range(C):
+        e = np.exp(z[c] - m)
+        G_row[c] = e
+        total += e
+    inv_total = 1.0 / total
+    for c in range(C):
+        G_row[c] = weight * G_row[c] * inv_total
+    G_row[y_i] -= weight
+    return weight * (m + np.log(total) - z[y_i])
+
+
+@njit(cache=True)
+def _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr, momentum, alpha, col_lo, col_hi,
+                  with_bias):
+    """Reduce the T partial gradients in fixed order and apply the SGD step to the columns
+    [col_lo, col_hi) of W (and to b if ``with_bias``):
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha."""
+    T, C, _ = parts_W.shape
+    lr_ = W.dtype.type(lr)
+    mu = W.dtype.type(momentum)
+    al = W.dtype.type(alpha)
+    for c in range(C):
+        for d in range(col_lo, col_hi):
+            g = parts_W[0, c, d]
+            for k in range(1, T):
+                g += parts_W[k, c, d]
+            g += al * W[c, d]
+            if momentum != 0.0:
+                g += mu * vel_W[c, d]
+                vel_W[c, d] = g
+            W[c, d] -= lr_ * g
+    if with_bias:
+        for c in range(C):
+            g = parts_b[0, c]
+            for k in range(1, T):
+                g += parts_b[k, c]
+            if momentum != 0.0:
+                g += mu * vel_b[c]
+                vel_b[c] = g
+            b[c] -= lr_ * g
 
 
 @njit(fastmath=FAST, cache=True)
@@ -100,3 +159,7 @@ def sgd_epoch_v3(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
                       0, D, True)
     return loss_sum
+
+
+if __name__ == "__main__":
+    main(sgd_epoch_v3, __doc__)

@@ -3,16 +3,99 @@
 Shapes: N samples, D features, C classes, B batch, T threads.
 
 Two W rows at a time: per vector of features 6 loads feed 8 FMAs, where v3's one row was
-load-bound. Kept for v5-v7.
+load-bound. v4's step structure around it.
+
+Frozen as measured: the code of ``fastlr/backends/numba.py`` at commit 371b075 (2026-11-27).
 """
 
 import numpy as np
 from numba import njit, prange
 
-from ..numba.partition import _aligned_slice, _chunk_bounds
-from ..numba.tiles import FAST
-from .v01_naive import _apply_update, _softmax_row
-from .v03_blocked import _accumulate_block4
+from .lab_common import _chunk_bounds, main
+
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def _softmax_row(z, y_i, weight, G_row):
+    """Stable softmax of one sample's scores z (C,) float64, the sample's gradient wrt the
+    scores ``G_row = weight (p - onehot(y_i))`` written in place, and its loss
+    ``weight * (logsumexp(z) - z[y_i])``, all in float64."""
+    C = z.shape[0]
+    m = z[0]
+    for c in range(1, C):
+        if z[c] > m:
+            m = z[c]
+    total = 0.0
+    for c in range(C):
+        e = np.exp(z[c] - m)
+        G_row[c] = e
+        total += e
+    inv_total = 1.0 / total
+    for c in range(C):
+        G_row[c] = weight * G_row[c] * inv_total
+    G_row[y_i] -= weight
+    return weight * (m + np.log(total) - z[y_i])
+
+
+@njit(cache=True)
+def _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr, momentum, alpha, col_lo, col_hi,
+                  with_bias):
+    """Reduce the T partial gradients in fixed order and apply the SGD step to the columns
+    [col_lo, col_hi) of W (and to b if ``with_bias``):
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha."""
+    T, C, _ = parts_W.shape
+    lr_ = W.dtype.type(lr)
+    mu = W.dtype.type(momentum)
+    al = W.dtype.type(alpha)
+    for c in range(C):
+        for d in range(col_lo, col_hi):
+            g = parts_W[0, c, d]
+            for k in range(1, T):
+                g += parts_W[k, c, d]
+            g += al * W[c, d]
+            if momentum != 0.0:
+                g += mu * vel_W[c, d]
+                vel_W[c, d] = g
+            W[c, d] -= lr_ * g
+    if with_bias:
+        for c in range(C):
+            g = parts_b[0, c]
+            for k in range(1, T):
+                g += parts_b[k, c]
+            if momentum != 0.0:
+                g += mu * vel_b[c]
+                vel_b[c] = g
+            b[c] -= lr_ * g
+
+
+@njit(cache=True)
+def _column_slice(D, k, T):
+    """Columns [lo, hi) of W that thread k updates: T slices whose bounds are multiples of 16
+    floats, so no two threads write the same cache line."""
+    lo = min(D, ((k * D) // T + 15) // 16 * 16)
+    hi = D if k == T - 1 else min(D, (((k + 1) * D) // T + 15) // 16 * 16)
+    return lo, hi
+
+
+@njit(fastmath=FAST, cache=True)
+def _accumulate_block4(x0, x1, x2, x3, G, inv_batch, part_W, part_b):
+    """part_W (C, D) += G (4, C)^T [x0; x1; x2; x3] / B: each gradient row is loaded and stored
+    once for 4 samples."""
+    C, D = part_W.shape
+    for c in range(C):
+        g0 = part_W.dtype.type(G[0, c] * inv_batch)
+        g1 = part_W.dtype.type(G[1, c] * inv_batch)
+        g2 = part_W.dtype.type(G[2, c] * inv_batch)
+        g3 = part_W.dtype.type(G[3, c] * inv_batch)
+        part_b[c] += (g0 + g1) + (g2 + g3)
+        row = part_W[c]
+        for d in range(D):
+            row[d] += (g0 * x0[d] + g1 * x1[d]) + (g2 * x2[d] + g3 * x3[d])
 
 
 @njit(fastmath=FAST, cache=True)
@@ -113,7 +196,11 @@ def sgd_epoch_v5(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         for k in range(T):
             loss_sum += chunk_loss[k]
         for k in prange(T):
-            col_lo, col_hi = _aligned_slice(D, k, T)
+            col_lo, col_hi = _column_slice(D, k, T)
             _apply_update(W, b, vel_W, vel_b, parts_W, parts_b, lr_steps[t], momentum, alpha,
                           col_lo, col_hi, k == 0)
     return loss_sum
+
+
+if __name__ == "__main__":
+    main(sgd_epoch_v5, __doc__)

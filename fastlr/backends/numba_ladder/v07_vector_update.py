@@ -6,13 +6,129 @@ Shapes: N samples, D features, C classes, B batch, T threads.
 update scalar; ``_apply_update_rows`` sums the partials row by row first, so every inner loop
 runs along D contiguous floats and vectorizes. Same arithmetic, same order: same bits as v5
 (tested).
+
+Frozen as measured: the code of ``fastlr/backends/numba.py`` at commit 371b075 (2026-11-27).
 """
 
 import numpy as np
 from numba import njit, prange
 
-from ..numba.partition import _chunk_bounds
-from .v05_blocked_2x4 import _chunk_grad_v5
+from .lab_common import _chunk_bounds, main
+
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def _softmax_row(z, y_i, weight, G_row):
+    """Stable softmax of one sample's scores z (C,) float64, the sample's gradient wrt the
+    scores ``G_row = weight (p - onehot(y_i))`` written in place, and its loss
+    ``weight * (logsumexp(z) - z[y_i])``, all in float64."""
+    C = z.shape[0]
+    m = z[0]
+    for c in range(1, C):
+        if z[c] > m:
+            m = z[c]
+    total = 0.0
+    for c in range(C):
+        e = np.exp(z[c] - m)
+        G_row[c] = e
+        total += e
+    inv_total = 1.0 / total
+    for c in range(C):
+        G_row[c] = weight * G_row[c] * inv_total
+    G_row[y_i] -= weight
+    return weight * (m + np.log(total) - z[y_i])
+
+
+@njit(fastmath=FAST, cache=True)
+def _accumulate_block4(x0, x1, x2, x3, G, inv_batch, part_W, part_b):
+    """part_W (C, D) += G (4, C)^T [x0; x1; x2; x3] / B: each gradient row is loaded and stored
+    once for 4 samples."""
+    C, D = part_W.shape
+    for c in range(C):
+        g0 = part_W.dtype.type(G[0, c] * inv_batch)
+        g1 = part_W.dtype.type(G[1, c] * inv_batch)
+        g2 = part_W.dtype.type(G[2, c] * inv_batch)
+        g3 = part_W.dtype.type(G[3, c] * inv_batch)
+        part_b[c] += (g0 + g1) + (g2 + g3)
+        row = part_W[c]
+        for d in range(D):
+            row[d] += (g0 * x0[d] + g1 * x1[d]) + (g2 * x2[d] + g3 * x3[d])
+
+
+@njit(fastmath=FAST, cache=True)
+def _scores_block4x2(x0, x1, x2, x3, W, b, Z):
+    """Scores of 4 samples into Z (4, C) float64, two W rows at a time: per 16 features, 6
+    vector loads feed 8 FMAs (v3's one row: 5 loads for 4 FMAs, load-bound). An odd last
+    class goes through v3's one-row loop."""
+    C, D = W.shape
+    for c in range(0, C - 1, 2):
+        w = W[c]
+        v = W[c + 1]
+        a0 = a1 = a2 = a3 = e0 = e1 = e2 = e3 = W.dtype.type(0)
+        for d in range(D):
+            wd = w[d]
+            vd = v[d]
+            a0 += wd * x0[d]
+            a1 += wd * x1[d]
+            a2 += wd * x2[d]
+            a3 += wd * x3[d]
+            e0 += vd * x0[d]
+            e1 += vd * x1[d]
+            e2 += vd * x2[d]
+            e3 += vd * x3[d]
+        Z[0, c] = a0 + b[c]
+        Z[1, c] = a1 + b[c]
+        Z[2, c] = a2 + b[c]
+        Z[3, c] = a3 + b[c]
+        Z[0, c + 1] = e0 + b[c + 1]
+        Z[1, c + 1] = e1 + b[c + 1]
+        Z[2, c + 1] = e2 + b[c + 1]
+        Z[3, c + 1] = e3 + b[c + 1]
+    if C % 2 == 1:
+        c = C - 1
+        w = W[c]
+        a0 = a1 = a2 = a3 = W.dtype.type(0)
+        for d in range(D):
+            wd = w[d]
+            a0 += wd * x0[d]
+            a1 += wd * x1[d]
+            a2 += wd * x2[d]
+            a3 += wd * x3[d]
+        Z[0, c] = a0 + b[c]
+        Z[1, c] = a1 + b[c]
+        Z[2, c] = a2 + b[c]
+        Z[3, c] = a3 + b[c]
+
+
+@njit(fastmath=FAST, cache=True)
+def _chunk_grad_v5(X, y, sample_weight, rows, lo, hi, inv_batch, W, b, part_W, part_b):
+    """v3's fused 4-sample blocks with the 2-class score kernel."""
+    C, D = W.shape
+    Z = np.empty((4, C))
+    G = np.zeros((4, C))
+    part_W[:, :] = 0
+    part_b[:] = 0
+    loss = 0.0
+    for j in range(lo, hi, 4):
+        n_live = min(4, hi - j)
+        x0 = X[rows[j]]
+        x1 = X[rows[j + min(1, n_live - 1)]]
+        x2 = X[rows[j + min(2, n_live - 1)]]
+        x3 = X[rows[j + min(3, n_live - 1)]]
+        _scores_block4x2(x0, x1, x2, x3, W, b, Z)
+        for s in range(4):
+            if s < n_live:
+                i = rows[j + s]
+                loss += _softmax_row(Z[s], y[i], sample_weight[i], G[s])
+            else:
+                G[s, :] = 0.0
+        _accumulate_block4(x0, x1, x2, x3, G, inv_batch, part_W, part_b)
+    return loss
 
 
 @njit(cache=True)
@@ -113,3 +229,7 @@ def sgd_epoch_v7(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         _apply_update_rows(W, b, vel_W, vel_b, grads_W[last], grads_b[last],
                            lr_steps[n_steps - 1], momentum, alpha, grad_rows[0])
     return loss_sum
+
+
+if __name__ == "__main__":
+    main(sgd_epoch_v7, __doc__)

@@ -2,31 +2,167 @@
 
 Shapes: N samples, D features, C classes, B batch, T threads. P rows of a packed panel.
 
-Numba keeps a local array of accumulators in memory; the intrinsics of
-``fastlr.backends.numba.tiles`` hold them in registers. v8 copies up to PANEL rows of X into a
-contiguous panel, runs the 4 x 5 score tile and a 5 x 4-vector gradient tile on it, and while
-the scores run asks for the next panel's rows (``prefetcht1``, into L2): without that prefetch
-the copy stalls on every row. The copy is a loop over d (a slice assignment was twice as slow).
-v7's step structure around it. ``loss_and_grad`` used this chunk kernel until the epoch's own
-replaced it.
+Numba keeps a local array of accumulators in memory; the intrinsics here (``_score_tile``,
+``_make_grad_tile``) emit the loops as LLVM vector IR with the accumulators in registers. v8
+copies up to PANEL rows of X into a contiguous panel, runs the 4 x 5 score tile and a 5 x
+4-vector gradient tile on it, and while the scores run asks for the next panel's rows
+(``prefetcht1``, into L2): without that prefetch the copy stalls on every row. The copy is a
+loop over d (a slice assignment was twice as slow). v7's step structure around it.
+
+Frozen as measured: the code of ``fastlr/backends/numba.py`` at commit 543b54e (2026-11-27),
+which measured v8. The tiles are those of Zen 4, the CPU it was written on: 64-byte vectors
+whatever the CPU (on an AVX2 CPU LLVM splits each into two registers, and the 20
+accumulators no longer fit).
 """
 
 import numpy as np
+
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from ..numba.partition import _chunk_bounds
-from ..numba.tiles import (
-    FAST, SCORE_SAMPLES, TILE_CLASSES, VECTOR_BYTES, _emit_grad_tile, _emit_score_tile,
-    _llvm_prefetch, _prefetch_line, _row_length, _score_leftovers)
-from .v01_naive import _softmax_row
-from .v07_vector_update import _apply_update_rows
+from .lab_common import _chunk_bounds, main
+
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def _softmax_row(z, y_i, weight, G_row):
+    """Stable softmax of one sample's scores z (C,) float64, the sample's gradient wrt the
+    scores ``G_row = weight (p - onehot(y_i))`` written in place, and its loss
+    ``weight * (logsumexp(z) - z[y_i])``, all in float64."""
+    C = z.shape[0]
+    m = z[0]
+    for c in range(1, C):
+        if z[c] > m:
+            m = z[c]
+    total = 0.0
+    for c in range(C):
+        e = np.exp(z[c] - m)
+        G_row[c] = e
+        total += e
+    inv_total = 1.0 / total
+    for c in range(C):
+        G_row[c] = weight * G_row[c] * inv_total
+    G_row[y_i] -= weight
+    return weight * (m + np.log(total) - z[y_i])
+
+
+@njit(cache=True)
+def _apply_update_rows(W, b, vel_W, vel_b, parts_W, parts_b, lr, momentum, alpha, grad_row):
+    """``_apply_update`` over all of W, restructured so every inner loop runs along a row of D
+    contiguous floats and vectorizes: the T partials are summed row by row into grad_row (D,)
+    in fixed order k = 0..T-1, then one pass applies momentum, L2 and the step. (In
+    ``_apply_update`` the innermost loop is the runtime-length sum over k, which keeps the
+    whole update scalar.) Same arithmetic, same order, element by element; no fast-math, so
+    no contraction into FMAs either: the result is bitwise ``_apply_update``'s."""
+    T, C, D = parts_W.shape
+    lr_ = W.dtype.type(lr)
+    mu = W.dtype.type(momentum)
+    al = W.dtype.type(alpha)
+    for c in range(C):
+        w = W[c]
+        first = parts_W[0, c]
+        for d in range(D):
+            grad_row[d] = first[d]
+        for k in range(1, T):
+            part = parts_W[k, c]
+            for d in range(D):
+                grad_row[d] += part[d]
+        if momentum != 0.0:
+            v = vel_W[c]
+            for d in range(D):
+                g = grad_row[d] + al * w[d] + mu * v[d]
+                v[d] = g
+                w[d] -= lr_ * g
+        else:
+            for d in range(D):
+                w[d] -= lr_ * (grad_row[d] + al * w[d])
+    for c in range(C):
+        g = parts_b[0, c]
+        for k in range(1, T):
+            g += parts_b[k, c]
+        if momentum != 0.0:
+            g += mu * vel_b[c]
+            vel_b[c] = g
+        b[c] -= lr_ * g
+
+
+VECTOR_BYTES = 64
 
 
 PANEL = 64          # samples packed at a time: 64 rows of MNIST are 200 KB, at home in L2
+
+
+PREFETCH_LOCALITY = 2  # llvm.prefetch locality 2: prefetcht1, into L2
+
+
+SCORE_SAMPLES = 4   # samples x classes of the score tile: 9 vector loads feed 20 FMAs
+
+
+TILE_CLASSES = 5    # classes of both tiles; C = 10 is two tiles
+
+
 GRAD_VECTORS = 4    # vectors of features of the wide gradient tile: 5 x 4 accumulators
+
+
+def _lanes_of(context, array_type):
+    element = context.get_data_type(array_type.dtype)
+    lanes = VECTOR_BYTES // (array_type.dtype.bitwidth // 8)
+    return element, ir.VectorType(element, lanes)
+
+
+def _fma(builder, a, b, c):
+    """a * b + c on vectors, one rounding."""
+    vector = a.type
+    suffix = f"v{vector.count}f{64 if isinstance(vector.element, ir.DoubleType) else 32}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                        "llvm.fma." + suffix)
+    return builder.call(fn, [a, b, c])
+
+
+def _vector_at(builder, base, index, vector):
+    """Pointer to the vector starting at element ``index`` of ``base`` (unaligned)."""
+    return builder.bitcast(builder.gep(base, [index]), vector.as_pointer())
+
+
+def _splat(builder, value, vector):
+    undef = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    return builder.shuffle_vector(first, undef, mask)
+
+
+def _horizontal_sum(builder, value):
+    """Sum of the lanes of a vector by halving: a fixed tree, so a fixed rounding."""
+    width = value.type.count
+    while width > 1:
+        half = width // 2
+        low = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half))))
+        high = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half, width))))
+        value = builder.fadd(low, high)
+        width = half
+    return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+
+
+def _accumulators(builder, vector, count):
+    slots = []
+    for _ in range(count):
+        slot = cgutils.alloca_once(builder, vector)
+        builder.store(ir.Constant(vector, None), slot)
+        slots.append(slot)
+    return slots
+
+
+def _row_length(context, builder, array_type, array):
+    return cgutils.unpack_tuple(builder, array.shape, 2)[1]
 
 
 def _make_grad_tile(n_vectors):
@@ -42,14 +178,39 @@ def _make_grad_tile(n_vectors):
         def codegen(context, builder, signature, args):
             xp, n_, g, d0_, c0_, out_ = args
             x_type, _, g_type, _, _, out_type = signature.args
+            element, vector = _lanes_of(context, x_type)
+            lanes = vector.count
+            intp = context.get_value_type(types.intp)
             xa = context.make_array(x_type)(context, builder, xp)
             ga = context.make_array(g_type)(context, builder, g)
             oa = context.make_array(out_type)(context, builder, out_)
             x_row = _row_length(context, builder, x_type, xa)
-            _emit_grad_tile(context, builder, x_type, xa, lambda s: builder.mul(s, x_row), n_,
-                            g_type, ga, _row_length(context, builder, g_type, ga), d0_, c0_, oa,
-                            _row_length(context, builder, out_type, oa), TILE_CLASSES,
-                            n_vectors)
+            g_row = _row_length(context, builder, g_type, ga)
+            out_row = _row_length(context, builder, out_type, oa)
+            acc = _accumulators(builder, vector, TILE_CLASSES * n_vectors)
+            with cgutils.for_range(builder, n_) as loop:
+                s = loop.index
+                x_at = builder.add(builder.mul(s, x_row), d0_)
+                xs = [builder.load(_vector_at(builder, xa.data, builder.add(
+                    x_at, ir.Constant(intp, v * lanes)), vector), align=1)
+                    for v in range(n_vectors)]
+                g_at = builder.add(builder.mul(s, g_row), c0_)
+                for c in range(TILE_CLASSES):
+                    gc = builder.load(builder.gep(ga.data, [builder.add(
+                        g_at, ir.Constant(intp, c))]))
+                    gv = _splat(builder, gc, vector)
+                    for v in range(n_vectors):
+                        slot = acc[c * n_vectors + v]
+                        builder.store(_fma(builder, gv, xs[v], builder.load(slot)), slot)
+            for c in range(TILE_CLASSES):
+                out_at = builder.add(builder.mul(builder.add(c0_, ir.Constant(intp, c)),
+                                                 out_row), d0_)
+                for v in range(n_vectors):
+                    ptr = _vector_at(builder, oa.data, builder.add(
+                        out_at, ir.Constant(intp, v * lanes)), vector)
+                    total = builder.fadd(builder.load(ptr, align=1),
+                                         builder.load(acc[c * n_vectors + v]))
+                    builder.store(total, ptr, align=1)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -58,38 +219,55 @@ def _make_grad_tile(n_vectors):
 
 
 _grad_tile_wide = _make_grad_tile(GRAD_VECTORS)
+
+
 _grad_tile_narrow = _make_grad_tile(1)
 
 
 @intrinsic
 def _score_tile(typingctx, Xp, s0, W, c0, n_vectors, S):
     """``score_tile(Xp, s0, W, c0, n_vectors, S)``: for the SCORE_SAMPLES rows s0.. of Xp and
-    the TILE_CLASSES rows c0.. of W, ``S[s, c] = sum_{d < n_vectors * lanes} Xp[s, d] W[c, d]``.
+    the TILE_CLASSES rows c0.. of W, ``S[s, c] = sum_{d < n_vectors * lanes} Xp[s, d] W[c, d]``,
+    each sum kept in one vector of lanes across d and reduced by a fixed halving tree.
     Xp (P, D), W (C, D), S (P, C), one float dtype."""
     sig = types.void(Xp, s0, W, c0, n_vectors, S)
 
     def codegen(context, builder, signature, args):
         xp, s0_, w, c0_, nv, s_out = args
         x_type, _, w_type, _, _, s_type = signature.args
+        element, vector = _lanes_of(context, x_type)
+        lanes = vector.count
         intp = context.get_value_type(types.intp)
         xa = context.make_array(x_type)(context, builder, xp)
+        wa = context.make_array(w_type)(context, builder, w)
+        sa = context.make_array(s_type)(context, builder, s_out)
         x_row = _row_length(context, builder, x_type, xa)
-        starts = [builder.mul(builder.add(s0_, ir.Constant(intp, s)), x_row)
-                  for s in range(SCORE_SAMPLES)]
-        _emit_score_tile(context, builder, x_type, xa, starts, s0_, w_type,
-                         context.make_array(w_type)(context, builder, w), c0_, nv, s_type,
-                         context.make_array(s_type)(context, builder, s_out))
+        w_row = _row_length(context, builder, w_type, wa)
+        s_row = _row_length(context, builder, s_type, sa)
+        x_starts = [builder.mul(builder.add(s0_, ir.Constant(intp, s)), x_row)
+                    for s in range(SCORE_SAMPLES)]
+        w_starts = [builder.mul(builder.add(c0_, ir.Constant(intp, c)), w_row)
+                    for c in range(TILE_CLASSES)]
+        acc = _accumulators(builder, vector, SCORE_SAMPLES * TILE_CLASSES)
+        with cgutils.for_range(builder, nv) as loop:
+            d = builder.mul(loop.index, ir.Constant(intp, lanes))
+            xs = [builder.load(_vector_at(builder, xa.data, builder.add(start, d), vector),
+                               align=1) for start in x_starts]
+            for c in range(TILE_CLASSES):
+                wv = builder.load(_vector_at(builder, wa.data, builder.add(w_starts[c], d),
+                                             vector), align=1)
+                for s in range(SCORE_SAMPLES):
+                    slot = acc[s * TILE_CLASSES + c]
+                    builder.store(_fma(builder, xs[s], wv, builder.load(slot)), slot)
+        for s in range(SCORE_SAMPLES):
+            s_at = builder.add(builder.mul(builder.add(s0_, ir.Constant(intp, s)), s_row), c0_)
+            for c in range(TILE_CLASSES):
+                total = _horizontal_sum(builder, builder.load(acc[s * TILE_CLASSES + c]))
+                builder.store(total, builder.gep(sa.data, [builder.add(
+                    s_at, ir.Constant(intp, c))]))
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _emit_prefetch(builder, base, n_lines):
-    """``prefetcht1`` the n_lines cache lines from the byte pointer base on."""
-    fn = _llvm_prefetch(builder)
-    with cgutils.for_range(builder, n_lines) as loop:
-        _prefetch_line(builder, fn, builder.gep(base, [builder.mul(
-            loop.index, ir.Constant(n_lines.type, 64))]))
 
 
 @intrinsic
@@ -101,36 +279,20 @@ def _prefetch_row(typingctx, X, i):
         x_type = signature.args[0]
         xa = context.make_array(x_type)(context, builder, args[0])
         intp = context.get_value_type(types.intp)
+        byte_ptr = ir.IntType(8).as_pointer()
         row = _row_length(context, builder, x_type, xa)
-        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]),
-                               ir.IntType(8).as_pointer())
+        base = builder.bitcast(builder.gep(xa.data, [builder.mul(args[1], row)]), byte_ptr)
         row_bytes = builder.mul(row, ir.Constant(intp, x_type.dtype.bitwidth // 8))
         n_lines = builder.udiv(builder.add(row_bytes, ir.Constant(intp, 63)),
                                ir.Constant(intp, 64))
-        _emit_prefetch(builder, base, n_lines)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _prefetch_span(typingctx, X, i, lo, n):
-    """Ask for the cache lines of X[i, lo:lo + n] (X (N, D)) to be brought into L2
-    (``prefetcht1``): one line per 64 bytes from the first element, and one more for a span
-    that does not start on a line (a prefetch never faults)."""
-    sig = types.void(X, i, lo, n)
-
-    def codegen(context, builder, signature, args):
-        x_type = signature.args[0]
-        xa = context.make_array(x_type)(context, builder, args[0])
-        intp = context.get_value_type(types.intp)
-        row = _row_length(context, builder, x_type, xa)
-        start = builder.add(builder.mul(args[1], row), args[2])
-        base = builder.bitcast(builder.gep(xa.data, [start]), ir.IntType(8).as_pointer())
-        n_bytes = builder.mul(args[3], ir.Constant(intp, x_type.dtype.bitwidth // 8))
-        n_lines = builder.add(builder.udiv(n_bytes, ir.Constant(intp, 64)),
-                              ir.Constant(intp, 1))
-        _emit_prefetch(builder, base, n_lines)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        with cgutils.for_range(builder, n_lines) as loop:
+            line = builder.gep(base, [builder.mul(loop.index, ir.Constant(intp, 64))])
+            builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
+                              ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -157,7 +319,19 @@ def _panel_scores(Xp, n_rows, W, S, X, rows, next_lo, next_hi):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _score_tile(Xp, s0, W, c0, n_vec, S)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_leftovers(Xp[s], W, S[s], c_tiles, d_tail, 1.0)
+            x = Xp[s]
+            for c in range(c_tiles, C):
+                w = W[c]
+                acc = W.dtype.type(0)
+                for d in range(D):
+                    acc += x[d] * w[d]
+                S[s, c] = acc
+            for c in range(c_tiles):
+                w = W[c]
+                acc = S[s, c]
+                for d in range(d_tail, D):
+                    acc += x[d] * w[d]
+                S[s, c] = acc
 
 
 @njit(fastmath=FAST, cache=True)
@@ -306,3 +480,7 @@ def sgd_epoch_v8(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
         _apply_update_rows(W, b, vel_W, vel_b, grads_W[last], grads_b[last],
                            lr_steps[n_steps - 1], momentum, alpha, grad_rows[0])
     return loss_sum
+
+
+if __name__ == "__main__":
+    main(sgd_epoch_v8, __doc__)

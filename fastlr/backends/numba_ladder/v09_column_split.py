@@ -3,27 +3,258 @@
 Shapes: N samples, D features, C classes, B batch, T threads.
 
 In v8 every step each thread read the other's partial gradient across cores and both ran the
-whole update. In v9 thread k owns the columns ``_aligned_slice(D, k, T)`` of W in a private
+whole update. In v9 thread k owns the columns ``_column_slice(D, k, T)`` of W in a private
 buffer and reads only those columns of X: its gradient and update stay in its cache, and only
 the partial scores cross cores. Every thread runs the softmax of the whole batch, which made
-the softmax worth making cheap: the vectorizable exp of ``fastlr.backends.numba.softmax``.
-Steps are pipelined, one fork-join each; the packing copies half rows through a view that
-starts at the slice (indexing ``row[d_lo + d]`` stops the copy vectorizing), and the gradient
-asks for the next step's first PREFETCH_LEAD half rows (the whole next batch thrashed L2).
+the softmax worth making cheap: a vectorizable exp (``_exp_nonpositive``). Steps are
+pipelined, one fork-join each; the packing copies half rows through a view that starts at the
+slice (indexing ``row[d_lo + d]`` stops the copy vectorizing), and the gradient asks for the
+next step's first PREFETCH_LEAD half rows (the whole next batch thrashed L2).
+
+Frozen as measured: the code of ``fastlr/backends/numba.py`` at commit 2e35b0a (2026-11-27),
+which measured v9; v8's tiles (64-byte vectors).
 """
 
 import numpy as np
-from numba import njit, prange
 
-from ..numba.partition import _aligned_slice, _chunk_bounds
-from ..numba.softmax import _block_softmax, _softmax_scratch
-from ..numba.tiles import FAST, SCORE_SAMPLES, TILE_CLASSES, VECTOR_BYTES, _score_leftovers
-from ..numba.update import _sgd_step
-from .v08_register_tiles import (
-    GRAD_VECTORS, PANEL, _grad_tile_narrow, _grad_tile_wide, _prefetch_span, _score_tile)
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
+
+from .lab_common import _chunk_bounds, main
+
+
+# Reassociation lets LLVM vectorize the dot-product reductions; contraction gives FMAs. The
+# other fast-math flags (no NaN, no inf, approximate functions) are left off: softmax must
+# see an inf or a NaN if the weights diverge, so the driver can report it.
+FAST = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def _column_slice(D, k, T):
+    """Columns [lo, hi) of W that thread k updates: T slices whose bounds are multiples of 16
+    floats, so no two threads write the same cache line."""
+    lo = min(D, ((k * D) // T + 15) // 16 * 16)
+    hi = D if k == T - 1 else min(D, (((k + 1) * D) // T + 15) // 16 * 16)
+    return lo, hi
+
+
+VECTOR_BYTES = 64
+
+
+PANEL = 64          # samples packed at a time: 64 rows of MNIST are 200 KB, at home in L2
+
+
+PREFETCH_LOCALITY = 2  # llvm.prefetch locality 2: prefetcht1, into L2
+
+
+SCORE_SAMPLES = 4   # samples x classes of the score tile: 9 vector loads feed 20 FMAs
+
+
+TILE_CLASSES = 5    # classes of both tiles; C = 10 is two tiles
+
+
+GRAD_VECTORS = 4    # vectors of features of the wide gradient tile: 5 x 4 accumulators
+
+
+def _lanes_of(context, array_type):
+    element = context.get_data_type(array_type.dtype)
+    lanes = VECTOR_BYTES // (array_type.dtype.bitwidth // 8)
+    return element, ir.VectorType(element, lanes)
+
+
+def _fma(builder, a, b, c):
+    """a * b + c on vectors, one rounding."""
+    vector = a.type
+    suffix = f"v{vector.count}f{64 if isinstance(vector.element, ir.DoubleType) else 32}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                        "llvm.fma." + suffix)
+    return builder.call(fn, [a, b, c])
+
+
+def _vector_at(builder, base, index, vector):
+    """Pointer to the vector starting at element ``index`` of ``base`` (unaligned)."""
+    return builder.bitcast(builder.gep(base, [index]), vector.as_pointer())
+
+
+def _splat(builder, value, vector):
+    undef = ir.Constant(vector, ir.Undefined)
+    first = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    return builder.shuffle_vector(first, undef, mask)
+
+
+def _horizontal_sum(builder, value):
+    """Sum of the lanes of a vector by halving: a fixed tree, so a fixed rounding."""
+    width = value.type.count
+    while width > 1:
+        half = width // 2
+        low = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half))))
+        high = builder.shuffle_vector(value, value, ir.Constant(
+            ir.VectorType(ir.IntType(32), half), list(range(half, width))))
+        value = builder.fadd(low, high)
+        width = half
+    return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+
+
+def _accumulators(builder, vector, count):
+    slots = []
+    for _ in range(count):
+        slot = cgutils.alloca_once(builder, vector)
+        builder.store(ir.Constant(vector, None), slot)
+        slots.append(slot)
+    return slots
+
+
+def _row_length(context, builder, array_type, array):
+    return cgutils.unpack_tuple(builder, array.shape, 2)[1]
+
+
+def _make_grad_tile(n_vectors):
+    """An intrinsic ``grad_tile(Xp, n, G, d0, c0, out)``: for the TILE_CLASSES classes
+    c0.. and the n_vectors vectors of features from d0,
+    ``out[c, d] += sum_{s < n} G[s, c] Xp[s, d]``, summed over s in order in registers and
+    added to ``out`` once. Xp (P, D), G (P, C), out (C, D), C-contiguous, one float dtype."""
+
+    @intrinsic
+    def grad_tile(typingctx, Xp, n, G, d0, c0, out):
+        sig = types.void(Xp, n, G, d0, c0, out)
+
+        def codegen(context, builder, signature, args):
+            xp, n_, g, d0_, c0_, out_ = args
+            x_type, _, g_type, _, _, out_type = signature.args
+            element, vector = _lanes_of(context, x_type)
+            lanes = vector.count
+            intp = context.get_value_type(types.intp)
+            xa = context.make_array(x_type)(context, builder, xp)
+            ga = context.make_array(g_type)(context, builder, g)
+            oa = context.make_array(out_type)(context, builder, out_)
+            x_row = _row_length(context, builder, x_type, xa)
+            g_row = _row_length(context, builder, g_type, ga)
+            out_row = _row_length(context, builder, out_type, oa)
+            acc = _accumulators(builder, vector, TILE_CLASSES * n_vectors)
+            with cgutils.for_range(builder, n_) as loop:
+                s = loop.index
+                x_at = builder.add(builder.mul(s, x_row), d0_)
+                xs = [builder.load(_vector_at(builder, xa.data, builder.add(
+                    x_at, ir.Constant(intp, v * lanes)), vector), align=1)
+                    for v in range(n_vectors)]
+                g_at = builder.add(builder.mul(s, g_row), c0_)
+                for c in range(TILE_CLASSES):
+                    gc = builder.load(builder.gep(ga.data, [builder.add(
+                        g_at, ir.Constant(intp, c))]))
+                    gv = _splat(builder, gc, vector)
+                    for v in range(n_vectors):
+                        slot = acc[c * n_vectors + v]
+                        builder.store(_fma(builder, gv, xs[v], builder.load(slot)), slot)
+            for c in range(TILE_CLASSES):
+                out_at = builder.add(builder.mul(builder.add(c0_, ir.Constant(intp, c)),
+                                                 out_row), d0_)
+                for v in range(n_vectors):
+                    ptr = _vector_at(builder, oa.data, builder.add(
+                        out_at, ir.Constant(intp, v * lanes)), vector)
+                    total = builder.fadd(builder.load(ptr, align=1),
+                                         builder.load(acc[c * n_vectors + v]))
+                    builder.store(total, ptr, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return grad_tile
+
+
+_grad_tile_wide = _make_grad_tile(GRAD_VECTORS)
+
+
+_grad_tile_narrow = _make_grad_tile(1)
+
+
+@intrinsic
+def _score_tile(typingctx, Xp, s0, W, c0, n_vectors, S):
+    """``score_tile(Xp, s0, W, c0, n_vectors, S)``: for the SCORE_SAMPLES rows s0.. of Xp and
+    the TILE_CLASSES rows c0.. of W, ``S[s, c] = sum_{d < n_vectors * lanes} Xp[s, d] W[c, d]``,
+    each sum kept in one vector of lanes across d and reduced by a fixed halving tree.
+    Xp (P, D), W (C, D), S (P, C), one float dtype."""
+    sig = types.void(Xp, s0, W, c0, n_vectors, S)
+
+    def codegen(context, builder, signature, args):
+        xp, s0_, w, c0_, nv, s_out = args
+        x_type, _, w_type, _, _, s_type = signature.args
+        element, vector = _lanes_of(context, x_type)
+        lanes = vector.count
+        intp = context.get_value_type(types.intp)
+        xa = context.make_array(x_type)(context, builder, xp)
+        wa = context.make_array(w_type)(context, builder, w)
+        sa = context.make_array(s_type)(context, builder, s_out)
+        x_row = _row_length(context, builder, x_type, xa)
+        w_row = _row_length(context, builder, w_type, wa)
+        s_row = _row_length(context, builder, s_type, sa)
+        x_starts = [builder.mul(builder.add(s0_, ir.Constant(intp, s)), x_row)
+                    for s in range(SCORE_SAMPLES)]
+        w_starts = [builder.mul(builder.add(c0_, ir.Constant(intp, c)), w_row)
+                    for c in range(TILE_CLASSES)]
+        acc = _accumulators(builder, vector, SCORE_SAMPLES * TILE_CLASSES)
+        with cgutils.for_range(builder, nv) as loop:
+            d = builder.mul(loop.index, ir.Constant(intp, lanes))
+            xs = [builder.load(_vector_at(builder, xa.data, builder.add(start, d), vector),
+                               align=1) for start in x_starts]
+            for c in range(TILE_CLASSES):
+                wv = builder.load(_vector_at(builder, wa.data, builder.add(w_starts[c], d),
+                                             vector), align=1)
+                for s in range(SCORE_SAMPLES):
+                    slot = acc[s * TILE_CLASSES + c]
+                    builder.store(_fma(builder, xs[s], wv, builder.load(slot)), slot)
+        for s in range(SCORE_SAMPLES):
+            s_at = builder.add(builder.mul(builder.add(s0_, ir.Constant(intp, s)), s_row), c0_)
+            for c in range(TILE_CLASSES):
+                total = _horizontal_sum(builder, builder.load(acc[s * TILE_CLASSES + c]))
+                builder.store(total, builder.gep(sa.data, [builder.add(
+                    s_at, ir.Constant(intp, c))]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _emit_prefetch(builder, base, n_lines):
+    """``prefetcht1`` the n_lines cache lines from the byte pointer base on."""
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [base.type, i32, i32, i32]),
+        "llvm.prefetch.p0")
+    with cgutils.for_range(builder, n_lines) as loop:
+        line = builder.gep(base, [builder.mul(loop.index, ir.Constant(n_lines.type, 64))])
+        builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY),
+                          ir.Constant(i32, 1)])
+
+
+@intrinsic
+def _prefetch_span(typingctx, X, i, lo, n):
+    """Ask for the cache lines of X[i, lo:lo + n] (X (N, D)) to be brought into L2
+    (``prefetcht1``): one line per 64 bytes from the first element, and one more for a span
+    that does not start on a line (a prefetch never faults)."""
+    sig = types.void(X, i, lo, n)
+
+    def codegen(context, builder, signature, args):
+        x_type = signature.args[0]
+        xa = context.make_array(x_type)(context, builder, args[0])
+        intp = context.get_value_type(types.intp)
+        row = _row_length(context, builder, x_type, xa)
+        start = builder.add(builder.mul(args[1], row), args[2])
+        base = builder.bitcast(builder.gep(xa.data, [start]), ir.IntType(8).as_pointer())
+        n_bytes = builder.mul(args[3], ir.Constant(intp, x_type.dtype.bitwidth // 8))
+        n_lines = builder.add(builder.udiv(n_bytes, ir.Constant(intp, 64)),
+                              ir.Constant(intp, 1))
+        _emit_prefetch(builder, base, n_lines)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 PREFETCH_ROWS = 8   # how far ahead in perm the packing asks for half rows of X (v9)
+
+
 PREFETCH_LEAD = 32  # how many of the next step's half rows the gradient asks for (v9)
 
 
@@ -58,12 +289,128 @@ def _column_scores(X, perm, start, stop, d_lo, d_hi, Xp, W_k, S_k, cursor):
         for c0 in range(0, c_tiles, TILE_CLASSES):
             _score_tile(Xp, s0, W_k, c0, n_vec, S_k)
         for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_leftovers(Xp[s], W_k, S_k[s], c_tiles, d_tail, 1.0)
+            x = Xp[s]
+            for c in range(c_tiles, C):
+                w = W_k[c]
+                acc = W_k.dtype.type(0)
+                for d in range(Dk):
+                    acc += x[d] * w[d]
+                S_k[s, c] = acc
+            for c in range(c_tiles):
+                w = W_k[c]
+                acc = S_k[s, c]
+                for d in range(d_tail, Dk):
+                    acc += x[d] * w[d]
+                S_k[s, c] = acc
+
+
+@intrinsic
+def _two_to(typingctx, k):
+    """2.0 ** k as a float64 for an integer -1022 <= k <= 1023: the exponent field, set
+    directly (one shift and a bitcast, so a loop around it still vectorizes)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(bits, ir.DoubleType())
+
+    return sig, codegen
+
+
+LOG2_E = 1.4426950408889634
+
+
+LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm): k LN2_HI is exact
+
+
+LN2_LO = 1.90821492927058770002e-10
+
+
+@njit(cache=True)
+def _exp_nonpositive(x):
+    """exp(x) in float64 for x <= 0, within 2 ulp, in plain IEEE operations that a loop can
+    vectorize (a call to libm's exp cannot be): x = k ln2 + r with |r| <= ln2 / 2 (Cody-Waite),
+    exp(r) by its Taylor polynomial to degree 13 (remainder < 5e-18), times 2^k. Below -708
+    (exp < 3e-308, nothing next to the row maximum's 1) x is clamped there; a NaN stays NaN."""
+    if x < -708.0:
+        x = -708.0
+    kf = np.floor(x * LOG2_E + 0.5)
+    r = (x - kf * LN2_HI) - kf * LN2_LO
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k = np.int64(kf) if kf >= -1022.0 else np.int64(-1022)
+    return p * _two_to(k)
+
+
+@njit(cache=True)
+def _column_softmax(S_parts, n, b, y, sample_weight, perm, start, Z, E, row_max, row_total, G,
+                    grad_b, loss_lo, loss_hi):
+    """The full scores of the batch ``perm[start:start + n]``, ``Z = sum_k S_parts[k] + b``
+    summed in order k = 0..T-1 in float64 into Z (P, C); the stable softmax with the
+    vectorized ``_exp_nonpositive`` over the whole batch at once; ``G[s] = s_i (p - onehot)
+    / B`` in W's dtype and ``grad_b = sum_s G[s]`` in order. Returns the sum of s_i l_i over
+    the samples [loss_lo, loss_hi) of the batch (the threads share the logs)."""
+    T = S_parts.shape[0]
+    C = b.shape[0]
+    inv_batch = 1.0 / n
+    for s in range(n):
+        for c in range(C):
+            acc = np.float64(S_parts[0, s, c])
+            for k in range(1, T):
+                acc += S_parts[k, s, c]
+            Z[s, c] = acc + b[c]
+    for s in range(n):
+        m = Z[s, 0]
+        for c in range(1, C):
+            if Z[s, c] > m:
+                m = Z[s, c]
+        row_max[s] = m
+        for c in range(C):
+            E[s, c] = Z[s, c] - m
+    flat = E.reshape(E.size)
+    for j in range(n * C):
+        flat[j] = _exp_nonpositive(flat[j])
+    for c in range(C):
+        grad_b[c] = 0
+    for s in range(n):
+        total = 0.0
+        for c in range(C):
+            total += E[s, c]
+        row_total[s] = total
+        inv_total = 1.0 / total
+        i = perm[start + s]
+        weight = np.float64(sample_weight[i])
+        y_i = y[i]
+        for c in range(C):
+            p = weight * E[s, c] * inv_total
+            if c == y_i:
+                p -= weight
+            g = b.dtype.type(p * inv_batch)
+            G[s, c] = g
+            grad_b[c] += g
+    loss = 0.0
+    for s in range(loss_lo, loss_hi):
+        i = perm[start + s]
+        loss += sample_weight[i] * (row_max[s] + np.log(row_total[s]) - Z[s, y[i]])
+    return loss
 
 
 @njit(fastmath=FAST, cache=True)
 def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
-    """``grad_k += G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
+    """``grad_k = G[:n]^T Xp[:n]`` (C, D_k) in panels of PANEL rows with the register tiles;
     between the tiles, ask for the half rows ``X[perm[cursor[0]:next_stop], d_lo:d_lo +
     width]`` (the next step's), spread evenly, so the memory works while the tiles do."""
     C, Dk = grad_k.shape
@@ -72,6 +419,10 @@ def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
     d_wide = Dk - Dk % wide
     d_narrow = Dk - Dk % lanes
     c_tiles = C - C % TILE_CLASSES
+    for c in range(C):
+        row = grad_k[c]
+        for d in range(Dk):
+            row[d] = 0
     n_panels = (n + PANEL - 1) // PANEL
     n_slots = n_panels * ((d_narrow + wide - 1) // wide)
     per_slot = (next_stop - cursor[0] + n_slots - 1) // max(1, n_slots)
@@ -107,11 +458,31 @@ def _column_gradient(Xp, n, G, grad_k, X, perm, cursor, next_stop, d_lo, width):
 
 @njit(cache=True)
 def _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr, momentum, alpha):
-    """The SGD step (``fastlr.backends.numba.update``) on the thread's columns of W, row by
-    row, and on its copy of b."""
-    for c in range(W_k.shape[0]):
-        _sgd_step(W_k[c], vel_k[c], grad_k[c], lr, momentum, alpha)
-    _sgd_step(b_k, vel_b_k, grad_b, lr, momentum, 0.0)
+    """The SGD step on the thread's columns of W and on its copy of b:
+    ``v = momentum v + (grad + alpha W); W -= lr v``, the bias without alpha; the arithmetic
+    of ``_apply_update_rows``."""
+    C, Dk = W_k.shape
+    lr_ = W_k.dtype.type(lr)
+    mu = W_k.dtype.type(momentum)
+    al = W_k.dtype.type(alpha)
+    for c in range(C):
+        w = W_k[c]
+        g_row = grad_k[c]
+        if momentum != 0.0:
+            v = vel_k[c]
+            for d in range(Dk):
+                g = g_row[d] + al * w[d] + mu * v[d]
+                v[d] = g
+                w[d] -= lr_ * g
+        else:
+            for d in range(Dk):
+                w[d] -= lr_ * (g_row[d] + al * w[d])
+    for c in range(C):
+        g = grad_b[c]
+        if momentum != 0.0:
+            g += mu * vel_b_k[c]
+            vel_b_k[c] = g
+        b_k[c] -= lr_ * g
 
 
 @njit(cache=True)
@@ -129,11 +500,8 @@ def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_si
         start = (t - 1) * batch_size
         n = min(start + batch_size, M) - start
         loss_lo, loss_hi = _chunk_bounds(0, n, k, T)
-        grad_b[:] = 0
-        grad_k[:, :] = 0
-        loss = _block_softmax(S_parts[(t - 1) % 2], n, 1.0 / n, b_k, y, sample_weight, perm,
-                               start, Z, E, row_max, row_total, G, grad_b, loss_lo, loss_hi,
-                               0.0)
+        loss = _column_softmax(S_parts[(t - 1) % 2], n, b_k, y, sample_weight, perm, start, Z,
+                               E, row_max, row_total, G, grad_b, loss_lo, loss_hi)
         _column_gradient(Xp, n, G, grad_k, X, perm, cursor,
                          min(start + n + min(batch_size, PREFETCH_LEAD), M), d_lo, d_hi - d_lo)
         _column_update(grad_k, W_k, vel_k, b_k, vel_b_k, grad_b, lr_steps[t - 1], momentum,
@@ -145,62 +513,10 @@ def _column_step(t, k, T, n_steps, X, y, sample_weight, perm, lr_steps, batch_si
     return loss
 
 
-@njit(cache=True)
-def _split_columns(W, b, vel_W, vel_b, T):
-    """The private buffers of the column split (v9, v10): thread k's columns
-    ``_aligned_slice(D, k, T)`` of W and vel_W in ``W_cols[k]``, ``vel_cols[k]`` (T, C, width),
-    width the widest slice rounded up to whole vectors; columns past a thread's slice stay
-    zero, so they add exact zeros to the scores and get a zero gradient and update. Each
-    thread's copies of b and vel_b are padded to whole cache lines. Returns W_cols, vel_cols,
-    grad_cols (zeros), b_cols, vel_b_cols, grad_b (zeros) and the slice bounds (T, 2)."""
-    C, D = W.shape
-    dtype = W.dtype
-    lanes = VECTOR_BYTES // W.itemsize
-    bounds = np.zeros((T, 2), np.int64)
-    width = 0
-    for k in range(T):
-        d_lo, d_hi = _aligned_slice(D, k, T)
-        bounds[k, 0] = d_lo
-        bounds[k, 1] = d_hi
-        width = max(width, d_hi - d_lo)
-    width = (width + lanes - 1) // lanes * lanes
-    c_pad = (C + lanes - 1) // lanes * lanes
-    W_cols = np.zeros((T, C, width), dtype)
-    vel_cols = np.zeros((T, C, width), dtype)
-    b_cols = np.zeros((T, c_pad), dtype)
-    vel_b_cols = np.zeros((T, c_pad), dtype)
-    for k in range(T):
-        d_lo = bounds[k, 0]
-        for c in range(C):
-            for d in range(d_lo, bounds[k, 1]):
-                W_cols[k, c, d - d_lo] = W[c, d]
-                vel_cols[k, c, d - d_lo] = vel_W[c, d]
-            b_cols[k, c] = b[c]
-            vel_b_cols[k, c] = vel_b[c]
-    return (W_cols, vel_cols, np.zeros((T, C, width), dtype), b_cols, vel_b_cols,
-            np.zeros((T, c_pad), dtype), bounds)
-
-
-@njit(cache=True)
-def _join_columns(W_cols, vel_cols, b_cols, vel_b_cols, bounds, W, b, vel_W, vel_b):
-    """Write the threads' columns back into W and vel_W, and thread 0's copies of b and vel_b
-    (all threads' are bitwise equal) into b and vel_b."""
-    C = W.shape[0]
-    for k in range(W_cols.shape[0]):
-        d_lo = bounds[k, 0]
-        for c in range(C):
-            for d in range(d_lo, bounds[k, 1]):
-                W[c, d] = W_cols[k, c, d - d_lo]
-                vel_W[c, d] = vel_cols[k, c, d - d_lo]
-    for c in range(C):
-        b[c] = b_cols[0, c]
-        vel_b[c] = vel_b_cols[0, c]
-
-
 @njit(parallel=True, cache=True)
 def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size, momentum,
                  alpha, parts_W, parts_b):
-    """v9: thread k owns the columns ``_aligned_slice(D, k, T)`` of W, in a contiguous private
+    """v9: thread k owns the columns ``_column_slice(D, k, T)`` of W, in a contiguous private
     buffer with its velocity, and reads only those columns of X. Steps are pipelined, one
     fork-join each: in stage t each thread finishes step t-1 and starts step t, so the only
     data crossing cores are the T partial score blocks (P, C), double-buffered by step
@@ -212,15 +528,41 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
     if n_steps == 0:
         return 0.0
     dtype = W.dtype
-    W_cols, vel_cols, grad_cols, b_cols, vel_b_cols, grad_b, bounds = _split_columns(
-        W, b, vel_W, vel_b, T)
-    width = W_cols.shape[2]
+    lanes = VECTOR_BYTES // W.itemsize
+    width = 0
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        width = max(width, d_hi - d_lo)
+    width = (width + lanes - 1) // lanes * lanes
     rows = (min(batch_size, M) + SCORE_SAMPLES - 1) // SCORE_SAMPLES * SCORE_SAMPLES
-    # Columns past a thread's slice stay zero in Xp too.
+    c_pad = (C + lanes - 1) // lanes * lanes  # per-thread rows of C on cache lines of their own
+    # Columns past a thread's slice stay zero in W_cols, vel_cols and Xp: they add exact
+    # zeros to the scores and their gradient and update are zero.
+    W_cols = np.zeros((T, C, width), dtype)
+    vel_cols = np.zeros((T, C, width), dtype)
+    grad_cols = np.zeros((T, C, width), dtype)
     Xp = np.zeros((T, rows, width), dtype)
     S_parts = np.zeros((2, T, rows, C), dtype)
-    G, Z, E, row_max, row_total = _softmax_scratch(T, rows, C, dtype)
+    G = np.zeros((T, rows, C), dtype)
+    Z = np.zeros((T, rows, C))
+    E = np.zeros((T, rows, C))
+    row_max = np.zeros((T, rows + 8))
+    row_total = np.zeros((T, rows + 8))
+    b_cols = np.zeros((T, c_pad), dtype)
+    vel_b_cols = np.zeros((T, c_pad), dtype)
+    grad_b = np.zeros((T, c_pad), dtype)
     cursor = np.zeros((T, 8), np.int64)
+    bounds = np.zeros((T, 2), np.int64)
+    for k in range(T):
+        d_lo, d_hi = _column_slice(D, k, T)
+        bounds[k, 0] = d_lo
+        bounds[k, 1] = d_hi
+        for c in range(C):
+            for d in range(d_lo, d_hi):
+                W_cols[k, c, d - d_lo] = W[c, d]
+                vel_cols[k, c, d - d_lo] = vel_W[c, d]
+            b_cols[k, c] = b[c]
+            vel_b_cols[k, c] = vel_b[c]
     step_loss = np.zeros((T, 8))
     loss_sum = 0.0
     for t in range(n_steps + 1):
@@ -239,5 +581,17 @@ def sgd_epoch_v9(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_
                     S_parts, G[k], Z[k], E[k], row_max[k], row_total[k], cursor[k])
         for k in range(T):
             loss_sum += step_loss[k, 0]
-    _join_columns(W_cols, vel_cols, b_cols, vel_b_cols, bounds, W, b, vel_W, vel_b)
+    for k in range(T):
+        d_lo = bounds[k, 0]
+        for c in range(C):
+            for d in range(d_lo, bounds[k, 1]):
+                W[c, d] = W_cols[k, c, d - d_lo]
+                vel_W[c, d] = vel_cols[k, c, d - d_lo]
+    for c in range(C):
+        b[c] = b_cols[0, c]
+        vel_b[c] = vel_b_cols[0, c]
     return loss_sum
+
+
+if __name__ == "__main__":
+    main(sgd_epoch_v9, __doc__)
