@@ -649,7 +649,7 @@ def _read_decoded(path):
 def _aligned_empty(shape, dtype, alignment=64):
     """An empty C-contiguous array that starts on a cache line: the kernels' 64-byte vector
     loads of its rows then never straddle two lines (on Intel cores such a load costs two;
-    the Numba score tile ran 1.37x faster on aligned rows, docs/kernels.md)."""
+    the Numba score tile ran faster on aligned rows, docs/journal/)."""
     dtype = np.dtype(dtype)
     n_bytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(n_bytes + alignment, np.uint8)
