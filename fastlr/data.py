@@ -61,8 +61,12 @@ BUNDLED_DATA_DIRS = (Path(__file__).resolve().parent / "_data",
 
 
 def default_cache_dir(name="mnist"):
-    """``$XDG_CACHE_HOME/fastlr/NAME``, by default ``~/.cache/fastlr/NAME``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    """``$XDG_CACHE_HOME/fastlr/NAME``, by default ``~/.cache/fastlr/NAME``. A relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG base directory specification asks: the cache
+    would move with the working directory."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = Path.home() / ".cache"
     return Path(base) / "fastlr" / name
 
 
