@@ -42,15 +42,15 @@ The tiles are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the b
 compare them). Above v4, the AMX level (``AMX_LEVEL``, where the CPU has AMX-BF16 and Linux
 grants the tile registers) computes the scores and gradient of uint8 pixels with float32
 weights (C <= 16, chunks of at least 64 samples) as bf16 tile products, each weight split into
-two bf16 (``fastlr/csrc/tiles_amx.c``): 1.5-1.6x v4's epoch on MNIST at batch 1024.
+two bf16 (``fastlr/csrc/tiles_amx.c``), faster than v4's epoch on MNIST at batch 1024.
 
 Why it is built this way (measured on AMD Zen 4, then on Intel Sapphire Rapids; the numbers
-are in ``docs/kernels.md``, "The Cython kernels"):
+are in ``docs/journal/``):
 
 - On Sapphire Rapids: the lanes of the score accumulators summed as vector halves (the copy
   to an array GCC made of it was half the score tile's time), the score span chosen from the
   L1's size (whole rows where they fit), and uint8 pixels, a quarter of the bytes of an epoch
-  that was waiting on memory (1.8-1.9x over float32).
+  that was waiting on memory.
 
 - Register tiles: the gradient of a block accumulated in registers, instead of a rank-1
   update of every row of gW per sample, was the first large gain; then the scores waited on

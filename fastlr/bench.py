@@ -118,7 +118,7 @@ def bench_sgd_engine(engine, backend, data, batch_size, threads, repeats, expect
     c = W0.shape[0]
     # Only the NumPy engine calls BLAS. For the others BLAS gets one thread: OpenBLAS workers
     # left over from an earlier multi-threaded call busy-wait, and on a 2-core machine they
-    # take a core from the engine's own threads (numba at T = 2 measured 52 instead of 30 ms).
+    # take a core from the engine's own threads.
     with _blas_threads(threads if backend.name == "numpy" else 1):
         settle()  # the first call's time counts toward compile s: no leftover BLAS spinning
         start = time.perf_counter()

@@ -24,9 +24,8 @@ from .preprocess import apply_preprocessing
 from .validation import plain
 
 # The pairwise models: the engine's defaults with 5 epochs, so that the 45 of them (about 12,000
-# images each on MNIST) train in about 20 s on the NumPy backend. More epochs help the hardest
-# pairs a little (7/9 on raw pixels: 96.6% training accuracy at 5 epochs, 97.0% at 20), as do a
-# larger rate or momentum (at most 0.3 points in our runs).
+# images each on MNIST) train in seconds. More epochs, a larger rate or momentum help the
+# hardest pairs only a little (docs/journal/epyc-zen3.md).
 PAIR_EPOCHS = 5
 PAIR_BATCH_SIZE = 64
 PAIR_LEARNING_RATE = 1.0

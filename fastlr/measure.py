@@ -140,9 +140,9 @@ def settle(max_seconds=SETTLE_MAX_SECONDS):
 
     Why: a CpuWatch sees only other processes. OpenBLAS's worker threads busy-wait for a while
     after a multi-threaded call, even once BLAS is limited to one thread; after a two-thread
-    NumPy row, the next engine's first epochs ran 2-4x slower on a 2-core machine (Numba at
-    batch 1024: 25.8-63.3 ms instead of 13.6) until they stopped, and the harness took it for
-    the engine's own time."""
+    NumPy row, the next engine's first epochs ran several times slower on a 2-core machine
+    until they stopped, and the harness took it for the engine's own time
+    (docs/journal/xeon-sapphire-rapids.md)."""
     start = time.perf_counter()
     while time.perf_counter() - start < max_seconds:
         used = time.process_time()

@@ -39,10 +39,8 @@ from .preprocess import apply_preprocessing
 
 ASSETS = Path(__file__).with_name("page_assets")
 
-# The comparison model's L2 penalty. Measured on MNIST with the defaults otherwise (10 epochs,
-# batch 64, rate 1.0, seed 0, test accuracy): L2 0 92.69%, speckled weights; 1e-4 92.57%, as
-# speckled; 1e-3 92.06%, the 2, 3 and 5 begin to read; 3e-3 91.54%, the templates read as
-# digits; 1e-2 90.61%, smooth blobs.
+# The comparison model's L2 penalty: the smallest at which the templates read as digits on
+# MNIST with the defaults otherwise (the sweep: docs/journal/epyc-zen3.md).
 COMPARE_L2 = 3e-3
 
 # Misclassified test images kept per cell of the confusion matrix, the most confident first:

@@ -5,7 +5,7 @@ Shapes: N images, D pixels per image.
 MNIST's pixels are bytes, and a linear model on MNIST trains on the floats ``X / 255``. The
 kernels of the numba and cython backends (``takes_pixels``) read the bytes themselves, with the
 1/255 folded into their arithmetic (``fastlr/backends/__init__.py``): a quarter of the memory
-traffic of float32, and an epoch at batch 1024 on two threads 1.6x faster (docs/kernels.md).
+traffic of float32, and a faster epoch (docs/journal/).
 The model they train is the float model, within the tolerances the backends are checked to.
 
 A plain uint8 array keeps the meaning scikit-learn gives it, its values as numbers (0-255);

@@ -30,12 +30,6 @@ Reading overlaps training: a reader thread fills the next shuffle buffer while t
 train on this one. The reads run without the GIL (``os.preadv``), and so do the Cython
 kernels; the Numba kernels hold the GIL, so with them a read waits for the kernel's return.
 Every random number is drawn in the caller's thread before the reads, so the model does not
-depend on the threads' timing.
-
-Reading overlaps training: a reader thread fills the next shuffle buffer while the kernels
-train on this one. The reads run without the GIL (``os.preadv``), and so do the Cython
-kernels; the Numba kernels hold the GIL, so with them a read waits for the kernel's return.
-Every random number is drawn in the caller's thread before the reads, so the model does not
 depend on the threads' timing. Rows that could not all stay in the page cache (more than the
 memory the process may use) are read past it (:attr:`fastlr.reading.RowFile.bypass_cache`).
 

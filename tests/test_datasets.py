@@ -252,3 +252,13 @@ def test_the_model_file_checks_its_data_set_record(tmp_path):
                      dataset=dict(record, image_shape=[5, 5]))
     with pytest.raises(ModelFileError, match="data set record"):
         read_model(tmp_path / "bad.npz")
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative-cache")
+    assert data.default_cache_dir("tiny") == tmp_path / "home" / ".cache" / "fastlr" / "tiny"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.default_cache_dir("tiny") == tmp_path / "xdg" / "fastlr" / "tiny"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert data.default_cache_dir() == tmp_path / "home" / ".cache" / "fastlr" / "mnist"

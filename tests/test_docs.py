@@ -25,13 +25,13 @@ def code_blocks(language):
 
 
 def readme_commands():
-    """The fastlr commands of the README's bash blocks, in order (the quick start's install
-    and test commands aside: the tests run inside that environment)."""
+    """The fastlr commands and bench scripts of the README's bash blocks, in order (the quick
+    start's install and test commands aside: the tests run inside that environment)."""
     commands = []
     for block in code_blocks("bash"):
         for line in block.splitlines():
             for command in line.split(" && "):
-                if command.startswith(f"{VENV_PYTHON} -m fastlr"):
+                if command.startswith((f"{VENV_PYTHON} -m fastlr", f"{VENV_PYTHON} bench/")):
                     commands.append(command)
     return commands
 
@@ -63,6 +63,7 @@ def newcomer(tmp_path_factory):
     ``model.npz`` was trained by the quick start's command."""
     home = tmp_path_factory.mktemp("newcomer")
     (home / "data").symlink_to(ROOT / "data")
+    (home / "bench").symlink_to(ROOT / "bench")
     (home / "docs").mkdir()
     quick_start = readme_commands()[0]
     assert quick_start.endswith("train --out model.npz")
@@ -86,7 +87,7 @@ def run(command, cwd):
 
 
 def command_params():
-    return [pytest.param(command, id=command.split("fastlr ", 1)[1][:60],
+    return [pytest.param(command, id=command.split(" ", 1)[1].removeprefix("-m fastlr ")[:60],
                          marks=[pytest.mark.extended] if any(
                              word in command.split() for word in LONG) else [])
             for command in readme_commands()[1:]]
