@@ -9,20 +9,18 @@ untimed run of each: ``python -m fastlr train`` with its defaults (the progress 
 user runs it), the same with ``--threads 1``, ``bench/plain_numpy_train.py`` (the same job in
 plain NumPy), and with ``--before DIR`` the default ``train`` of an older checkout (its
 extension built). Each row gives the median, min and max wall time, and the ratios of the
-medians against ``--threads 1`` and against NumPy, measured in the same row; the thread line of
-the default's summary says what it did. Before it times anything it checks that the default
-and ``--threads 1`` report the same test accuracy (the thread count must not change the
-model). A benchmark, not a test: it exits 0 once it has measured, whether the targets hold or
+medians against ``--threads 1``, against NumPy and (with ``--before``) against the older
+checkout's default, measured in the same row; the thread line of the default's summary says
+what it did. Before it times a row it checks, on the untimed runs, that the default and
+``--threads 1`` saved bitwise the same model (the thread count must not change it). A benchmark, not a test: it exits 0 once it has measured, whether the targets hold or
 not (default at most 1.1x ``--threads 1`` and never slower than NumPy with busy processes
 beside it; idle, as fast as before).
 
 The output of ``python bench/busy_machine.py --repeats 5 --before DIR --json
-docs/busy_machine.json`` on the 2-core AMD EPYC (Zen 3) this was written on, shared with other
-work (its numbers: ``docs/busy_machine.json``)::
+docs/busy_machine.json`` (DIR: a checkout of the commit before the threads adapted) on the
+2-core AMD EPYC (Zen 3) this was written on, shared with other work, threads column cut::
 
-    busy  command          median     min     max   x threads 1   x numpy
-       0  default           0.52 s   0.50    0.60          0.83      0.22
-       0  threads 1         0.63 s   ...
+TABLE
 """
 
 import argparse
@@ -32,8 +30,11 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, "-m", "fastlr", "train"]
@@ -56,22 +57,52 @@ def run(command, cwd):
     return seconds, done.stdout
 
 
+def commit(tree):
+    """The git commit checked out in ``tree``, "+" if its files differ from it (None if it is
+    not a checkout)."""
+    try:
+        head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def summary_field(stdout, pattern):
     """The first group of ``pattern`` in a ``train`` summary (None for the NumPy script)."""
     found = re.search(pattern, stdout)
     return found.group(1) if found else None
 
 
-def row(commands, busy, repeats):
+def same_model(paths):
+    """Whether the model files at ``paths`` hold bitwise the same weights and bias."""
+    models = [np.load(path) for path in paths]
+    return all(model[key].tobytes() == models[0][key].tobytes()
+               for model in models[1:] for key in ("coef", "intercept"))
+
+
+def row(commands, busy, repeats, scratch):
     """The runs of every command with ``busy`` busy processes beside them: {name: {"runs":
-    [seconds], "threads": [the summary's thread line], "accuracy": the test accuracy}}."""
+    [seconds], "threads": [the summary's thread line], "accuracy": the test accuracy}}. The
+    untimed first runs of the default and of ``--threads 1`` save their models in
+    ``scratch``; a SystemExit if they differ."""
     neighbours = [subprocess.Popen(BUSY) for _ in range(busy)]
     try:
         time.sleep(0.5)  # the neighbours are running when the first command starts
         results = {name: {"runs": [], "threads": []} for name in commands}
+        saved = []
         for name, (command, cwd) in commands.items():
+            if name in ("default", "threads 1"):
+                saved.append(scratch / f"{name.replace(' ', '')}.npz")
+                command = command + ["--out", str(saved[-1])]
             _, stdout = run(command, cwd)
             results[name]["accuracy"] = summary_field(stdout, r"test accuracy\s+([\d.]+%)")
+        if not same_model(saved):
+            raise SystemExit(f"with {busy} busy processes the default and --threads 1 trained "
+                             f"different models")
         for _ in range(repeats):
             for name, (command, cwd) in commands.items():
                 seconds, stdout = run(command, cwd)
@@ -99,16 +130,15 @@ def main(argv=None):
         commands[name] = (command, ROOT)
     if args.before:
         commands["before"] = (TRAIN, args.before.resolve())
-    report = {"cores": len(os.sched_getaffinity(0)), "repeats": args.repeats,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "commit": commit(ROOT), "before": args.before and commit(args.before),
+              "cores": len(os.sched_getaffinity(0)), "repeats": args.repeats,
               "load_before": os.getloadavg()[0], "rows": []}
     print(f"{'busy':>4}  {'command':10} {'median':>8} {'min':>7} {'max':>7} "
-          f"{'x threads 1':>12} {'x numpy':>8}  threads")
+          f"{'x threads 1':>12} {'x numpy':>8} {'x before':>9}  threads")
     for busy in map(int, args.busy.split(",")):
-        results = row(commands, busy, args.repeats)
-        if results["default"]["accuracy"] != results["threads 1"]["accuracy"]:
-            raise SystemExit(f"the default and --threads 1 disagree: "
-                             f"{results['default']['accuracy']} against "
-                             f"{results['threads 1']['accuracy']}")
+        with tempfile.TemporaryDirectory() as scratch:
+            results = row(commands, busy, args.repeats, Path(scratch))
         medians = {name: statistics.median(r["runs"]) for name, r in results.items()}
         for name, result in results.items():
             entry = {"busy": busy, "command": name, "median_s": medians[name],
@@ -116,12 +146,14 @@ def main(argv=None):
                      "runs_s": result["runs"], "threads": result["threads"],
                      "test_accuracy": result["accuracy"],
                      "x_threads_1": medians[name] / medians["threads 1"],
-                     "x_numpy": medians[name] / medians["numpy"]}
+                     "x_numpy": medians[name] / medians["numpy"],
+                     "x_before": medians[name] / medians["before"] if args.before else None}
             report["rows"].append(entry)
             threads = "; ".join(sorted(set(t for t in result["threads"] if t)))
             print(f"{busy:>4}  {name:10} {entry['median_s']:7.2f}s {entry['min_s']:7.2f} "
                   f"{entry['max_s']:7.2f} {entry['x_threads_1']:12.2f} "
-                  f"{entry['x_numpy']:8.2f}  {threads}", flush=True)
+                  f"{entry['x_numpy']:8.2f} {entry['x_before'] or float('nan'):9.2f}  "
+                  f"{threads}", flush=True)
     report["load_after"] = os.getloadavg()[0]
     print(f"load average {report['load_before']:.2f} before, {report['load_after']:.2f} after")
     if args.json:
