@@ -7,7 +7,7 @@ the tiles compile with its constants) times, on one thread and with a block's 64
 MNIST-shaped float32 data in cache: the score tiles of the block (``_gather_scores``), its
 gradient tiles (``_gather_gradient``) (with the rows on 64-byte lines, 16 bytes off them, and
 as uint8 pixels), its softmax (``_block_softmax``), one step's update of
-all of W (``_update_slice``), and, on two threads, one meeting (``_barrier``). Medians of
+all of W (``_update_slice``), and, on two threads, one meeting (``_meeting``). Medians of
 ``--repeats`` runs of many calls each, interleaved tuning by tuning; GFLOP/s for the tiles.
 This is where the time of a block goes; ``python -m fastlr bench`` times whole epochs.
 
@@ -44,7 +44,7 @@ def _measure(repeats):
     from numba import njit, prange, set_num_threads
 
     from fastlr.backends.numba.softmax import _block_softmax, _softmax_scratch
-    from fastlr.backends.numba.sync import _barrier
+    from fastlr.backends.numba.sync import _meeting
     from fastlr.backends.numba.tiles import _gather_gradient, _gather_scores
     from fastlr.backends.numba.tuning import TUNING
     from fastlr.backends.numba.update import _update_slice
@@ -76,7 +76,7 @@ def _measure(repeats):
     def meetings(flags, calls):
         for k in prange(2):
             for m in range(calls):
-                _barrier(flags, k, 2, m + 1)
+                _meeting(flags, k, 2, m + 1, 0)
 
     rng = np.random.default_rng(0)
     rows = np.arange(BLOCK + 16, dtype=np.int64) % BLOCK

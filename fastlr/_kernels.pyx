@@ -2,7 +2,8 @@
 # cython: cdivision=True
 """Cython kernels: the contract of ``fastlr/backends/__init__.py``, compiled with OpenMP.
 
-Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T threads.
+Shapes: N samples, D features, C classes, B batch, S steps in an epoch, T threads, K chunks
+of a batch.
 
 This module is the threading layer: the OpenMP regions, and thin nogil wrappers around the C
 kernels in ``fastlr/csrc`` (``kernels.h`` is their contract). Like every kernel it checks
@@ -11,11 +12,16 @@ nothing: the driver (``fastlr/sgd.py``) has checked every dtype, shape and conti
 The kernels (float32 and float64 through fused types; typed memoryviews; no GIL)
 -----------
 ``sgd_epoch``       one epoch of minibatch SGD in one parallel region. Each step splits its
-                    minibatch into T chunks (boundaries ``B t / T``, so they depend on T
-                    alone); thread t writes the gradient of its chunk into parts_W[t] (C, D),
-                    parts_b[t] (C,); after a barrier each thread sums the T parts in the order
-                    t = 0..T-1 over its own slice of the C*D weights, straight into the
-                    (momentum, L2) update there; a barrier; the next step.
+                    minibatch into K chunks (boundaries ``B j / K``, K = parts_W.shape[0],
+                    the driver's, never T); thread k of T writes the gradients of chunks
+                    ``k K / T`` to ``(k + 1) K / T - 1`` into parts_W[j] (C, D),
+                    parts_b[j] (C,); after a meeting each thread sums the K parts in the order
+                    j = 0..K-1 over its own slice of the C*D weights, straight into the
+                    (momentum, L2) update there; a meeting; the next step. Any T gives the
+                    same bits. The meetings count long waits (``threads.h``: a thread that
+                    had to yield its core, because another process took its partner's); with
+                    ``patience`` > 0 the team stops at the end of the step where it has seen
+                    that many, and ``seen`` says how many steps ran.
 ``loss_and_grad``   the same first phase for one batch, then the fixed-order sum into grad_W.
 ``predict_scores``  ``X W^T + b``, blocks of FASTLR_BLOCK rows spread over threads with prange.
 
@@ -77,7 +83,10 @@ from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from "threads.h":
     int FASTLR_OPENMP
+    enum: FASTLR_MEETING_SLOTS
     void fastlr_barrier() noexcept nogil
+    int64_t fastlr_meeting(int64_t* flags, int tid, int team, int64_t count,
+                           int64_t* long_waits) noexcept nogil
     int fastlr_thread_num() noexcept nogil
     int fastlr_team_size() noexcept nogil
     int fastlr_max_threads() noexcept nogil
@@ -236,23 +245,36 @@ cdef inline void _sum_update(floating* W, floating* vel, const floating* parts, 
 
 cdef class _ThreadBuffers:
     """What one kernel call needs besides the driver's arrays: ``chunk_loss`` and
-    ``chunk_correct`` (T,) zeros, and ``scratch``, ``fastlr_scratch_size(C, D)`` values of
-    ``itemsize`` bytes for each of the T threads. Freed with the object."""
+    ``chunk_correct`` (K,) zeros; ``scratch``, ``fastlr_scratch_size(C, D)`` values of
+    ``itemsize`` bytes for each of the T threads; the meeting's ``flags``, zeros, a cache line
+    per thread starting on a line; ``thread_seen`` (T, 2) zeros, each thread's steps run and
+    long waits. Freed with the object."""
     cdef double* chunk_loss
     cdef double* chunk_correct
     cdef void* scratch
+    cdef int64_t* flag_memory
+    cdef int64_t* flags
+    cdef int64_t* thread_seen
 
-    def __cinit__(self, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D, size_t itemsize):
-        self.chunk_loss = <double*>calloc(T, sizeof(double))
-        self.chunk_correct = <double*>calloc(T, sizeof(double))
+    def __cinit__(self, Py_ssize_t T, Py_ssize_t K, Py_ssize_t C, Py_ssize_t D,
+                  size_t itemsize):
+        self.chunk_loss = <double*>calloc(K, sizeof(double))
+        self.chunk_correct = <double*>calloc(K, sizeof(double))
         self.scratch = malloc(T * fastlr_scratch_size(C, D) * itemsize)
-        if self.chunk_loss == NULL or self.chunk_correct == NULL or self.scratch == NULL:
+        self.flag_memory = <int64_t*>calloc((T + 1) * FASTLR_MEETING_SLOTS, sizeof(int64_t))
+        self.thread_seen = <int64_t*>calloc(2 * T, sizeof(int64_t))
+        if (self.chunk_loss == NULL or self.chunk_correct == NULL or self.scratch == NULL
+                or self.flag_memory == NULL or self.thread_seen == NULL):
             raise MemoryError()
+        self.flags = self.flag_memory + (-(<size_t>self.flag_memory) // sizeof(int64_t)
+                                         ) % FASTLR_MEETING_SLOTS
 
     def __dealloc__(self):
         free(self.chunk_loss)
         free(self.chunk_correct)
         free(self.scratch)
+        free(self.flag_memory)
+        free(self.thread_seen)
 
 
 cdef inline void _predict_block(const samples* X, const floating* W, const floating* b,
@@ -287,14 +309,16 @@ def predict_scores(const samples[:, ::1] X, const floating[:, ::1] W, const floa
 def loss_and_grad(const samples[:, ::1] X, const int64_t[::1] y,
                   const floating[::1] sample_weight, const floating[:, ::1] W,
                   const floating[::1] b, floating[:, ::1] grad_W, floating[::1] grad_b,
-                  floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+                  floating[:, :, ::1] parts_W, floating[:, ::1] parts_b, int n_threads):
     """Mean weighted cross-entropy of the batch X (B, D), y (B,), sample_weight (B,) at
     W (C, D), b (C,); its gradient is written into grad_W (C, D), grad_b (C,).
 
-    Chunk t of the batch (samples ``B t / T`` to ``B (t+1) / T``) goes into parts_W[t] (C, D),
-    parts_b[t] (C,); the parts are then summed in the order t = 0, 1, ..., T-1.
+    Chunk j of the K = parts_W.shape[0] of the batch (samples ``B j / K`` to
+    ``B (j+1) / K``) goes into parts_W[j] (C, D), parts_b[j] (C,), on ``n_threads`` threads;
+    the parts are then summed in the order j = 0, 1, ..., K-1.
     """
-    cdef Py_ssize_t B = X.shape[0], D = X.shape[1], C = W.shape[0], T = parts_W.shape[0]
+    cdef Py_ssize_t B = X.shape[0], D = X.shape[1], C = W.shape[0], K = parts_W.shape[0]
+    cdef Py_ssize_t T = max(n_threads, 1)
     cdef Py_ssize_t CD = C * D
     cdef Py_ssize_t chunk
     cdef int tid, team
@@ -302,74 +326,80 @@ def loss_and_grad(const samples[:, ::1] X, const int64_t[::1] y,
     cdef double loss = 0.0
     if samples is not uint8_t and sizeof(samples) != sizeof(floating):
         raise TypeError("float X must have W's dtype")
-    cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, D, sizeof(floating))
+    cdef _ThreadBuffers buffers = _ThreadBuffers(T, K, C, D, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
     cdef double* chunk_correct = buffers.chunk_correct
     cdef floating* scratch = <floating*>buffers.scratch
     with nogil, parallel(num_threads=T):
         tid = fastlr_thread_num()
         team = fastlr_team_size()
-        # A team smaller than T (e.g. OMP_THREAD_LIMIT) takes chunks round-robin: the chunk
-        # boundaries, and so the result, depend on T alone.
-        chunk = tid
-        while chunk < T:
+        # The team (fewer than T under OMP_THREAD_LIMIT) shares the K chunks; the result
+        # depends on K alone.
+        for chunk in range(K * tid // team, K * (tid + 1) // team):
             chunk_loss[chunk] = _chunk_grad(&X[0, 0], &y[0], &sample_weight[0], NULL,
-                                            B * chunk // T, B * (chunk + 1) // T, &W[0, 0],
+                                            B * chunk // K, B * (chunk + 1) // K, &W[0, 0],
                                             &b[0], C, D, inv_batch, &parts_W[chunk, 0, 0],
                                             &parts_b[chunk, 0],
                                             scratch + tid * fastlr_scratch_size(C, D), NULL, 0,
                                             &chunk_correct[chunk])
-            chunk = chunk + team
         fastlr_barrier()
-        chunk = tid
-        while chunk < T:
-            _sum_parts(&parts_W[0, 0, 0], T, CD, CD * chunk // T, CD * (chunk + 1) // T,
-                       &grad_W[0, 0])
-            if chunk == 0:
-                _sum_parts(&parts_b[0, 0], T, C, 0, C, &grad_b[0])
-            chunk = chunk + team
-    for chunk in range(T):
+        _sum_parts(&parts_W[0, 0, 0], K, CD, CD * tid // team, CD * (tid + 1) // team,
+                   &grad_W[0, 0])
+        if tid == 0:
+            _sum_parts(&parts_b[0, 0], K, C, 0, C, &grad_b[0])
+    for chunk in range(K):
         loss += chunk_loss[chunk]
     return loss * inv_batch
 
 
-cdef void _sgd_step(int tid, int team, Py_ssize_t step, const samples* X, const int64_t* y,
-                    const floating* sw, const int64_t* perm, Py_ssize_t M,
-                    Py_ssize_t batch_size, Py_ssize_t T, Py_ssize_t C, Py_ssize_t D,
-                    floating* W, floating* b, floating* vel_W, floating* vel_b, double lr,
-                    double momentum, double alpha, floating* parts_W, floating* parts_b,
-                    floating* scratch, double* chunk_loss, double* chunk_correct) noexcept nogil:
-    """Thread ``tid``'s share of SGD step ``step``, inside a parallel region of ``team``
-    threads: its chunks of the minibatch into parts_W (T, C, D), parts_b (T, C), their sums of
-    s_i l_i and of s_i over the samples scored right added to chunk_loss and chunk_correct
-    (T,); a barrier;
-    then its slices of the weights get the parts summed in order t = 0..T-1 and the update.
-    A team smaller than T (e.g. under OMP_THREAD_LIMIT) takes the T chunks round-robin: the
-    chunk boundaries, and so the result, depend on T alone."""
+cdef void _step_chunks(int tid, int team, Py_ssize_t step, const samples* X,
+                       const int64_t* y, const floating* sw, const int64_t* perm, Py_ssize_t M,
+                       Py_ssize_t batch_size, Py_ssize_t K, Py_ssize_t C, Py_ssize_t D,
+                       const floating* W, const floating* b, floating* parts_W,
+                       floating* parts_b, floating* scratch, double* chunk_loss,
+                       double* chunk_correct) noexcept nogil:
+    """Thread ``tid``'s chunks of SGD step ``step``, in a parallel region of ``team`` threads:
+    chunks ``K tid / team`` to ``K (tid + 1) / team - 1`` of the minibatch into
+    parts_W (K, C, D), parts_b (K, C), their sums of s_i l_i and of s_i over the samples
+    scored right added to chunk_loss and chunk_correct (K,). While a chunk's gradient runs,
+    the rows that come after it in the thread's stream are prefetched: its next chunk, or
+    after its last its first chunk of the next step."""
     cdef Py_ssize_t CD = C * D
     cdef Py_ssize_t start = step * batch_size
     cdef Py_ssize_t n_batch = min(batch_size, M - start)
-    # The same chunk of the next step, to prefetch its rows.
-    cdef Py_ssize_t n_next = max(0, min(batch_size, M - start - batch_size))
-    cdef Py_ssize_t chunk = tid
-    cdef Py_ssize_t j0, j1
-    while chunk < T:
-        j0 = n_next * chunk // T
-        j1 = n_next * (chunk + 1) // T
+    cdef Py_ssize_t n_after = max(0, min(batch_size, M - start - batch_size))
+    cdef Py_ssize_t j0 = K * tid // team
+    cdef Py_ssize_t j1 = K * (tid + 1) // team
+    cdef Py_ssize_t chunk, next_lo, next_hi
+    cdef const int64_t* next_rows
+    for chunk in range(j0, j1):
+        if chunk + 1 < j1:
+            next_rows = perm + start
+            next_lo = n_batch * (chunk + 1) // K
+            next_hi = n_batch * (chunk + 2) // K
+        else:
+            next_rows = perm + start + batch_size
+            next_lo = n_after * j0 // K
+            next_hi = n_after * (j0 + 1) // K
         chunk_loss[chunk] += _chunk_grad(
-            X, y, sw, perm + start, n_batch * chunk // T, n_batch * (chunk + 1) // T, W, b, C,
+            X, y, sw, perm + start, n_batch * chunk // K, n_batch * (chunk + 1) // K, W, b, C,
             D, 1.0 / n_batch, parts_W + chunk * CD, parts_b + chunk * C,
-            scratch + tid * fastlr_scratch_size(C, D), perm + start + batch_size + j0, j1 - j0,
+            scratch + tid * fastlr_scratch_size(C, D), next_rows + next_lo, next_hi - next_lo,
             chunk_correct + chunk)
-        chunk += team
-    fastlr_barrier()
-    chunk = tid
-    while chunk < T:
-        _sum_update(W, vel_W, parts_W, T, CD, CD * chunk // T, CD * (chunk + 1) // T, lr,
-                    momentum, alpha)
-        if chunk == 0:
-            _sum_update(b, vel_b, parts_b, T, C, 0, C, lr, momentum, 0.0)
-        chunk += team
+
+
+cdef void _step_update(int tid, int team, Py_ssize_t K, Py_ssize_t C, Py_ssize_t D,
+                       floating* W, floating* b, floating* vel_W, floating* vel_b, double lr,
+                       double momentum, double alpha, const floating* parts_W,
+                       const floating* parts_b) noexcept nogil:
+    """Thread ``tid``'s share of a step's update, after its chunks: its slice of the C*D
+    weights gets the K parts summed in order j = 0..K-1 and the update; thread 0 the bias.
+    Element by element, so the slices change no bits."""
+    cdef Py_ssize_t CD = C * D
+    _sum_update(W, vel_W, parts_W, K, CD, CD * tid // team, CD * (tid + 1) // team, lr,
+                momentum, alpha)
+    if tid == 0:
+        _sum_update(b, vel_b, parts_b, K, C, 0, C, lr, momentum, 0.0)
 
 
 cdef tuple _sgd_epoch(const samples[:, ::1] X, const int64_t[::1] y,
@@ -377,44 +407,70 @@ cdef tuple _sgd_epoch(const samples[:, ::1] X, const int64_t[::1] y,
                       floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
                       floating[::1] vel_b, const double[::1] lr_steps, Py_ssize_t batch_size,
                       double momentum, double alpha, floating[:, :, ::1] parts_W,
-                      floating[:, ::1] parts_b, bint region_per_step):
-    """sgd_epoch, with one parallel region for the whole epoch (a barrier after every step),
-    or with ``region_per_step`` a new region for every step (the variant it was measured
-    against)."""
-    cdef Py_ssize_t M = perm.shape[0], D = X.shape[1], C = W.shape[0], T = parts_W.shape[0]
+                      floating[:, ::1] parts_b, int n_threads, Py_ssize_t patience,
+                      int64_t[::1] seen, bint region_per_step):
+    """sgd_epoch, with one parallel region for the whole epoch (two meetings per step), or
+    with ``region_per_step`` a new region for every step (the variant it was measured
+    against, which never stops early)."""
+    cdef Py_ssize_t M = perm.shape[0], D = X.shape[1], C = W.shape[0], K = parts_W.shape[0]
+    cdef Py_ssize_t T = max(n_threads, 1)
     cdef Py_ssize_t n_steps = (M + batch_size - 1) // batch_size
     cdef Py_ssize_t step, chunk
     cdef int tid, team
+    cdef int64_t meetings, long_waits, team_waits
     cdef double loss = 0.0
     cdef double correct = 0.0
     if samples is not uint8_t and sizeof(samples) != sizeof(floating):
         raise TypeError("float X must have W's dtype")
+    seen[0] = n_steps
+    seen[1] = 0
     if M == 0:
         return 0.0, 0.0
-    cdef _ThreadBuffers buffers = _ThreadBuffers(T, C, D, sizeof(floating))
+    cdef _ThreadBuffers buffers = _ThreadBuffers(T, K, C, D, sizeof(floating))
     cdef double* chunk_loss = buffers.chunk_loss
     cdef double* chunk_correct = buffers.chunk_correct
     cdef floating* scratch = <floating*>buffers.scratch
+    cdef int64_t* flags = buffers.flags
+    cdef int64_t* thread_seen = buffers.thread_seen
     if region_per_step:
         for step in range(n_steps):
             with nogil, parallel(num_threads=T):
-                _sgd_step(fastlr_thread_num(), fastlr_team_size(), step, &X[0, 0], &y[0],
-                          &sample_weight[0], &perm[0], M, batch_size, T, C, D, &W[0, 0],
-                          &b[0], &vel_W[0, 0], &vel_b[0], lr_steps[step], momentum, alpha,
-                          &parts_W[0, 0, 0], &parts_b[0, 0], scratch, chunk_loss,
-                          chunk_correct)
+                tid = fastlr_thread_num()
+                team = fastlr_team_size()
+                _step_chunks(tid, team, step, &X[0, 0], &y[0], &sample_weight[0], &perm[0], M,
+                             batch_size, K, C, D, &W[0, 0], &b[0], &parts_W[0, 0, 0],
+                             &parts_b[0, 0], scratch, chunk_loss, chunk_correct)
+                fastlr_barrier()
+                _step_update(tid, team, K, C, D, &W[0, 0], &b[0], &vel_W[0, 0], &vel_b[0],
+                             lr_steps[step], momentum, alpha, &parts_W[0, 0, 0],
+                             &parts_b[0, 0])
     else:
         with nogil, parallel(num_threads=T):
             tid = fastlr_thread_num()
             team = fastlr_team_size()
+            meetings = 0
+            long_waits = 0
+            thread_seen[2 * tid] = n_steps
             for step in range(n_steps):
-                _sgd_step(tid, team, step, &X[0, 0], &y[0], &sample_weight[0], &perm[0], M,
-                          batch_size, T, C, D, &W[0, 0], &b[0], &vel_W[0, 0], &vel_b[0],
-                          lr_steps[step], momentum, alpha, &parts_W[0, 0, 0],
-                          &parts_b[0, 0], scratch, chunk_loss, chunk_correct)
+                _step_chunks(tid, team, step, &X[0, 0], &y[0], &sample_weight[0], &perm[0], M,
+                             batch_size, K, C, D, &W[0, 0], &b[0], &parts_W[0, 0, 0],
+                             &parts_b[0, 0], scratch, chunk_loss, chunk_correct)
+                meetings = meetings + 1
+                fastlr_meeting(flags, tid, team, meetings, &long_waits)
+                _step_update(tid, team, K, C, D, &W[0, 0], &b[0], &vel_W[0, 0], &vel_b[0],
+                             lr_steps[step], momentum, alpha, &parts_W[0, 0, 0],
+                             &parts_b[0, 0])
                 # The next step reads the weights this one wrote.
-                fastlr_barrier()
-    for chunk in range(T):
+                meetings = meetings + 1
+                team_waits = fastlr_meeting(flags, tid, team, meetings, &long_waits)
+                if patience > 0 and team_waits >= patience:
+                    thread_seen[2 * tid] = step + 1
+                    break
+            thread_seen[2 * tid + 1] = long_waits
+        seen[0] = thread_seen[0]
+        for chunk in range(T):
+            seen[1] += thread_seen[2 * chunk + 1]
+    for chunk in range(K):
         loss += chunk_loss[chunk]
         correct += chunk_correct[chunk]
     return loss, correct
@@ -424,18 +480,22 @@ def sgd_epoch(const samples[:, ::1] X, const int64_t[::1] y,
               const floating[::1] sample_weight, const int64_t[::1] perm,
               floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W, floating[::1] vel_b,
               const double[::1] lr_steps, Py_ssize_t batch_size, double momentum, double alpha,
-              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b, int n_threads,
+              Py_ssize_t patience, int64_t[::1] seen):
     """One epoch of minibatch SGD over X (N, D), y (N,), sample_weight (N,) in ``perm`` (M,)
     order, updating W (C, D), b (C,), vel_W, vel_b in place; return the epoch's sum of
     ``s_i l_i``, each loss taken at the weights of its step, and its sum of ``s_i`` over the
     samples whose highest score at those weights is their label.
 
-    One parallel region spans the epoch. Every step is two phases separated by barriers: the
-    T chunks of the minibatch into parts_W (T, C, D), parts_b (T, C); then the parts summed
-    in order t = 0..T-1 and the update applied, each thread on its slice of the C*D weights.
+    One parallel region of ``n_threads`` threads spans the epoch. Every step is two phases
+    separated by meetings: the K chunks of the minibatch into parts_W (K, C, D),
+    parts_b (K, C); then the parts summed in order j = 0..K-1 and the update applied, each
+    thread on its slice of the C*D weights. With ``patience`` > 0 the threads stop at the end
+    of the step whose closing meeting counted that many long waits. ``seen`` (2,) int64 is
+    written: the steps run, the long waits the threads saw.
     """
     return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
-                      momentum, alpha, parts_W, parts_b, False)
+                      momentum, alpha, parts_W, parts_b, n_threads, patience, seen, False)
 
 
 def sgd_epoch_region_per_step(const samples[:, ::1] X, const int64_t[::1] y,
@@ -443,8 +503,10 @@ def sgd_epoch_region_per_step(const samples[:, ::1] X, const int64_t[::1] y,
                               floating[:, ::1] W, floating[::1] b, floating[:, ::1] vel_W,
                               floating[::1] vel_b, const double[::1] lr_steps,
                               Py_ssize_t batch_size, double momentum, double alpha,
-                              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b):
+                              floating[:, :, ::1] parts_W, floating[:, ::1] parts_b,
+                              int n_threads, Py_ssize_t patience, int64_t[::1] seen):
     """sgd_epoch with a new parallel region for every step instead of one per epoch: the
-    same result, kept for ``python -m fastlr bench --kernels all`` to measure the difference."""
+    same result, kept for ``python -m fastlr bench --kernels all`` to measure the difference.
+    It runs every step (``patience`` is not used)."""
     return _sgd_epoch(X, y, sample_weight, perm, W, b, vel_W, vel_b, lr_steps, batch_size,
-                      momentum, alpha, parts_W, parts_b, True)
+                      momentum, alpha, parts_W, parts_b, n_threads, patience, seen, True)

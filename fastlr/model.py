@@ -67,11 +67,13 @@ class SoftmaxRegression:
         L2 penalty on the weights (not the bias).
     backend : {"auto", "numba", "cython", "numpy"}, default "auto"
     n_threads : int, optional
-        Threads for the kernels; default: all cores, and never more than the cores
-        this process may use.
+        Threads for the kernels, never more than the cores this process may use. Default:
+        the cores other processes leave idle, one fewer from the step where the threads
+        waited for each other because another process took a core (:mod:`fastlr.threads`).
+        The thread count never changes the model.
     random_state : int, Generator or None, default 0
-        Seeds the permutations (and the validation split). Same seed, same thread count:
-        bitwise the same model.
+        Seeds the permutations (and the validation split). Same seed: bitwise the same
+        model, on any number of threads.
     verbose : bool, default False
         Write one line per epoch (loss and accuracy) to stderr.
     early_stopping : bool, default False
@@ -100,7 +102,10 @@ class SoftmaxRegression:
     feature_names_in_ : (D,) object array, the column names of a DataFrame X given to fit (only
         then; a model read from a file has none)
     backend_ : str, the backend actually used
-    n_threads_ : int, the thread count actually used
+    n_threads_ : int, the most threads a step of the training ran on
+    thread_changes_ : list of dict, how many threads trained from which epoch and step, and
+        why (:attr:`fastlr.threads.ThreadPlan.changes`); :func:`fastlr.threads.describe_changes`
+        says it in words
     history_ : list of dict, one record per epoch (see :func:`fastlr.sgd.train`)
     n_iter_ : int, the epochs the model has trained (all calls of ``partial_fit`` counted)
     best_epoch_ : int or None, with ``early_stopping``: the epoch whose weights were kept
@@ -260,7 +265,8 @@ class SoftmaxRegression:
             source = data.source
             if hasattr(source, "start"):  # a cluster: one thread per task unless asked
                 self.n_threads_ = int(self.n_threads or 1)
-                source.start(backend.name, self._settings(), self._schedule(self.epochs),
+                source.start(backend.name, self._settings(cluster=True),
+                             self._schedule(self.epochs),
                              self._state.rng.integers(2 ** 63))
         else:
             X, y_encoded, sw = data.arrays
@@ -407,7 +413,7 @@ class SoftmaxRegression:
             self.__dict__.pop("feature_names_in_", None)
         else:
             self.feature_names_in_ = names
-        for fitted in ("validation_size_", "best_epoch_"):
+        for fitted in ("validation_size_", "best_epoch_", "thread_changes_"):
             self.__dict__.pop(fitted, None)
         self.classes_ = classes
         self.n_features_in_ = int(n_features)
@@ -423,9 +429,16 @@ class SoftmaxRegression:
     def _schedule(self, epochs):
         return sgd.Schedule(self.lr_schedule, self.learning_rate, epochs)
 
-    def _settings(self):
+    def _settings(self, cluster=False):
+        """The engine's StepSettings: the threads asked for or, by default, the cores this
+        process may use, fewer while other processes take them; on a cluster's workers one
+        thread per task unless asked."""
+        if cluster:
+            return sgd.StepSettings(int(self.batch_size), float(self.momentum),
+                                    float(self.alpha), int(self.n_threads or 1))
         return sgd.StepSettings(int(self.batch_size), float(self.momentum), float(self.alpha),
-                                self.n_threads_)
+                                cap_threads(self.n_threads),
+                                adapt_threads=self.n_threads is None)
 
     def _train(self, backend, source, schedule, epochs, first_epoch=0, **options):
         """Run the engine on ``source`` for epochs ``first_epoch .. epochs - 1``; n_iter_
@@ -445,6 +458,10 @@ class SoftmaxRegression:
                              **options)
         finally:
             self.n_iter_ = len(self.history_)
+            plan = self._state.threads
+            if plan is not None and plan.used is not None:
+                self.n_threads_ = plan.used
+                self.thread_changes_ = [dict(change) for change in plan.changes]
 
     @staticmethod
     def _print_epoch(record):
@@ -548,6 +565,7 @@ class SoftmaxRegression:
         return model_file.write_model(
             path, coef=self.coef_, intercept=self.intercept_, classes=self.classes_,
             params=self.get_params(), backend=self.backend_, n_threads=self.n_threads_,
+            thread_changes=getattr(self, "thread_changes_", None),
             history=self.history_, dataset=dataset or getattr(self, "dataset_", None))
 
     @classmethod
@@ -568,6 +586,8 @@ class SoftmaxRegression:
         model.n_features_in_ = int(contents.coef.shape[1])
         model.backend_ = contents.backend
         model.n_threads_ = contents.n_threads
+        if contents.thread_changes is not None:
+            model.thread_changes_ = contents.thread_changes
         model.history_ = contents.history
         model.metadata_ = contents.metadata
         model.dataset_ = contents.dataset

@@ -6,8 +6,10 @@ An archive holds four members:
 - ``classes`` (C,): the labels, numbers or fixed-width strings, sorted and distinct;
 - ``metadata``: a 0-d unicode array holding JSON: the format and its version, the fastlr
   version, the hyperparameters, the preprocessing the weights expect of their input, the number
-  of features, the backend and thread count used, the per-epoch training history, and the data
-  set it was trained on (``dataset``: name, title, image shape, class names; None if unknown).
+  of features, the backend and thread count used (``n_threads``, the most threads a step ran
+  on, and ``thread_changes``, how many from which epoch and step and why: see
+  :mod:`fastlr.threads`; None if unknown), the per-epoch training history, and the data set it
+  was trained on (``dataset``: name, title, image shape, class names; None if unknown).
 
 :func:`write_model` writes it through :func:`fastlr.atomic.atomic_write`, so a model file is
 the complete new model or the untouched old one. :func:`read_model` reads member by member with
@@ -59,18 +61,20 @@ class ModelContents:
     classes: np.ndarray     # (C,) sorted distinct numbers or strings
     params: dict            # the estimator's constructor parameters
     backend: str            # the backend that trained it (numpy if unknown here)
-    n_threads: int          # the thread count it trained with, or None
+    n_threads: int          # the most threads it trained on, or None
     history: list           # one dict per epoch
     metadata: dict          # the whole JSON metadata, as read
     dataset: dict = None    # the training data set's record (see _check_dataset), or None
+    thread_changes: list = None  # the threads by epoch and step, and why; or None
 
 
 def write_model(path, *, coef, intercept, classes, params, backend, n_threads, history,
-                dataset=None):
+                dataset=None, thread_changes=None):
     """Write a model file to ``path``, atomically; returns ``path`` as a Path.
 
     ``dataset`` is the record of the training data (:meth:`fastlr.data.Dataset.record`), or
-    None when it is not known.
+    None when it is not known; ``thread_changes`` the threads' records
+    (:attr:`fastlr.threads.ThreadPlan.changes`), or None.
 
     Raises
     ------
@@ -97,6 +101,7 @@ def write_model(path, *, coef, intercept, classes, params, backend, n_threads, h
         "n_features_in": int(coef.shape[1]),
         "backend": backend,
         "n_threads": n_threads,
+        "thread_changes": thread_changes,
         "history": history,
         "dataset": dataset,
     }
@@ -170,7 +175,23 @@ def _contents(arrays, path):
         classes=classes, params=params, history=history, metadata=metadata,
         backend=backend if backend in AUTO_ORDER else "numpy",
         n_threads=n_threads if isinstance(n_threads, int) and n_threads >= 1 else None,
-        dataset=_check_dataset(metadata.get("dataset"), coef.shape, path))
+        dataset=_check_dataset(metadata.get("dataset"), coef.shape, path),
+        thread_changes=_thread_changes(metadata.get("thread_changes")))
+
+
+def _thread_changes(records):
+    """The metadata's thread records if each is one (whole epoch >= 1, step >= 0, threads >= 1,
+    a reason that is a string or None), else None: they only inform, so a file without them,
+    or with malformed ones, still loads."""
+    def whole(value, least):
+        return type(value) is int and value >= least
+
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and whole(r.get("epoch"), 1) and whole(r.get("step"), 0)
+            and whole(r.get("threads"), 1) and isinstance(r.get("reason"), (str, type(None)))
+            for r in records):
+        return None
+    return [{key: r[key] for key in ("epoch", "step", "threads", "reason")} for r in records]
 
 
 def _check_dataset(record, coef_shape, path):

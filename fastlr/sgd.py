@@ -1,7 +1,7 @@
 """The training engine: one loop of epochs for every place the data lives.
 
 Shapes: N samples, D features, C classes, B batch, M samples visited in an epoch, S steps in an
-epoch, T threads.
+epoch, T threads, K chunks of a batch.
 
 Whatever holds the data (an array in memory, files streamed from disk, the partitions of a Dask
 cluster), training is the same loop, :func:`train`: each epoch asks a *source* to train one
@@ -23,6 +23,11 @@ the loss stays finite and raises the errors. The kernels (``fastlr/backends``) o
 Memory is bounded by settings, never by N, C or the number of epochs: the schedule makes each
 epoch's rates as the epoch starts (:class:`Schedule`), and scoring works in blocks of rows sized
 in bytes (:func:`score_blocks`), so it holds O(block x C) scores whatever N is.
+
+The threads are the engine's too (:mod:`fastlr.threads`): every batch is cut into K chunks
+fixed by the batch size and the shape, so the thread count never changes a model's bits, and
+the engine runs each epoch on the cores other processes leave idle, going on with fewer
+threads from the step where the kernel's threads stopped because they waited for each other.
 """
 
 import dataclasses
@@ -34,6 +39,7 @@ from .backends import reference
 from .backends.contract import SGDState, Samples, Steps, make_threads
 from .errors import DivergenceError
 from .pixels import for_kernels
+from .threads import PATIENCE_STEPS, ThreadPlan, chunks_per_batch
 
 LR_SCHEDULES = ("constant", "linear")
 
@@ -77,12 +83,14 @@ class Schedule:
 @dataclasses.dataclass(frozen=True)
 class StepSettings:
     """What every step of a run shares: the batch size B, the momentum, the L2 strength
-    ``alpha`` and the kernels' thread count T."""
+    ``alpha``, the kernels' thread count T (the most, with ``adapt_threads``: then fewer
+    while other processes take cores, see :mod:`fastlr.threads`)."""
 
     batch_size: int
     momentum: float
     alpha: float
     n_threads: int
+    adapt_threads: bool = False
 
 
 @dataclasses.dataclass
@@ -95,6 +103,8 @@ class TrainingState:
     vel_W : (C, D), vel_b : (C,) the momentum buffers, updated in place
     rng : numpy.random.Generator, draws every permutation
     history : list of dict, one record per epoch, appended as epochs end
+    threads : :class:`~fastlr.threads.ThreadPlan` or None, the threads of the run, made at
+        its first epoch on this machine
     """
 
     W: np.ndarray
@@ -103,6 +113,7 @@ class TrainingState:
     vel_b: np.ndarray
     rng: np.random.Generator
     history: list = dataclasses.field(default_factory=list)
+    threads: ThreadPlan = None
 
     @classmethod
     def zeros(cls, n_classes, n_features, dtype, rng):
@@ -114,6 +125,14 @@ class TrainingState:
     def sgd_state(self):
         """The weights and velocities as the kernels' :class:`SGDState` record."""
         return SGDState(self.W, self.b, self.vel_W, self.vel_b)
+
+    def thread_plan(self, settings):
+        """The run's :class:`~fastlr.threads.ThreadPlan` for ``settings``: the one it has,
+        or a new one if it has none or the settings ask for other threads."""
+        wanted = (max(1, int(settings.n_threads)), bool(settings.adapt_threads))
+        if self.threads is None or (self.threads.most, self.threads.adapt) != wanted:
+            self.threads = ThreadPlan(*wanted)
+        return self.threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,32 +207,58 @@ class Source:
         of its last step."""
         rates = schedule.rates(epoch, self.steps_per_epoch(settings.batch_size))
         loss_sum, correct_sum = run_blocks(backend, self.epoch_blocks(state.rng), state,
-                                           rates, settings)
+                                           rates, settings, epoch)
         return loss_sum, correct_sum, float(rates[-1])
 
 
-def run_blocks(backend, blocks, state, rates, settings):
-    """One epoch of SGD over ``blocks`` (see :meth:`Source.epoch_blocks`): the backend's
-    ``sgd_epoch`` once per block, each with the next slice of the epoch's ``rates``.
+def run_blocks(backend, blocks, state, rates, settings, epoch=0):
+    """Epoch ``epoch`` (0-based over the run) of SGD over ``blocks`` (see
+    :meth:`Source.epoch_blocks`): the backend's ``sgd_epoch`` once per block, each with the
+    next slice of the epoch's ``rates``, on the threads of the state's
+    :class:`~fastlr.threads.ThreadPlan`. Where the kernel's threads stop early (they waited
+    for each other), the block goes on from the next step on the threads the plan gives: the
+    same steps in the same order, so the same bits.
 
     Returns the epoch's running sums of ``s_i l_i`` and of ``s_i`` over the samples scored
     right; they are not finite if training diverged, and then the epoch stops at that block.
     """
-    threads = make_threads(settings.n_threads, *state.W.shape, state.W.dtype)
+    batch_size = settings.batch_size
+    chunks = chunks_per_batch(batch_size, *state.W.shape, state.W.itemsize)
+    plan = state.thread_plan(settings)
+    n_threads = plan.start_epoch(epoch, chunks)
+    threads = make_threads(n_threads, *state.W.shape, state.W.dtype, chunks)
     sgd_state = state.sgd_state()
     loss_sum = correct_sum = 0.0
     first = 0
     for samples, perm in blocks:
         samples = samples._replace(X=for_kernels(samples.X, backend, state.W.dtype))
-        n_steps = -(-len(perm) // settings.batch_size)
-        steps = Steps(perm, np.ascontiguousarray(rates[first:first + n_steps]),
-                      settings.batch_size, settings.momentum, settings.alpha)
+        n_steps = -(-len(perm) // batch_size)
+        done = 0
+        while done < n_steps and np.isfinite(loss_sum):
+            # Threads that may stop count their long waits over at most PATIENCE_STEPS
+            # steps, so a long epoch's rare hiccups do not add up to a fall.
+            patience = plan.patience()
+            end = min(n_steps, done + PATIENCE_STEPS) if patience else n_steps
+            steps = Steps(perm[done * batch_size:end * batch_size],
+                          np.ascontiguousarray(rates[first + done:first + end]),
+                          batch_size, settings.momentum, settings.alpha)
+            threads = threads._replace(n_threads=n_threads, patience=patience)
+            threads.seen[0] = 0
+            # Divergence is detected by the caller, with a clearer message than NumPy's
+            # warnings.
+            with np.errstate(over="ignore", invalid="ignore"):
+                block_loss, block_correct = backend.sgd_epoch(samples, sgd_state, steps,
+                                                              threads)
+            loss_sum += block_loss
+            correct_sum += block_correct
+            ran = int(threads.seen[0])
+            if not 1 <= ran <= end - done:
+                raise RuntimeError(f"the {backend.name} kernel says it ran {ran} of "
+                                   f"{end - done} steps")
+            done += ran
+            if done < end:
+                n_threads = plan.stopped(epoch, first + done)
         first += n_steps
-        # Divergence is detected by the caller, with a clearer message than NumPy's warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            block_loss, block_correct = backend.sgd_epoch(samples, sgd_state, steps, threads)
-        loss_sum += block_loss
-        correct_sum += block_correct
         if not np.isfinite(loss_sum):
             break
     return loss_sum, correct_sum
@@ -383,10 +428,14 @@ def train(backend, source, state, schedule, settings, *, epochs, first_epoch=0,
                   "train_loss": loss_sum / source.weight_total,
                   "train_accuracy": correct_sum / source.weight_total, "lr": last_rate,
                   "time_s": elapsed}
+        # Scoring shares the cores as the epoch's last step did.
+        n_threads = settings.n_threads
+        if state.threads is not None and state.threads.threads is not None:
+            n_threads = record["threads"] = state.threads.threads
         if score_train:
             with np.errstate(over="ignore", invalid="ignore"):
                 record["end_train_loss"], record["end_train_accuracy"] = source.score(
-                    backend, W, b, settings.n_threads)
+                    backend, W, b, n_threads)
         # Weights can stay finite while their scores overflow: the losses count too.
         losses = [loss_sum, record.get("end_train_loss", 0.0)]
         if not (np.isfinite(losses).all() and np.isfinite(W).all() and np.isfinite(b).all()):
@@ -396,8 +445,7 @@ def train(backend, source, state, schedule, settings, *, epochs, first_epoch=0,
             state.vel_b[...] = 0
             raise divergence_error(epoch, schedule.learning_rate, np.isnan(losses).any())
         if evaluation is not None:
-            loss, accuracy = evaluate(backend, evaluation.X, evaluation.y, W, b,
-                                      settings.n_threads)
+            loss, accuracy = evaluate(backend, evaluation.X, evaluation.y, W, b, n_threads)
             record[f"{evaluation.name}_loss"] = loss
             record[f"{evaluation.name}_accuracy"] = accuracy
         state.history.append(record)

@@ -19,7 +19,7 @@ numba_backend = pytest.importorskip("fastlr.backends.numba")
 from fastlr.backends import reference  # noqa: E402
 from fastlr.backends.check import TRAJECTORY_TOLERANCE  # noqa: E402
 from fastlr.backends.contract import (SGDState, Samples, Steps, Threads,  # noqa: E402
-                                      epoch_arguments)
+                                      epoch_arguments, team_arguments)
 from fastlr.backends.numba import epoch  # noqa: E402
 
 
@@ -84,12 +84,14 @@ def test_sample_split_epoch_spins_correctly_with_more_threads_than_cores():
     assert done.stdout.strip() == "ok"
 
 
-def _in_blocks(kernel):
-    """One of the two epoch kernels with the contract's records, in this CPU's blocks."""
+def _in_blocks(kernel, block=None):
+    """One of the two epoch kernels with the contract's records, in blocks of ``block``
+    samples (default this CPU's)."""
     def run(samples, state, steps, threads):
         X = samples.X
         return kernel(*epoch_arguments(samples, state, steps, threads),
-                      epoch.samples_per_block(X.shape[1] * X.itemsize))
+                      *team_arguments(threads),
+                      block or epoch.samples_per_block(X.shape[1] * X.itemsize))
     return run
 
 
@@ -127,7 +129,7 @@ class _Blocks:
 
     def __init__(self, block):
         kernel = epoch._sample_epoch if epoch._threads_run_at_once(2) else epoch._stepwise_epoch
-        self.sgd_epoch = lambda *records: kernel(*epoch_arguments(*records), block)
+        self.sgd_epoch = _in_blocks(kernel, block)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])

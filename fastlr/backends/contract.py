@@ -1,7 +1,7 @@
 """The kernel contract: the records every backend's kernels take, defined once.
 
 Shapes: N samples, D features, C classes, B batch, M samples visited in an epoch, S steps in an
-epoch, T threads.
+epoch, T threads, K chunks of a batch.
 
 A backend is a module with a ``name``, a ``takes_pixels`` flag (True if its kernels accept
 uint8 X) and three functions. They only compute: they validate nothing, print nothing, draw no
@@ -23,7 +23,18 @@ random numbers, and write their results into arrays the driver (``fastlr/sgd.py`
     the same, without alpha). Returns two floats, the running metrics of the epoch at no extra
     pass: the sum of ``s_i l_i`` over the epoch, each loss taken at the weights of its step,
     and the sum of ``s_i`` over the samples whose highest score at those weights (the first
-    one on a tie, as ``argmax``) is their label.
+    one on a tie, as ``argmax``) is their label. It may stop early, at the end of a step,
+    when :class:`Threads` says so (``patience``); ``threads.seen`` then says how many steps
+    it ran, and the metrics are those of these steps.
+
+How a batch is shared (every compiled backend does it so; the reference has no threads): the
+batch ``[start, stop)`` is cut into K = ``parts_W.shape[0]`` contiguous chunks, chunk j the
+rows ``start + j (stop - start) // K`` to ``start + (j + 1) (stop - start) // K``; chunk j's
+partial gradient goes to ``parts_W[j]``, ``parts_b[j]``, and the K partials are summed in the
+order j = 0..K-1. Thread k of T computes the chunks ``k K // T`` to ``(k + 1) K // T - 1``.
+So the model's bits depend on K, never on T: any thread count, and an epoch that changes its
+thread count at a step's end, gives the same model (``fastlr/threads.py`` chooses K from the
+batch and the shape, T from the idle cores).
 
 The driver guarantees:
 
@@ -32,15 +43,18 @@ The driver guarantees:
   dtype, float32 (the fast path) or float64; or X is uint8 pixels, whose features are
   ``X / 255`` (``reference.features``), and the others share the float dtype;
 - y and perm are int64; labels lie in ``0..C-1``; lr_steps is float64 with one rate per step;
-- ``threads.n_threads`` is T >= 1 and the partials are (T, C, D) and (T, C).
+- ``threads.n_threads`` is T >= 1, the partials are (K, C, D) and (K, C) with K >= 1, and
+  ``threads.seen`` is (2,) int64.
 
 The math is specified, and checked, in ``reference.py``. A backend must agree with it within
-the tolerances of ``check.py``, and, for a given T, give bitwise the same result on every run.
+the tolerances of ``check.py``, and, for a given K, give bitwise the same result on every run
+and at every T.
 
-Why records and not positions: ``sgd_epoch`` has fourteen inputs, and the same list used to be
+Why records and not positions: ``sgd_epoch`` has seventeen inputs, and the same list used to be
 spelled out by the driver, the stream, the checks, the tests, the benchmarks and the lab. Here
 they are named once; a compiled backend unpacks them once, at its boundary
-(:func:`epoch_arguments`), into the positional arguments its kernels are compiled for.
+(:func:`epoch_arguments`, :func:`team_arguments`), into the positional arguments its kernels
+are compiled for.
 """
 
 from typing import NamedTuple
@@ -80,18 +94,31 @@ class Steps(NamedTuple):
 
 
 class Threads(NamedTuple):
-    """The thread count T and each thread's partial gradient, parts_W (T, C, D) and parts_b
-    (T, C), summed in the order 0..T-1."""
+    """Who computes a batch, and where its partial gradients go.
+
+    n_threads : int, T, the threads that share the K chunks of every batch
+    parts_W : (K, C, D), parts_b : (K, C), the partial gradient of each chunk, summed in the
+        order 0..K-1 (see the module docstring)
+    patience : int, how many long waits (a thread that waited for another so long that it
+        yielded its core: another process took that one's core) the T threads may see before
+        they stop at the end of the step; 0: never stop early
+    seen : (2,) int64, written by ``sgd_epoch``: the steps it ran, and the long waits its
+        threads saw
+    """
 
     n_threads: int
     parts_W: np.ndarray
     parts_b: np.ndarray
+    patience: int = 0
+    seen: np.ndarray = None
 
 
-def make_threads(n_threads, n_classes, n_features, dtype):
-    """:class:`Threads` for T = ``n_threads`` with zeroed partials of ``dtype``."""
-    return Threads(int(n_threads), np.zeros((n_threads, n_classes, n_features), dtype=dtype),
-                   np.zeros((n_threads, n_classes), dtype=dtype))
+def make_threads(n_threads, n_classes, n_features, dtype, chunks=None):
+    """:class:`Threads` for T = ``n_threads`` with K = ``chunks`` (default T) zeroed partials
+    of ``dtype``, never stopping early."""
+    chunks = int(n_threads if chunks is None else chunks)
+    return Threads(int(n_threads), np.zeros((chunks, n_classes, n_features), dtype=dtype),
+                   np.zeros((chunks, n_classes), dtype=dtype), 0, np.zeros(2, np.int64))
 
 
 def epoch_arguments(samples, state, steps, threads):
@@ -103,8 +130,15 @@ def epoch_arguments(samples, state, steps, threads):
             float(steps.momentum), float(steps.alpha), threads.parts_W, threads.parts_b)
 
 
+def team_arguments(threads):
+    """The last arguments of the compiled ``sgd_epoch``, after :func:`epoch_arguments`':
+    ``n_threads, patience, seen`` (a scratch ``seen`` if the record has none)."""
+    seen = np.zeros(2, np.int64) if threads.seen is None else threads.seen
+    return int(threads.n_threads), int(threads.patience), seen
+
+
 def batch_arguments(samples, W, b, grad_W, grad_b, threads):
     """The arguments of ``loss_and_grad`` as the compiled kernels take them: ``X, y,
-    sample_weight, W, b, grad_W, grad_b, parts_W, parts_b``."""
+    sample_weight, W, b, grad_W, grad_b, parts_W, parts_b, n_threads``."""
     return (samples.X, samples.y, samples.sample_weight, W, b, grad_W, grad_b, threads.parts_W,
-            threads.parts_b)
+            threads.parts_b, int(threads.n_threads))

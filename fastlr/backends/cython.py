@@ -1,7 +1,7 @@
 """Cython backend: a thin import of the compiled kernels, ``fastlr/_kernels.pyx`` (the OpenMP
 regions) and the C in ``fastlr/csrc``.
 
-Shapes: N samples, D features, C classes, B batch, T threads. The contract is ``contract.py``;
+Shapes: N samples, D features, C classes, B batch, T threads, K chunks of a batch. The contract is ``contract.py``;
 its records are unpacked here, once, into the positional arguments of the compiled kernels.
 """
 
@@ -10,7 +10,7 @@ try:
 except ImportError as exc:
     raise ImportError("the Cython extension fastlr._kernels is not built") from exc
 
-from .contract import batch_arguments, epoch_arguments  # noqa: E402
+from .contract import batch_arguments, epoch_arguments, team_arguments  # noqa: E402
 
 name = "cython"
 #: The kernels take uint8 X (pixels, features X / 255) as well as float X of W's dtype.
@@ -26,11 +26,13 @@ def loss_and_grad(samples, W, b, grad_W, grad_b, threads):
 
 def sgd_epoch(samples, state, steps, threads):
     """The contract's ``sgd_epoch`` (``contract.py``), unpacked for the compiled kernel."""
-    return _kernels.sgd_epoch(*epoch_arguments(samples, state, steps, threads))
+    return _kernels.sgd_epoch(*epoch_arguments(samples, state, steps, threads),
+                              *team_arguments(threads))
 
 
 def _region_per_step(samples, state, steps, threads):
-    return _kernels.sgd_epoch_region_per_step(*epoch_arguments(samples, state, steps, threads))
+    return _kernels.sgd_epoch_region_per_step(*epoch_arguments(samples, state, steps, threads),
+                                              *team_arguments(threads))
 
 
 #: Whether the kernels were compiled with OpenMP; without it they run on one thread.

@@ -146,7 +146,8 @@ def sgd_epoch(samples, state, steps, threads):
     state : :class:`~fastlr.backends.contract.SGDState`, updated in place
     steps : :class:`~fastlr.backends.contract.Steps`; ``perm`` (M,) may leave rows out (a
         validation split is simply not visited)
-    threads : unused here
+    threads : :class:`~fastlr.backends.contract.Threads`; one thread computes every batch
+        whole and never waits, so it runs every step: ``threads.seen`` gets (S, 0)
 
     Returns
     -------
@@ -170,4 +171,6 @@ def sgd_epoch(samples, state, steps, threads):
         loss_sum += batch_loss
         correct_sum += batch_correct
         sgd_update(state, grad_W, grad_b, steps.lr_steps[t], steps.momentum, steps.alpha)
+    if threads.seen is not None:
+        threads.seen[:] = (-(-len(steps.perm) // steps.batch_size), 0)
     return loss_sum, correct_sum

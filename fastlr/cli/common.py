@@ -119,8 +119,10 @@ def add_backend(parser):
                         help="kernel implementation; auto takes the fastest available "
                              "(default: %(default)s)")
     parser.add_argument("--threads", type=param_type("n_threads"), default=None,
-                        help=f"threads for the kernels (default: all {default_n_threads()} "
-                             f"cores)")
+                        help=f"threads for the kernels, kept whatever else runs (default: "
+                             f"the cores of the {default_n_threads()} that other processes "
+                             f"leave idle, fewer while they take them; the model is the same "
+                             f"on any number)")
 
 
 def add_seed(parser, help):

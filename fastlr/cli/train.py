@@ -17,6 +17,7 @@ from ..model import SoftmaxRegression
 from ..pixels import Pixels
 from ..streaming import (DEFAULT_BUFFER_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_TEST_SIZE,
                          is_streaming_dir, open_source, why_stream)
+from ..threads import describe_changes
 from .common import (EXIT_INTERRUPTED, UsageError, add_backend, add_data_dir, add_seed,
                      load_data, param_choices, param_type, positive_int)
 
@@ -49,8 +50,8 @@ def add_command(commands):
     train.add_argument("--l2", type=param_type("alpha"), default=defaults.alpha,
                        help="L2 penalty on the weights (default: %(default)s)")
     add_backend(train)
-    add_seed(train, help="seed of the shuffling; same seed and threads give the same model "
-                         "(default: %(default)s)")
+    add_seed(train, help="seed of the shuffling; the same seed gives the same model, on any "
+                         "number of threads (default: %(default)s)")
     train.add_argument("--early-stopping", action="store_true",
                        help="hold out 10%% of the training images and stop when their accuracy "
                             "stops improving")
@@ -224,6 +225,7 @@ def _train(args, client, streams):
         "learning_rate": args.lr,
         "backend": model.backend_,
         "threads": model.n_threads_,
+        "thread_changes": getattr(model, "thread_changes_", None),
         "model": args.out,
         "dataset": dataset.record(),
         "streamed": streams,
@@ -310,8 +312,10 @@ def _print_summary(args, summary, model, dataset, n_train, n_test, written, clie
     print(f"  training time   {summary['train_time_s']:.2f} s   ({epochs} epoch"
           f"{'s' if epochs != 1 else ''} of {batch}, median "
           f"{summary['epoch_time_s'] * 1e3:.1f} ms per epoch of SGD)")
-    print(f"  backend         {model.backend_}, {model.n_threads_} thread"
-          f"{'s' if model.n_threads_ != 1 else ''}")
+    threads = describe_changes(getattr(model, "thread_changes_", None) or [])
+    if not threads:
+        threads = f"{model.n_threads_} thread{'s' if model.n_threads_ != 1 else ''}"
+    print(f"  backend         {model.backend_}, {threads}")
     if args.early_stopping:
         stop = summary["early_stopping"]
         stopped = (f"ran all {summary['epochs']} epochs without stopping"

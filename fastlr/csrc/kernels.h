@@ -1,13 +1,13 @@
 /* fastlr's C kernels: the functions fastlr/_kernels.pyx calls, for float and double.
 
-   Shapes: N samples, D features, C classes, B batch, T threads (parts). Every array is
-   C-contiguous: X (N, D), W (C, D), b (C,), y (N,) int64 labels in 0..C-1, sw (N,) sample
-   weights, parts (T, C, D) or (T, C) per-thread partial sums.
+   Shapes: N samples, D features, C classes, B batch, K chunks of a batch (parts). Every
+   array is C-contiguous: X (N, D), W (C, D), b (C,), y (N,) int64 labels in 0..C-1, sw (N,)
+   sample weights, parts (K, C, D) or (K, C) the partial sums of a batch's K chunks.
 
    The kernels only compute. The driver (fastlr/sgd.py) has checked every dtype and shape;
-   _kernels.pyx owns the threads: which thread takes which chunk, the barriers, the buffers.
-   Every sum has an order fixed in the source, so the same inputs, the same T and the same
-   instruction set give bitwise the same result.
+   _kernels.pyx owns the threads: which thread takes which chunks, the meetings, the buffers.
+   Every sum has an order fixed in the source, so the same inputs, the same K and the same
+   instruction set give bitwise the same result, on any number of threads.
 
    Where the code is:
      kernels_impl.h  these functions, written once for FLOAT (compiled by kernels.c): a

@@ -43,7 +43,7 @@ from . import _cache  # noqa: E402
 
 _cache.register()  # before any kernel is defined: the locator is chosen at decoration
 
-from ..contract import batch_arguments, epoch_arguments  # noqa: E402
+from ..contract import batch_arguments, epoch_arguments, team_arguments  # noqa: E402
 from . import epoch as _epoch, predict as _predict  # noqa: E402
 from .epoch import _sample_epoch  # noqa: E402
 from .predict import predict_scores  # noqa: E402
@@ -59,7 +59,8 @@ def loss_and_grad(samples, W, b, grad_W, grad_b, threads):
 
 def sgd_epoch(samples, state, steps, threads):
     """The contract's ``sgd_epoch`` (``contract.py``), unpacked for the kernel."""
-    return _epoch.sgd_epoch(*epoch_arguments(samples, state, steps, threads))
+    return _epoch.sgd_epoch(*epoch_arguments(samples, state, steps, threads),
+                            *team_arguments(threads))
 
 
 def first_run_compiles():

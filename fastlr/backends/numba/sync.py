@@ -1,14 +1,19 @@
-"""How the threads of one parallel region meet: atomic flags and a barrier.
+"""How the threads of one parallel region meet: atomic flags and a meeting that counts long waits.
 
 Shapes: T threads.
 
 The chosen epoch runs as one ``prange`` over the T threads; within it the threads meet twice
-per step (after the partial gradients, after the update). A meeting is a per-thread counter on
-its own cache line: ``_publish`` is a release store, ``_wait_until`` spins on acquire loads with
-x86's ``pause`` in between (a plain spin on other CPUs: ``TUNING.pause``) and yields the core
-between tries once a wait is long (a thread it waits for may share the core), and
-``_barrier`` is thread k's side of one meeting. They are LLVM IR through
-``numba.core.extending.intrinsic`` because Numba has no atomics of its own.
+per step (after the partial gradients, after the update). A meeting is a per-thread line of
+``MEETING_SLOTS`` int64 flags: ``_publish`` is a release store, ``_wait_until`` spins on
+acquire loads with x86's ``pause`` in between (a plain spin on other CPUs: ``TUNING.pause``)
+and yields the core between tries once a wait is long (a thread it waits for may share the
+core), and says whether it had to; ``_meeting`` is thread k's side of one meeting. They are
+LLVM IR through ``numba.core.extending.intrinsic`` because Numba has no atomics of its own.
+
+A long wait means a thread that was not running: another process took its core. Each thread
+counts its own, and publishes the count with its arrival at every meeting, so every thread
+reads the same team total there and the team can agree, with no further meeting, to stop at
+the end of a step (``fastlr/threads.py`` says when).
 
 Threads that spin on each other must all run at once: ``_threads_run_at_once`` says whether a
 ``prange(T)`` gives every chunk its own thread (OpenMP and workqueue do if Numba has T; TBB's
@@ -50,8 +55,9 @@ SPINS_BEFORE_YIELD = 1 << 13
 @intrinsic
 def _wait_until(typingctx, flags, j, value):
     """Spin (``pause`` between tries) until ``flags[j] >= value``, read with acquire
-    ordering; after SPINS_BEFORE_YIELD tries, yield the core before every further try."""
-    sig = types.void(flags, j, value)
+    ordering; after SPINS_BEFORE_YIELD tries, yield the core before every further try.
+    Returns 1 (int64) if the wait was that long, else 0."""
+    sig = types.int64(flags, j, value)
 
     def codegen(context, builder, signature, args):
         fa = context.make_array(signature.args[0])(context, builder, args[0])
@@ -80,18 +86,37 @@ def _wait_until(typingctx, flags, j, value):
                         "llvm.x86.sse2.pause"), [])
         builder.branch(spin)
         builder.position_at_end(done)
-        return context.get_dummy_value()
+        return builder.zext(builder.icmp_signed(">", builder.load(tries), ir.Constant(
+            i64, SPINS_BEFORE_YIELD)), i64)
 
     return sig, codegen
 
 
+#: int64 flags per thread, a cache line: the meetings it has reached, then the long waits it
+#: had seen when it reached an even and an odd one.
+MEETING_SLOTS = 8
+
+
 @njit(cache=True)
-def _barrier(flags, k, T, count):
-    """Thread k's side of the count-th meeting of the T threads: publish the count, wait until
-    every thread has."""
-    _publish(flags, 8 * k, count)
+def _meeting(flags, k, T, count, long_waits):
+    """Thread k's side of the count-th meeting of the T threads, ``flags`` (T MEETING_SLOTS,)
+    int64: publish its ``long_waits`` so far and the count, wait until every thread has.
+
+    Returns (the team's long waits, the sum of what every thread published at this meeting,
+    the same in every thread; 1 if this thread's own wait here was long, else 0). The counts
+    alternate between two slots by the meeting's parity: a thread can reach the next meeting
+    of the same parity only after every thread has left this one, so no slot read here is
+    written while it is read."""
+    slot = 1 + count % 2
+    flags[MEETING_SLOTS * k + slot] = long_waits
+    _publish(flags, MEETING_SLOTS * k, count)
+    waited = 0
     for j in range(T):
-        _wait_until(flags, 8 * j, count)
+        waited |= _wait_until(flags, MEETING_SLOTS * j, count)
+    team = 0
+    for j in range(T):
+        team += flags[MEETING_SLOTS * j + slot]
+    return team, waited
 
 
 def _threads_run_at_once(T):
