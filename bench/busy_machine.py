@@ -12,27 +12,14 @@ extension built). Each row gives the median, min and max wall time, and the rati
 medians against ``--threads 1``, against NumPy and (with ``--before``) against the older
 checkout's default, measured in the same row; the thread line of the default's summary says
 what it did. Before it times a row it checks, on the untimed runs, that the default and
-``--threads 1`` saved bitwise the same model (the thread count must not change it). A benchmark, not a test: it exits 0 once it has measured, whether the targets hold or
+``--threads 1`` saved bitwise the same model (the thread count must not change it).
+A benchmark, not a test: it exits 0 once it has measured, whether the targets hold or
 not (default at most 1.1x ``--threads 1`` and never slower than NumPy with busy processes
 beside it; idle, as fast as before).
 
-The output of ``python bench/busy_machine.py --repeats 7 --before DIR --json
-docs/busy_machine.json`` (DIR: a checkout of the commit before the threads adapted) on the
-2-core AMD EPYC (Zen 3) this was written on, shared with other work, threads column cut::
-
-    busy  command      median     min     max  x threads 1  x numpy  x before
-       0  default       0.72s    0.63    0.83         0.81     0.37      1.04
-       0  threads 1     0.89s    0.81    0.95         1.00     0.45      1.28
-       0  numpy         1.97s    1.91    2.73         2.22     1.00      2.84
-       0  before        0.69s    0.64    0.87         0.78     0.35      1.00
-       1  default       1.05s    0.99    1.22         0.93     0.35      0.51
-       1  threads 1     1.13s    1.06    1.19         1.00     0.38      0.54
-       1  numpy         2.97s    2.72    3.25         2.63     1.00      1.43
-       1  before        2.08s    1.37    2.50         1.84     0.70      1.00
-       2  default       1.55s    1.33    1.75         1.07     0.40      0.47
-       2  threads 1     1.45s    1.10    1.80         1.00     0.38      0.44
-       2  numpy         3.84s    3.62    4.33         2.65     1.00      1.16
-       2  before        3.30s    2.57    7.79         2.28     0.86      1.00
+Its recorded run, on this project's machine: ``python bench/busy_machine.py --repeats 7
+--before DIR --json docs/busy_machine.json`` (DIR: a checkout of the commit before the threads
+adapted); the journal (docs/journal/) keeps the other runs of that hour.
 """
 
 import argparse
