@@ -109,6 +109,11 @@ def hard_cases(dtype):
     cases.append(("all-equal logits", X, y, sw, np.zeros_like(W), np.full_like(b, 7.0)))
     X, y, sw, W, b = make_problem(rng, 12, 17, 3, dtype)
     cases.append(("three classes, odd D", X, y, sw, W, b))
+    # Classes left over after the register tiles (of 5 or 10 classes).
+    X, y, sw, W, b = make_problem(rng, 37, 100, 26, dtype)
+    cases.append(("26 classes", X, y, sw, W, b))
+    X, y, sw, W, b = make_problem(rng, 33, 61, 62, dtype, weighted=True)
+    cases.append(("62 classes, odd D", X, y, sw, W, b))
     return cases
 
 
