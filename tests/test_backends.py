@@ -202,6 +202,25 @@ def test_sgd_trajectory_matches_reference(backend_name, kind, n_threads, batch_s
     assert (ref_sums[:, 1] > 0).all()  # there were samples to count
 
 
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("n_classes", [2, 26, 62])
+def test_pixel_epoch_at_leftover_class_counts_matches_reference(backend_name, n_classes):
+    """uint8 pixels (the fast path) with classes left over after the register tiles, and D
+    (100) not a multiple of the vectors: one epoch on two threads."""
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(23)
+    pixels = rng.integers(0, 256, size=(301, 100)).astype(np.uint8)
+    _, y, sw, W, b = make_problem(rng, 301, 100, n_classes, np.float32, weighted=True)
+    perm = rng.permutation(301).astype(np.int64)
+    ref_W, ref_b, ref_sums = run_epochs(reference, *in_float64(pixels / 255.0, y, sw, W, b),
+                                        [perm], 64, 0.05, 0.0, 0.0)
+    got_W, got_b, got_sums = run_epochs(backend, pixels, y, sw, W, b, [perm], 64, 0.05, 0.0,
+                                        0.0, n_threads=2)
+    assert_matches(got_W, ref_W, np.float32, TRAJECTORY_TOLERANCE)
+    assert_matches(got_b, ref_b, np.float32, TRAJECTORY_TOLERANCE)
+    assert_matches(got_sums[:, 0], ref_sums[:, 0], np.float32, TRAJECTORY_TOLERANCE)
+
+
 def run_counted_epoch(backend, X, y, sw, W, b, perm, lr_steps, batch_size, n_threads=1):
     """One epoch from copies of (W, b); returns its (loss_sum, correct_sum)."""
     W, b = W.copy(), b.copy()
