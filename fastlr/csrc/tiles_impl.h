@@ -8,7 +8,8 @@
      ISA               the instruction set's name in function names (v4, v3, base)
      VECTOR_BYTES      the width of a vector register
      SCORE_TILE        classes per register tile of the scores (times 2 samples)
-     GRAD_TILE         classes per register tile of the gradient (times one vector of D)
+     GRAD_TILE         classes per register tile of the gradient
+     GRAD_VECTORS      vectors of D per register tile of the gradient
      KEEP_IN_REGISTER  an empty asm on a loaded vector, or nothing
 
    Vectors are GCC vector extensions holding independent partial sums, so the loops are
@@ -230,44 +231,71 @@ static void XTILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t
     for (; c0 + SCORE_TILE <= C; c0 += SCORE_TILE)
         XTILE(score_tile)(W, b, C, D, xs, n, z, c0, acc, SCORE_TILE);
 #define FASTLR_SCORE_TILE(k) XTILE(score_tile)(W, b, C, D, xs, n, z, c0, acc, k)
-    switch (C - c0) { FASTLR_LEFTOVER_CASES(FASTLR_SCORE_TILE); }
+    switch (C - c0) { FASTLR_LEFTOVER_CASES(FASTLR_SCORE_TILE, SCORE_TILE); }
 #undef FASTLR_SCORE_TILE
 }
 
 /* The gradient tile of the K <= GRAD_TILE classes whose rows of gW start at rows and whose
-   deltas are gc[j * C + k]: for each vector of D, K vectors of gW stay in registers for all
-   n samples (per sample, one x load and K broadcasts of g feed K FMAs), stored once per block
-   instead of once per sample; every element adds its n terms one sample at a time, in
-   order. Inlined with K a constant, so each K is a tile of its own with its accumulators in
-   registers. With prefetch, the rows xs[n .. n + n_ahead - 1], which come next, scattered by
-   the permutation and mostly in DRAM, are asked for into L2 (prefetcht1, one per cache line)
-   while this loop runs (compute-bound), so that the scores of the next block find them
-   there. */
+   deltas are gc[j * C + k], over the features d0 .. d1 - 1 (d1 - d0 a multiple of V vectors):
+   for each V vectors of D, K x V vectors of gW stay in registers for all n samples (per
+   sample, V x loads and K broadcasts of g feed K V FMAs), stored once per block instead of
+   once per sample; every element adds its n terms one sample at a time, in order, whatever
+   K and V. Inlined with K and V constants, so each is a tile of its own with its
+   accumulators in registers. With prefetch, the rows xs[n .. n + n_ahead - 1], which come
+   next, scattered by the permutation and mostly in DRAM, are asked for into L2 (prefetcht1,
+   one per cache line) while this loop runs (compute-bound), so that the scores of the next
+   block find them there. */
 static inline __attribute__((always_inline)) void
 XTILE(grad_tile)(FLOAT *rows, const FLOAT *gc, ptrdiff_t C, ptrdiff_t D, const XT *const *xs,
-                 ptrdiff_t n, ptrdiff_t n_ahead, int overwrite, int prefetch, const int K) {
+                 ptrdiff_t n, ptrdiff_t n_ahead, int overwrite, int prefetch, ptrdiff_t d0,
+                 ptrdiff_t d1, const int K, const int V) {
     enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(XT) };
-    ptrdiff_t d_main = D - D % LANES;
-    for (ptrdiff_t d = 0; d < d_main; d += LANES) {
-        VEC acc[GRAD_TILE];
-        if (prefetch && d % LINE == 0)
-            for (ptrdiff_t r = 0; r < n_ahead; r++)
-                __builtin_prefetch(xs[n + r] + d, 0, 2);
+    for (ptrdiff_t d = d0; d < d1; d += V * LANES) {
+        VEC acc[GRAD_TILE][GRAD_VECTORS];
+        if (prefetch)
+            for (int v = 0; v < V; v++)
+                if ((d + v * LANES) % LINE == 0)
+                    for (ptrdiff_t r = 0; r < n_ahead; r++)
+                        __builtin_prefetch(xs[n + r] + d + v * LANES, 0, 2);
 #pragma GCC unroll 16
         for (int k = 0; k < K; k++)
-            acc[k] = XTILE(vec_sum_start)(overwrite, rows + k * D + d);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                acc[k][v] = XTILE(vec_sum_start)(overwrite, rows + k * D + d + v * LANES);
         for (ptrdiff_t j = 0; j < n; j++) {
-            VEC xv = XTILE(load_x)(xs[j] + d);
+            VEC xv[GRAD_VECTORS];
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                xv[v] = XTILE(load_x)(xs[j] + d + v * LANES);
             const FLOAT *gj = gc + j * C;
 #pragma GCC unroll 16
             for (int k = 0; k < K; k++)
-                acc[k] += gj[k] * xv;
+#pragma GCC unroll 4
+                for (int v = 0; v < V; v++)
+                    acc[k][v] += gj[k] * xv[v];
         }
 #pragma GCC unroll 16
         for (int k = 0; k < K; k++)
-            TILE(store)(rows + k * D + d,
-                        XTILE(vec_sum_end)(overwrite, rows + k * D + d, acc[k]));
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                FLOAT *at = rows + k * D + d + v * LANES;
+                TILE(store)(at, XTILE(vec_sum_end)(overwrite, at, acc[k][v]));
+            }
     }
+}
+
+/* The K <= GRAD_TILE classes of grad_tile over all of D: tiles of GRAD_VECTORS vectors, then
+   of one vector, then the features after the last whole vector one by one. */
+static inline __attribute__((always_inline)) void
+XTILE(grad_sweep)(FLOAT *rows, const FLOAT *gc, ptrdiff_t C, ptrdiff_t D, const XT *const *xs,
+                  ptrdiff_t n, ptrdiff_t n_ahead, int overwrite, int prefetch, const int K) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT) };
+    ptrdiff_t d_main = D - D % LANES, d_wide = D - D % (GRAD_VECTORS * LANES);
+    XTILE(grad_tile)(rows, gc, C, D, xs, n, n_ahead, overwrite, prefetch, 0, d_wide, K,
+                     GRAD_VECTORS);
+    if (GRAD_VECTORS > 1)
+        XTILE(grad_tile)(rows, gc, C, D, xs, n, n_ahead, overwrite, prefetch, d_wide, d_main,
+                         K, 1);
     for (ptrdiff_t d = d_main; d < D; d++)
         for (int k = 0; k < K; k++) {
             FLOAT s = XTILE(sum_start)(overwrite, rows[k * D + d]);
@@ -279,7 +307,7 @@ XTILE(grad_tile)(FLOAT *rows, const FLOAT *gc, ptrdiff_t C, ptrdiff_t D, const X
 
 /* gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples x_j = xs[j] (D,),
    g (n, C): tiles of GRAD_TILE classes, then one tile of the classes left over (C = 26 with
-   tiles of 10: a tile of 6), each a sweep over D (grad_tile). With overwrite, gW and gb start
+   tiles of 10: a tile of 6), each a sweep over D (grad_sweep). With overwrite, gW and gb start
    from 0 instead of their contents. The first sweep prefetches the rows xs[n .. n + n_ahead
    - 1] of the next block. */
 _Static_assert(GRAD_TILE <= 10, "FASTLR_LEFTOVER_CASES covers up to 9 classes");
@@ -288,12 +316,12 @@ static void XTILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
                               int overwrite, const FLOAT *g) {
     ptrdiff_t c0 = 0;
     for (; c0 + GRAD_TILE <= C; c0 += GRAD_TILE)
-        XTILE(grad_tile)(gW + c0 * D, g + c0, C, D, xs, n, n_ahead, overwrite, c0 == 0,
-                         GRAD_TILE);
-#define FASTLR_GRAD_TILE(k) \
-    XTILE(grad_tile)(gW + c0 * D, g + c0, C, D, xs, n, n_ahead, overwrite, c0 == 0, k)
-    switch (C - c0) { FASTLR_LEFTOVER_CASES(FASTLR_GRAD_TILE); }
-#undef FASTLR_GRAD_TILE
+        XTILE(grad_sweep)(gW + c0 * D, g + c0, C, D, xs, n, n_ahead, overwrite, c0 == 0,
+                          GRAD_TILE);
+#define FASTLR_GRAD_SWEEP(k) \
+    XTILE(grad_sweep)(gW + c0 * D, g + c0, C, D, xs, n, n_ahead, overwrite, c0 == 0, k)
+    switch (C - c0) { FASTLR_LEFTOVER_CASES(FASTLR_GRAD_SWEEP, GRAD_TILE); }
+#undef FASTLR_GRAD_SWEEP
     for (ptrdiff_t c = 0; c < C; c++) {
         FLOAT s = overwrite ? 0 : gb[c];
         for (ptrdiff_t j = 0; j < n; j++)
