@@ -53,6 +53,7 @@ SCORE_SAMPLES = TUNING.score_samples  # samples x classes of the score tile
 TILE_CLASSES = TUNING.score_classes   # classes of the score tile; C = 10 is two tiles of 5
 GATHER_CLASSES = TUNING.grad_classes  # classes of the gradient tile (avx512: all 10 of MNIST's)
 GATHER_VECTORS = TUNING.grad_vectors  # vectors of features of that tile
+SCORES_BY_CLASS_BYTES = TUNING.scores_by_class_kib * 1024  # W larger: classes outermost
 
 
 def _lanes_of(context, array_type):
@@ -407,21 +408,30 @@ def _score_tail(x, W, z, d_tail, scale):
 def _gather_scores(X, rows, n, W, S):
     """S[s, c] = X[rows[s]] . W[c] for s < n rounded up to SCORE_SAMPLES (``rows`` holds a
     valid row there; those scores are ignored): the register tiles over whole vectors (the
-    classes after the last full tile in narrower tiles), the leftover features with a plain
-    loop."""
+    classes after the last full tile in narrower tiles), the samples outermost, or the
+    classes where W is larger than ``TUNING.scores_by_class_kib``; then the leftover
+    features with a plain loop."""
     C, D = W.shape
     lanes = VECTOR_BYTES // W.itemsize
     scale = pixel_scale(X)
     n_vec = D // lanes
     d_tail = n_vec * lanes
     c_tiles = C - C % TILE_CLASSES
-    for s0 in range(0, n, SCORE_SAMPLES):
+    if C * D * W.itemsize > SCORES_BY_CLASS_BYTES:
         for c0 in range(0, c_tiles, TILE_CLASSES):
-            _gather_score_tile(X, rows, s0, W, c0, n_vec, S, 0)
+            for s0 in range(0, n, SCORE_SAMPLES):
+                _gather_score_tile(X, rows, s0, W, c0, n_vec, S, 0)
         if c_tiles < C:
-            _gather_score_leftover(X, rows, s0, W, c_tiles, n_vec, S, C - c_tiles)
-        for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_tail(X[rows[s]], W, S[s], d_tail, scale)
+            for s0 in range(0, n, SCORE_SAMPLES):
+                _gather_score_leftover(X, rows, s0, W, c_tiles, n_vec, S, C - c_tiles)
+    else:
+        for s0 in range(0, n, SCORE_SAMPLES):
+            for c0 in range(0, c_tiles, TILE_CLASSES):
+                _gather_score_tile(X, rows, s0, W, c0, n_vec, S, 0)
+            if c_tiles < C:
+                _gather_score_leftover(X, rows, s0, W, c_tiles, n_vec, S, C - c_tiles)
+    for s in range(padded_rows(n)):
+        _score_tail(X[rows[s]], W, S[s], d_tail, scale)
 
 
 @njit(fastmath=FAST, cache=True)
