@@ -38,9 +38,24 @@ time. ``others`` is the CPU (in cores) other processes took while the row's roun
 (``fastlr.measure.CpuWatch``), the largest over its rounds; ``!`` marks a row where it was
 more than 5% of the machine.
 
-Example (``--quick``, this output made on the project's 2-core AMD EPYC)::
+Example: rows of the run that wrote ``docs/shapes.json`` (the full grid, the command above
+with ``--big-rounds 3``) on the project's 2-core AMD EPYC (Zen 3); the whole table is in the
+journal, ``docs/journal/epyc-zen3.md``::
 
-    see docs/journal/epyc-zen3.md for the runs and their tables
+    machine  AMD EPYC, 2 cores
+    ceiling  sgemm 4096^3: 185.7 GFLOP/s on 2 threads (before and after the grid: 185.7, 169.4)
+    epoch    60,000 uint8 images, 2 threads; one epoch = 4*N*C*D flops
+
+        C     D batch  engine          ms [min - max]            x peer  % sgemm rounds  others
+    -------------------------------------------------------------------------------------------
+       26   784  1024  numba         71.2 [70.1 - 92.9]           1.58x     37%      3   0.05
+       26   784  1024  cython        62.2 [55.9 - 62.9]           1.81x     42%      3   0.17
+       26   784  1024  numpy        121.3 [116.7 - 129.0]         0.93x     22%      3   0.02
+       26   784  1024  jax          112.6 [78.0 - 116.6]          1.00x     23%      3   0.00
+      345   784  1024  numba        605.6 [584.1 - 673.2]         0.85x     58%      3   0.01
+      345   784  1024  cython       533.9 [495.4 - 554.5]         0.96x     65%      3   0.04
+      345   784  1024  numpy        606.8 [525.3 - 613.6]         0.84x     58%      3   0.04
+      345   784  1024  jax          512.6 [469.8 - 583.8]         1.00x     68%      3   0.00
 """
 
 import argparse
@@ -100,22 +115,34 @@ def epoch_rates(n, d, batch_size):
 
 # --- the engines: prepare(X_pixels, X_features, y) once per shape, then epoch() ----------------
 
-class FastlrEngine:
+class Engine:
+    """An engine: ``prepare`` takes a shape's data, ``compile`` readies the epoch for a
+    shape (untimed; returns its seconds), ``epoch`` trains one epoch from (W, b) and returns
+    the new (W, b) and, where ``computes_loss``, the mean loss."""
+
+    computes_loss = False
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+
+    def compile(self, W0, b0, perm, rates, batch_size):
+        """Nothing per shape (fastlr's kernels are compiled per dtype, by the check's
+        epoch): 0 seconds."""
+        return 0.0
+
+
+class FastlrEngine(Engine):
     """A fastlr backend's ``sgd_epoch`` on uint8 pixels with float32 weights."""
 
     computes_loss = True
 
     def __init__(self, name, n_threads):
+        super().__init__(n_threads)
         self.name = name
         self.backend = get_backend(name)
-        self.n_threads = n_threads
 
     def prepare(self, X_pixels, X_features, y):
         self.X, self.y = X_pixels, y
-
-    def compile(self, W0, b0, perm, rates, batch_size):
-        """Nothing per shape: the kernels are compiled per dtype, by the check's epoch."""
-        return 0.0
 
     def epoch(self, W, b, perm, rates, batch_size):
         """One epoch from (W, b), in place; returns (W, b, mean loss)."""
@@ -135,20 +162,13 @@ def softmax_delta(z, y):
     return z
 
 
-class NumpyLoop:
+class NumpyLoop(Engine):
     """The plain NumPy loop of ``bench/plain_numpy_train.py`` on float32 features."""
 
     name = "numpy"
-    computes_loss = False
-
-    def __init__(self, n_threads):
-        self.n_threads = n_threads
 
     def prepare(self, X_pixels, X_features, y):
         self.X, self.y = X_features, y
-
-    def compile(self, W0, b0, perm, rates, batch_size):
-        return 0.0
 
     def epoch(self, W, b, perm, rates, batch_size):
         W, b = W.copy(), b.copy()
@@ -164,18 +184,17 @@ class NumpyLoop:
         return W, b
 
 
-class JaxEpoch:
+class JaxEpoch(Engine):
     """The same step in JAX, the whole epoch one jitted function: ``lax.scan`` over the full
     batches, then the short last batch; X on JAX's CPU device as float32 features."""
 
     name = "jax"
-    computes_loss = False
 
     def __init__(self, n_threads):
         import jax
         import jax.numpy as jnp
+        super().__init__(n_threads)
         self.jax, self.jnp = jax, jnp
-        self.n_threads = n_threads
         self._compiled = {}
 
     def prepare(self, X_pixels, X_features, y):
