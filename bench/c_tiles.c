@@ -1,27 +1,36 @@
 /* The C kernels' tiles timed in isolation, on this CPU: the score tile, the gradient tile and
-   the softmax's exponentials of one block of 64 MNIST-shaped samples (D = 784, C = 10), rows
-   in cache, for every instruction set this CPU runs, float X and uint8 pixels.
+   the softmax's exponentials of one block of FASTLR_BLOCK samples (MNIST's shape, D = 784 and
+   C = 10, unless -DN_FEATURES=... -DN_CLASSES=... choose another), rows in cache, for every
+   instruction set this CPU runs, float X and uint8 pixels.
 
-       gcc -O3 -Ifastlr/csrc bench/c_tiles.c fastlr/csrc/dispatch.c fastlr/csrc/tiles_v4.c \
-           fastlr/csrc/tiles_v3.c fastlr/csrc/tiles_base.c -o /tmp/c_tiles && /tmp/c_tiles
+       gcc -O3 -Ifastlr/csrc [-DN_CLASSES=345] bench/c_tiles.c fastlr/csrc/dispatch.c \
+           fastlr/csrc/tiles_v4.c fastlr/csrc/tiles_v3.c fastlr/csrc/tiles_base.c \
+           -o /tmp/c_tiles && /tmp/c_tiles
 
-   Each figure is the fastest of 2000 calls: on a shared machine the fastest call is the one
+   Each figure is the fastest of CALLS calls: on a shared machine the fastest call is the one
    no other process interrupted. There are no hardware counters in a virtual machine without
-   a PMU (perf stat: "not supported"), so this is how the kernels are profiled there; an
-   epoch runs 938 blocks, so "ms/epoch" is that many calls. */
+   a PMU (perf stat: "not supported"), so this is how the kernels are profiled there;
+   "ms/epoch" is the time of the 60,000 / FASTLR_BLOCK blocks of an epoch on one thread. The
+   block is the kernels' own (the score tile keeps the accumulators of that many samples). */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "tiles.h"
 #include "timing.h"
 
-enum { N_BLOCK = 64, D = 784, C = 10, CALLS = 2000 };
+#ifndef N_FEATURES
+#define N_FEATURES 784
+#endif
+#ifndef N_CLASSES
+#define N_CLASSES 10
+#endif
+enum { N_BLOCK = FASTLR_BLOCK, D = N_FEATURES, C = N_CLASSES, CALLS = 2000 };
 #define LINE_ALIGNED __attribute__((aligned(64)))
 
 static void report(const char *what, double s) {
     double gflops = 2.0 * N_BLOCK * C * D / s / 1e9;
     printf("  %-22s %6.2f us  %6.1f GFLOP/s  %5.1f ms/epoch\n", what, s * 1e6, gflops,
-           s * 938e3);
+           s * 60000.0 / N_BLOCK * 1e3);
 }
 
 int main(void) {

@@ -109,6 +109,13 @@ def hard_cases(dtype):
     cases.append(("all-equal logits", X, y, sw, np.zeros_like(W), np.full_like(b, 7.0)))
     X, y, sw, W, b = make_problem(rng, 12, 17, 3, dtype)
     cases.append(("three classes, odd D", X, y, sw, W, b))
+    # Classes left over after the register tiles (of 5 or 10 classes).
+    X, y, sw, W, b = make_problem(rng, 37, 100, 26, dtype)
+    cases.append(("26 classes", X, y, sw, W, b))
+    X, y, sw, W, b = make_problem(rng, 33, 61, 62, dtype, weighted=True)
+    cases.append(("62 classes, odd D", X, y, sw, W, b))
+    X, y, sw, W, b = make_problem(rng, 37, 784, 100, dtype)
+    cases.append(("100 classes, W beyond L2", X, y, sw, W, b))
     return cases
 
 
@@ -195,6 +202,26 @@ def test_sgd_trajectory_matches_reference(backend_name, kind, n_threads, batch_s
     assert_matches(got_sums[:, 0], ref_sums[:, 0], dtype, TRAJECTORY_TOLERANCE)
     assert np.abs(got_sums[:, 1] - ref_sums[:, 1]).max() <= 2 * problem[2].max()
     assert (ref_sums[:, 1] > 0).all()  # there were samples to count
+
+
+@pytest.mark.parametrize("backend_name", FAST_BACKENDS)
+@pytest.mark.parametrize("n_classes,d", [(2, 100), (26, 100), (62, 100), (345, 784)])
+def test_pixel_epoch_at_many_class_counts_matches_reference(backend_name, n_classes, d):
+    """uint8 pixels (the fast path) with classes left over after the register tiles, and D
+    (100) not a multiple of the vectors; and a W of 1 MB, beyond the size at which the tiles
+    take the classes outermost: one epoch on two threads."""
+    backend = get_backend(backend_name)
+    rng = np.random.default_rng(23)
+    pixels = rng.integers(0, 256, size=(301, d)).astype(np.uint8)
+    _, y, sw, W, b = make_problem(rng, 301, d, n_classes, np.float32, weighted=True)
+    perm = rng.permutation(301).astype(np.int64)
+    ref_W, ref_b, ref_sums = run_epochs(reference, *in_float64(pixels / 255.0, y, sw, W, b),
+                                        [perm], 64, 0.05, 0.0, 0.0)
+    got_W, got_b, got_sums = run_epochs(backend, pixels, y, sw, W, b, [perm], 64, 0.05, 0.0,
+                                        0.0, n_threads=2)
+    assert_matches(got_W, ref_W, np.float32, TRAJECTORY_TOLERANCE)
+    assert_matches(got_b, ref_b, np.float32, TRAJECTORY_TOLERANCE)
+    assert_matches(got_sums[:, 0], ref_sums[:, 0], np.float32, TRAJECTORY_TOLERANCE)
 
 
 def run_counted_epoch(backend, X, y, sw, W, b, perm, lr_steps, batch_size, n_threads=1):

@@ -159,13 +159,15 @@ FORCED_CPU_SCRIPT = textwrap.dedent("""
     from fastlr.backends.numba.tuning import TUNING
 
     rng = np.random.default_rng(0)
-    n, d, c = 203, 784, 10
+    n, d = 203, 784
     pixels = rng.integers(0, 256, size=(n, d)).astype(np.uint8)
-    y = rng.integers(0, c, size=n).astype(np.int64)
-    W0 = (rng.standard_normal((c, d)) * 0.01).astype(np.float32)
     perm = rng.permutation(n).astype(np.int64)
     errors = {}
-    for name, X in (("float32", (pixels / 255.0).astype(np.float32)), ("uint8", pixels)):
+    # 13 classes: classes left over after the full tiles of every profile.
+    for c, name, X in ((c, f"{kind}, C = {c}", X) for c in (10, 13) for kind, X in (
+            ("float32", (pixels / 255.0).astype(np.float32)), ("uint8", pixels))):
+        y = rng.integers(0, c, size=n).astype(np.int64)
+        W0 = (rng.standard_normal((c, d)) * 0.01).astype(np.float32)
         results = []
         for backend, Xb, dtype in ((nb, X, np.float32), (reference, pixels / 255.0, np.float64)):
             W, b = W0.astype(dtype), np.zeros(c, dtype)

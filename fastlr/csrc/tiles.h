@@ -155,6 +155,28 @@ static inline ptrdiff_t fastlr_amx_scratch(uintptr_t base, ptrdiff_t C, ptrdiff_
 /* The AMX tiles the kernels call, or NULL below the AMX level (dispatch.c). */
 extern const struct fastlr_amx_tiles *fastlr_active_amx;
 
+/* The switch cases of a tile of the classes left over after the full tiles of `width`
+   classes: case k calls tile(k) for k = 1 .. min(9, width - 1), so that each count is a
+   tile with its own constant K (the tiles are inlined), its accumulators in registers; 0 left
+   over does nothing. */
+#define FASTLR_LEFTOVER_CASE(tile, k, width) \
+    case k:                                  \
+        if (k < (width))                     \
+            tile(k);                         \
+        break
+#define FASTLR_LEFTOVER_CASES(tile, width)   \
+    FASTLR_LEFTOVER_CASE(tile, 1, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 2, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 3, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 4, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 5, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 6, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 7, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 8, width);    \
+    FASTLR_LEFTOVER_CASE(tile, 9, width);    \
+    default:                                 \
+        break
+
 /* Names in the templates: FASTLR_CAT(scores_, FLOAT) is scores_float when FLOAT is float. */
 #define FASTLR_CAT_(a, b) a##b
 #define FASTLR_CAT(a, b) FASTLR_CAT_(a, b)

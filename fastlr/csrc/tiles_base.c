@@ -7,6 +7,7 @@
 #define VECTOR_BYTES 16
 #define SCORE_TILE 5
 #define GRAD_TILE 10
+#define GRAD_VECTORS 1
 #define KEEP_IN_REGISTER(v) ((void)0)
 
 #include "tiles_isa.h"

@@ -8,7 +8,8 @@
      ISA               the instruction set's name in function names (v4, v3, base)
      VECTOR_BYTES      the width of a vector register
      SCORE_TILE        classes per register tile of the scores (times 2 samples)
-     GRAD_TILE         classes per register tile of the gradient (times one vector of D)
+     GRAD_TILE         classes per register tile of the gradient
+     GRAD_VECTORS      vectors of D per register tile of the gradient
      KEEP_IN_REGISTER  an empty asm on a loaded vector, or nothing
 
    Vectors are GCC vector extensions holding independent partial sums, so the loops are
@@ -148,137 +149,179 @@ static inline VEC XTILE(vec_sum_end)(int overwrite, const FLOAT *old, VEC sum) {
     return (overwrite ? (VEC){0} : TILE(load)(old)) + X_SCALE * sum;
 }
 
-/* z (n, C) = x_j W^T + b for the n <= FASTLR_BLOCK samples x_j = xs[j] (D,), W (C, D).
-   Two samples and SCORE_TILE classes per pass over D (per vector of D, SCORE_TILE + 2 loads
-   feed 2 SCORE_TILE FMAs); the lanes of each accumulator are summed in a fixed order. A
-   short tile repeats its last sample or class, writing the same value twice.
+/* The score tile of the K <= SCORE_TILE classes c0 .. c0 + K - 1: their scores z[j, c] =
+   x_j . W[c] + b[c] of the n <= FASTLR_BLOCK samples x_j = xs[j]. Two samples and K classes
+   per pass over D (per vector of D, K + 2 loads feed 2 K FMAs); the lanes of each
+   accumulator are summed in a fixed order. A block of an odd n repeats its last sample,
+   writing the same value twice. Inlined with K a constant, so each K is a tile of its own.
    D is walked in spans of fastlr_score_span bytes, every pair of samples of the block
    through one span before the next, so that the span of the tile's rows of W stays in L1
    (on a 32 KB L1, 1 KB spans: 10 KB of W instead of streaming all 31 KB of it from L2 for
-   every pair); where the whole rows fit, one span. The accumulators wait in memory between
+   every pair); where the whole rows fit, one span. The accumulators wait in acc between
    spans: the sums are the same, in the same order, whatever the span. */
-static void XTILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
-                          const XT *const *xs, ptrdiff_t n, FLOAT *z) {
-    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), K = SCORE_TILE };
-    VEC acc[(FASTLR_BLOCK + 1) / 2][2 * K];
+static inline __attribute__((always_inline)) void
+XTILE(score_tile)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
+                  const XT *const *xs, ptrdiff_t n, FLOAT *z, ptrdiff_t c0,
+                  VEC (*acc)[2 * SCORE_TILE], const int K) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT) };
     ptrdiff_t d_main = D - D % LANES;
     ptrdiff_t span = fastlr_score_span(D * (ptrdiff_t)sizeof(FLOAT), K) /
                      (ptrdiff_t)sizeof(FLOAT) / LANES * LANES;
     if (span < LANES)
         span = LANES;
-    for (ptrdiff_t c0 = 0; c0 < C; c0 += K) {
-        ptrdiff_t cs[K];
-        const FLOAT *w[K];
-        for (int k = 0; k < K; k++) {
-            cs[k] = c0 + k < C ? c0 + k : C - 1;
-            w[k] = W + cs[k] * D;
-        }
-        for (ptrdiff_t q0 = 0; q0 < d_main; q0 += span) {
-            ptrdiff_t q1 = q0 + span < d_main ? q0 + span : d_main;
-            for (ptrdiff_t j = 0; j < n; j += 2) {
-                const XT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
-                VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
-                VEC acc0[K], acc1[K];
-#pragma GCC unroll 16
-                for (int k = 0; k < K; k++) {
-                    acc0[k] = q0 ? a0[k] : (VEC){0};
-                    acc1[k] = q0 ? a1[k] : (VEC){0};
-                }
-                for (ptrdiff_t d = q0; d < q1; d += LANES) {
-                    VEC u0 = XTILE(load_x)(x0 + d);
-                    VEC u1 = XTILE(load_x)(x1 + d);
-#pragma GCC unroll 16
-                    for (int k = 0; k < K; k++) {
-                        VEC u = TILE(load)(w[k] + d);
-                        KEEP_IN_REGISTER(u);
-                        acc0[k] += u * u0;
-                        acc1[k] += u * u1;
-                    }
-                }
-#pragma GCC unroll 16
-                for (int k = 0; k < K; k++) {
-                    a0[k] = acc0[k];
-                    a1[k] = acc1[k];
-                }
-            }
-        }
+    const FLOAT *w[SCORE_TILE];
+    for (int k = 0; k < K; k++)
+        w[k] = W + (c0 + k) * D;
+    for (ptrdiff_t q0 = 0; q0 < d_main; q0 += span) {
+        ptrdiff_t q1 = q0 + span < d_main ? q0 + span : d_main;
         for (ptrdiff_t j = 0; j < n; j += 2) {
-            ptrdiff_t j1 = j + 1 < n ? j + 1 : j;
-            const XT *x0 = xs[j], *x1 = xs[j1];
+            const XT *x0 = xs[j], *x1 = xs[j + 1 < n ? j + 1 : j];
             VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
-            if (d_main == 0)
-                for (int k = 0; k < K; k++)
-                    a0[k] = a1[k] = (VEC){0};
-            for (ptrdiff_t t = 0; t < D - d_main; t++) {
+            VEC acc0[SCORE_TILE], acc1[SCORE_TILE];
+#pragma GCC unroll 16
+            for (int k = 0; k < K; k++) {
+                acc0[k] = q0 ? a0[k] : (VEC){0};
+                acc1[k] = q0 ? a1[k] : (VEC){0};
+            }
+            for (ptrdiff_t d = q0; d < q1; d += LANES) {
+                VEC u0 = XTILE(load_x)(x0 + d);
+                VEC u1 = XTILE(load_x)(x1 + d);
+#pragma GCC unroll 16
                 for (int k = 0; k < K; k++) {
-                    a0[k][t] += w[k][d_main + t] * x0[d_main + t];
-                    a1[k][t] += w[k][d_main + t] * x1[d_main + t];
+                    VEC u = TILE(load)(w[k] + d);
+                    KEEP_IN_REGISTER(u);
+                    acc0[k] += u * u0;
+                    acc1[k] += u * u1;
                 }
             }
+#pragma GCC unroll 16
             for (int k = 0; k < K; k++) {
-                z[j * C + cs[k]] = X_SCALE * TILE(lane_sum)(a0[k]) + b[cs[k]];
-                z[j1 * C + cs[k]] = X_SCALE * TILE(lane_sum)(a1[k]) + b[cs[k]];
+                a0[k] = acc0[k];
+                a1[k] = acc1[k];
             }
+        }
+    }
+    for (ptrdiff_t j = 0; j < n; j += 2) {
+        ptrdiff_t j1 = j + 1 < n ? j + 1 : j;
+        const XT *x0 = xs[j], *x1 = xs[j1];
+        VEC *a0 = acc[j / 2], *a1 = acc[j / 2] + K;
+        if (d_main == 0)
+            for (int k = 0; k < K; k++)
+                a0[k] = a1[k] = (VEC){0};
+        for (ptrdiff_t t = 0; t < D - d_main; t++) {
+            for (int k = 0; k < K; k++) {
+                a0[k][t] += w[k][d_main + t] * x0[d_main + t];
+                a1[k][t] += w[k][d_main + t] * x1[d_main + t];
+            }
+        }
+        for (int k = 0; k < K; k++) {
+            z[j * C + c0 + k] = X_SCALE * TILE(lane_sum)(a0[k]) + b[c0 + k];
+            z[j1 * C + c0 + k] = X_SCALE * TILE(lane_sum)(a1[k]) + b[c0 + k];
         }
     }
 }
 
+/* z (n, C) = x_j W^T + b for the n <= FASTLR_BLOCK samples x_j = xs[j] (D,), W (C, D): tiles
+   of SCORE_TILE classes, then one tile of the classes left over (score_tile). */
+_Static_assert(SCORE_TILE <= 10, "FASTLR_LEFTOVER_CASES covers up to 9 classes");
+static void XTILE(scores)(const FLOAT *W, const FLOAT *b, ptrdiff_t C, ptrdiff_t D,
+                          const XT *const *xs, ptrdiff_t n, FLOAT *z) {
+    VEC acc[(FASTLR_BLOCK + 1) / 2][2 * SCORE_TILE];
+    ptrdiff_t c0 = 0;
+    for (; c0 + SCORE_TILE <= C; c0 += SCORE_TILE)
+        XTILE(score_tile)(W, b, C, D, xs, n, z, c0, acc, SCORE_TILE);
+#define FASTLR_SCORE_TILE(k) XTILE(score_tile)(W, b, C, D, xs, n, z, c0, acc, k)
+    switch (C - c0) { FASTLR_LEFTOVER_CASES(FASTLR_SCORE_TILE, SCORE_TILE); }
+#undef FASTLR_SCORE_TILE
+}
+
+/* The gradient tile of the K <= GRAD_TILE classes whose rows of gW start at rows and whose
+   deltas are gc[j * C + k], over the features d0 .. d1 - 1 (d1 - d0 a multiple of V vectors):
+   for each V vectors of D, K x V vectors of gW stay in registers for all n samples (per
+   sample, V x loads and K broadcasts of g feed K V FMAs), stored once per block instead of
+   once per sample; every element adds its n terms one sample at a time, in order, whatever
+   K and V. Inlined with K and V constants, so each is a tile of its own with its
+   accumulators in registers. With prefetch, the rows xs[n .. n + n_ahead - 1], which come
+   next, scattered by the permutation and mostly in DRAM, are asked for into L2 (prefetcht1,
+   one per cache line) while this loop runs (compute-bound), so that the scores of the next
+   block find them there. */
+static inline __attribute__((always_inline)) void
+XTILE(grad_tile)(FLOAT *rows, const FLOAT *gc, ptrdiff_t C, ptrdiff_t D, const XT *const *xs,
+                 ptrdiff_t n, ptrdiff_t n_ahead, int overwrite, int prefetch, ptrdiff_t d0,
+                 ptrdiff_t d1, const int K, const int V) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(XT) };
+    for (ptrdiff_t d = d0; d < d1; d += V * LANES) {
+        VEC acc[GRAD_TILE][GRAD_VECTORS];
+        if (prefetch)
+            for (int v = 0; v < V; v++)
+                if ((d + v * LANES) % LINE == 0)
+                    for (ptrdiff_t r = 0; r < n_ahead; r++)
+                        __builtin_prefetch(xs[n + r] + d + v * LANES, 0, 2);
+#pragma GCC unroll 16
+        for (int k = 0; k < K; k++)
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                acc[k][v] = XTILE(vec_sum_start)(overwrite, rows + k * D + d + v * LANES);
+        for (ptrdiff_t j = 0; j < n; j++) {
+            VEC xv[GRAD_VECTORS];
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++)
+                xv[v] = XTILE(load_x)(xs[j] + d + v * LANES);
+            const FLOAT *gj = gc + j * C;
+#pragma GCC unroll 16
+            for (int k = 0; k < K; k++)
+#pragma GCC unroll 4
+                for (int v = 0; v < V; v++)
+                    acc[k][v] += gj[k] * xv[v];
+        }
+#pragma GCC unroll 16
+        for (int k = 0; k < K; k++)
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                FLOAT *at = rows + k * D + d + v * LANES;
+                TILE(store)(at, XTILE(vec_sum_end)(overwrite, at, acc[k][v]));
+            }
+    }
+}
+
+/* The K <= GRAD_TILE classes of grad_tile over all of D: tiles of GRAD_VECTORS vectors, then
+   of one vector, then the features after the last whole vector one by one. */
+static inline __attribute__((always_inline)) void
+XTILE(grad_sweep)(FLOAT *rows, const FLOAT *gc, ptrdiff_t C, ptrdiff_t D, const XT *const *xs,
+                  ptrdiff_t n, ptrdiff_t n_ahead, int overwrite, int prefetch, const int K) {
+    enum { LANES = VECTOR_BYTES / sizeof(FLOAT) };
+    ptrdiff_t d_main = D - D % LANES, d_wide = D - D % (GRAD_VECTORS * LANES);
+    XTILE(grad_tile)(rows, gc, C, D, xs, n, n_ahead, overwrite, prefetch, 0, d_wide, K,
+                     GRAD_VECTORS);
+    if (GRAD_VECTORS > 1)
+        XTILE(grad_tile)(rows, gc, C, D, xs, n, n_ahead, overwrite, prefetch, d_wide, d_main,
+                         K, 1);
+    for (ptrdiff_t d = d_main; d < D; d++)
+        for (int k = 0; k < K; k++) {
+            FLOAT s = XTILE(sum_start)(overwrite, rows[k * D + d]);
+            for (ptrdiff_t j = 0; j < n; j++)
+                s += gc[j * C + k] * xs[j][d];
+            rows[k * D + d] = XTILE(sum_end)(overwrite, rows[k * D + d], s);
+        }
+}
+
 /* gW (C, D) += sum_j g_j x_j^T and gb (C,) += sum_j g_j over the n samples x_j = xs[j] (D,),
-   g (n, C). A tile of GRAD_TILE rows x one vector of gW stays in registers for all n samples
-   (per sample, one x load and GRAD_TILE broadcasts of g feed GRAD_TILE FMAs), stored once
-   per block instead of once per sample; every element adds its n terms one sample at a
-   time, in order, whatever the vector width. With overwrite, gW and gb start from 0 instead
-   of their contents.
-   The rows xs[n .. n + n_ahead - 1] come next; they are scattered by the permutation and
-   mostly in DRAM. While this loop runs (compute-bound), they are prefetched into L2
-   (prefetcht1, one per cache line), so that the scores of the next block, which would wait
-   on DRAM, find them there. */
+   g (n, C): tiles of GRAD_TILE classes, then one tile of the classes left over (C = 26 with
+   tiles of 10: a tile of 6), each a sweep over D (grad_sweep). With overwrite, gW and gb start
+   from 0 instead of their contents. The first sweep prefetches the rows xs[n .. n + n_ahead
+   - 1] of the next block. */
+_Static_assert(GRAD_TILE <= 10, "FASTLR_LEFTOVER_CASES covers up to 9 classes");
 static void XTILE(accumulate)(FLOAT *gW, FLOAT *gb, ptrdiff_t C, ptrdiff_t D,
                               const XT *const *xs, ptrdiff_t n, ptrdiff_t n_ahead,
                               int overwrite, const FLOAT *g) {
-    enum { LANES = VECTOR_BYTES / sizeof(FLOAT), LINE = 64 / sizeof(XT), K = GRAD_TILE };
-    ptrdiff_t d_main = D - D % LANES;
     ptrdiff_t c0 = 0;
-    for (; c0 + K <= C; c0 += K) {
-        FLOAT *rows = gW + c0 * D;
-        const FLOAT *gc = g + c0;
-        for (ptrdiff_t d = 0; d < d_main; d += LANES) {
-            VEC acc[K];
-            if (c0 == 0 && d % LINE == 0)
-                for (ptrdiff_t r = 0; r < n_ahead; r++)
-                    __builtin_prefetch(xs[n + r] + d, 0, 2);
-#pragma GCC unroll 16
-            for (int k = 0; k < K; k++)
-                acc[k] = XTILE(vec_sum_start)(overwrite, rows + k * D + d);
-            for (ptrdiff_t j = 0; j < n; j++) {
-                VEC xv = XTILE(load_x)(xs[j] + d);
-                const FLOAT *gj = gc + j * C;
-#pragma GCC unroll 16
-                for (int k = 0; k < K; k++)
-                    acc[k] += gj[k] * xv;
-            }
-#pragma GCC unroll 16
-            for (int k = 0; k < K; k++)
-                TILE(store)(rows + k * D + d,
-                            XTILE(vec_sum_end)(overwrite, rows + k * D + d, acc[k]));
-        }
-        for (ptrdiff_t d = d_main; d < D; d++)
-            for (int k = 0; k < K; k++) {
-                FLOAT s = XTILE(sum_start)(overwrite, rows[k * D + d]);
-                for (ptrdiff_t j = 0; j < n; j++)
-                    s += gc[j * C + k] * xs[j][d];
-                rows[k * D + d] = XTILE(sum_end)(overwrite, rows[k * D + d], s);
-            }
-    }
-    for (; c0 < C; c0++) {
-        FLOAT *row = gW + c0 * D;
-        for (ptrdiff_t d = 0; d < D; d++) {
-            FLOAT s = XTILE(sum_start)(overwrite, row[d]);
-            for (ptrdiff_t j = 0; j < n; j++)
-                s += g[j * C + c0] * xs[j][d];
-            row[d] = XTILE(sum_end)(overwrite, row[d], s);
-        }
-    }
+    for (; c0 + GRAD_TILE <= C; c0 += GRAD_TILE)
+        XTILE(grad_sweep)(gW + c0 * D, g + c0, C, D, xs, n, n_ahead, overwrite, c0 == 0,
+                          GRAD_TILE);
+#define FASTLR_GRAD_SWEEP(k) \
+    XTILE(grad_sweep)(gW + c0 * D, g + c0, C, D, xs, n, n_ahead, overwrite, c0 == 0, k)
+    switch (C - c0) { FASTLR_LEFTOVER_CASES(FASTLR_GRAD_SWEEP, GRAD_TILE); }
+#undef FASTLR_GRAD_SWEEP
     for (ptrdiff_t c = 0; c < C; c++) {
         FLOAT s = overwrite ? 0 : gb[c];
         for (ptrdiff_t j = 0; j < n; j++)

@@ -12,7 +12,11 @@
    and r = x - k ln 2 (ln 2 in two parts, so r is exact to about 2^-60), |r| <= 0.35, and
    exp(r) by its Taylor polynomial to degree 13 (truncation below 1e-17), so within a few
    units in the last place. Arguments below -708 give exp(-708) ~ 3e-308 instead of a
-   smaller number or 0: they are added to a sum that is at least 1. A NaN stays NaN. */
+   smaller number or 0: they are added to a sum that is at least 1. A NaN stays NaN.
+   Without trapping math (which changes no value, only what GCC assumes of floating-point
+   exceptions): with it GCC does not compute the clamp of an argument for every lane and
+   keeps the loop scalar ("control flow in loop"). */
+__attribute__((optimize("no-trapping-math")))
 static void FASTLR_CAT(fastlr_exp_nonpositive_, ISA)(double *v, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) {
         double x = v[i] < -708.0 ? -708.0 : v[i];
@@ -32,7 +36,14 @@ static void FASTLR_CAT(fastlr_exp_nonpositive_, ISA)(double *v, ptrdiff_t n) {
         p = p * r + 0.5;
         p = p * r + 1.0;
         p = p * r + 1.0;
-        int64_t bits = ((int64_t)k + 1023) << 52;
+        /* 2^k from the bits of k + 1.5 * 2^52 (exact: k is a whole number, |k| < 2^51), whose
+           low bits hold k: the same bits as ((int64_t)k + 1023) << 52, without a conversion
+           of a double to an integer, which AVX2 has no vector instruction for, so the loop
+           is vectorized at every level. */
+        double k_low = k + 0x1.8p52;
+        int64_t bits;
+        memcpy(&bits, &k_low, sizeof bits);
+        bits = (bits + 1023) << 52;
         double scale;
         memcpy(&scale, &bits, sizeof scale);
         v[i] = p * scale;

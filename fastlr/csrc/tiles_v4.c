@@ -11,6 +11,7 @@
 #define VECTOR_BYTES 64
 #define SCORE_TILE 10
 #define GRAD_TILE 10
+#define GRAD_VECTORS 1
 /* Without it GCC folds the load of a row of W into both FMAs that use it, loading it twice
    (a load-bound loop). */
 #define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))

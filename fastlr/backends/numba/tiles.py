@@ -9,10 +9,11 @@ once (``_load_x``, ``_scaled``), so the loops are the same loads, broadcasts and
 quarter of the bytes. The tile shapes and the vector width come from ``tuning.py``.
 
 ``_gather_scores``    S[s, c] = X[rows[s]] . W[c]: score tiles of SCORE_SAMPLES samples x
-                      TILE_CLASSES classes, then the leftover classes and features.
+                      TILE_CLASSES classes, the classes left over in tiles of powers of two,
+                      then the leftover features.
 ``_gather_gradient``  part_W [+]= G^T X[rows]: gradient tiles of GATHER_CLASSES classes x
                       GATHER_VECTORS vectors of features held in registers over the whole
-                      block; as a tile sweeps D, sample s asks for the same columns of the
+                      block (the classes left over in tiles of powers of two); as a tile sweeps D, sample s asks for the same columns of the
                       row that takes its place in the next block (``prefetcht1``), so the
                       next rows arrive while the FMAs run.
 
@@ -52,6 +53,7 @@ SCORE_SAMPLES = TUNING.score_samples  # samples x classes of the score tile
 TILE_CLASSES = TUNING.score_classes   # classes of the score tile; C = 10 is two tiles of 5
 GATHER_CLASSES = TUNING.grad_classes  # classes of the gradient tile (avx512: all 10 of MNIST's)
 GATHER_VECTORS = TUNING.grad_vectors  # vectors of features of that tile
+SCORES_BY_CLASS_BYTES = TUNING.scores_by_class_kib * 1024  # W larger: classes outermost
 
 
 def _lanes_of(context, array_type):
@@ -182,6 +184,25 @@ def _prefetch_element(typingctx, a, i):
     return sig, codegen
 
 
+def _leftover_tiles(builder, left, c0, below, tile):
+    """Emit ``tile(c_start, width, first)`` for the ``left`` < ``below`` classes from ``c0``
+    (runtime values): one tile for each binary digit of ``left``, the widest first, each
+    run only where ``left`` has that digit, so every count is a few register tiles (C = 26
+    with tiles of 5: one class left, one tile of 1; with tiles of 10: a tile of 4 and one of
+    2). ``first`` is the i1 value: no wider tile ran before this one."""
+    width = 1
+    while 2 * width < below:
+        width *= 2
+    while width >= 1:
+        digit = ir.Constant(left.type, width)
+        with builder.if_then(builder.icmp_unsigned("!=", builder.and_(left, digit),
+                                                    ir.Constant(left.type, 0))):
+            before = builder.and_(left, ir.Constant(left.type, -2 * width))
+            tile(builder.add(c0, before), width,
+                 builder.icmp_unsigned("==", before, ir.Constant(left.type, 0)))
+        width //= 2
+
+
 def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga, g_row, d0_, c0_,
                     oa, out_row, n_classes, n_vectors, overwrite=None, ask=None):
     """The body of the gradient tiles: for the n_classes classes c0.. and the n_vectors
@@ -221,22 +242,26 @@ def _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga, g_r
             builder.store(added, ptr, align=1)
 
 
-def _make_gather_grad_tile(n_classes, n_vectors):
+def _make_gather_grad_tile(n_classes, n_vectors, leftover=False):
     """An intrinsic ``gather_grad_tile(X, rows, n, G, d0, c0, out, overwrite, ahead,
-    n_ahead)``: for the n_classes classes c0.. and the n_vectors vectors of features
+    n_ahead, left)``: for the n_classes classes c0.. and the n_vectors vectors of features
     from d0, ``out[c, d] = [out[c, d] +] sum_{s < n} G[s, c] X[rows[s], d]`` (``overwrite``
     true: no ``out[c, d] +``), the rows of X read where they are. At sample s < n_ahead it
     asks for the same columns of row ``ahead[s]`` of X (a sample of the next block), so a
     sweep of these tiles over all of D asks for every line of those rows, one or two
-    prefetches per 2 n_classes FMAs. X (N, D), rows and ahead int64, G (P, C), out (C, D)."""
+    prefetches per 2 n_classes FMAs. With ``leftover`` the classes are the ``left`` <
+    n_classes from c0 instead, in tiles of powers of two (``_leftover_tiles``), the first of
+    them asking for the rows; otherwise ``left`` is ignored. X (N, D), rows and ahead int64,
+    G (P, C), out (C, D)."""
 
     @intrinsic
-    def gather_grad_tile(typingctx, X, rows, n, G, d0, c0, out, overwrite, ahead, n_ahead):
-        sig = types.void(X, rows, n, G, d0, c0, out, overwrite, ahead, n_ahead)
+    def gather_grad_tile(typingctx, X, rows, n, G, d0, c0, out, overwrite, ahead, n_ahead,
+                         left):
+        sig = types.void(X, rows, n, G, d0, c0, out, overwrite, ahead, n_ahead, left)
 
         def codegen(context, builder, signature, args):
-            x_, rows_, n_, g, d0_, c0_, out_, overwrite_, ahead_, n_ahead_ = args
-            x_type, rows_type, _, g_type, _, _, out_type, _, ahead_type, _ = signature.args
+            x_, rows_, n_, g, d0_, c0_, out_, overwrite_, ahead_, n_ahead_, left_ = args
+            x_type, rows_type, _, g_type, _, _, out_type, _, ahead_type, _, _ = signature.args
             xa = context.make_array(x_type)(context, builder, x_)
             ra = context.make_array(rows_type)(context, builder, rows_)
             aa = context.make_array(ahead_type)(context, builder, ahead_)
@@ -252,21 +277,32 @@ def _make_gather_grad_tile(n_classes, n_vectors):
             def row_start(s):
                 return builder.mul(builder.load(builder.gep(ra.data, [s])), x_row)
 
-            def ask(s):
-                with builder.if_then(builder.icmp_signed("<", s, n_ahead_)):
-                    row = builder.load(builder.gep(aa.data, [s]))
-                    base = builder.bitcast(builder.gep(xa.data, [builder.add(
-                        builder.mul(row, x_row), d0_)]), byte)
-                    for m in range(n_lines):
-                        _prefetch_line(builder, fn, builder.gep(base, [ir.Constant(intp,
-                                                                                    64 * m)]))
+            def asker(n_asked):
+                def ask(s):
+                    with builder.if_then(builder.icmp_signed("<", s, n_asked)):
+                        row = builder.load(builder.gep(aa.data, [s]))
+                        base = builder.bitcast(builder.gep(xa.data, [builder.add(
+                            builder.mul(row, x_row), d0_)]), byte)
+                        for m in range(n_lines):
+                            _prefetch_line(builder, fn, builder.gep(
+                                base, [ir.Constant(intp, 64 * m)]))
+                return ask
 
             overwrite_bit = builder.icmp_unsigned("!=", overwrite_, ir.Constant(
                 overwrite_.type, 0))
-            _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga,
-                            _row_length(context, builder, g_type, ga), d0_, c0_, oa,
-                            _row_length(context, builder, out_type, oa), n_classes, n_vectors,
-                            overwrite_bit, ask)
+
+            def tile(c_start, width, n_asked):
+                _emit_grad_tile(context, builder, x_type, xa, row_start, n_, g_type, ga,
+                                _row_length(context, builder, g_type, ga), d0_, c_start, oa,
+                                _row_length(context, builder, out_type, oa), width, n_vectors,
+                                overwrite_bit, asker(n_asked))
+
+            if leftover:
+                _leftover_tiles(builder, left_, c0_, n_classes, lambda c_start, width, first:
+                                tile(c_start, width, builder.select(
+                                    first, n_ahead_, ir.Constant(n_ahead_.type, 0))))
+            else:
+                tile(c0_, n_classes, n_ahead_)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -275,9 +311,9 @@ def _make_gather_grad_tile(n_classes, n_vectors):
 
 
 def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, c0_, nv,
-                     s_type, sa):
+                     s_type, sa, n_classes):
     """The body of the score tiles: for the SCORE_SAMPLES rows of X starting at the elements
-    ``row_starts`` and the TILE_CLASSES rows c0.. of W,
+    ``row_starts`` and the n_classes rows c0.. of W,
     ``S[s0 + s, c] = sum_{d < nv * lanes} x_s[d] W[c, d]``, each sum kept in one vector of
     lanes across d and reduced by a fixed halving tree (for uint8 X, times 1/255). The vectors
     are of W's float type."""
@@ -287,69 +323,80 @@ def _emit_score_tile(context, builder, x_type, xa, row_starts, s0_, w_type, wa, 
     w_row = _row_length(context, builder, w_type, wa)
     s_row = _row_length(context, builder, s_type, sa)
     w_starts = [builder.mul(builder.add(c0_, ir.Constant(intp, c)), w_row)
-                for c in range(TILE_CLASSES)]
-    acc = _accumulators(builder, vector, SCORE_SAMPLES * TILE_CLASSES)
+                for c in range(n_classes)]
+    acc = _accumulators(builder, vector, SCORE_SAMPLES * n_classes)
     with cgutils.for_range(builder, nv) as loop:
         d = builder.mul(loop.index, ir.Constant(intp, lanes))
         xs = [_load_x(builder, x_type, xa, builder.add(start, d), vector) for start in row_starts]
-        for c in range(TILE_CLASSES):
+        for c in range(n_classes):
             wv = builder.load(_vector_at(builder, wa.data, builder.add(w_starts[c], d), vector),
                               align=1)
             for s in range(SCORE_SAMPLES):
-                slot = acc[s * TILE_CLASSES + c]
+                slot = acc[s * n_classes + c]
                 builder.store(_fma(builder, xs[s], wv, builder.load(slot)), slot)
     for s in range(SCORE_SAMPLES):
         s_at = builder.add(builder.mul(builder.add(s0_, ir.Constant(intp, s)), s_row), c0_)
-        for c in range(TILE_CLASSES):
+        for c in range(n_classes):
             total = _scaled(builder, x_type, _horizontal_sum(builder, builder.load(
-                acc[s * TILE_CLASSES + c])))
+                acc[s * n_classes + c])))
             builder.store(total, builder.gep(sa.data, [builder.add(s_at, ir.Constant(intp, c))]))
 
 
-@intrinsic
-def _gather_score_tile(typingctx, X, rows, s0, W, c0, n_vectors, S):
-    """``gather_score_tile(X, rows, s0, W, c0, n_vectors, S)``: for the SCORE_SAMPLES rows
-    ``rows[s0 + s]`` of X (N, D), read where they are, and the TILE_CLASSES rows c0.. of W,
-    ``S[s0 + s, c] = sum_{d < n_vectors * lanes} X[rows[s0 + s], d] W[c, d]``. rows int64,
-    W (C, D), S (P, C), one float dtype."""
-    sig = types.void(X, rows, s0, W, c0, n_vectors, S)
+def _make_gather_score_tile(leftover=False):
+    """An intrinsic ``gather_score_tile(X, rows, s0, W, c0, n_vectors, S, left)``: for the
+    SCORE_SAMPLES rows ``rows[s0 + s]`` of X (N, D), read where they are, and the
+    TILE_CLASSES rows c0.. of W,
+    ``S[s0 + s, c] = sum_{d < n_vectors * lanes} X[rows[s0 + s], d] W[c, d]``. With
+    ``leftover`` the classes are the ``left`` < TILE_CLASSES from c0 instead, in tiles of
+    powers of two (``_leftover_tiles``); otherwise ``left`` is ignored. rows int64, W (C, D),
+    S (P, C), one float dtype."""
 
-    def codegen(context, builder, signature, args):
-        x_, rows_, s0_, w, c0_, nv, s_out = args
-        x_type, rows_type, _, w_type, _, _, s_type = signature.args
-        intp = context.get_value_type(types.intp)
-        xa = context.make_array(x_type)(context, builder, x_)
-        ra = context.make_array(rows_type)(context, builder, rows_)
-        x_row = _row_length(context, builder, x_type, xa)
-        starts = [builder.mul(builder.load(builder.gep(ra.data, [builder.add(
-            s0_, ir.Constant(intp, s))])), x_row) for s in range(SCORE_SAMPLES)]
-        _emit_score_tile(context, builder, x_type, xa, starts, s0_, w_type,
-                         context.make_array(w_type)(context, builder, w), c0_, nv, s_type,
-                         context.make_array(s_type)(context, builder, s_out))
-        return context.get_dummy_value()
+    @intrinsic
+    def gather_score_tile(typingctx, X, rows, s0, W, c0, n_vectors, S, left):
+        sig = types.void(X, rows, s0, W, c0, n_vectors, S, left)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            x_, rows_, s0_, w, c0_, nv, s_out, left_ = args
+            x_type, rows_type, _, w_type, _, _, s_type, _ = signature.args
+            intp = context.get_value_type(types.intp)
+            xa = context.make_array(x_type)(context, builder, x_)
+            ra = context.make_array(rows_type)(context, builder, rows_)
+            wa = context.make_array(w_type)(context, builder, w)
+            sa = context.make_array(s_type)(context, builder, s_out)
+            x_row = _row_length(context, builder, x_type, xa)
+            starts = [builder.mul(builder.load(builder.gep(ra.data, [builder.add(
+                s0_, ir.Constant(intp, s))])), x_row) for s in range(SCORE_SAMPLES)]
+
+            def tile(c_start, width, first=None):
+                _emit_score_tile(context, builder, x_type, xa, starts, s0_, w_type, wa,
+                                 c_start, nv, s_type, sa, width)
+
+            if leftover:
+                _leftover_tiles(builder, left_, c0_, TILE_CLASSES, tile)
+            else:
+                tile(c0_, TILE_CLASSES)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return gather_score_tile
 
 
+_gather_score_tile = _make_gather_score_tile()
+_gather_score_leftover = _make_gather_score_tile(leftover=True)
 _gather_grad_wide = _make_gather_grad_tile(GATHER_CLASSES, GATHER_VECTORS)
 _gather_grad_narrow = _make_gather_grad_tile(GATHER_CLASSES, 1)
-_gather_grad_class = _make_gather_grad_tile(1, GATHER_VECTORS)
-_gather_grad_class_narrow = _make_gather_grad_tile(1, 1)
+_gather_grad_leftover = _make_gather_grad_tile(GATHER_CLASSES, GATHER_VECTORS, leftover=True)
+_gather_grad_leftover_narrow = _make_gather_grad_tile(GATHER_CLASSES, 1, leftover=True)
 
 
 @njit(fastmath=FAST, cache=True)
-def _score_leftovers(x, W, z, c_tiles, d_tail, scale):
-    """What the score tiles leave of one sample's scores z (C,): whole dot products
-    ``scale x . W[c]`` for the classes from c_tiles on, and the features from d_tail on for
-    the classes before (added to the tile's sums in z). ``scale``: ``pixel_scale(X)``."""
+def _score_tail(x, W, z, d_tail, scale):
+    """What the score tiles leave of one sample's scores z (C,): the features from d_tail
+    on, ``scale x[d_tail:] . W[c, d_tail:]`` added to each tile's sum in z. ``scale``:
+    ``pixel_scale(X)``."""
     C, D = W.shape
-    for c in range(c_tiles, C):
-        w = W[c]
-        acc = W.dtype.type(0)
-        for d in range(D):
-            acc += W.dtype.type(x[d]) * w[d]
-        z[c] = acc * scale
-    for c in range(c_tiles):
+    for c in range(C):
         w = W[c]
         acc = W.dtype.type(0)
         for d in range(d_tail, D):
@@ -360,50 +407,63 @@ def _score_leftovers(x, W, z, c_tiles, d_tail, scale):
 @njit(fastmath=FAST, cache=True)
 def _gather_scores(X, rows, n, W, S):
     """S[s, c] = X[rows[s]] . W[c] for s < n rounded up to SCORE_SAMPLES (``rows`` holds a
-    valid row there; those scores are ignored): the register tiles over whole vectors, the
-    leftover classes and features with plain loops."""
+    valid row there; those scores are ignored): the register tiles over whole vectors (the
+    classes after the last full tile in narrower tiles), the samples outermost, or the
+    classes where W is larger than ``TUNING.scores_by_class_kib``; then the leftover
+    features with a plain loop."""
     C, D = W.shape
     lanes = VECTOR_BYTES // W.itemsize
     scale = pixel_scale(X)
     n_vec = D // lanes
     d_tail = n_vec * lanes
     c_tiles = C - C % TILE_CLASSES
-    for s0 in range(0, n, SCORE_SAMPLES):
+    if C * D * W.itemsize > SCORES_BY_CLASS_BYTES:
         for c0 in range(0, c_tiles, TILE_CLASSES):
-            _gather_score_tile(X, rows, s0, W, c0, n_vec, S)
-        for s in range(s0, s0 + SCORE_SAMPLES):
-            _score_leftovers(X[rows[s]], W, S[s], c_tiles, d_tail, scale)
+            for s0 in range(0, n, SCORE_SAMPLES):
+                _gather_score_tile(X, rows, s0, W, c0, n_vec, S, 0)
+        if c_tiles < C:
+            for s0 in range(0, n, SCORE_SAMPLES):
+                _gather_score_leftover(X, rows, s0, W, c_tiles, n_vec, S, C - c_tiles)
+    else:
+        for s0 in range(0, n, SCORE_SAMPLES):
+            for c0 in range(0, c_tiles, TILE_CLASSES):
+                _gather_score_tile(X, rows, s0, W, c0, n_vec, S, 0)
+            if c_tiles < C:
+                _gather_score_leftover(X, rows, s0, W, c_tiles, n_vec, S, C - c_tiles)
+    for s in range(padded_rows(n)):
+        _score_tail(X[rows[s]], W, S[s], d_tail, scale)
 
 
 @njit(fastmath=FAST, cache=True)
 def _gather_gradient(X, rows, n, G, part_W, overwrite, ahead, n_ahead):
     """``part_W (C, D) [+]= G[:n]^T X[rows[:n]]`` (``overwrite``: no ``part_W +``) with the
-    gather tiles, sweeping D once per class tile; the first class tile of each sweep step
-    asks for the same columns of the rows ``X[ahead[:n_ahead]]`` (n_ahead <= n), the next
-    block's, so every line of them is asked for once, spread over the whole pass. Leftover
-    features with plain loops."""
+    gather tiles, sweeping D once per class tile (the classes after the last full tile in
+    narrower tiles); the first class tile of each sweep step asks for the same columns of
+    the rows ``X[ahead[:n_ahead]]`` (n_ahead <= n), the next block's, so every line of them
+    is asked for once, spread over the whole pass. Leftover features with plain loops."""
     C, D = part_W.shape
     lanes = VECTOR_BYTES // part_W.itemsize
     wide = GATHER_VECTORS * lanes
     d_wide = D - D % wide
     d_narrow = D - D % lanes
     c_tiles = C - C % GATHER_CLASSES
+    left = C - c_tiles
     for d0 in range(0, d_wide, wide):
         ask = n_ahead
         for c0 in range(0, c_tiles, GATHER_CLASSES):
-            _gather_grad_wide(X, rows, n, G, d0, c0, part_W, overwrite, ahead, ask)
+            _gather_grad_wide(X, rows, n, G, d0, c0, part_W, overwrite, ahead, ask, 0)
             ask = 0
-        for c in range(c_tiles, C):
-            _gather_grad_class(X, rows, n, G, d0, c, part_W, overwrite, ahead, ask)
-            ask = 0
+        if left:
+            _gather_grad_leftover(X, rows, n, G, d0, c_tiles, part_W, overwrite, ahead, ask,
+                                  left)
     for d0 in range(d_wide, d_narrow, lanes):
         ask = n_ahead
         for c0 in range(0, c_tiles, GATHER_CLASSES):
-            _gather_grad_narrow(X, rows, n, G, d0, c0, part_W, overwrite, ahead, ask)
+            _gather_grad_narrow(X, rows, n, G, d0, c0, part_W, overwrite, ahead, ask, 0)
             ask = 0
-        for c in range(c_tiles, C):
-            _gather_grad_class_narrow(X, rows, n, G, d0, c, part_W, overwrite, ahead, ask)
-            ask = 0
+        if left:
+            _gather_grad_leftover_narrow(X, rows, n, G, d0, c_tiles, part_W, overwrite, ahead,
+                                         ask, left)
     if d_narrow < D:
         if overwrite:
             part_W[:, d_narrow:] = 0

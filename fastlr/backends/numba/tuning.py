@@ -58,6 +58,14 @@ class Tuning:
         ``llvm.prefetch`` locality of the next rows (2: ``prefetcht1``, into L2).
     pause : bool
         Whether the spin loop of a meeting runs x86's ``pause`` between tries.
+    scores_by_class_kib : int
+        KiB of W above which the score tiles take the classes outermost (each tile's rows of
+        W stay in L1 while the block's rows go by) instead of the samples (each pair of rows
+        meets all of W): W then no longer fits in L2 with the block's rows, and streaming it
+        for every pair of samples made C = 345 (1 MB of W) slower than the BLAS peers. A
+        quarter of a 512 KB L2: on Zen 3 the classes outermost were faster with W of 194 KB
+        (C = 62, D = 784), alike at 81 KB, slower at 31 KB (MNIST), so MNIST keeps the
+        samples outermost (docs/journal/epyc-zen3.md). Speed only: the sums are the same.
     amx : bool
         Whether uint8 pixels with float32 weights and at most 16 classes take the AMX tiles
         (``amx.py``: bfloat16 pairs, 16 x 16 x 32 products per instruction) instead of the
@@ -90,6 +98,7 @@ class Tuning:
     prefetch_locality: int = 2
     pause: bool = True
     block_kib: int = 100
+    scores_by_class_kib: int = 128
     amx: bool = False
     amx_min_chunk: int = 256
 
