@@ -264,8 +264,8 @@ def test_cache_notices_production_edits_and_ignores_lab_edits(tmp_path):
     assert after_lab_edit["hits"] == 1 and after_lab_edit["misses"] == 0
 
     _edit(package / "backends" / "numba" / "tiles.py",
-          "            _score_tail(X[rows[s]], W, S[s], d_tail, scale)\n",
-          "            _score_tail(X[rows[s]], W, S[s], d_tail, scale)\n"
+          "        _score_tail(X[rows[s]], W, S[s], d_tail, scale)\n",
+          "        _score_tail(X[rows[s]], W, S[s], d_tail, scale)\n"
           "    S[0, 0] = 100.0\n")
     after_edit = _run(tmp_path, env)
     assert after_edit["first_run_compiles"] and after_edit["misses"] == 1
