@@ -500,7 +500,8 @@ def test_a_broken_stderr_pipe_costs_the_messages_not_the_model(tmp_path, data_di
     assert process.returncode == 0 and len(SoftmaxRegression.load(out).history_) == 2
 
 
-@pytest.mark.parametrize("encoding", ["utf-8:strict", "ascii:strict"])
+@pytest.mark.parametrize("encoding", ["utf-8:strict",
+                                      pytest.param("ascii:strict", marks=pytest.mark.extended)])
 def test_undecodable_file_names_with_a_strict_encoding_work(tmp_path, model_path, data_dir,
                                                             encoding):
     name = os.fsdecode(b"mod\xffel.npz")

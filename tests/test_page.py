@@ -49,7 +49,9 @@ def mnist():
     return load_mnist(MNIST_DIR)
 
 
-@pytest.fixture(scope="module", params=[None, "deskew"], ids=["raw", "deskew"])
+# The deskewing model's page repeats every check on deskewed input: the extended tier.
+@pytest.fixture(scope="module", params=[None, pytest.param("deskew", marks=pytest.mark.extended)],
+                ids=["raw", "deskew"])
 def page(request, mnist, tmp_path_factory):
     """A model trained briefly on MNIST (raw or deskewing), saved, and its page written."""
     X_train, y_train, X_test, y_test = mnist
