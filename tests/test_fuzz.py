@@ -226,6 +226,22 @@ def test_a_npy_of_negative_size_is_refused(tmp_path, shape):
         read_inputs(path, 16, (4, 4))
 
 
+
+def test_a_npy_with_a_deprecated_dtype_alias_is_judged_without_a_warning(tmp_path):
+    """Found by atheris: NumPy parses the alias 'a4' (bytes, 'S4') with a DeprecationWarning,
+    which a program that turns warnings into errors met as a crash. The header is read and
+    the byte strings refused as images, with no warning on the way."""
+    import warnings
+
+    from fastlr.images import read_inputs
+    header = "{'descr': '>a4', 'fortran_order': False, 'shape': (3, 16), }"
+    path = tmp_path / "alias.npy"
+    path.write_bytes(npy_member_with_header(header.ljust(117) + "\n") + bytes(3 * 16 * 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError):
+            read_inputs(path, 16, (4, 4))
+
 FUZZ_SECONDS = 120
 
 
